@@ -1,0 +1,42 @@
+# Two commands on a fresh machine:  make run   (the whole job on the embedded corpus)
+#                                   make test  (the whole test suite)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: install run test test-fast bench lint params clean
+
+# torch goes in first, pinned: an unpinned torch pulls a CUDA build of several GB, while
+# torch==2.13.0 is a CPU build that pip takes from local disk here in seconds.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m jobs.run $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not integration" $(ARGS)
+
+bench: install
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/train.py
+
+lint: install
+	$(BIN)/ruff check .
+
+params: install
+	$(BIN)/python -m jobs.params --seed-variants
+
+clean:
+	rm -rf outputs mlruns .pytest_cache

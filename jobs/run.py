@@ -1,0 +1,74 @@
+"""The whole job, as a scheduled run does it: prepare -> train (Ray) -> register -> promote.
+
+    python -m jobs.run [--config jobs/configs/embedded.yaml] [section.key=value ...]
+
+One Ray cluster serves every stage. Any failure stops the job before promotion: nothing is
+registered by a failed training run, and the alias never moves on a failed evaluation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+import ray
+
+from jobs.cli import build_parser, run_main
+from pipeline.data.prepare import prepare
+from pipeline.data.store import read_texts
+from pipeline.promotion import Decision, promote_version
+from pipeline.tracking import resolve_tracking_uri
+from pipeline.train.trainer import ensure_ray
+from pipeline.train.workflow import TrainOutcome, train_and_register
+from schemas.config import JobConfig
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    outcome: TrainOutcome
+    decision: Decision
+    tracking_uri: str
+    wall_s: float
+
+    def text(self) -> str:
+        o, d = self.outcome, self.decision
+        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri}" if self.tracking_uri.startswith("sqlite:")
+              else f"open {self.tracking_uri}")
+        return "\n".join([
+            "== summary ==",
+            f"test accuracy : {o.test_metrics['accuracy']:.4f} (f1 {o.test_metrics['f1']:.4f})",
+            f"parameters    : {o.n_params:,}",
+            f"model version : {o.registered_model} v{o.version} (run {o.run_id})",
+            f"promoted      : {'yes' if d.promoted else 'no'} ({d.reason})",
+            f"wall time     : {self.wall_s:.1f} s",
+            f"MLflow UI     : {ui}",
+        ])
+
+
+def run(cfg: JobConfig) -> RunSummary:
+    t0 = time.perf_counter()
+    tracking_uri = resolve_tracking_uri(cfg)
+    prepared = prepare(cfg)
+    started = ensure_ray(cfg.ray)
+    try:
+        outcome = train_and_register(cfg, prepared, tracking_uri)
+    finally:
+        if started:
+            ray.shutdown()
+    from mlflow.tracking import MlflowClient
+
+    texts, labels = read_texts(prepared.path, "test")
+    decision = promote_version(MlflowClient(tracking_uri), outcome.registered_model, outcome.version, texts,
+                               labels, list(prepared.manifest.label_names), cfg.promotion)
+    summary = RunSummary(outcome, decision, tracking_uri, time.perf_counter() - t0)
+    print(summary.text())
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser("python -m jobs.run", __doc__), lambda cfg, args: run(cfg), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Load a job's YAML, apply `section.key=value` overrides, validate into a frozen JobConfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import UserInputError
+from schemas.config import JobConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`train.epochs=3` -> (['train', 'epochs'], 3). Values are read as YAML scalars/lists."""
+    if "=" not in item:
+        raise UserInputError(f"override {item!r} is not of the form section.key=value (e.g. train.epochs=3)")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise UserInputError(f"override {item!r} has an empty key; write e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise UserInputError(f"override {item!r}: value {raw!r} is not valid YAML ({e.__class__.__name__})") from e
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(raw))  # deep copy of plain YAML data
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise UserInputError(f"override {item!r}: {p!r} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(JobConfig, list(e["loc"][:-1]))
+            allowed = ", ".join(parent.model_fields) if parent else "?"
+            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel], path: list) -> type[BaseModel] | None:
+    for p in path:
+        field = model.model_fields.get(str(p))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
+    """Read YAML (default: the embedded-corpus config), apply overrides, validate.
+
+    Raises UserInputError naming the file/key, the value and what is allowed.
+    """
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise UserInputError(f"config file {path} not found; pass --config with an existing YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserInputError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise UserInputError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+    merged = apply_overrides(raw, overrides or [])
+    try:
+        return JobConfig.model_validate(merged)
+    except ValidationError as e:
+        raise UserInputError(_format_validation_error(e, str(path))) from None
+
+
+def config_help() -> str:
+    """Every option with its default and description, generated from the schema."""
+    lines: list[str] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                lines.append(f"\n[{prefix}{name}] {field.description or ''}")
+                walk(ann, f"{prefix}{name}.")
+            else:
+                default = field.get_default(call_default_factory=True)
+                lines.append(f"  {prefix}{name}={default!r}\n      {field.description or ''}")
+
+    walk(JobConfig, "")
+    return "\n".join(lines)
+
+
+def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """`{'train.epochs': 5, ...}`: the resolved config as MLflow params."""
+    out: dict[str, Any] = {}
+    for name, value in cfg:
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,61 @@
+"""Encode texts to fixed-length id rows: the tokenizer does the text work in Rust, numpy pads.
+
+Padding is LEFT by default: the seed model reads the RNN output at the last time step, which
+must be the last real token, not padding. The true length of each row is stored too, so models
+that gather at `length - 1` or pack sequences can use it.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+def pad_ids(
+    ids: list[list[int]], max_length: int, pad_id: int, padding_side: str, truncation_side: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lists of ids -> (int32 [n, max_length] matrix, kept lengths, original lengths), vectorized.
+
+    No per-row numpy call: rows are flattened once, then scattered with index arithmetic.
+    """
+    n = len(ids)
+    orig = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(orig.sum()))
+    kept = np.minimum(orig, max_length)
+    out = np.full((n, max_length), pad_id, dtype=np.int32)
+    if n == 0 or kept.sum() == 0:
+        return out, kept.astype(np.int32), orig.astype(np.int32)
+    starts = np.concatenate(([0], np.cumsum(orig)[:-1]))
+    # Which source tokens survive truncation: the last `kept` of each row, or the first.
+    src_start = starts + (orig - kept) if truncation_side == "left" else starts
+    rows = np.repeat(np.arange(n), kept)
+    within = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+    src = np.repeat(src_start, kept) + within
+    col = within + np.repeat(max_length - kept, kept) if padding_side == "left" else within
+    out[rows, col] = flat[src]
+    return out, kept.astype(np.int32), orig.astype(np.int32)
+
+
+def encode_batch(
+    batch: dict[str, list[Any]],
+    tokenizer: Tokenizer,
+    max_length: int,
+    pad_id: int,
+    padding_side: str,
+    truncation_side: str,
+) -> dict[str, Any]:
+    """`Dataset.map(batched=True)` function: adds input_ids, length and n_tokens."""
+    encodings = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
+    matrix, kept, orig = pad_ids([e.ids for e in encodings], max_length, pad_id, padding_side, truncation_side)
+    return {"input_ids": matrix, "length": kept, "n_tokens": orig}
+
+
+def encode_texts(
+    texts: list[str], tokenizer: Tokenizer, max_length: int, pad_id: int, padding_side: str, truncation_side: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw text -> (ids, lengths) with exactly the training-time rules (used at prediction time)."""
+    out = encode_batch({"text": texts}, tokenizer, max_length, pad_id, padding_side, truncation_side)
+    return out["input_ids"], out["length"]
