@@ -2,6 +2,8 @@
 only if the gate passes. Records the decision as tags on the version.
 
     python -m jobs.promote [--version N] [--config jobs/configs/embedded.yaml] [section.key=value ...]
+    python -m jobs.promote --history       # every decision, newest first
+    python -m jobs.promote --rollback      # move the alias back to the previous champion
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from jobs.cli import build_parser, run_main
 from pipeline.data.prepare import prepare
 from pipeline.data.store import read_texts
 from pipeline.errors import UserInputError
-from pipeline.promotion import Decision, promote_version
+from pipeline.promotion import Decision, history, promote_version, rollback
 from pipeline.tracking import resolve_tracking_uri
 from schemas.config import JobConfig
 
@@ -37,10 +39,37 @@ def run(cfg: JobConfig, version: str | None = None) -> Decision:
     return decision
 
 
+def show_history(cfg: JobConfig) -> list[dict[str, str]]:
+    rows = history(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name)
+    for r in rows:
+        print(f"v{r['version']:<4} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
+    return rows
+
+
+def do_rollback(cfg: JobConfig) -> tuple[str, str]:
+    try:
+        frm, to = rollback(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name, cfg.promotion)
+    except ValueError as e:
+        raise UserInputError(str(e)) from e
+    print(f"{cfg.promotion.alias}: v{frm} -> v{to}")
+    return frm, to
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m jobs.promote", __doc__)
-    parser.add_argument("--version", help="version to evaluate (default: the newest)")
-    return run_main(parser, lambda cfg, args: run(cfg, args.version), argv)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--version", help="version to evaluate (default: the newest)")
+    group.add_argument("--history", action="store_true", help="list every recorded promotion decision")
+    group.add_argument("--rollback", action="store_true", help="move the alias back to the previous champion")
+
+    def job(cfg: JobConfig, args) -> object:
+        if args.history:
+            return show_history(cfg)
+        if args.rollback:
+            return do_rollback(cfg)
+        return run(cfg, args.version)
+
+    return run_main(parser, job, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
+def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512,
+                  device: str = "cpu") -> np.ndarray:
     """[n, L] int ids -> [n, classes] probabilities, in eval mode, in batches."""
     was_training = model.training
     model.eval()

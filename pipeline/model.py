@@ -16,10 +16,29 @@ from schemas.config import ModelConfig
 _CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
+def true_lengths(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Real tokens per row: the count of non-pad ids (padding may sit on either side)."""
+    return (input_ids != pad_id).sum(dim=1)
+
+
+def _left_align(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Move each row's real tokens to the front, keeping their order (left padding -> right padding)."""
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
+    return torch.gather(input_ids, 1, order)
+
+
 class RNNClassifier(nn.Module):
+    """Embedding -> RNN/GRU/LSTM -> pooling -> Linear(hidden * dirs, head) -> Linear(head, 1 or classes).
+
+    With the defaults this is the seed model, parameter for parameter (the two Linear layers have no
+    activation between them, as in the seed).
+    """
+
     def __init__(self, vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig):
         super().__init__()
         directions = 2 if cfg.bidirectional else 1
+        self.pad_id = pad_id
+        self.pooling = cfg.pooling
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
         self.rnn = _CELLS[cfg.cell](
             cfg.embedding_dim,
@@ -34,15 +53,70 @@ class RNNClassifier(nn.Module):
         # Two classes: one logit and BCE, as the seed. More: one logit per class and softmax CE.
         self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[batch, seq] ids -> logits [batch] (binary) or [batch, classes]."""
+    def _packed(self, input_ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids = _left_align(input_ids, mask)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embedding(ids), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, h = self.rnn(packed)
+        h = h[0] if isinstance(h, tuple) else h  # LSTM: (h, c)
+        if self.rnn.bidirectional:  # last layer's forward and backward final states
+            return torch.cat([h[-2], h[-1]], dim=-1)
+        return h[-1]
+
+    def encode(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq] ids -> [batch, hidden * directions] sequence vectors."""
+        mask = input_ids != self.pad_id
+        if self.pooling == "packed":
+            lengths = true_lengths(input_ids, self.pad_id) if lengths is None else lengths
+            return self._packed(input_ids, mask, lengths)
         outputs, _ = self.rnn(self.embedding(input_ids))
-        last = outputs[:, -1, :]  # the seed's pooling: correct because padding is on the left
-        logits = self.out(self.fc(self.dropout(last)))
+        if self.pooling == "last":  # the seed: correct because padding is on the left
+            return outputs[:, -1, :]
+        if self.pooling == "gather":  # output at each row's last real token, whichever side is padded
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            last = torch.where(mask, positions, 0).max(dim=1).values
+            return outputs[torch.arange(len(outputs), device=outputs.device), last]
+        m = mask.unsqueeze(-1)
+        if self.pooling == "mean":
+            return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
+        pooled = outputs.masked_fill(~m, float("-inf")).max(dim=1).values  # max
+        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))  # all-pad rows -> 0
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """[batch, seq] ids (and optional true lengths) -> logits [batch] (binary) or [batch, classes]."""
+        logits = self.out(self.fc(self.dropout(self.encode(input_ids, lengths))))
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
 
-def build_model(vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig) -> RNNClassifier:
+class MeanEmbeddingClassifier(nn.Module):
+    """The order-blind baseline: masked average of the embeddings -> the same two-layer head.
+
+    Padding is excluded from the average (averaging it in would make length a feature); word order
+    is lost by construction, so "我让你" and "你让我" get the same vector.
+    """
+
+    def __init__(self, vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(cfg.embedding_dim, cfg.head_dim)
+        self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        mask = (input_ids != self.pad_id).unsqueeze(-1)
+        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        logits = self.out(self.fc(self.dropout(pooled)))
+        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+
+
+def build_model(vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig) -> nn.Module:
+    """The configured classifier. Raises ValueError for fewer than two classes."""
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least two classes, got num_classes={num_classes}")
+    if cfg.cell == "mean-embedding":
+        return MeanEmbeddingClassifier(vocab_size, pad_id, num_classes, cfg)
     return RNNClassifier(vocab_size, pad_id, num_classes, cfg)
 
 

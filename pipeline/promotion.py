@@ -1,9 +1,10 @@
 """Move the registry alias only when a new version is measurably better.
 
 The candidate and the current champion are scored by the same code on the same held-out test
-split (raw text through each version's own pyfunc, so each uses its own tokenizer). A NaN or a
-failed evaluation never moves the alias. Just before the alias is set it is read again: if
-another job moved it meanwhile, the decision is remade against the new champion.
+split (raw text through each version's own pyfunc, so each uses its own tokenizer). The gate:
+no NaN, a minimum metric, a minimum improvement, and McNemar's test on the paired predictions
+so that noise does not move the alias. A NaN or failed evaluation never moves it. The decision
+is made under a registry lock after re-reading the alias (compare-and-set).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipeline.evaluate import classification_metrics
+from pipeline.registry_lock import registry_lock
 from schemas.config import PromotionConfig
 from schemas.signature import TEXT_COLUMN
 
@@ -51,18 +53,43 @@ class Decision:
         return asdict(self)
 
 
-def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str]) -> dict[str, float]:
+@dataclass(frozen=True)
+class Score:
+    metrics: dict[str, float]
+    correct: np.ndarray  # per test row: did the model get it right (for the paired test)
+
+
+def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str]) -> Score:
     """Load a registered pyfunc and compute test metrics on raw text."""
     model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     cols = [f"p_{n}" for n in label_names]
     missing = [c for c in cols if c not in out.columns]
     if missing:
-        raise ValueError(f"{model_uri} returns columns {list(out.columns)}, not the labels' {missing}: label sets differ")
-    return classification_metrics(labels, out[cols].to_numpy(dtype=np.float64))
+        raise ValueError(f"{model_uri} returns columns {list(out.columns)}, lacking {missing}: its label set differs")
+    proba = out[cols].to_numpy(dtype=np.float64)
+    correct = proba.argmax(axis=1) == np.asarray(labels) if np.isfinite(proba).all() else np.zeros(len(labels), bool)
+    return Score(classification_metrics(labels, proba), correct)
 
 
-def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: PromotionConfig) -> tuple[bool, str]:
+def mcnemar_p(candidate_correct: np.ndarray, champion_correct: np.ndarray) -> float:
+    """One-sided exact McNemar test: p-value that the candidate is no better than the champion.
+
+    Only the rows where the two disagree carry information; under the null each such row is a
+    fair coin for either model.
+    """
+    from scipy.stats import binomtest
+
+    wins = int(np.sum(candidate_correct & ~champion_correct))
+    losses = int(np.sum(~candidate_correct & champion_correct))
+    if wins + losses == 0:
+        return 1.0
+    return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
+
+
+def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: PromotionConfig,
+           p_value: float = 0.0) -> tuple[bool, str]:
+    """The gate. `p_value`: McNemar's, candidate vs champion (ignored without a champion)."""
     m = cfg.metric
     cand = candidate.get(m, math.nan)
     if not math.isfinite(cand):
@@ -76,61 +103,100 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: 
         return cand >= cfg.min_metric, f"champion {m} is {champ}; candidate {cand:.4f} vs min_metric {cfg.min_metric}"
     if cand < cfg.min_metric:
         return False, f"{m} {cand:.4f} < min_metric {cfg.min_metric}"
-    if cand - champ >= cfg.min_improvement:
-        return True, f"{m} {cand:.4f} beats champion {champ:.4f} by >= {cfg.min_improvement}"
-    return False, f"{m} {cand:.4f} does not beat champion {champ:.4f} by {cfg.min_improvement}"
+    if cand - champ < cfg.min_improvement:
+        return False, f"{m} {cand:.4f} does not beat champion {champ:.4f} by {cfg.min_improvement}"
+    if cfg.significance < 1.0 and not p_value < cfg.significance:
+        return False, (f"{m} {cand:.4f} beats champion {champ:.4f} but not significantly "
+                       f"(McNemar p={p_value:.3g} >= {cfg.significance})")
+    return True, f"{m} {cand:.4f} beats champion {champ:.4f} by >= {cfg.min_improvement} (McNemar p={p_value:.3g})"
 
 
 def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(name, alias).version
+        return str(client.get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
 
 
+def _champion_score(name: str, version: str, texts, labels, label_names, cfg: PromotionConfig) -> Score:
+    try:
+        return score_model(f"models:/{name}/{version}", texts, labels, label_names)
+    except Exception as e:  # a broken champion counts as NaN: a good candidate may replace it
+        log.warning("champion %s/%s could not be scored: %s", name, version, e)
+        return Score({cfg.metric: math.nan}, np.zeros(len(labels), bool))
+
+
 def promote_version(
     client: MlflowClient, name: str, version: str, texts: list[str], labels: np.ndarray, label_names: list[str],
-    cfg: PromotionConfig, max_rounds: int = 3,
+    cfg: PromotionConfig,
 ) -> Decision:
     """Evaluate `version` against the alias holder and move the alias if the gate passes.
 
-    Records the decision as tags on the version. Raises if the candidate cannot be evaluated
-    (after recording that), leaving the alias where it was.
+    Scoring runs without the lock (it is the slow part); the decision and the alias update run
+    under the registry lock, after re-reading the alias: if it moved meanwhile, the new
+    champion is scored and the decision remade (compare-and-set). Records the decision as tags
+    on the version. Raises if the candidate cannot be evaluated, leaving the alias where it was.
     """
+    version = str(version)  # stores return int or str versions; compare them as strings
     try:
         candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:
         client.set_model_version_tag(name, version, "promotion.decision", "error")
         client.set_model_version_tag(name, version, "promotion.reason", f"evaluation failed: {e}"[:5000])
         raise
+    scores: dict[str, Score] = {}
     champion_version = current_alias_version(client, name, cfg.alias)
-    for _ in range(max_rounds):
+    if champion_version and champion_version != version:
+        scores[champion_version] = _champion_score(name, champion_version, texts, labels, label_names, cfg)
+
+    with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
+        champion_version = current_alias_version(client, name, cfg.alias)  # compare ...
         if champion_version == version:
-            decision = Decision(version, False, f"already {cfg.alias}", candidate, version, candidate)
-            break
-        champion = None
-        if champion_version is not None:
-            try:
-                champion = score_model(f"models:/{name}/{champion_version}", texts, labels, label_names)
-            except Exception as e:  # a broken champion is treated as NaN: a good candidate replaces it
-                log.warning("champion %s could not be scored: %s", champion_version, e)
-                champion = {cfg.metric: math.nan}
-        promoted, reason = decide(candidate, champion, cfg)
-        decision = Decision(version, promoted, reason, candidate, champion_version, champion)
-        # Compare-and-set: the alias may have moved while we evaluated.
-        now = current_alias_version(client, name, cfg.alias)
-        if now != champion_version:
-            log.info("alias %s moved from %s to %s during evaluation; deciding again", cfg.alias, champion_version, now)
-            champion_version = now
-            continue
-        if promoted:
-            client.set_registered_model_alias(name, cfg.alias, version)
-        elif math.isfinite(candidate.get(cfg.metric, math.nan)) and candidate[cfg.metric] >= cfg.min_metric:
-            client.set_registered_model_alias(name, CHALLENGER, version)
-        break
-    else:
-        decision = Decision(version, False, "alias kept moving during evaluation; not promoted", candidate,
-                            champion_version, None)
-    for k, v in decision.tags(cfg.metric).items():
-        client.set_model_version_tag(name, version, k, v)
+            decision = Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics)
+        else:
+            champion = None
+            p_value = 0.0
+            if champion_version is not None:
+                if champion_version not in scores:  # moved while we scored: judge against the new one
+                    scores[champion_version] = _champion_score(name, champion_version, texts, labels,
+                                                               label_names, cfg)
+                champ = scores[champion_version]
+                champion = champ.metrics
+                p_value = mcnemar_p(candidate.correct, champ.correct)
+            promoted, reason = decide(candidate.metrics, champion, cfg, p_value)
+            decision = Decision(version, promoted, reason, candidate.metrics, champion_version, champion)
+            if promoted:  # ... and set, still under the lock
+                client.set_model_version_tag(name, version, "promotion.previous_champion", champion_version or "none")
+                client.set_registered_model_alias(name, cfg.alias, version)
+            elif math.isfinite(candidate.metrics.get(cfg.metric, math.nan)) and \
+                    candidate.metrics[cfg.metric] >= cfg.min_metric:
+                client.set_registered_model_alias(name, CHALLENGER, version)
+        for k, v in decision.tags(cfg.metric).items():
+            client.set_model_version_tag(name, version, k, v)
     return decision
+
+
+def history(client: MlflowClient, name: str) -> list[dict[str, str]]:
+    """Every recorded decision, newest version first."""
+    rows = []
+    for v in client.search_model_versions(f"name='{name}'"):
+        t = v.tags or {}
+        rows.append({"version": str(v.version), "aliases": ",".join(v.aliases or []),
+                     "decision": t.get("promotion.decision", "-"), "reason": t.get("promotion.reason", "-"),
+                     "time": t.get("promotion.time", "-"), "run_id": v.run_id or "-"})
+    return sorted(rows, key=lambda r: -int(r["version"]))
+
+
+def rollback(client: MlflowClient, name: str, cfg: PromotionConfig) -> tuple[str, str]:
+    """Move the alias back to the champion before the current one. Returns (from, to)."""
+    with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
+        current = current_alias_version(client, name, cfg.alias)
+        if current is None:
+            raise ValueError(f"registered model {name!r} has no {cfg.alias!r} alias to roll back")
+        previous = client.get_model_version(name, current).tags.get("promotion.previous_champion", "none")
+        if previous == "none":
+            raise ValueError(f"{name} v{current} was the first {cfg.alias}; there is nothing to roll back to")
+        client.set_registered_model_alias(name, cfg.alias, previous)
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_model_version_tag(name, current, "promotion.rolled_back", f"{stamp} -> v{previous}")
+    return current, previous

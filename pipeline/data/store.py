@@ -7,8 +7,15 @@ Layout of one prepared dataset, `<output_root>/data/<key>/`:
   manifest.json                                    schemas.features.Manifest
   _COMPLETE                                        written last; without it the folder is ignored
 
-Everything is written to a temporary sibling folder first and renamed into place, so a run
-killed midway never leaves a folder that a later run would load.
+Everything is written to a local temporary folder first. On a local `output_root` that folder
+is a sibling renamed into place (atomic). On shared storage (`s3://`, `gs://`, any fsspec URL
+such as `memory://`) the files are uploaded into the key's folder and `_COMPLETE` is written
+after the last one; object stores have no atomic folder rename, but no reader loads a folder
+without the marker. Either way a run killed midway never leaves a folder that a later run loads.
+
+Paths: a local output_root gives `pathlib.Path`s; a URL gives `str` URLs. Every function here
+takes either. Remote filesystems come from fsspec when it knows the protocol, else from
+pyarrow's own S3/GCS/HDFS filesystems (`pyarrow.fs.FileSystem.from_uri`).
 """
 
 from __future__ import annotations
@@ -16,40 +23,114 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.errors import UserInputError
 from schemas.features import Manifest
 
 MARKER = "_COMPLETE"
+StorePath = Path | str
 
 
-def data_dir(output_root: str | Path, key: str) -> Path:
-    return Path(output_root) / "data" / key
+def is_remote(path: StorePath) -> bool:
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
-def is_complete(path: Path) -> bool:
-    return (path / MARKER).is_file() and (path / "manifest.json").is_file()
+def _local(path: StorePath) -> Path:
+    s = str(path)
+    return Path(s[len("file://"):]) if s.startswith("file://") else Path(s)
 
 
-def load_manifest(path: str | Path) -> Manifest:
-    path = Path(path)
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it for a URL (fsspec first, then pyarrow)."""
+    try:
+        import fsspec
+
+        fs, inner = fsspec.core.url_to_fs(uri)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
+    except (ImportError, ValueError) as fsspec_error:  # e.g. s3fs not installed: pyarrow has its own S3
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise UserInputError(
+                f"output_root {uri!r}: no filesystem for this URL ({fsspec_error}; {e}); install the fsspec "
+                "package for it (s3fs, gcsfs) or use a local path"
+            ) from e
+
+
+def data_dir(output_root: StorePath, key: str) -> StorePath:
+    if is_remote(output_root):
+        return f"{str(output_root).rstrip('/')}/data/{key}"
+    return _local(output_root) / "data" / key
+
+
+def _join(path: StorePath, name: str) -> StorePath:
+    return f"{str(path).rstrip('/')}/{name}" if is_remote(path) else _local(path) / name
+
+
+def _exists(path: StorePath) -> bool:
+    if not is_remote(path):
+        return _local(path).is_file()
+    fs, inner = filesystem(str(path))
+    return fs.get_file_info(inner).type == pafs.FileType.File
+
+
+def read_text(path: StorePath) -> str:
+    if not is_remote(path):
+        return _local(path).read_text(encoding="utf-8")
+    fs, inner = filesystem(str(path))
+    with fs.open_input_stream(inner) as f:
+        return f.read().decode("utf-8")
+
+
+def is_complete(path: StorePath) -> bool:
+    return _exists(_join(path, MARKER)) and _exists(_join(path, "manifest.json"))
+
+
+def load_manifest(path: StorePath) -> Manifest:
     if not is_complete(path):
         raise FileNotFoundError(f"{path} holds no complete prepared dataset (no {MARKER}); run jobs.prepare")
-    return Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
+    return Manifest.model_validate_json(read_text(_join(path, "manifest.json")))
 
 
-def new_staging_dir(final: Path) -> Path:
+def local_file(path: StorePath, name: str) -> Path:
+    """A local path to one stored file (downloaded once into a temp folder if the store is remote)."""
+    if not is_remote(path):
+        return _local(path) / name
+    flat = str(path).split("://", 1)[1].replace("/", "_")
+    target = Path(tempfile.gettempdir()) / "rnn-textcls-store" / flat
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / name).is_file():
+        tmp = target / f".{name}.{uuid.uuid4().hex[:8]}"
+        fs, inner = filesystem(_join(path, name))
+        with fs.open_input_stream(inner) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target / name)
+    return target / name
+
+
+def new_staging_dir(final: StorePath) -> Path:
+    """A local folder to write into: a sibling of `final` when local (same filesystem: rename works)."""
+    if is_remote(final):
+        return Path(tempfile.mkdtemp(prefix=f"staging-{str(final).rsplit('/', 1)[-1]}-"))
+    final = _local(final)
     staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     return staging
 
 
-def publish(staging: Path, final: Path) -> Path:
-    """Mark complete, then rename into place. If another run published first, keep theirs."""
+def publish(staging: Path, final: StorePath) -> StorePath:
+    """Mark complete, then move into place. If another run published first, keep theirs."""
+    if is_remote(final):
+        return _publish_remote(staging, str(final))
+    final = _local(final)
     (staging / MARKER).write_text("ok\n")
     try:
         os.rename(staging, final)
@@ -62,29 +143,56 @@ def publish(staging: Path, final: Path) -> Path:
     return final
 
 
+def _publish_remote(staging: Path, final: str) -> str:
+    fs, inner = filesystem(final)
+    try:
+        if is_complete(final):
+            return final
+        if fs.get_file_info(inner).type == pafs.FileType.Directory:  # leftovers of a killed upload
+            fs.delete_dir(inner)
+        fs.create_dir(inner, recursive=True)
+        for f in sorted(staging.iterdir()):
+            with open(f, "rb") as src, fs.open_output_stream(f"{inner}/{f.name}") as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+        with fs.open_output_stream(f"{inner}/{MARKER}") as dst:  # last: the folder is now loadable
+            dst.write(b"ok\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
 def write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def read_split_arrays(path: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_table(path: StorePath, split: str, columns: list[str]) -> pa.Table:
+    target = _join(path, f"{split}.parquet")
+    if not is_remote(target):
+        return pq.read_table(target, columns=columns)
+    fs, inner = filesystem(str(target))
+    return pq.read_table(inner, columns=columns, filesystem=fs)
+
+
+def read_split_arrays(path: StorePath, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(input_ids int32 [n, L], labels int64 [n], lengths int32 [n]) straight from Arrow buffers.
 
     Reading the columns directly avoids `with_format("numpy")`, which was ~100x slower here and
-    widened int32 to int64.
+    widened int32 to int64. `path` is a local folder or a URL (s3://, gs://, memory://...).
     """
-    table = pq.read_table(Path(path) / f"{split}.parquet", columns=["input_ids", "label", "length"])
+    table = _read_table(path, split, ["input_ids", "label", "length"])
     n = table.num_rows
     ids_col = table.column("input_ids").combine_chunks()
     width = ids_col.type.list_size
-    ids = ids_col.flatten().to_numpy(zero_copy_only=False).reshape(n, width) if n else np.zeros((0, width), np.int32)
+    flat = ids_col.flatten().to_numpy(zero_copy_only=False)
+    ids = flat.reshape(n, width) if n else np.zeros((0, width), np.int32)
     labels = table.column("label").to_numpy().astype(np.int64, copy=False)
     lengths = table.column("length").to_numpy().astype(np.int32, copy=False)
     # Arrow buffers are read-only; torch wants writable memory, so copy once here.
     return np.array(ids, dtype=np.int32), np.array(labels), np.array(lengths)
 
 
-def read_texts(path: str | Path, split: str) -> tuple[list[str], np.ndarray]:
-    table = pq.read_table(Path(path) / f"{split}.parquet", columns=["text", "label"])
+def read_texts(path: StorePath, split: str) -> tuple[list[str], np.ndarray]:
+    table = _read_table(path, split, ["text", "label"])
     return table.column("text").to_pylist(), table.column("label").to_numpy()

@@ -3,14 +3,19 @@
 Chinese has no spaces, so the BERT normalizer's `handle_chinese_chars` puts spaces around
 every CJK character: Chinese becomes one token per character while English stays split into
 words by whitespace and punctuation, whatever the model kind (word-level, BPE, unigram).
+The 'char' kind then splits every piece into characters (one id per character).
+
+Determinism: the same texts and config give the same `tokenizer.json`, byte for byte (the
+trainers break frequency ties by token; tests/unit/data/test_tokenizer.py checks every kind).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Callable, Iterable, Iterator
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from schemas.config import TokenizerConfig
 
@@ -29,7 +34,7 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
             clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=cfg.lowercase
         )
     )
-    if cfg.kind == "wordlevel":
+    if cfg.kind in ("wordlevel", "char"):
         tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         trainer: trainers.Trainer = trainers.WordLevelTrainer(
             vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=SPECIAL_TOKENS,
@@ -44,11 +49,37 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     else:
         tok = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(
-            vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK_TOKEN, show_progress=False,
+            vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK_TOKEN,
+            show_progress=False,
         )
     tok.normalizer = normalizers.Sequence(steps)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.pre_tokenizer = _pre_tokenizer(cfg)
     return tok, trainer
+
+
+def _pre_tokenizer(cfg: TokenizerConfig) -> pre_tokenizers.PreTokenizer:
+    if cfg.kind == "char":
+        return pre_tokenizers.Sequence(
+            [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(Regex("."), behavior="isolated")]
+        )
+    return pre_tokenizers.BertPreTokenizer()
+
+
+def piece_counter(cfg: TokenizerConfig) -> Callable[[list[str]], list[int]]:
+    """texts -> number of pre-tokenized pieces, with this config's normalizer and pre-tokenizer.
+
+    A trained tokenizer of any kind maps each piece to at least one id ([UNK] if unknown), so
+    0 pieces is exactly "this text becomes zero tokens"; known before any vocabulary exists.
+    Runs in Rust over the whole batch (a one-entry WordLevel model maps every piece to [UNK]).
+    """
+    probe = Tokenizer(models.WordLevel({UNK_TOKEN: 0}, unk_token=UNK_TOKEN))
+    probe.normalizer = build_untrained(cfg)[0].normalizer
+    probe.pre_tokenizer = _pre_tokenizer(cfg)
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in probe.encode_batch(texts, add_special_tokens=False)]
+
+    return count
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, batch_size: int = 1000) -> Tokenizer:
@@ -66,9 +97,23 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, batch_size: int 
             yield buf
 
     tok.train_from_iterator(batches(), trainer=trainer)
+    if cfg.kind == "unigram":
+        tok = _canonical_unigram(tok)
     if tok.token_to_id(PAD_TOKEN) != 0 or tok.token_to_id(UNK_TOKEN) is None:
         raise RuntimeError("tokenizer training lost the special tokens; this is a bug")
     return tok
+
+
+def _canonical_unigram(tok: Tokenizer) -> Tokenizer:
+    """Order pieces by (score desc, piece): the trainer leaves equal-score pieces in hash order."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    special = [p for p in vocab if p[0] in SPECIAL_TOKENS]
+    rest = sorted((p for p in vocab if p[0] not in SPECIAL_TOKENS), key=lambda p: (-p[1], p[0]))
+    special.sort(key=lambda p: SPECIAL_TOKENS.index(p[0]))
+    data["model"]["vocab"] = special + rest
+    data["model"]["unk_id"] = SPECIAL_TOKENS.index(UNK_TOKEN)
+    return Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
 
 
 def tokenizer_digest(tok: Tokenizer) -> str:

@@ -37,6 +37,7 @@ def model_spec(manifest, model_cfg: ModelConfig) -> dict[str, Any]:
         "max_length": manifest.max_length,
         "padding_side": manifest.padding_side,
         "truncation_side": manifest.truncation_side,
+        "max_chars": manifest.max_chars,
     }
 
 
@@ -69,7 +70,7 @@ class RawTextClassifier(PythonModel):
     def predict_proba(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
         s = self.spec
         ids, _ = encode_texts(texts, self.tokenizer, s["max_length"], s["pad_id"], s["padding_side"],
-                              s["truncation_side"])
+                              s["truncation_side"], s.get("max_chars"))
         return predict_proba(self.model, ids, batch_size)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:

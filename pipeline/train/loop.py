@@ -1,18 +1,28 @@
-"""The function every Ray Train worker runs.
+"""The function every Ray Train worker runs, and the Ray-free training core it wraps.
 
-Each worker reads only its shard of the prepared Parquet files (contiguous NumPy arrays, no
-per-row Python), trains under DDP, and calls `ray.train.report` exactly once per epoch, the
-same number of times on every rank (a rank that reported less would hang the others). Only
-rank 0 writes: MLflow metrics through RankZeroLogger, and the checkpoint.
+Each worker reads the prepared Parquet splits as contiguous NumPy arrays, takes its shard of each
+epoch (a seeded permutation padded so that every rank gets the same number of rows and of
+batches, even an empty or tiny split), trains under DDP, and calls `ray.train.report` exactly once
+per epoch on every rank, checkpoint included (rank 0 writes it). Early stopping is decided on
+all-reduced validation sums, so every rank stops at the same epoch. Only rank 0 talks to MLflow,
+through RankZeroLogger, after the epoch's checkpoint is persisted: a restarted worker group
+resumes at the next epoch and never logs an epoch twice.
+
+`train_worker` holds the whole loop without Ray (a `report` callback and an optional resume
+state), so tests and benchmarks run it in plain PyTorch; `train_loop_per_worker` wires it to Ray.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,14 +30,21 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from mlflow.tracking import MlflowClient
+from torch import nn
 
 from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.evaluate import loss_fn
 from pipeline.model import build_model
 from pipeline.tracking import RankZeroLogger
-from schemas.config import JobConfig
+from schemas.config import JobConfig, TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
+# Test-only fault injection (loop_config key): {"rank": r, "epoch": e, "marker": path} makes rank r
+# exit hard (os._exit) at the start of epoch e, once: the marker file records that it happened.
+FAULT_INJECTION_KEY = "fault_injection"
+
+Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,31 @@ class WorkerContext:
     rank: int
     world_size: int
     device: torch.device
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """One worker's view of the prepared data: the full training split (sharded per epoch) and
+    this rank's slice of the validation split."""
+
+    train_ids: np.ndarray  # [n, L] int
+    train_y: np.ndarray  # [n] int64
+    train_lengths: np.ndarray  # [n] real tokens per row
+    val_ids: np.ndarray
+    val_y: np.ndarray
+    vocab_size: int
+    pad_id: int
+    num_classes: int
+    padding_side: str
+
+
+def load_train_data(data_path: str | Path, rank: int, world_size: int) -> TrainData:
+    """Read the prepared splits. Validation is split without padding (no row counted twice)."""
+    manifest = load_manifest(data_path)
+    train_ids, train_y, train_len = read_split_arrays(data_path, "train")
+    val_ids, val_y, _ = read_split_arrays(data_path, "validation")
+    return TrainData(train_ids, train_y, train_len, val_ids[rank::world_size], val_y[rank::world_size],
+                     manifest.vocab_size, manifest.pad_id, len(manifest.label_names), manifest.padding_side)
 
 
 def shard_indices(n: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
@@ -49,6 +91,31 @@ def shard_indices(n: int, rank: int, world_size: int, seed: int, epoch: int) -> 
     return padded[rank::world_size]
 
 
+def plan_batches(
+    lengths: np.ndarray, batch_size: int, bucketing: bool, chunk_batches: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """(order, [(start, end, width)]): rows `order[start:end]` form a batch whose longest row has
+    `width` tokens (at least 1). Without bucketing the order is unchanged and batches are full width.
+
+    With bucketing, rows are sorted by length inside random chunks of `chunk_batches` batches and
+    the batches are shuffled, so each batch can be trimmed to its longest row. The number of
+    batches is ceil(n / batch_size) either way, so equal shards give every rank the same steps.
+    """
+    n = len(lengths)
+    starts = list(range(0, n, batch_size))
+    if not bucketing:
+        full = int(lengths.max(initial=1)) if n else 1
+        return np.arange(n), [(s, min(s + batch_size, n), full) for s in starts]
+    chunk = batch_size * chunk_batches
+    order = np.concatenate(
+        [c + np.argsort(-lengths[c : c + chunk], kind="stable") for c in range(0, n, chunk)]
+    ) if n else np.zeros(0, dtype=np.int64)
+    sorted_len = lengths[order]
+    batches = [(s, min(s + batch_size, n), max(int(sorted_len[s]), 1)) for s in starts]  # longest first
+    perm = rng.permutation(len(batches))
+    return order, [batches[i] for i in perm]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -58,9 +125,29 @@ def seed_everything(seed: int) -> None:
 def configure_cpu(cfg: JobConfig) -> None:
     threads = cfg.train.threads_per_worker or max(int(cfg.scaling.cpus_per_worker), 1)
     torch.set_num_threads(threads)
-    if cfg.train.flush_denormal:
-        # Vanishing RNN gradients become denormal floats, which run many times slower on x86.
-        torch.set_flush_denormal(True)
+    # Vanishing RNN gradients become denormal floats, which run many times slower on x86.
+    torch.set_flush_denormal(cfg.train.flush_denormal)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """The configured LR schedule. Cosine steps per batch; plateau steps per epoch on the metric."""
+    if cfg.lr_schedule == "plateau":
+        mode = "min" if cfg.early_stopping_metric == "val_loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_decay_factor,
+                                                          patience=0, threshold=cfg.early_stopping_min_delta,
+                                                          threshold_mode="abs")
+    total = max(steps_per_epoch * cfg.epochs, 1)
+    warmup = int(cfg.lr_warmup_fraction * total)
+
+    def factor(step: int) -> float:
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        return cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -70,36 +157,209 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _gather_rng(device: torch.device, world_size: int) -> dict[str, torch.Tensor]:
+    """Every rank's RNG state, stacked [world, n] (collective: all ranks call it)."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return {k: v.unsqueeze(0) for k, v in states.items()}
+    out = {}
+    for k, v in states.items():
+        v = v.to(device)
+        parts = [torch.empty_like(v) for _ in range(world_size)]
+        dist.all_gather(parts, v)
+        out[k] = torch.stack(parts).cpu()
+    return out
+
+
+def _restore_rng(rng: dict[str, torch.Tensor] | None, ctx: WorkerContext) -> None:
+    if not rng or rng["cpu"].shape[0] != ctx.world_size:
+        return  # a different world size: keep the freshly seeded generators
+    # clone(): a row of the stacked states is a view with an offset, which set_rng_state misreads
+    torch.set_rng_state(rng["cpu"][ctx.rank].clone())
+    if ctx.device.type == "cuda" and "cuda" in rng:
+        torch.cuda.set_rng_state(rng["cuda"][ctx.rank].clone(), ctx.device)
+
+
+def _amp_factory(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return lambda: torch.autocast("cuda", dtype=dtype)
+    return lambda: torch.autocast(device.type, enabled=False)
+
+
 @torch.no_grad()
-def evaluate_shard(model, ids: np.ndarray, labels: np.ndarray, ctx: WorkerContext, batch_size: int, amp) -> dict:
-    """Loss and accuracy over all ranks' shards (each rank scores its rows; sums are all-reduced)."""
+def evaluate_shard(model, ids: torch.Tensor, labels: torch.Tensor, ctx: WorkerContext, batch_size: int,
+                   amp) -> dict[str, float]:
+    """Loss and accuracy over all ranks' shards (each rank scores its rows; sums are all-reduced).
+    Rows are scored at full width, as `predict_proba` scores the test split."""
+    was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0.0, 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
     for start in range(0, len(ids), batch_size):
-        x = torch.from_numpy(ids[start : start + batch_size]).to(ctx.device, non_blocking=True).long()
-        y = torch.from_numpy(labels[start : start + batch_size]).to(ctx.device, non_blocking=True)
+        x = ids[start : start + batch_size].to(ctx.device, non_blocking=True)
+        y = labels[start : start + batch_size].to(ctx.device, non_blocking=True)
         with amp():
             logits = model(x)
-        loss_sum += float(loss_fn(logits, y)) * len(y)
+        loss_sum += loss_fn(logits, y).double() * len(y)
         pred = (logits > 0).long() if logits.dim() == 1 else logits.argmax(-1)
-        correct += float((pred == y).sum())
-        count += len(y)
-    model.train()
-    loss_sum, correct, count = _all_reduce_sum([loss_sum, correct, count], ctx.device)
+        correct += (pred == y).sum()
+    model.train(was_training)
+    loss_sum, correct, count = _all_reduce_sum([float(loss_sum), float(correct), float(len(ids))], ctx.device)
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
 
 
-def _amp_factory(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return lambda: torch.autocast("cuda", dtype=dtype)
-    return lambda: torch.autocast("cpu", enabled=False)
+def _improved(value: float, best: float | None, cfg: TrainConfig) -> bool:
+    if best is None or not math.isfinite(best):
+        return math.isfinite(value)
+    if cfg.early_stopping_metric == "val_loss":
+        return value < best - cfg.early_stopping_min_delta
+    return value > best + cfg.early_stopping_min_delta
 
 
-def _save_checkpoint(state: dict[str, Any]) -> ray.train.Checkpoint:
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def train_worker(
+    cfg: JobConfig,
+    data: TrainData,
+    ctx: WorkerContext,
+    report: Report,
+    resume: dict[str, Any] | None = None,
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
+    log_metrics: Callable[[dict[str, float], int], None] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+) -> None:
+    """Train from scratch or from `resume` (a checkpoint state), calling `report(metrics, state)`
+    once per epoch on every rank; `state` is the checkpoint to save on rank 0, None elsewhere.
+
+    `wrap_model` places the model (DDP under Ray). `log_metrics(metrics, epoch)` runs after the
+    report, so an epoch is logged only once its checkpoint exists.
+    Raises ValueError when pooling='last' meets right padding (the last step would be padding).
+    """
+    tc = cfg.train
+    if cfg.model.cell != "mean-embedding" and cfg.model.pooling == "last" and data.padding_side != "left":
+        raise ValueError(
+            "model.pooling=last reads the last time step, which is padding with "
+            f"tokenizer.padding_side={data.padding_side}; use padding_side=left or pooling=gather"
+        )
+    on_gpu = ctx.device.type == "cuda"
+    seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
+    amp = _amp_factory(ctx.device, tc.amp)
+    store_device = ctx.device if on_gpu and tc.data_on_device else torch.device("cpu")
+    train_ids = torch.from_numpy(np.ascontiguousarray(data.train_ids)).long().to(store_device)
+    train_y = torch.from_numpy(np.ascontiguousarray(data.train_y)).to(store_device)
+    val_ids = torch.from_numpy(np.ascontiguousarray(data.val_ids)).long().to(store_device)
+    val_y = torch.from_numpy(np.ascontiguousarray(data.val_y)).to(store_device)
+    width = train_ids.shape[1] if train_ids.dim() == 2 else 0
+    left = data.padding_side == "left"
+    pin = on_gpu and store_device.type == "cpu"
+
+    core = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
+    model = wrap_model(core)
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    n = len(data.train_y)
+    per_rank = -(-n // ctx.world_size) if n else 0
+    steps_per_epoch = -(-per_rank // tc.batch_size)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    per_step = not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+    start_epoch, history = 0, []
+    best, best_epoch, bad_epochs, best_model = None, None, 0, None
+    if resume is not None:  # a restarted worker group, or a rerun of the same job name
+        core.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start_epoch = tc.epochs if resume.get("stopped") else resume["epoch"] + 1
+        history = list(resume.get("history", []))
+        best, best_epoch = resume.get("best_metric"), resume.get("best_epoch")
+        bad_epochs, best_model = resume.get("bad_epochs", 0), resume.get("best_model")
+        _restore_rng(resume.get("rng"), ctx)
+
+    for epoch in range(start_epoch, tc.epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        t0 = time.perf_counter()
+        idx = shard_indices(n, ctx.rank, ctx.world_size, tc.seed, epoch)
+        rng = np.random.default_rng([tc.seed, epoch, ctx.rank])
+        order, batches = plan_batches(data.train_lengths[idx], tc.batch_size, tc.bucketing,
+                                      tc.bucket_chunk_batches, rng)
+        # One gather per epoch; every batch is then a contiguous slice of these tensors.
+        rows = torch.from_numpy(idx[order]).to(store_device)
+        epoch_ids, epoch_y = train_ids.index_select(0, rows), train_y.index_select(0, rows)
+        if pin:
+            epoch_ids, epoch_y = epoch_ids.pin_memory(), epoch_y.pin_memory()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+        for start, end, w in batches:
+            x = epoch_ids[start:end]
+            if w < width:
+                x = x[:, width - w :] if left else x[:, :w]
+            x = x.to(ctx.device, non_blocking=True)
+            y = epoch_y[start:end].to(ctx.device, non_blocking=True)
+            with amp():
+                logits = model(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tc.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            if per_step:
+                scheduler.step()
+            loss_sum += loss.detach().double() * (end - start)
+        train_s = time.perf_counter() - t0
+        train_loss, train_seen, train_time = _all_reduce_sum([float(loss_sum), float(len(idx)), train_s],
+                                                             ctx.device)
+        val = evaluate_shard(core, val_ids, val_y, ctx, tc.eval_batch_size, amp)
+        watched = val["loss"] if tc.early_stopping_metric == "val_loss" else val["accuracy"]
+        lr = optimizer.param_groups[0]["lr"]
+        if not per_step:
+            scheduler.step(watched)
+        if _improved(watched, best, tc):
+            best, best_epoch, bad_epochs = watched, epoch, 0
+            if tc.early_stopping_patience is not None:
+                best_model = _cpu_state(core)
+        else:
+            bad_epochs += 1
+        stopped = tc.early_stopping_patience is not None and bad_epochs >= tc.early_stopping_patience
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss / max(train_seen, 1),
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            # in-loop throughput: all ranks' rows over the mean rank's training time
+            "samples_per_s": train_seen / max(train_time / ctx.world_size, 1e-9),
+            "epoch_s": time.perf_counter() - t0,
+            "lr": lr,
+            "best_epoch": best_epoch if best_epoch is not None else epoch,
+        }
+        history.append(metrics)
+        rng_states = _gather_rng(ctx.device, ctx.world_size)  # collective: before any rank-0-only work
+        state = None
+        if ctx.rank == 0:
+            # A snapshot: the optimizer's state dict references tensors that the next step mutates.
+            state = {"model": _cpu_state(core), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                     "scheduler": copy.deepcopy(scheduler.state_dict()), "epoch": epoch, "best_metric": best,
+                     "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_model": best_model,
+                     "stopped": stopped, "history": list(history), "rng": rng_states,
+                     "world_size": ctx.world_size}
+        report(metrics, state)
+        if log_metrics is not None:
+            log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
+        if stopped:
+            break
+
+
+def save_checkpoint_dir(state: dict[str, Any]) -> str:
+    """A temporary folder holding `state` (state dicts and plain values) as CHECKPOINT_FILE."""
     tmp = tempfile.mkdtemp(prefix="rnn-ckpt-")
     torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
-    return ray.train.Checkpoint.from_directory(tmp)
+    return tmp
 
 
 def load_checkpoint_state(checkpoint_dir: str) -> dict[str, Any]:
@@ -107,80 +367,62 @@ def load_checkpoint_state(checkpoint_dir: str) -> dict[str, Any]:
     return torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
 
 
+def _ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+    if state is None:
+        ray.train.report(metrics, checkpoint=None)
+        return
+    checkpoint = ray.train.Checkpoint.from_directory(save_checkpoint_dir(state))
+    ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
+
+
+def _log_once(tracker: RankZeroLogger, tracking_uri: str | None, run_id: str | None):
+    """tracker.log_metrics, skipping epochs the MLflow run already holds. A worker group can die
+    after rank 0 logged an epoch but before Ray registered that epoch's checkpoint; the restarted
+    group then redoes the epoch (same seed: same numbers) and must not log it twice."""
+    if not tracker.enabled:
+        return tracker.log_metrics
+    done = {m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "val_loss")}
+
+    def log(metrics: dict[str, float], epoch: int) -> None:
+        if epoch not in done:
+            tracker.log_metrics(metrics, step=epoch)
+            done.add(epoch)
+
+    return log
+
+
+def _fault_hook(spec: dict[str, Any] | None, rank: int) -> Callable[[int], None] | None:
+    if not spec:
+        return None
+
+    def hook(epoch: int) -> None:
+        marker = Path(spec["marker"])
+        if rank == spec["rank"] and epoch == spec["epoch"] and not marker.exists():
+            marker.write_text(f"rank {rank} killed at epoch {epoch}\n")
+            os._exit(1)
+
+    return hook
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = JobConfig.model_validate(loop_config["job"])  # re-validated: workers never trust a loose dict
-    data_path: str = loop_config["data_path"]
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
     tracker = RankZeroLogger(loop_config.get("tracking_uri"), loop_config.get("run_id"), ctx.rank)
+    log_once = _log_once(tracker, loop_config.get("tracking_uri"), loop_config.get("run_id"))
     if ctx.device.type == "cpu":
         configure_cpu(cfg)
     else:
+        torch.backends.cudnn.enabled = True  # cuDNN RNN kernels
         torch.backends.cudnn.benchmark = True
-    seed_everything(cfg.train.seed)  # same initial weights on every rank; DDP also broadcasts them
-    amp = _amp_factory(ctx.device)
-
-    manifest = load_manifest(data_path)
-    train_ids, train_y, _ = read_split_arrays(data_path, "train")
-    val_ids, val_y, _ = read_split_arrays(data_path, "validation")
-    # Validation is split without padding (no row counted twice); sums are all-reduced.
-    val_ids, val_y = val_ids[ctx.rank :: ctx.world_size], val_y[ctx.rank :: ctx.world_size]
-    num_classes = len(manifest.label_names)
-    if ctx.device.type == "cuda":  # the whole shard fits on the device: no host->device copy per step
-        train_ids_t = torch.from_numpy(train_ids).to(ctx.device)
-        train_y_t = torch.from_numpy(train_y).to(ctx.device)
-    else:
-        train_ids_t, train_y_t = torch.from_numpy(train_ids), torch.from_numpy(train_y)
-
-    model = build_model(manifest.vocab_size, manifest.pad_id, num_classes, cfg.model)
-    model = ray.train.torch.prepare_model(model)  # device placement + DDP when world_size > 1
-    core = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-
-    start_epoch, history = 0, []
+    data = load_train_data(loop_config["data_path"], ctx.rank, ctx.world_size)
+    resume = None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a restarted worker group or a rerun of the same job name
+    if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            state = load_checkpoint_state(d)
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = state["epoch"] + 1, state.get("history", [])
-
-    bs = cfg.train.batch_size
-    for epoch in range(start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
-        idx = torch.from_numpy(shard_indices(len(train_y), ctx.rank, ctx.world_size, cfg.train.seed, epoch))
-        model.train()
-        loss_sum, seen = torch.zeros((), device=ctx.device), 0
-        for start in range(0, len(idx), bs):
-            b = idx[start : start + bs].to(train_ids_t.device)
-            x = train_ids_t[b].to(ctx.device, non_blocking=True).long()
-            y = train_y_t[b].to(ctx.device, non_blocking=True)
-            with amp():
-                logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            seen += len(y)
-        elapsed = time.perf_counter() - t0
-        train_loss, train_seen = _all_reduce_sum([float(loss_sum), float(seen)], ctx.device)
-        val = evaluate_shard(model, val_ids, val_y, ctx, max(bs, 512), amp)
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss / max(train_seen, 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "samples_per_s": train_seen / max(elapsed, 1e-9),
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        history.append(metrics)
-        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        ckpt = None
-        if ctx.rank == 0:
-            ckpt = _save_checkpoint({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                     "epoch": epoch, "history": history})
-        ray.train.report(metrics, checkpoint=ckpt)
+            resume = load_checkpoint_state(d)
+    train_worker(
+        cfg, data, ctx, _ray_report, resume=resume, wrap_model=ray.train.torch.prepare_model,
+        log_metrics=log_once,
+        on_epoch_start=_fault_hook(loop_config.get(FAULT_INJECTION_KEY), ctx.rank),
+    )

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
-import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
 from pipeline import plots
 from pipeline.config_loader import flatten
 from pipeline.data.prepare import PreparedData
-from pipeline.data.store import read_split_arrays, read_texts
+from pipeline.data.store import local_file, read_split_arrays, read_texts
 from pipeline.evaluate import classification_metrics, predict_proba
 from pipeline.model import build_model, format_parameter_table, parameter_counts, parameter_table
 from pipeline.registry import log_raw_text_model, register_version
@@ -61,8 +61,9 @@ def _log_datasets(prepared: PreparedData) -> None:
     digest samples only the first rows)."""
     for split in SPLITS:
         info = prepared.manifest.splits[split]
-        frame = pq.read_table(prepared.path / info.file, columns=["text", "label"]).to_pandas()
-        ds = mlflow.data.from_pandas(frame, source=str(prepared.path / info.file), targets="label",
+        texts, labels = read_texts(prepared.path, split)
+        frame = pd.DataFrame({"text": texts, "label": labels})
+        ds = mlflow.data.from_pandas(frame, source=f"{prepared.path}/{info.file}", targets="label",
                                      name=f"{prepared.manifest.source['kind']}-{split}", digest=info.digest[:16])
         mlflow.log_input(ds, context={"validation": "eval"}.get(split, split))
 
@@ -100,7 +101,8 @@ def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str
         mlflow.log_dict(manifest.model_dump(mode="json"), "data/manifest.json")
         mlflow.log_dict(manifest.cleaning, "data/cleaning_report.json")
         _log_datasets(prepared)
-        n_tokens = pq.read_table(prepared.path / "train.parquet", columns=["n_tokens"]).column("n_tokens").to_numpy()
+        train_file = local_file(prepared.path, "train.parquet")
+        n_tokens = pq.read_table(train_file, columns=["n_tokens"])["n_tokens"].to_numpy()
         _log_figure(plots.token_lengths(n_tokens, manifest.max_length), "plots/token_lengths.png")
 
         result = fit(cfg, prepared.path, f"{run_name}-{run_id[:8]}", tracking_uri, run_id)
@@ -116,7 +118,7 @@ def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str
             _log_figure(plots.roc(labels, proba[:, 1], test["roc_auc"]), "plots/roc.png")
 
         texts, _ = read_texts(prepared.path, "test")
-        info = log_raw_text_model(result.state["model"], manifest, prepared.path / manifest.tokenizer_file,
+        info = log_raw_text_model(result.state["model"], manifest, local_file(prepared.path, manifest.tokenizer_file),
                                   cfg.model, texts[:2])
         description = f"test accuracy {test['accuracy']:.4f}, f1 {test['f1']:.4f}; run {run_name}"
         mv = register_version(MlflowClient(tracking_uri), cfg.tracking.registered_model_name, info.model_uri,

@@ -1,0 +1,92 @@
+"""Score a file of texts with a registered model (default: the champion), in batches.
+
+    python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
+
+Input: CSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`). Output: the
+input columns plus `label`, `probability` and one `p_<label>` column per label, written
+atomically (temporary file, then rename) in the format of the output's extension.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from tqdm import tqdm
+
+from jobs.cli import build_parser, run_main
+from pipeline.errors import UserInputError
+from pipeline.tracking import resolve_tracking_uri
+from schemas.config import JobConfig
+from schemas.signature import TEXT_COLUMN
+
+_READERS = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+
+
+def _writer(path: Path):
+    ext = path.suffix.lower()
+    if ext == ".csv":
+        return lambda df, p: df.to_csv(p, index=False)
+    if ext == ".jsonl":
+        return lambda df, p: df.to_json(p, orient="records", lines=True, force_ascii=False)
+    if ext == ".parquet":
+        return lambda df, p: df.to_parquet(p, index=False)
+    raise UserInputError(f"--output {path}: unsupported extension {ext!r}; use .csv, .jsonl or .parquet")
+
+
+def read_input(path: Path, text_column: str) -> pd.DataFrame:
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise UserInputError(f"--input {path}: unsupported extension {path.suffix!r}; use .csv, .jsonl or .parquet")
+    if not path.is_file():
+        raise UserInputError(f"--input {path} not found")
+    frame = reader(path)
+    if text_column not in frame.columns:
+        raise UserInputError(f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
+                             "set --text-column")
+    return frame
+
+
+def predict_file(model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN,
+                 batch_size: int = 2048) -> pd.DataFrame:
+    write = _writer(output_path)
+    frame = read_input(input_path, text_column)
+    model = mlflow.pyfunc.load_model(model_uri)
+    texts = frame[text_column].fillna("").astype(str).tolist()
+    parts = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=None):
+        parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))
+    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "probability"])
+    out = pd.concat([frame.reset_index(drop=True), scored], axis=1)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
+    try:
+        write(out, tmp)
+        os.replace(tmp, output_path)  # atomic: readers never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def run(cfg: JobConfig, input_path: str, output_path: str, model_uri: str | None, text_column: str) -> pd.DataFrame:
+    mlflow.set_tracking_uri(resolve_tracking_uri(cfg))
+    uri = model_uri or f"models:/{cfg.tracking.registered_model_name}@{cfg.promotion.alias}"
+    out = predict_file(uri, Path(input_path), Path(output_path), text_column)
+    print(f"scored {len(out)} rows with {uri} -> {output_path}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser("python -m jobs.predict", __doc__)
+    parser.add_argument("--input", required=True, help="CSV, JSONL or Parquet file with a text column")
+    parser.add_argument("--output", required=True, help="where to write the scored rows (.csv/.jsonl/.parquet)")
+    parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
+    parser.add_argument("--text-column", default=TEXT_COLUMN, help="column with the texts (default: %(default)s)")
+    return run_main(parser, lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

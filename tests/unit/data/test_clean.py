@@ -1,0 +1,152 @@
+"""One test per bad-input case: its outcome, its count in the report, and the message when it stops."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.data.clean import clean_splits
+from pipeline.data.prepare import prepare
+from pipeline.data.store import read_split_arrays, read_texts
+from pipeline.errors import DataValidationError
+from schemas.config import DataConfig
+
+
+def _report(prepared) -> dict:
+    stored = json.loads((prepared.path / "cleaning_report.json").read_text())
+    assert stored == prepared.manifest.cleaning
+    return stored
+
+
+def _bad(fx, name: str) -> tuple[str, ...]:
+    return (str(fx / "bad" / name),)
+
+
+def test_whitespace_only_text_is_dropped_and_counted(fx, job):
+    report = _report(prepare(job(source="files", paths=_bad(fx, "empty_text.csv"))))
+    assert report["dropped"]["empty_text"] == 2 and report["rows_out"] == 40 and report["invalid_rows"] == 2
+
+
+def test_text_with_zero_tokens_is_dropped_and_counted(fx, job):
+    prepared = prepare(job(source="files", paths=_bad(fx, "zero_tokens.csv")))
+    assert _report(prepared)["dropped"]["zero_tokens"] == 1
+    for split in ("train", "validation", "test"):
+        assert (read_split_arrays(prepared.path, split)[2] > 0).all()
+
+
+def test_missing_text_and_missing_label_are_dropped_and_counted(fx, job):
+    report = _report(prepare(job(source="files", paths=_bad(fx, "missing.csv"))))
+    assert report["dropped"]["missing_text"] == 1 and report["dropped"]["missing_label"] == 1
+
+
+def test_none_and_nan_are_missing():
+    frame = pd.DataFrame({"text": ["a", None, float("nan"), "b", "c"], "label": ["x", "y", "y", None, "y"]})
+    cfg = DataConfig(max_drop_fraction=1.0)
+    _, _, report = clean_splits({"all": frame}, cfg, None)
+    assert report.dropped["missing_text"] == 2 and report.dropped["missing_label"] == 1
+
+
+def test_missing_label_column_names_file_columns_and_fix(fx, job):
+    with pytest.raises(DataValidationError, match=r"label column 'label' not found in .*no_label_column\.csv.*"
+                                                  r"\['text', 'stars'\].*data\.label_column"):
+        prepare(job(source="files", paths=_bad(fx, "no_label_column.csv")))
+
+
+def test_label_outside_configured_set_stops_with_value_and_fix(fx, job):
+    with pytest.raises(DataValidationError, match=r"'neutral'.*data\.labels.*on_unknown_label=drop"):
+        prepare(job(source="files", paths=_bad(fx, "unknown_label.csv"), labels=("neg", "pos")))
+
+
+def test_label_outside_configured_set_dropped_on_request(fx, job):
+    cfg = job(source="files", paths=_bad(fx, "unknown_label.csv"), labels=("neg", "pos"),
+              on_unknown_label="drop")
+    assert _report(prepare(cfg))["dropped"]["unknown_label"] == 1
+
+
+def test_mixed_label_types_in_json_stop_naming_the_file(fx, job):
+    with pytest.raises(DataValidationError, match=r"mixed_labels\.jsonl.*mixes value types.*all strings or all"):
+        prepare(job(source="files", paths=_bad(fx, "mixed_labels.jsonl")))
+
+
+def test_mixed_label_types_in_a_table_stop():
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": pd.Series([1, "1", 0], dtype=object)})
+    with pytest.raises(DataValidationError, match=r"mixes label types \(int 1, str '1'\)"):
+        clean_splits({"all": frame}, DataConfig(), None)
+
+
+def test_non_utf8_strict_names_file_and_byte_offset(fx, job):
+    offset = (fx / "bad/latin1.offset").read_text()
+    with pytest.raises(DataValidationError, match=rf"latin1\.csv: byte {offset} \(line 42, value 0xe9\).*"
+                                                  r"data\.encoding_errors=replace"):
+        prepare(job(source="files", paths=_bad(fx, "latin1.csv")))
+
+
+def test_non_utf8_replace_counts_the_row(fx, job):
+    prepared = prepare(job(source="files", paths=_bad(fx, "latin1.csv"), encoding_errors="replace"))
+    assert _report(prepared)["counted"]["replaced_bytes"] == 1
+    assert prepared.manifest.splits["train"].rows + prepared.manifest.splits["test"].rows + \
+        prepared.manifest.splits["validation"].rows == 41
+
+
+def test_non_utf8_with_the_right_encoding_is_clean(fx, job):
+    with pytest.raises(DataValidationError):  # the good rows hold Chinese: not latin-1 either way
+        prepare(job(source="files", paths=_bad(fx, "latin1.csv"), encoding="ascii"))
+
+
+def test_malformed_csv_row_error_names_file_and_line(fx, job):
+    with pytest.raises(DataValidationError, match=r"malformed\.csv: malformed CSV row .*line 12.*on_bad_csv_row=skip"):
+        prepare(job(source="files", paths=_bad(fx, "malformed.csv")))
+
+
+def test_malformed_csv_row_error_names_the_file_among_several(fx, job):
+    paths = (str(fx / "formats/reviews.tsv").replace(".tsv", ".csv"), str(fx / "bad/malformed.csv"))
+    with pytest.raises(DataValidationError, match=r"^\S*malformed\.csv: malformed CSV row"):
+        prepare(job(source="files", paths=paths, text_column="text"))
+
+
+def test_malformed_csv_row_skipped_and_counted(fx, job):
+    report = _report(prepare(job(source="files", paths=_bad(fx, "malformed.csv"), on_bad_csv_row="skip")))
+    assert report["dropped"]["bad_csv_row"] == 1 and report["rows_out"] == 40
+
+
+def test_huge_document_is_cut_before_tokenizing(fx, job):
+    prepared = prepare(job(source="files", paths=_bad(fx, "huge.csv"), max_chars=1000))
+    assert _report(prepared)["counted"]["truncated_chars"] == 1
+    longest = max(max(map(len, read_texts(prepared.path, s)[0])) for s in ("train", "validation", "test"))
+    assert longest <= 1000  # the 10 MB field never reaches the tokenizer or the store
+    assert prepared.manifest.length_stats_by_split["train"]["max"] <= 1000 / 5 + 1
+
+
+def test_duplicates_dropped_and_conflicting_labels_dropped(fx, job):
+    report = _report(prepare(job(source="files", paths=_bad(fx, "duplicates.csv"))))
+    assert report["dropped"]["duplicate"] == 3
+    assert report["dropped"]["conflicting_label"] == 2  # both copies of the contested text
+    assert report["rows_out"] == 39
+
+
+def test_single_class_corpus_refuses_to_train(fx, job):
+    with pytest.raises(DataValidationError, match=r"single class \['pos'\]"):
+        prepare(job(source="files", paths=_bad(fx, "one_class.csv")))
+
+
+def test_source_split_with_one_class_refuses_to_train(fx, job):
+    with pytest.raises(DataValidationError, match=r"split 'test' has 10 rows and 1 class"):
+        prepare(job(source="hub", name=str(fx / "hub_one_class_test")))
+
+
+def test_source_split_left_with_no_rows_refuses_to_train():
+    splits = {"train": pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}),
+              "test": pd.DataFrame({"text": pd.Series([], dtype=object), "label": pd.Series([], dtype="int64")})}
+    from pipeline.data.split import split_corpus
+
+    with pytest.raises(DataValidationError, match=r"split 'test' has no rows"):
+        split_corpus(splits, DataConfig())
+
+
+def test_too_many_invalid_rows_stop_the_job(fx, job):
+    with pytest.raises(DataValidationError, match=r"5 of 45 rows are invalid.*data\.max_drop_fraction=0\.05"):
+        prepare(job(source="files", paths=_bad(fx, "many_empty.csv")))
+    prepared = prepare(job(source="files", paths=_bad(fx, "many_empty.csv"), max_drop_fraction=0.2))
+    assert _report(prepared)["invalid_fraction"] == pytest.approx(5 / 45, abs=1e-5)

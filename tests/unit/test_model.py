@@ -1,0 +1,119 @@
+"""The RNN family: the seed's exact architecture and counts, every pooling, padding invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from jobs import params
+from pipeline.evaluate import loss_fn, predict_proba
+from pipeline.model import MeanEmbeddingClassifier, RNNClassifier, build_model, parameter_counts
+from schemas.config import JobConfig, ModelConfig
+
+PAD = 0
+POOLINGS = ["last", "gather", "packed", "mean", "max"]
+
+
+def _count(cfg: ModelConfig, vocab: int = 10000) -> int:
+    return parameter_counts(build_model(vocab, PAD, 2, cfg))["n_params.total"]
+
+
+def test_seed_model_is_the_default_layer_for_layer():
+    m = build_model(10000, PAD, 2, ModelConfig())
+    assert isinstance(m, RNNClassifier)
+    assert [name for name, _ in m.named_children()] == ["embedding", "rnn", "dropout", "fc", "out"]
+    emb = m.embedding
+    assert (emb.num_embeddings, emb.embedding_dim, emb.padding_idx) == (10000, 16, PAD)
+    assert type(m.rnn) is nn.RNN and (m.rnn.input_size, m.rnn.hidden_size, m.rnn.num_layers) == (16, 64, 1)
+    assert m.rnn.batch_first and not m.rnn.bidirectional
+    assert (m.fc.in_features, m.fc.out_features, m.out.in_features, m.out.out_features) == (64, 64, 64, 1)
+
+
+def test_parameter_counts_match_the_seed_tables_computed_by_hand():
+    emb = 10000 * 16
+    rnn_layer1 = 64 * 16 + 64 * 64 + 64 + 64  # W_ih, W_hh, b_ih, b_hh
+    rnn_layer2 = 64 * 64 + 64 * 64 + 64 + 64
+    head = (64 * 64 + 64) + (64 * 1 + 1)
+    one_layer = emb + rnn_layer1 + head
+    two_layers = emb + rnn_layer1 + rnn_layer2 + head
+    bidirectional = emb + 2 * rnn_layer1 + (128 * 64 + 64) + (64 + 1)
+    assert (one_layer, two_layers, bidirectional) == (169_473, 177_793, 178_817)
+    variants = params.seed_variants(ModelConfig())
+    assert [_count(c) for c in variants.values()] == [one_layer, two_layers, bidirectional]
+    out = params.run(JobConfig(), 10000, variants=True)
+    for total in (one_layer, two_layers, bidirectional):
+        assert f"{total:,}" in out
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_every_cell_and_pooling_gives_logits_and_gradients(cell, pooling, bidirectional):
+    torch.manual_seed(0)
+    cfg = ModelConfig(cell=cell, pooling=pooling, bidirectional=bidirectional, num_layers=2, dropout=0.1)
+    m = build_model(50, PAD, 2, cfg)
+    ids = torch.randint(1, 50, (5, 7))
+    ids[1, :4] = PAD  # left padding
+    ids[2, :] = PAD  # an empty row must not break any pooling
+    logits = m(ids)
+    assert logits.shape == (5,) and torch.isfinite(logits).all()
+    loss_fn(logits, torch.tensor([0, 1, 0, 1, 1])).backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if not n.startswith("dropout"))
+
+
+def test_multiclass_heads_use_softmax_cross_entropy():
+    m = build_model(50, PAD, 3, ModelConfig(cell="gru", pooling="mean"))
+    logits = m(torch.randint(1, 50, (4, 6)))
+    assert logits.shape == (4, 3)
+    labels = torch.tensor([0, 2, 1, 2])
+    assert torch.allclose(loss_fn(logits, labels), nn.functional.cross_entropy(logits, labels))
+    e = build_model(50, PAD, 3, ModelConfig(cell="mean-embedding"))
+    assert isinstance(e, MeanEmbeddingClassifier) and e(torch.randint(1, 50, (4, 6))).shape == (4, 3)
+    with pytest.raises(ValueError, match="two classes"):
+        build_model(50, PAD, 1, ModelConfig())
+
+
+def _pad(tokens: list[int], width: int, side: str) -> list[int]:
+    fill = [PAD] * (width - len(tokens))
+    return fill + tokens if side == "left" else tokens + fill
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("pooling", ["packed", "gather_right", "mean_embedding"])
+def test_padding_never_changes_the_result_where_it_is_excluded(cell, pooling):
+    """packed: any amount of padding on either side; gather (one direction): any amount of right
+    padding; mean-embedding: any padding. Explicit lengths give the same logits as computed ones."""
+    torch.manual_seed(0)
+    if pooling == "mean_embedding":
+        m = build_model(30, PAD, 2, ModelConfig(cell="mean-embedding")).eval()
+    else:
+        pool = pooling.split("_")[0]
+        # A backward pass reads right padding before the real tokens: only 'packed' skips it.
+        cfg = ModelConfig(cell=cell, pooling=pool, bidirectional=pool == "packed")
+        m = build_model(30, PAD, 2, cfg).eval()
+    rows = [[5, 9, 3], [7, 2, 8, 8, 4], [11]]
+    sides = ["right"] if pooling == "gather_right" else ["left", "right"]
+    with torch.no_grad():
+        ref = m(torch.tensor([_pad(r, 5, "right") for r in rows]))
+        for side in sides:
+            for width in (5, 9):
+                ids = torch.tensor([_pad(r, width, side) for r in rows])
+                torch.testing.assert_close(m(ids), ref)
+                torch.testing.assert_close(m(ids, torch.tensor([len(r) for r in rows])), ref)
+
+
+def test_last_pooling_reads_the_final_step_like_the_seed():
+    torch.manual_seed(0)
+    m = build_model(30, PAD, 2, ModelConfig()).eval()
+    ids = torch.tensor([_pad([5, 9, 3], 6, "left")])
+    with torch.no_grad():
+        outputs, _ = m.rnn(m.embedding(ids))
+        torch.testing.assert_close(m(ids), m.out(m.fc(outputs[:, -1])).squeeze(-1))
+
+
+def test_predict_proba_calls_the_model_with_ids_only():
+    m = build_model(30, PAD, 2, ModelConfig(cell="gru", pooling="packed"))
+    proba = predict_proba(m, np.random.default_rng(0).integers(0, 30, (7, 5)).astype(np.int32), batch_size=3)
+    assert proba.shape == (7, 2) and np.allclose(proba.sum(1), 1)

@@ -1,0 +1,212 @@
+"""Promotion against a real registry (local sqlite store and a real `mlflow server`): the gate's
+decisions, the compare-and-set race, history and rollback. Models are real raw-text pyfuncs."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config_loader import load_config
+from pipeline.data.prepare import prepare
+from pipeline.data.store import read_split_arrays, read_texts
+from pipeline.evaluate import loss_fn
+from pipeline.model import build_model
+from pipeline.promotion import decide, history, mcnemar_p, promote_version, rollback
+from pipeline.registry import find_version_by_run, log_raw_text_model, register_version
+from pipeline.registry_lock import LockTimeout, lock_name, registry_lock
+from schemas.config import PromotionConfig
+from tests.integration.corpus import write_corpus
+
+GATE = PromotionConfig(min_metric=0.6, min_improvement=0.01, significance=0.05, lock_wait_s=60)
+
+
+# ---- the gate, as a pure function ------------------------------------------------------------
+
+def test_first_version_needs_min_metric():
+    assert decide({"accuracy": 0.7}, None, GATE)[0]
+    ok, reason = decide({"accuracy": 0.5}, None, GATE)
+    assert not ok and "min_metric" in reason
+
+
+def test_nan_never_promotes():
+    ok, reason = decide({"accuracy": math.nan}, None, GATE)
+    assert not ok and "not a number" in reason
+    assert not decide({"accuracy": math.nan}, {"accuracy": 0.1}, GATE)[0]
+
+
+def test_worse_and_equal_are_rejected():
+    assert not decide({"accuracy": 0.70}, {"accuracy": 0.80}, GATE)[0]
+    ok, reason = decide({"accuracy": 0.80}, {"accuracy": 0.80}, GATE)
+    assert not ok and "does not beat" in reason
+
+
+def test_better_but_not_significant_is_rejected():
+    ok, reason = decide({"accuracy": 0.85}, {"accuracy": 0.80}, GATE, p_value=0.2)
+    assert not ok and "not significantly" in reason
+    assert decide({"accuracy": 0.85}, {"accuracy": 0.80}, GATE, p_value=0.01)[0]
+
+
+def test_mcnemar_counts_only_disagreements():
+    champ = np.array([True] * 50 + [False] * 50)
+    assert mcnemar_p(champ.copy(), champ) == 1.0  # identical predictions carry no evidence
+    better = champ.copy()
+    better[50:80] = True  # 30 wins, 0 losses
+    assert mcnemar_p(better, champ) < 1e-6
+    mixed = champ.copy()
+    mixed[50:53] = True
+    mixed[:2] = False  # 3 wins, 2 losses
+    assert mcnemar_p(mixed, champ) > 0.3
+
+
+# ---- a real registry -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("promo")
+    corpus = write_corpus(root / "reviews.csv", rows=800)
+    cfg = load_config(None, [f"output_root={root}", "data.source=files", "data.text_column=review",
+                             "data.label_column=sentiment", "data.labels=[neg, pos]", f"data.paths=[{corpus}]",
+                             "tokenizer.max_length=32"])
+    return cfg, prepare(cfg)
+
+
+def _train_state(cfg, prep, epochs: int, seed: int = 0) -> dict:
+    """A few epochs of plain PyTorch (no Ray needed to make models of known quality)."""
+    torch.manual_seed(seed)
+    m = prep.manifest
+    model = build_model(m.vocab_size, m.pad_id, len(m.label_names), cfg.model)
+    ids, y, _ = read_split_arrays(prep.path, "train")
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for s in range(0, len(y), 64):
+            loss = loss_fn(model(torch.from_numpy(ids[s:s + 64]).long()), torch.from_numpy(y[s:s + 64]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def states(prepared):
+    cfg, prep = prepared
+    good = _train_state(cfg, prep, epochs=6)
+    untrained = _train_state(cfg, prep, epochs=0, seed=1)
+    broken = {k: torch.full_like(v, float("nan")) for k, v in good.items()}
+    return {"good": good, "untrained": untrained, "broken": broken}
+
+
+def _register(uri: str, name: str, prepared, state) -> str:
+    cfg, prep = prepared
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        info = log_raw_text_model(state, prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看", "失望"])
+    mv = register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test")
+    return str(mv.version)
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def tracking_uri(request, tmp_path):
+    if request.param == "server":
+        return request.getfixturevalue("mlflow_server")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _promote(uri, name, version, prepared, cfg=GATE):
+    _, prep = prepared
+    texts, labels = read_texts(prep.path, "test")
+    return promote_version(MlflowClient(uri), name, version, texts, labels, list(prep.manifest.label_names), cfg)
+
+
+def test_gate_decisions_on_a_real_registry(tracking_uri, prepared, states, request):
+    name = f"gate-{request.node.callspec.id}"
+    client = MlflowClient(tracking_uri)
+    v_good = _register(tracking_uri, name, prepared, states["good"])
+    first = _promote(tracking_uri, name, v_good, prepared)
+    assert first.promoted and "first version" in first.reason
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v_good
+
+    v_bad = _register(tracking_uri, name, prepared, states["untrained"])
+    worse = _promote(tracking_uri, name, v_bad, prepared)
+    assert not worse.promoted and worse.candidate["accuracy"] < worse.champion["accuracy"]
+
+    v_same = _register(tracking_uri, name, prepared, states["good"])  # same weights: equal metrics
+    equal = _promote(tracking_uri, name, v_same, prepared)
+    assert not equal.promoted and "does not beat" in equal.reason
+
+    v_nan = _register(tracking_uri, name, prepared, states["broken"])
+    nan = _promote(tracking_uri, name, v_nan, prepared)
+    assert not nan.promoted and "not a number" in nan.reason
+
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v_good
+    tags = client.get_model_version(name, v_bad).tags
+    assert tags["promotion.decision"] == "rejected" and tags["promotion.champion_version"] == v_good
+    rows = {r["version"]: r for r in history(client, name)}
+    assert rows[v_good]["decision"] == "promoted" and rows[v_nan]["decision"] == "rejected"
+    assert not client.search_registered_models(f"name='{lock_name(name)}'")  # lock released
+
+
+def test_rollback_restores_the_previous_champion(tracking_uri, prepared, states, request):
+    name = f"rollback-{request.node.callspec.id}"
+    client = MlflowClient(tracking_uri)
+    v1 = _register(tracking_uri, name, prepared, states["untrained"])
+    assert _promote(tracking_uri, name, v1, prepared, GATE.model_copy(update={"min_metric": 0.0})).promoted
+    v2 = _register(tracking_uri, name, prepared, states["good"])
+    assert _promote(tracking_uri, name, v2, prepared).promoted
+    assert rollback(client, name, GATE) == (v2, v1)
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v1
+    with pytest.raises(ValueError, match="nothing to roll back"):
+        rollback(client, name, GATE)
+
+
+def test_concurrent_promotions_leave_the_alias_on_the_better_model(mlflow_server, prepared, states):
+    """Two jobs race: without compare-and-set the slower writer would win whatever its quality."""
+    name = "race"
+    v_bad = _register(mlflow_server, name, prepared, states["untrained"])
+    v_good = _register(mlflow_server, name, prepared, states["good"])
+    lenient = GATE.model_copy(update={"min_metric": 0.0})
+    results, errors = {}, []
+
+    def go(v):
+        try:
+            results[v] = _promote(mlflow_server, name, v, prepared, lenient)
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in (v_good, v_bad)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    champion = str(MlflowClient(mlflow_server).get_model_version_by_alias(name, "champion").version)
+    assert champion == v_good
+
+
+def test_lock_excludes_a_second_holder_and_expires(sqlite_tracking_uri):
+    client = MlflowClient(sqlite_tracking_uri)
+    with registry_lock(client, "m", ttl_s=60, wait_s=0):
+        with pytest.raises(LockTimeout, match="m.promotion-lock"):
+            with registry_lock(client, "m", ttl_s=60, wait_s=0.5, poll_s=0.1):
+                pass
+    with registry_lock(client, "m", ttl_s=-1, wait_s=0):  # a holder that died long ago...
+        with registry_lock(client, "m", ttl_s=60, wait_s=2, poll_s=0.1) as owner:  # ...is broken
+            assert client.get_registered_model(lock_name("m")).tags["owner"] == owner
+
+
+def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri, prepared, states):
+    cfg, prep = prepared
+    mlflow.set_tracking_uri(sqlite_tracking_uri)
+    client = MlflowClient(sqlite_tracking_uri)
+    with mlflow.start_run() as run:
+        info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看"])
+    first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
+    again = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
+    assert first.version == again.version
+    assert len(client.search_model_versions("name='dup'")) == 1
+    assert find_version_by_run(client, "dup", run.info.run_id).version == first.version

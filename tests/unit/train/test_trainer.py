@@ -1,0 +1,55 @@
+"""Ray Train end to end on tiny data (real local cluster, real MLflow store): a worker killed
+mid-run, the resumed run, a rerun of the same name, and shards smaller than a batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import UserInputError
+from pipeline.train.trainer import fit
+from schemas.config import JobConfig
+
+from .conftest import word_order_corpus, write_prepared
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_start_over(
+    ray_cluster, tmp_path, sqlite_tracking_uri
+):
+    # 24 training rows and batch_size 64: fewer batches (1) than workers (2); 3 validation rows
+    # split 2/1 between the ranks.
+    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1),
+              "test": word_order_corpus(3, 2)}
+    data = write_prepared(tmp_path / "data", splits)
+    cfg = JobConfig.model_validate({
+        "output_root": str(tmp_path / "out"),
+        "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
+        "train": {"epochs": 3, "batch_size": 64, "max_failures": 1},
+        "scaling": {"num_workers": 2},
+    })
+    client = MlflowClient(sqlite_tracking_uri)
+    run_id = client.create_run(client.create_experiment("t")).info.run_id
+    marker = tmp_path / "killed"
+    result = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id,
+                 fault_injection={"rank": 1, "epoch": 1, "marker": str(marker)})
+    assert marker.exists()  # rank 1 did die once
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.metrics["epoch"] == 2 and result.best_epoch == 2
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
+    assert steps == [0, 1, 2]  # the same MLflow run, each epoch logged once
+    assert all(isinstance(v, torch.Tensor) for v in result.state["model"].values())
+
+    again = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id)  # same name, same storage: resumes
+    assert [h["epoch"] for h in again.history] == [0, 1, 2]
+    for k, v in result.state["model"].items():
+        assert torch.equal(again.state["model"][k], v)
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
+
+
+def test_a_config_the_data_cannot_serve_stops_before_ray(tmp_path):
+    data = write_prepared(tmp_path / "data", {"train": word_order_corpus(4, 0)}, padding_side="right")
+    with pytest.raises(UserInputError, match="pooling=last"):
+        fit(JobConfig(output_root=str(tmp_path / "out")), data, "x", None, None)
