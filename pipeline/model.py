@@ -4,6 +4,13 @@ Seed: Embedding(vocab, 16, padding_idx=pad) -> nn.RNN(16, 64) -> output at the l
 -> Linear(64, 64) -> Linear(64, 1). Averaging embeddings would treat padding as signal and lose
 word order ("我让你" vs "你让我"); reading the last step of an RNN keeps order, and left padding
 makes that last step the last real token.
+
+The family (schemas.config.ModelConfig): rnn/gru/lstm cells, stacked, bidirectional, and five
+poolings. 'last' is the seed's; 'gather' reads each row's last real token (exact for one direction
+with right padding; a backward pass still reads the padding after the row); 'packed' runs the RNN
+over pack_padded_sequence, so padding never enters the recurrence on either side; 'mean'/'max'
+pool over real tokens. `MeanEmbeddingClassifier` is the order-blind baseline. Every model takes
+`(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
 """
 
 from __future__ import annotations

@@ -12,16 +12,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config_loader import load_config
-from pipeline.data.prepare import prepare
-from pipeline.data.store import read_split_arrays, read_texts
-from pipeline.evaluate import loss_fn
-from pipeline.model import build_model
+from pipeline.data.store import read_texts
 from pipeline.promotion import decide, history, mcnemar_p, promote_version, rollback
 from pipeline.registry import find_version_by_run, log_raw_text_model, register_version
 from pipeline.registry_lock import LockTimeout, lock_name, registry_lock
 from schemas.config import PromotionConfig
-from tests.integration.corpus import write_corpus
+from tests.model_factory import prepare_generated, register, train_state
 
 GATE = PromotionConfig(min_metric=0.6, min_improvement=0.01, significance=0.05, lock_wait_s=60)
 
@@ -68,46 +64,20 @@ def test_mcnemar_counts_only_disagreements():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("promo")
-    corpus = write_corpus(root / "reviews.csv", rows=800)
-    cfg = load_config(None, [f"output_root={root}", "data.source=files", "data.text_column=review",
-                             "data.label_column=sentiment", "data.labels=[neg, pos]", f"data.paths=[{corpus}]",
-                             "tokenizer.max_length=32"])
-    return cfg, prepare(cfg)
-
-
-def _train_state(cfg, prep, epochs: int, seed: int = 0) -> dict:
-    """A few epochs of plain PyTorch (no Ray needed to make models of known quality)."""
-    torch.manual_seed(seed)
-    m = prep.manifest
-    model = build_model(m.vocab_size, m.pad_id, len(m.label_names), cfg.model)
-    ids, y, _ = read_split_arrays(prep.path, "train")
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for _ in range(epochs):
-        for s in range(0, len(y), 64):
-            loss = loss_fn(model(torch.from_numpy(ids[s:s + 64]).long()), torch.from_numpy(y[s:s + 64]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.state_dict()
+    return prepare_generated(tmp_path_factory.mktemp("promo"))
 
 
 @pytest.fixture(scope="module")
 def states(prepared):
     cfg, prep = prepared
-    good = _train_state(cfg, prep, epochs=6)
-    untrained = _train_state(cfg, prep, epochs=0, seed=1)
+    good = train_state(cfg, prep, epochs=6)
+    untrained = train_state(cfg, prep, epochs=0, seed=1)
     broken = {k: torch.full_like(v, float("nan")) for k, v in good.items()}
     return {"good": good, "untrained": untrained, "broken": broken}
 
 
 def _register(uri: str, name: str, prepared, state) -> str:
-    cfg, prep = prepared
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
-        info = log_raw_text_model(state, prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看", "失望"])
-    mv = register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test")
-    return str(mv.version)
+    return register(uri, name, *prepared, state)
 
 
 @pytest.fixture(params=["sqlite", "server"])

@@ -1,0 +1,136 @@
+"""Training throughput on the embedded corpus: the project's loop against plain PyTorch, in one run.
+
+    python -m bench.train [--epochs 2] [--threads 1]
+
+Measures samples/s (training steps only, the "in-loop" rate) of
+  plain        a single-process PyTorch loop over the same tensors, model, optimizer and batch size,
+               with and without torch.set_flush_denormal (and the validation accuracy of each),
+  loop         the project's training core in this process, with and without length bucketing,
+  ray-1, ray-2 the project's loop under Ray Train with 1 and 2 CPU workers (MLflow logging and a
+               checkpoint every epoch included),
+and the fixed overhead of the Ray job in seconds (cluster start, then each fit's wall time minus
+its epochs). The last line is `ray/plain=<ratio> bucketing_speedup=<ratio>`, where ray/plain is the
+1-worker in-loop rate over the plain rate (goal: >= 0.9 per worker). Timings on a shared machine
+vary; compare ratios from one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config_loader import load_config
+from pipeline.data.prepare import prepare
+from pipeline.evaluate import loss_fn
+from pipeline.model import build_model
+from pipeline.train.loop import WorkerContext, load_train_data, train_worker
+from pipeline.train.trainer import ensure_ray, fit
+from schemas.config import JobConfig
+
+
+def _val_accuracy(model, ids: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(ids[i : i + 1024]) for i in range(0, len(ids), 1024)])
+    model.train()
+    return float(((logits > 0).long() == y).float().mean())
+
+
+def plain_loop(cfg: JobConfig, data, epochs: int, flush_denormal: bool) -> tuple[float, float]:
+    """(samples/s, validation accuracy) of the textbook loop: same model, Adam, clipping, batches."""
+    torch.set_flush_denormal(flush_denormal)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    ids, y = torch.from_numpy(data.train_ids).long(), torch.from_numpy(data.train_y)
+    bs, seen, elapsed = cfg.train.batch_size, 0, 0.0
+    for epoch in range(epochs):
+        perm = torch.from_numpy(np.random.default_rng([cfg.train.seed, epoch]).permutation(len(y)))
+        ex, ey = ids[perm], y[perm]
+        t0 = time.perf_counter()
+        for s in range(0, len(ey), bs):
+            loss = loss_fn(model(ex[s : s + bs]), ey[s : s + bs])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            opt.step()
+        elapsed += time.perf_counter() - t0
+        seen += len(ey)
+    acc = _val_accuracy(model, torch.from_numpy(data.val_ids).long(), torch.from_numpy(data.val_y))
+    torch.set_flush_denormal(True)
+    return seen / elapsed, acc
+
+
+def project_loop(cfg: JobConfig, data) -> tuple[float, float]:
+    """(samples/s, last validation accuracy) of train_worker in this process, no Ray."""
+    torch.set_flush_denormal(cfg.train.flush_denormal)
+    reports = []
+    train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: reports.append(m))
+    return float(np.mean([m["samples_per_s"] for m in reports])), reports[-1]["val_accuracy"]
+
+
+def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_uri: str) -> tuple[float, float]:
+    """(in-loop samples/s over all workers, fixed overhead s) of one TorchTrainer fit."""
+    cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers})})
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("bench") or client.get_experiment(client.create_experiment("bench"))
+    run_id = client.create_run(exp.experiment_id, run_name=name).info.run_id
+    t0 = time.perf_counter()
+    result = fit(cfg, data_path, name, tracking_uri, run_id)
+    wall = time.perf_counter() - t0
+    client.set_terminated(run_id)
+    in_loop = sum(h["epoch_s"] for h in result.history)
+    return float(np.mean([h["samples_per_s"] for h in result.history])), wall - in_loop
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process and per worker")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        cfg = load_config(None, [f"train.epochs={args.epochs}", f"train.threads_per_worker={args.threads}"])
+        prepared = prepare(cfg)
+        cfg = cfg.model_copy(update={"output_root": tmp})
+        data = load_train_data(prepared.path, 0, 1)
+        print(f"corpus: {len(data.train_y)} training rows, length {data.train_ids.shape[1]}, "
+              f"batch {cfg.train.batch_size}, {args.epochs} epochs, {args.threads} thread(s)")
+
+        plain, plain_acc = plain_loop(cfg, data, args.epochs, flush_denormal=True)
+        plain_dn, plain_dn_acc = plain_loop(cfg, data, args.epochs, flush_denormal=False)
+        print(f"plain flush_denormal=on   {plain:9.0f} samples/s  val_acc {plain_acc:.4f}")
+        print(f"plain flush_denormal=off  {plain_dn:9.0f} samples/s  val_acc {plain_dn_acc:.4f}  "
+              f"(denormal_speedup={plain / plain_dn:.2f})")
+
+        loop, loop_acc = project_loop(cfg, data)
+        bcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"bucketing": True})})
+        bucket, bucket_acc = project_loop(bcfg, data)
+        print(f"loop                      {loop:9.0f} samples/s  val_acc {loop_acc:.4f}")
+        print(f"loop bucketing            {bucket:9.0f} samples/s  val_acc {bucket_acc:.4f}")
+
+        t0 = time.perf_counter()
+        started = ensure_ray(cfg.ray.model_copy(update={"num_cpus": 2}))
+        cluster_s = time.perf_counter() - t0
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        r1, over1 = ray_fit(cfg, prepared.path, 1, "bench-1", uri)
+        r2, over2 = ray_fit(cfg, prepared.path, 2, "bench-2", uri)
+        if started:
+            import ray
+
+            ray.shutdown()
+        print(f"ray-1 worker              {r1:9.0f} samples/s  ({r1 / plain:.2f} of plain)")
+        print(f"ray-2 workers             {r2:9.0f} samples/s  ({r2 / 2 / plain:.2f} of plain per worker)")
+        print(f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "
+              f"checkpoints, MLflow) {over1:.1f}s with 1 worker, {over2:.1f}s with 2")
+        print(f"ray/plain={r1 / plain:.2f} bucketing_speedup={bucket / loop:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Real registered raw-text models of known quality, made without Ray (plain PyTorch, seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline.config_loader import load_config
+from pipeline.data.prepare import PreparedData, prepare
+from pipeline.data.store import read_split_arrays
+from pipeline.evaluate import loss_fn
+from pipeline.model import build_model
+from pipeline.registry import log_raw_text_model, register_version
+from schemas.config import JobConfig
+from tests.integration.corpus import write_corpus
+
+
+def prepare_generated(root: Path, rows: int = 800) -> tuple[JobConfig, PreparedData]:
+    corpus = write_corpus(root / "reviews.csv", rows=rows)
+    cfg = load_config(None, [f"output_root={root}", "data.source=files", "data.text_column=review",
+                             "data.label_column=sentiment", "data.labels=[neg, pos]", f"data.paths=[{corpus}]",
+                             "tokenizer.max_length=32"])
+    return cfg, prepare(cfg)
+
+
+def train_state(cfg: JobConfig, prep: PreparedData, epochs: int, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    m = prep.manifest
+    model = build_model(m.vocab_size, m.pad_id, len(m.label_names), cfg.model)
+    ids, y, _ = read_split_arrays(prep.path, "train")
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for s in range(0, len(y), 64):
+            loss = loss_fn(model(torch.from_numpy(ids[s:s + 64]).long()), torch.from_numpy(y[s:s + 64]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.state_dict()
+
+
+def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dict) -> str:
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
+                                  ["好看", "失望"])
+    return str(register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test").version)
