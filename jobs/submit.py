@@ -11,6 +11,8 @@ Python client (`JobSubmissionClient`). The runtime env it sends:
      "env_vars": {"MLFLOW_TRACKING_URI": ..., <each --env NAME>: ...}}
 
 `--no-working-dir` sends none: the cluster's image already holds the code (KubeRay, `/app`).
+With a working_dir, the config is validated here first and `output_root` must be absolute (shared
+storage every node mounts): a relative one would land in the unpacked working dir, deleted after the job.
 Runtime envs and entrypoints are stored by Ray and shown in clear text by its dashboard and
 `ray job list`, so a variable or override that holds a secret (a secret-like name, or a URI with
 `user:password@`) is refused: give the cluster's processes such values in their own environment
@@ -89,9 +91,9 @@ def build_submission(args: argparse.Namespace, environ: dict[str, str] | None = 
     environ = dict(os.environ if environ is None else environ)
     for item in args.overrides:
         key, _, value = item.partition("=")
-        if _secret(key, value):
+        if _secret("", value):  # config keys never name secrets; a value can (postgresql://u:pw@...)
             raise UserInputError(
-                f"override {mask_secrets(key, item)!r} holds a secret; Ray stores the entrypoint and shows it on "
+                f"override {key}={mask_secrets('', value)} holds a secret; Ray stores the entrypoint and shows it on "
                 "its dashboard. Put the value into the cluster's environment instead (e.g. MLFLOW_TRACKING_URI, "
                 "MLFLOW_TRACKING_USERNAME/PASSWORD from a Kubernetes Secret, or in the environment of `ray start`)"
             )
@@ -117,7 +119,13 @@ def build_submission(args: argparse.Namespace, environ: dict[str, str] | None = 
         if cfg_path.is_absolute():
             raise UserInputError(f"--config {cfg_path} must be relative to the working dir ({wd}), "
                                  f"e.g. {DEFAULT_CONFIG}: the job runs in the uploaded copy")
-        load_config(wd / cfg_path, list(args.overrides))
+        cfg = load_config(wd / cfg_path, list(args.overrides))
+        if not Path(cfg.output_root).is_absolute():
+            raise UserInputError(
+                f"output_root={cfg.output_root!r} is relative: in a Ray job it would land in the job's unpacked "
+                "working dir, which Ray deletes after the job; pass output_root=/absolute/path on storage that "
+                "every node mounts at that path"
+            )
         runtime_env = {"working_dir": str(wd), "excludes": list(WORKING_DIR_EXCLUDES)}
     if env_vars:
         runtime_env["env_vars"] = env_vars

@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.evaluate import classification_metrics
 from pipeline.registry_lock import registry_lock
+from pipeline.tracking import tracking_uri_scope
 from schemas.config import PromotionConfig
 from schemas.signature import TEXT_COLUMN
 
@@ -59,9 +60,14 @@ class Score:
     correct: np.ndarray  # per test row: did the model get it right (for the paired test)
 
 
-def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str]) -> Score:
-    """Load a registered pyfunc and compute test metrics on raw text."""
-    model = mlflow.pyfunc.load_model(model_uri)
+def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str],
+                tracking_uri: str | None = None) -> Score:
+    """Load a registered pyfunc (from `tracking_uri`'s registry) and compute test metrics on raw text."""
+    if tracking_uri:
+        with tracking_uri_scope(tracking_uri):
+            model = mlflow.pyfunc.load_model(model_uri)
+    else:
+        model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     cols = [f"p_{n}" for n in label_names]
     missing = [c for c in cols if c not in out.columns]
@@ -118,9 +124,10 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
         return None
 
 
-def _champion_score(name: str, version: str, texts, labels, label_names, cfg: PromotionConfig) -> Score:
+def _champion_score(client: MlflowClient, name: str, version: str, texts, labels, label_names,
+                    cfg: PromotionConfig) -> Score:
     try:
-        return score_model(f"models:/{name}/{version}", texts, labels, label_names)
+        return score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
     except Exception as e:  # a broken champion counts as NaN: a good candidate may replace it
         log.warning("champion %s/%s could not be scored: %s", name, version, e)
         return Score({cfg.metric: math.nan}, np.zeros(len(labels), bool))
@@ -139,7 +146,7 @@ def promote_version(
     """
     version = str(version)  # stores return int or str versions; compare them as strings
     try:
-        candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names)
+        candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
     except Exception as e:
         client.set_model_version_tag(name, version, "promotion.decision", "error")
         client.set_model_version_tag(name, version, "promotion.reason", f"evaluation failed: {e}"[:5000])
@@ -147,7 +154,7 @@ def promote_version(
     scores: dict[str, Score] = {}
     champion_version = current_alias_version(client, name, cfg.alias)
     if champion_version and champion_version != version:
-        scores[champion_version] = _champion_score(name, champion_version, texts, labels, label_names, cfg)
+        scores[champion_version] = _champion_score(client, name, champion_version, texts, labels, label_names, cfg)
 
     with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
         champion_version = current_alias_version(client, name, cfg.alias)  # compare ...
@@ -158,7 +165,7 @@ def promote_version(
             p_value = 0.0
             if champion_version is not None:
                 if champion_version not in scores:  # moved while we scored: judge against the new one
-                    scores[champion_version] = _champion_score(name, champion_version, texts, labels,
+                    scores[champion_version] = _champion_score(client, name, champion_version, texts, labels,
                                                                label_names, cfg)
                 champ = scores[champion_version]
                 champion = champ.metrics

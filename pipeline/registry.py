@@ -21,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from pipeline.serving.raw_text_model import SPEC, TOKENIZER, WEIGHTS, model_spec
+from pipeline.tracking import tracking_uri_scope
 from schemas.config import ModelConfig
 from schemas.features import Manifest
 from schemas.signature import TEXT_COLUMN, model_signature
@@ -79,8 +80,10 @@ def register_version(
             raise
     # A logged model's URI is models:/<model_id>; a tracking server wants that id passed too.
     model_id = model_uri.split("/", 1)[1] if model_uri.startswith("models:/m-") else None
-    mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description,
-                                     model_id=model_id)
+    # The store resolves a logged model through MLflow's current tracking URI: make it the client's.
+    with tracking_uri_scope(client.tracking_uri):
+        mv = client.create_model_version(name, model_uri, run_id=run_id, tags=tags, description=description,
+                                         model_id=model_id)
     try:
         deadline = time.monotonic() + timeout_s
         while mv.status == "PENDING_REGISTRATION":

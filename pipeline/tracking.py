@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,29 @@ def resolve_tracking_uri(cfg: JobConfig) -> str:
     root = Path(cfg.output_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+@contextmanager
+def tracking_uri_scope(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` for a block, then restore what was there.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment, so
+    without this a second job in the same process (tests, notebooks, a scheduler) would
+    silently write into the first job's store.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = tracking_utils._tracking_uri
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri = saved
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def ensure_experiment(cfg: JobConfig, tracking_uri: str) -> str:

@@ -277,6 +277,7 @@ class TrackingConfig(_Frozen):
     registered_model_name: str = Field(
         "rnn-textcls", min_length=1, description="Registered model that receives each new version."
     )
+    system_metrics: bool = Field(True, description="Log CPU/memory (and GPU) usage of the driver into the run.")
 
 
 class PromotionConfig(_Frozen):

@@ -14,6 +14,7 @@ from pipeline.data.store import read_split_arrays
 from pipeline.evaluate import loss_fn
 from pipeline.model import build_model
 from pipeline.registry import log_raw_text_model, register_version
+from pipeline.tracking import tracking_uri_scope
 from schemas.config import JobConfig
 from tests.integration.corpus import write_corpus
 
@@ -42,8 +43,9 @@ def train_state(cfg: JobConfig, prep: PreparedData, epochs: int, seed: int = 0) 
 
 
 def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dict) -> str:
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run() as run:
-        info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
-                                  ["好看", "失望"])
-    return str(register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test").version)
+    # Registration resolves the logged model through MLflow's current tracking URI: stay in scope.
+    with tracking_uri_scope(uri):
+        with mlflow.start_run() as run:
+            info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
+                                      ["好看", "失望"])
+        return str(register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test").version)

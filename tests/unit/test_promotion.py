@@ -16,6 +16,7 @@ from pipeline.data.store import read_texts
 from pipeline.promotion import decide, history, mcnemar_p, promote_version, rollback
 from pipeline.registry import find_version_by_run, log_raw_text_model, register_version
 from pipeline.registry_lock import LockTimeout, lock_name, registry_lock
+from pipeline.tracking import tracking_uri_scope
 from schemas.config import PromotionConfig
 from tests.model_factory import prepare_generated, register, train_state
 
@@ -171,9 +172,8 @@ def test_lock_excludes_a_second_holder_and_expires(sqlite_tracking_uri):
 
 def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri, prepared, states):
     cfg, prep = prepared
-    mlflow.set_tracking_uri(sqlite_tracking_uri)
     client = MlflowClient(sqlite_tracking_uri)
-    with mlflow.start_run() as run:
+    with tracking_uri_scope(sqlite_tracking_uri), mlflow.start_run() as run:
         info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看"])
     first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
     again = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")

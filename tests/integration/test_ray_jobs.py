@@ -1,0 +1,201 @@
+"""`jobs.run` as a Ray job on a real two-node Ray cluster on loopback, with token auth on.
+
+One cluster per module: a head (`ray start --head`, dashboard/Jobs API on 127.0.0.1, 1 CPU) and a
+second node joined to it (`ray start --address=...`, 1 CPU, its own `node_b` resource). Each node
+is owned by a `ray start --block` process that this module starts and stops by pid (never `ray stop`,
+which would stop every Ray cluster on the machine). Every client is a subprocess with the cluster's
+token in its environment, so the token of this test never mixes with the test session's Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.integration.corpus import write_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+TINY = ["data.source=files", "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
+        "tokenizer.max_length=32", "train.epochs=2", "promotion.min_metric=0.0"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dashboard_up(url: str, token: str) -> bool:
+    req = urllib.request.Request(f"{url}/api/version", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the `ray start --block` owner (it stops its node), then kill what is left of its group."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from ray._private.utils import get_dashboard_dependency_error
+
+    missing = get_dashboard_dependency_error()
+    if missing:
+        pytest.fail(f"the Ray Jobs API needs ray[default] (dashboard dependencies): {missing}; "
+                    "install the project with ray[default,train]")
+    root = tmp_path_factory.mktemp("rayjobs")
+    token = secrets.token_hex(32)
+    gcs, dash = free_port(), free_port()
+    # One temp dir per node, as on real machines: two nodes sharing one would share the unpacked
+    # working_dir, and the second node's runtime-env agent deletes it under the driver's feet.
+    # Short paths: Ray's unix socket paths must stay under ~107 characters.
+    temp_dirs = [Path(f"/tmp/rj-{secrets.token_hex(4)}-{n}") for n in ("a", "b")]
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_DEDUP_LOGS": "0"}
+    for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(k, None)
+    common = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+              f"--dashboard-agent-listen-port={free_port()}"]
+    head_log, node_log = open(root / "head.log", "w"), open(root / "node_b.log", "w")
+    head = subprocess.Popen(
+        [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", '--resources={"node_a": 1}', f"--temp-dir={temp_dirs[0]}", *common],
+        env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = [head]
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.monotonic() + 180
+        while not _dashboard_up(url, token):
+            assert head.poll() is None, f"ray head exited: {(root / 'head.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "ray head dashboard did not come up in 180 s"
+            time.sleep(1)
+        node_b = subprocess.Popen(
+            [str(VENV_BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", '--resources={"node_b": 1}',
+             f"--temp-dir={temp_dirs[1]}", *common],
+            env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(node_b)
+        deadline = time.monotonic() + 180
+        while len(_nodes(url, env)) < 2:
+            assert node_b.poll() is None, f"second node exited: {(root / 'node_b.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "second Ray node did not join in 180 s"
+            time.sleep(2)
+        corpus = write_corpus(root / "reviews.csv", rows=600)
+        yield {"url": url, "env": env, "token": token, "root": root, "corpus": corpus}
+    finally:
+        for p in reversed(procs):
+            _stop(p)
+        head_log.close()
+        node_log.close()
+        for d in temp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _ray_cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "ray"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _nodes(url: str, env: dict) -> list[dict]:
+    out = _ray_cli(["list", "nodes", "--address", url, "--format", "json", "--filter", "state=ALIVE"], env)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
+
+
+def _tracking(out: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+
+
+def test_ray_job_submit_cli_runs_the_job(cluster):
+    """The documented `ray job submit` command, runtime_env with working_dir and excludes."""
+    out = cluster["root"] / "cli"
+    runtime_env = {"working_dir": str(REPO), "excludes": [".git", ".venv", "outputs", "tests", "mlruns"]}
+    res = _ray_cli(
+        ["job", "submit", "--address", cluster["url"], "--runtime-env-json", json.dumps(runtime_env), "--",
+         "python", "-m", "jobs.run", "--config", "jobs/configs/embedded.yaml", f"output_root={out}", *TINY,
+         f"data.paths=[{cluster['corpus']}]", "scaling.num_workers=1", "tracking.experiment_name=cli"],
+        cluster["env"], timeout=600)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "succeeded" in (res.stdout + res.stderr).lower()
+    client = _tracking(out)
+    runs = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == runs[0].info.run_id
+
+
+def test_jobs_submit_spreads_training_over_both_nodes(cluster):
+    """The Python client (`jobs.submit`): 2 workers of 1 CPU on 2 nodes of 1 CPU must land one per node,
+    reading the prepared data and writing checkpoints under the one output_root both nodes reach."""
+    out = cluster["root"] / "spread"
+    res = subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "--address", cluster["url"], f"output_root={out}", *TINY,
+         f"data.paths=[{cluster['corpus']}]", "scaling.num_workers=2", "scaling.cpus_per_worker=1",
+         "tracking.experiment_name=spread"],
+        env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "SUCCEEDED" in res.stdout
+    client = _tracking(out)
+    run = client.search_runs([client.get_experiment_by_name("spread").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == [0, 1]
+    assert list((out / "data").glob("*/manifest.json")), "prepared data is not under output_root"
+    assert list((out / "ray_results").rglob("checkpoint_*")), "no checkpoint under output_root/ray_results"
+    actors = json.loads(_ray_cli(["list", "actors", "--address", cluster["url"], "--format", "json", "--detail",
+                                  "--filter", "class_name=RayTrainWorker", "--limit", "1000"],
+                                 cluster["env"]).stdout)
+    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
+    jobs = json.loads(_ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"],
+                               cluster["env"]).stdout)
+    job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
+    workers = [a for a in actors if a.get("job_id") == job_id]
+    assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
+
+
+def test_jobs_submit_reports_a_failed_job(cluster):
+    """A job that fails on the cluster (a data path that only exists nowhere) gives exit status 1."""
+    res = subprocess.run(
+        [sys.executable, "-m", "jobs.submit", "--address", cluster["url"], f"output_root={cluster['root'] / 'bad'}",
+         *TINY, "data.paths=[/nonexistent/reviews.csv]", "scaling.num_workers=1"],
+        env=cluster["env"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "FAILED" in res.stdout and "driver exit code 2" in res.stdout
+
+
+def test_jobs_api_refuses_a_wrong_token(cluster):
+    env = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    res = subprocess.run([sys.executable, "-m", "jobs.submit", "--address", cluster["url"], *TINY,
+                          f"output_root={cluster['root'] / 'denied'}", f"data.paths=[{cluster['corpus']}]"],
+                         env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode != 0
+    assert "SUCCEEDED" not in res.stdout
+    assert cluster["token"] not in res.stdout + res.stderr
+    listed = _ray_cli(["job", "list", "--address", cluster["url"]], {**cluster["env"], "RAY_AUTH_MODE": "disabled",
+                                                                     "RAY_AUTH_TOKEN": ""})
+    assert listed.returncode != 0, "the Jobs API answered a client without a token"
