@@ -18,7 +18,7 @@ from jobs.cli import build_parser, run_main
 from pipeline.data.prepare import prepare
 from pipeline.data.store import read_texts
 from pipeline.promotion import Decision, promote_version
-from pipeline.tracking import resolve_tracking_uri
+from pipeline.tracking import mask_secrets, resolve_tracking_uri
 from pipeline.train.trainer import ensure_ray
 from pipeline.train.workflow import TrainOutcome, train_and_register
 from schemas.config import JobConfig
@@ -34,7 +34,7 @@ class RunSummary:
     def text(self) -> str:
         o, d = self.outcome, self.decision
         ui = (f"mlflow ui --backend-store-uri {self.tracking_uri}" if self.tracking_uri.startswith("sqlite:")
-              else f"open {self.tracking_uri}")
+              else f"open {mask_secrets('tracking_uri', self.tracking_uri)}")
         return "\n".join([
             "== summary ==",
             f"test accuracy : {o.test_metrics['accuracy']:.4f} (f1 {o.test_metrics['f1']:.4f})",

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from schemas.config import JobConfig
 
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.I)
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token(?!iz)|api[_-]?key|credential)", re.I)
 _URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@", re.I)
 
 

@@ -279,6 +279,17 @@ class TrackingConfig(_Frozen):
     )
     system_metrics: bool = Field(True, description="Log CPU/memory (and GPU) usage of the driver into the run.")
 
+    @field_validator("run_name")
+    @classmethod
+    def _run_name_is_a_name(cls, v: str | None) -> str | None:
+        # It names the Ray Train folder <output_root>/ray_results/<run_name>: no path separators.
+        if v is not None and (not v.strip() or "/" in v or "\\" in v or v.startswith(".")):
+            raise ValueError(
+                f"tracking.run_name must be a plain name without '/', '\\' or a leading '.' (got {v!r}); "
+                "it names a folder under <output_root>/ray_results"
+            )
+        return v
+
 
 class PromotionConfig(_Frozen):
     alias: str = Field("champion", min_length=1, description="Registry alias that serving reads.")
