@@ -98,4 +98,4 @@ def test_flatten_gives_dotted_params():
     assert flat["train.epochs"] == 2 and flat["model.cell"] == "rnn"
 
 
-EXPECTED_CONFIGS = 1
+EXPECTED_CONFIGS = 2
