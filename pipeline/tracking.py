@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,12 @@ def resolve_tracking_uri(cfg: JobConfig) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
+# MLflow's fluent tracking URI is process-global: scopes in different threads (concurrent
+# promotions, say) must not interleave, or one would restore the other's URI. Re-entrant, since
+# a training scope contains the registration's.
+_SCOPE_LOCK = threading.RLock()
+
+
 @contextmanager
 def tracking_uri_scope(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` for a block, then restore what was there.
@@ -56,17 +63,18 @@ def tracking_uri_scope(uri: str) -> Iterator[None]:
     """
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    saved = tracking_utils._tracking_uri
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        tracking_utils._tracking_uri = saved
-        if saved_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+    with _SCOPE_LOCK:
+        saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+        saved = tracking_utils._tracking_uri
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            tracking_utils._tracking_uri = saved
+            if saved_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def ensure_experiment(cfg: JobConfig, tracking_uri: str) -> str:

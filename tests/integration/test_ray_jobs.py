@@ -157,6 +157,7 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
     res = subprocess.run(
         [sys.executable, "-m", "jobs.submit", "--address", cluster["url"], f"output_root={out}", *TINY,
          f"data.paths=[{cluster['corpus']}]", "scaling.num_workers=2", "scaling.cpus_per_worker=1",
+         "scaling.placement_strategy=SPREAD",
          "tracking.experiment_name=spread"],
         env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
