@@ -68,6 +68,19 @@ def wait_http(url: str, timeout_s: float = 120.0, proc=None) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
+def stop_process(proc, log=None) -> None:
+    """Terminate a server started by a test, killing it if it ignores SIGTERM."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if log is not None:
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on loopback with a sqlite backend; yields its http:// URI."""
@@ -88,9 +101,4 @@ def mlflow_server(tmp_path_factory):
         wait_http(f"{uri}/health", proc=proc)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log)

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs import predict as predict_job
 from pipeline.config_loader import load_config
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, stop_process, wait_http
 from tests.model_factory import prepare_generated, register, train_state
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -74,12 +74,7 @@ def test_models_serve_answers_raw_text_like_predict(champion, tmp_path):
         with urllib.request.urlopen(req, timeout=60) as r:
             served = pd.DataFrame(json.load(r)["predictions"])
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_process(proc, log)
     src = tmp_path / "in.parquet"
     pd.DataFrame({"text": REVIEWS}).to_parquet(src)
     cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
