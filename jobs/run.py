@@ -2,8 +2,9 @@
 
     python -m jobs.run [--config jobs/configs/embedded.yaml] [section.key=value ...]
 
-One Ray cluster serves every stage. Any failure stops the job before promotion: nothing is
-registered by a failed training run, and the alias never moves on a failed evaluation.
+It chains `jobs.train` and `jobs.promote`, so a scheduled run does exactly what the two stages do
+by hand. Any failure stops the job before promotion: nothing is registered by a failed training
+run, and the alias never moves on a failed evaluation.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import sys
 import time
 from dataclasses import dataclass
 
-import ray
-
+from jobs import promote as promote_job
+from jobs import train as train_job
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import prepare
-from pipeline.data.store import read_texts
-from pipeline.promotion import Decision, promote_version
+from pipeline.promotion import Decision
 from pipeline.tracking import mask_secrets, resolve_tracking_uri
-from pipeline.train.trainer import ensure_ray
-from pipeline.train.workflow import TrainOutcome, train_and_register
+from pipeline.train.workflow import TrainOutcome
 from schemas.config import JobConfig
 
 
@@ -48,20 +46,9 @@ class RunSummary:
 
 def run(cfg: JobConfig) -> RunSummary:
     t0 = time.perf_counter()
-    tracking_uri = resolve_tracking_uri(cfg)
-    prepared = prepare(cfg)
-    started = ensure_ray(cfg.ray)
-    try:
-        outcome = train_and_register(cfg, prepared, tracking_uri)
-    finally:
-        if started:
-            ray.shutdown()
-    from mlflow.tracking import MlflowClient
-
-    texts, labels = read_texts(prepared.path, "test")
-    decision = promote_version(MlflowClient(tracking_uri), outcome.registered_model, outcome.version, texts,
-                               labels, list(prepared.manifest.label_names), cfg.promotion)
-    summary = RunSummary(outcome, decision, tracking_uri, time.perf_counter() - t0)
+    outcome = train_job.run(cfg)  # prepare (or reuse) -> Ray Train -> MLflow run -> registered version
+    decision = promote_job.run(cfg, outcome.version)  # same test split, same scoring code
+    summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
     print(summary.text())
     return summary
 

@@ -100,16 +100,26 @@ def log_params(params: dict[str, Any]) -> None:
 
 
 class RankZeroLogger:
-    """The one MLflow writer inside the training function: a no-op on every rank but 0."""
+    """The one MLflow writer inside the training function: a no-op on every rank but 0.
 
-    def __init__(self, tracking_uri: str | None, run_id: str | None, rank: int):
+    It logs each step at most once: a worker group can die after rank 0 logged an epoch but
+    before Ray registered that epoch's checkpoint; the restarted group then redoes the epoch
+    (same seed: same numbers) and must not log it twice. Steps the run already holds are read
+    once, when the logger is made.
+    """
+
+    def __init__(self, tracking_uri: str | None, run_id: str | None, rank: int, step_metric: str = "val_loss"):
         self.enabled = rank == 0 and bool(tracking_uri and run_id)
         self._client = MlflowClient(tracking_uri) if self.enabled else None
         self._run_id = run_id
+        self._logged: set[int] = (
+            {m.step for m in self._client.get_metric_history(run_id, step_metric)} if self.enabled else set()
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if not self.enabled:
+        if not self.enabled or step in self._logged:
             return
         ts = mlflow.utils.time.get_current_time_millis()
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
         self._client.log_batch(self._run_id, metrics=batch)
+        self._logged.add(step)

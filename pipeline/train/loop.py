@@ -30,7 +30,6 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from mlflow.tracking import MlflowClient
 from torch import nn
 
 from pipeline.data.store import load_manifest, read_split_arrays
@@ -375,22 +374,6 @@ def _ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
-def _log_once(tracker: RankZeroLogger, tracking_uri: str | None, run_id: str | None):
-    """tracker.log_metrics, skipping epochs the MLflow run already holds. A worker group can die
-    after rank 0 logged an epoch but before Ray registered that epoch's checkpoint; the restarted
-    group then redoes the epoch (same seed: same numbers) and must not log it twice."""
-    if not tracker.enabled:
-        return tracker.log_metrics
-    done = {m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, "val_loss")}
-
-    def log(metrics: dict[str, float], epoch: int) -> None:
-        if epoch not in done:
-            tracker.log_metrics(metrics, step=epoch)
-            done.add(epoch)
-
-    return log
-
-
 def _fault_hook(spec: dict[str, Any] | None, rank: int) -> Callable[[int], None] | None:
     if not spec:
         return None
@@ -409,7 +392,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
     tracker = RankZeroLogger(loop_config.get("tracking_uri"), loop_config.get("run_id"), ctx.rank)
-    log_once = _log_once(tracker, loop_config.get("tracking_uri"), loop_config.get("run_id"))
     if ctx.device.type == "cpu":
         configure_cpu(cfg)
     else:
@@ -423,6 +405,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             resume = load_checkpoint_state(d)
     train_worker(
         cfg, data, ctx, _ray_report, resume=resume, wrap_model=ray.train.torch.prepare_model,
-        log_metrics=log_once,
+        log_metrics=tracker.log_metrics,
         on_epoch_start=_fault_hook(loop_config.get(FAULT_INJECTION_KEY), ctx.rank),
     )
