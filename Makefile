@@ -28,9 +28,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" $(ARGS)
 
+# -m: run as scripts, bench/pipeline.py would shadow the `pipeline` package for its neighbours.
 bench: install
-	$(BIN)/python bench/pipeline.py
-	$(BIN)/python bench/train.py
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.quality
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """Training throughput on the embedded corpus: the project's loop against plain PyTorch, in one run.
 
-    python -m bench.train [--epochs 2] [--threads 1]
+    python -m bench.train [--epochs 2] [--threads 1] [--max-length 128]
 
 Measures samples/s (training steps only, the "in-loop" rate) of
   plain        a single-process PyTorch loop over the same tensors, model, optimizer and batch size,
@@ -10,7 +10,8 @@ Measures samples/s (training steps only, the "in-loop" rate) of
                checkpoint every epoch included),
 and the fixed overhead of the Ray job in seconds (cluster start, then each fit's wall time minus
 its epochs). The last line is `ray/plain=<ratio> bucketing_speedup=<ratio>`, where ray/plain is the
-1-worker in-loop rate over the plain rate (goal: >= 0.9 per worker). Timings on a shared machine
+1-worker in-loop rate over the plain rate (goal: >= 0.9 per worker), the plain rate being the mean of
+a measurement before and one after the Ray fits. Timings on a shared machine
 vary; compare ratios from one run only.
 """
 
@@ -93,10 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process and per worker")
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="padded length (the seed's 128; longer padding makes denormals matter more)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        cfg = load_config(None, [f"train.epochs={args.epochs}", f"train.threads_per_worker={args.threads}"])
+        cfg = load_config(None, [f"train.epochs={args.epochs}", f"train.threads_per_worker={args.threads}",
+                                 f"tokenizer.max_length={args.max_length}"])
         prepared = prepare(cfg)
         cfg = cfg.model_copy(update={"output_root": tmp})
         data = load_train_data(prepared.path, 0, 1)
@@ -110,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
               f"(denormal_speedup={plain / plain_dn:.2f})")
 
         loop, loop_acc = project_loop(cfg, data)
-        bcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"bucketing": True})})
+        bcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"bucketing": True}),
+                                      "model": cfg.model.model_copy(update={"trim_padding": True})})
         bucket, bucket_acc = project_loop(bcfg, data)
         print(f"loop                      {loop:9.0f} samples/s  val_acc {loop_acc:.4f}")
         print(f"loop bucketing            {bucket:9.0f} samples/s  val_acc {bucket_acc:.4f}")
@@ -125,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
             import ray
 
             ray.shutdown()
+        # Measured again after the Ray fits, so that drift in a shared machine's speed over the run
+        # hits the baseline as much as the Ray rows; the baseline is the mean of the two.
+        plain_after, _ = plain_loop(cfg, data, args.epochs, flush_denormal=True)
+        print(f"plain flush_denormal=on   {plain_after:9.0f} samples/s  (again, after the Ray fits)")
+        plain = (plain + plain_after) / 2
         print(f"ray-1 worker              {r1:9.0f} samples/s  ({r1 / plain:.2f} of plain)")
         print(f"ray-2 workers             {r2:9.0f} samples/s  ({r2 / 2 / plain:.2f} of plain per worker)")
         print(f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "

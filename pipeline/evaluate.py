@@ -28,17 +28,32 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512,
                   device: str = "cpu") -> np.ndarray:
-    """[n, L] int ids -> [n, classes] probabilities, in eval mode, in batches."""
+    """[n, L] int ids -> [n, classes] probabilities (in the rows' order), in eval mode, in batches.
+
+    Rows are scored in order of length, so a model with trim_padding sees batches of similar
+    lengths (like its bucketed training batches); other models give the same result in any order.
+    """
+    order = length_order(ids, getattr(model, "pad_id", None))
     was_training = model.training
     model.eval()
     out = []
     for start in range(0, len(ids), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(ids[start : start + batch_size])).long().to(device)
+        rows = order[start : start + batch_size]
+        batch = torch.from_numpy(np.ascontiguousarray(ids[rows])).long().to(device)
         out.append(logits_to_proba(model(batch)).cpu().numpy())
     model.train(was_training)
     if not out:
         return np.zeros((0, 2), dtype=np.float32)
-    return np.concatenate(out)
+    proba = np.empty_like(np.concatenate(out))
+    proba[order] = np.concatenate(out)
+    return proba
+
+
+def length_order(ids: np.ndarray, pad_id: int | None) -> np.ndarray:
+    """Row indices sorted by real length (stable); the identity when pad_id is unknown."""
+    if pad_id is None or len(ids) == 0:
+        return np.arange(len(ids))
+    return np.argsort((np.asarray(ids) != pad_id).sum(axis=1), kind="stable")
 
 
 def classification_metrics(labels: np.ndarray, proba: np.ndarray) -> dict[str, float]:

@@ -11,6 +11,11 @@ with right padding; a backward pass still reads the padding after the row); 'pac
 over pack_padded_sequence, so padding never enters the recurrence on either side; 'mean'/'max'
 pool over real tokens. `MeanEmbeddingClassifier` is the order-blind baseline. Every model takes
 `(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
+
+Padding that is not excluded still moves the state: an RNN fed 100 pad steps before a short text
+does not start that text from zero. `trim_padding` drops the padding a whole batch shares, so a
+model trained on length-bucketed (trimmed) batches is scored the same way; predict_proba and the
+validation pass feed rows in length order to keep that shared padding small.
 """
 
 from __future__ import annotations
@@ -34,7 +39,31 @@ def _left_align(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.gather(input_ids, 1, order)
 
 
-class RNNClassifier(nn.Module):
+def trim_shared_padding(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Drop the leading and trailing columns that are padding in every row (keeps at least one)."""
+    used = (input_ids != pad_id).any(dim=0)
+    if bool(used.all()) or not bool(used.any()):
+        return input_ids
+    cols = torch.nonzero(used).squeeze(1)
+    return input_ids[:, int(cols[0]) : int(cols[-1]) + 1]
+
+
+class _Embed(nn.Module):
+    """Shared by both classifiers: the token embedding, then embedding dropout if configured.
+    Attribute names keep the seed's parameter names (`embedding.weight`)."""
+
+    def _init_embeddings(self, vocab_size: int, pad_id: int, cfg: ModelConfig) -> None:
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
+        # Only when asked for, so the seed model's modules stay exactly the tutorial's.
+        self.embedding_dropout = nn.Dropout(cfg.embedding_dropout) if cfg.embedding_dropout else None
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(input_ids)
+        return x if self.embedding_dropout is None else self.embedding_dropout(x)
+
+
+class RNNClassifier(_Embed):
     """Embedding -> RNN/GRU/LSTM -> pooling -> Linear(hidden * dirs, head) -> Linear(head, 1 or classes).
 
     With the defaults this is the seed model, parameter for parameter (the two Linear layers have no
@@ -44,9 +73,9 @@ class RNNClassifier(nn.Module):
     def __init__(self, vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig):
         super().__init__()
         directions = 2 if cfg.bidirectional else 1
-        self.pad_id = pad_id
         self.pooling = cfg.pooling
-        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
+        self.trim_padding = cfg.trim_padding
+        self._init_embeddings(vocab_size, pad_id, cfg)
         self.rnn = _CELLS[cfg.cell](
             cfg.embedding_dim,
             cfg.hidden_dim,
@@ -63,7 +92,7 @@ class RNNClassifier(nn.Module):
     def _packed(self, input_ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids = _left_align(input_ids, mask)
         packed = nn.utils.rnn.pack_padded_sequence(
-            self.embedding(ids), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            self.embed(ids), lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )
         _, h = self.rnn(packed)
         h = h[0] if isinstance(h, tuple) else h  # LSTM: (h, c)
@@ -73,11 +102,13 @@ class RNNClassifier(nn.Module):
 
     def encode(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, seq] ids -> [batch, hidden * directions] sequence vectors."""
+        if self.trim_padding:
+            input_ids = trim_shared_padding(input_ids, self.pad_id)
         mask = input_ids != self.pad_id
         if self.pooling == "packed":
             lengths = true_lengths(input_ids, self.pad_id) if lengths is None else lengths
             return self._packed(input_ids, mask, lengths)
-        outputs, _ = self.rnn(self.embedding(input_ids))
+        outputs, _ = self.rnn(self.embed(input_ids))
         if self.pooling == "last":  # the seed: correct because padding is on the left
             return outputs[:, -1, :]
         if self.pooling == "gather":  # output at each row's last real token, whichever side is padded
@@ -96,7 +127,7 @@ class RNNClassifier(nn.Module):
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
 
-class MeanEmbeddingClassifier(nn.Module):
+class MeanEmbeddingClassifier(_Embed):
     """The order-blind baseline: masked average of the embeddings -> the same two-layer head.
 
     Padding is excluded from the average (averaging it in would make length a feature); word order
@@ -105,15 +136,14 @@ class MeanEmbeddingClassifier(nn.Module):
 
     def __init__(self, vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig):
         super().__init__()
-        self.pad_id = pad_id
-        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
+        self._init_embeddings(vocab_size, pad_id, cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.embedding_dim, cfg.head_dim)
         self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         mask = (input_ids != self.pad_id).unsqueeze(-1)
-        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
         logits = self.out(self.fc(self.dropout(pooled)))
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 

@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline.data.store import load_manifest, read_split_arrays
-from pipeline.evaluate import loss_fn
+from pipeline.evaluate import length_order, loss_fn
 from pipeline.model import build_model
 from pipeline.tracking import RankZeroLogger
 from schemas.config import JobConfig, TrainConfig
@@ -192,7 +192,7 @@ def _amp_factory(device: torch.device, enabled: bool):
 def evaluate_shard(model, ids: torch.Tensor, labels: torch.Tensor, ctx: WorkerContext, batch_size: int,
                    amp) -> dict[str, float]:
     """Loss and accuracy over all ranks' shards (each rank scores its rows; sums are all-reduced).
-    Rows are scored at full width, as `predict_proba` scores the test split."""
+    Rows come in length order, as `predict_proba` scores the test split."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
@@ -251,8 +251,10 @@ def train_worker(
     store_device = ctx.device if on_gpu and tc.data_on_device else torch.device("cpu")
     train_ids = torch.from_numpy(np.ascontiguousarray(data.train_ids)).long().to(store_device)
     train_y = torch.from_numpy(np.ascontiguousarray(data.train_y)).to(store_device)
-    val_ids = torch.from_numpy(np.ascontiguousarray(data.val_ids)).long().to(store_device)
-    val_y = torch.from_numpy(np.ascontiguousarray(data.val_y)).to(store_device)
+    # Validation in length order, as predict_proba scores the test split (see trim_padding).
+    val_order = length_order(data.val_ids, data.pad_id)
+    val_ids = torch.from_numpy(np.ascontiguousarray(data.val_ids[val_order])).long().to(store_device)
+    val_y = torch.from_numpy(np.ascontiguousarray(data.val_y[val_order])).to(store_device)
     width = train_ids.shape[1] if train_ids.dim() == 2 else 0
     left = data.padding_side == "left"
     pin = on_gpu and store_device.type == "cpu"

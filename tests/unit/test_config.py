@@ -99,3 +99,10 @@ def test_flatten_gives_dotted_params():
 
 
 EXPECTED_CONFIGS = 2
+
+
+def test_bucketing_needs_the_model_to_score_trimmed_batches_too():
+    with pytest.raises(UserInputError, match=r"model.trim_padding=true, or use model.pooling=packed"):
+        load_config(None, ["train.bucketing=true", "model.cell=gru", "model.pooling=max"])
+    for fine in (["model.trim_padding=true"], ["model.pooling=packed"], ["model.cell=mean-embedding"]):
+        assert load_config(None, ["train.bucketing=true", *fine]).train.bucketing

@@ -117,3 +117,46 @@ def test_predict_proba_calls_the_model_with_ids_only():
     m = build_model(30, PAD, 2, ModelConfig(cell="gru", pooling="packed"))
     proba = predict_proba(m, np.random.default_rng(0).integers(0, 30, (7, 5)).astype(np.int32), batch_size=3)
     assert proba.shape == (7, 2) and np.allclose(proba.sum(1), 1)
+
+
+def test_embedding_dropout_adds_no_parameters_and_is_off_in_eval():
+    cfg = ModelConfig(cell="gru", pooling="max")
+    assert _count(cfg.model_copy(update={"embedding_dropout": 0.5})) == _count(cfg)
+    torch.manual_seed(0)
+    m = build_model(30, PAD, 2, cfg.model_copy(update={"embedding_dropout": 0.5}))
+    ids = torch.randint(1, 30, (4, 6))
+    assert not torch.equal(m(ids), m(ids))  # training: a fresh mask per call
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids), m(ids))
+
+
+def test_trim_padding_makes_results_independent_of_max_length():
+    torch.manual_seed(0)
+    rows = [[5, 9, 3], [7, 2, 8, 8, 4], [11]]
+    cfg = ModelConfig(cell="gru", pooling="max", bidirectional=True)
+    for trim in (False, True):
+        m = build_model(30, PAD, 2, cfg.model_copy(update={"trim_padding": trim})).eval()
+        with torch.no_grad():
+            narrow = m(torch.tensor([_pad(r, 5, "left") for r in rows]))
+            wide = m(torch.tensor([_pad(r, 40, "left") for r in rows]))
+            alone = torch.cat([m(torch.tensor([r])) for r in rows])
+        if trim:
+            torch.testing.assert_close(wide, narrow)
+            torch.testing.assert_close(alone[1], narrow[1])  # the longest row has no padding either way
+        else:  # the forward pass reads 35 extra steps of padding first: the result moves
+            assert not torch.allclose(wide, narrow)
+
+
+def test_predict_proba_scores_in_length_order_and_returns_the_rows_order():
+    torch.manual_seed(0)
+    m = build_model(30, PAD, 2, ModelConfig(cell="gru", pooling="max", trim_padding=True)).eval()
+    rows = [[5, 9, 3], [7, 2, 8, 8, 4, 6, 1], [11], [3, 3, 3, 3]]
+    ids = np.array([_pad(r, 8, "left") for r in rows])
+    proba = predict_proba(m, ids, batch_size=2)
+    with torch.no_grad():  # batches of two in length order: ([11], [5 9 3]) and ([3 3 3 3], [7 ... 1])
+        first = m(torch.tensor([_pad(rows[2], 3, "left"), rows[0]]))
+        second = m(torch.tensor([_pad(rows[3], 7, "left"), rows[1]]))
+    expected = torch.sigmoid(torch.stack([first[1], second[1], first[0], second[0]])).numpy()
+    np.testing.assert_allclose(proba[:, 1], expected, rtol=1e-5)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
