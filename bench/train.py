@@ -6,6 +6,7 @@ Measures samples/s (training steps only, the "in-loop" rate) of
   plain        a single-process PyTorch loop over the same tensors, model, optimizer and batch size,
                with and without torch.set_flush_denormal (and the validation accuracy of each),
   loop         the project's training core in this process, with and without length bucketing,
+  in-task      the plain loop again, run as a one-CPU Ray task (the Ray process, not the project),
   ray-1, ray-2 the project's loop under Ray Train with 1 and 2 CPU workers (MLflow logging and a
                checkpoint every epoch included),
 and the fixed overhead of the Ray job in seconds (cluster start, then each fit's wall time minus
@@ -76,6 +77,19 @@ def project_loop(cfg: JobConfig, data) -> tuple[float, float]:
     return float(np.mean([m["samples_per_s"] for m in reports])), reports[-1]["val_accuracy"]
 
 
+def plain_in_ray_task(cfg: JobConfig, data, epochs: int, threads: int) -> float:
+    """samples/s of the same plain loop run as a Ray task (one CPU): what a Ray worker process costs
+    by itself, so a gap between ray-1 and plain can be told apart from the project's loop."""
+    import ray
+
+    @ray.remote(num_cpus=1)
+    def task(cfg, data, epochs, threads):
+        torch.set_num_threads(threads)
+        return plain_loop(cfg, data, epochs, flush_denormal=True)[0]
+
+    return ray.get(task.remote(cfg, data, epochs, threads))
+
+
 def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_uri: str) -> tuple[float, float]:
     """(in-loop samples/s over all workers, fixed overhead s) of one TorchTrainer fit."""
     cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers})})
@@ -126,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         r1, over1 = ray_fit(cfg, prepared.path, 1, "bench-1", uri)
         r2, over2 = ray_fit(cfg, prepared.path, 2, "bench-2", uri)
+        in_task = plain_in_ray_task(cfg, data, args.epochs, args.threads)  # the cluster is settled by now
         if started:
             import ray
 
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         plain_after, _ = plain_loop(cfg, data, args.epochs, flush_denormal=True)
         print(f"plain flush_denormal=on   {plain_after:9.0f} samples/s  (again, after the Ray fits)")
         plain = (plain + plain_after) / 2
+        print(f"plain in a Ray task       {in_task:9.0f} samples/s  ({in_task / plain:.2f} of plain: the Ray "
+              "worker process itself, without the project's loop)")
         print(f"ray-1 worker              {r1:9.0f} samples/s  ({r1 / plain:.2f} of plain)")
         print(f"ray-2 workers             {r2:9.0f} samples/s  ({r2 / 2 / plain:.2f} of plain per worker)")
         print(f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "
