@@ -181,8 +181,8 @@ class ModelConfig(_Frozen):
     )
     embedding_dropout: float = Field(
         0.0, ge=0.0, lt=1.0,
-        description="Dropout on the token embeddings before the RNN: the main regularizer when "
-        "a small corpus is memorized within a few epochs.",
+        description="Dropout on the token embeddings before the RNN (regularizes small corpora, which the "
+        "wider models memorize within a few epochs). 0: no dropout module at all, as the seed.",
     )
     trim_padding: bool = Field(
         False,
