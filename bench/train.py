@@ -29,19 +29,11 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.config_loader import load_config
 from pipeline.data.prepare import prepare
-from pipeline.evaluate import loss_fn
+from pipeline.evaluate import loss_fn, predict_proba
 from pipeline.model import build_model
 from pipeline.train.loop import WorkerContext, load_train_data, train_worker
 from pipeline.train.trainer import ensure_ray, fit
 from schemas.config import JobConfig
-
-
-def _val_accuracy(model, ids: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        logits = torch.cat([model(ids[i : i + 1024]) for i in range(0, len(ids), 1024)])
-    model.train()
-    return float(((logits > 0).long() == y).float().mean())
 
 
 def plain_loop(cfg: JobConfig, data, epochs: int, flush_denormal: bool) -> tuple[float, float]:
@@ -64,7 +56,7 @@ def plain_loop(cfg: JobConfig, data, epochs: int, flush_denormal: bool) -> tuple
             opt.step()
         elapsed += time.perf_counter() - t0
         seen += len(ey)
-    acc = _val_accuracy(model, torch.from_numpy(data.val_ids).long(), torch.from_numpy(data.val_y))
+    acc = float(np.mean(predict_proba(model, data.val_ids, 1024).argmax(axis=1) == data.val_y))
     torch.set_flush_denormal(True)
     return seen / elapsed, acc
 

@@ -14,7 +14,7 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import prepare
+from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import read_texts
 from pipeline.errors import UserInputError
 from pipeline.promotion import Decision, history, promote_version, rollback
@@ -22,7 +22,8 @@ from pipeline.tracking import resolve_tracking_uri
 from schemas.config import JobConfig
 
 
-def run(cfg: JobConfig, version: str | None = None) -> Decision:
+def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | None = None) -> Decision:
+    """Gate `version` (default: the newest) on the held-out test split of `prepared` (default: prepare(cfg))."""
     client = MlflowClient(resolve_tracking_uri(cfg))
     name = cfg.tracking.registered_model_name
     if version is None:
@@ -31,7 +32,7 @@ def run(cfg: JobConfig, version: str | None = None) -> Decision:
             raise UserInputError(f"registered model {name!r} has no version; run jobs.train first "
                                  "or set tracking.registered_model_name")
         version = str(max(int(v.version) for v in versions))
-    prepared = prepare(cfg)  # the held-out test split (reused from the stored result)
+    prepared = prepared or prepare(cfg)  # the held-out test split (reused from the stored result)
     texts, labels = read_texts(prepared.path, "test")
     decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
                                cfg.promotion)
@@ -47,10 +48,7 @@ def show_history(cfg: JobConfig) -> list[dict[str, str]]:
 
 
 def do_rollback(cfg: JobConfig) -> tuple[str, str]:
-    try:
-        frm, to = rollback(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name, cfg.promotion)
-    except ValueError as e:
-        raise UserInputError(str(e)) from e
+    frm, to = rollback(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name, cfg.promotion)
     print(f"{cfg.promotion.alias}: v{frm} -> v{to}")
     return frm, to
 

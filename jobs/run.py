@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from jobs import promote as promote_job
 from jobs import train as train_job
 from jobs.cli import build_parser, run_main
+from pipeline.data.prepare import prepare
 from pipeline.promotion import Decision
 from pipeline.tracking import mask_secrets, resolve_tracking_uri
 from pipeline.train.workflow import TrainOutcome
@@ -46,8 +47,11 @@ class RunSummary:
 
 def run(cfg: JobConfig) -> RunSummary:
     t0 = time.perf_counter()
-    outcome = train_job.run(cfg)  # prepare (or reuse) -> Ray Train -> MLflow run -> registered version
-    decision = promote_job.run(cfg, outcome.version)  # same test split, same scoring code
+    # Prepared once: training and the gate read the very same stored split, even if an input
+    # file changes while the job runs, and the inputs are hashed once.
+    prepared = prepare(cfg)
+    outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
+    decision = promote_job.run(cfg, outcome.version, prepared)  # same test split, same scoring code
     summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
     print(summary.text())
     return summary

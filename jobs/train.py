@@ -10,15 +10,16 @@ import sys
 import ray
 
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import prepare
+from pipeline.data.prepare import PreparedData, prepare
 from pipeline.tracking import resolve_tracking_uri
 from pipeline.train.trainer import ensure_ray
 from pipeline.train.workflow import TrainOutcome, train_and_register
 from schemas.config import JobConfig
 
 
-def run(cfg: JobConfig) -> TrainOutcome:
-    prepared = prepare(cfg)  # reuses the stored result of jobs.prepare when inputs are unchanged
+def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
+    """Train on `prepared`, or on prepare(cfg): the stored result of jobs.prepare when inputs are unchanged."""
+    prepared = prepared or prepare(cfg)
     started = ensure_ray(cfg.ray)
     try:
         outcome = train_and_register(cfg, prepared, resolve_tracking_uri(cfg))

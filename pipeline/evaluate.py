@@ -44,8 +44,9 @@ def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512,
     model.train(was_training)
     if not out:
         return np.zeros((0, 2), dtype=np.float32)
-    proba = np.empty_like(np.concatenate(out))
-    proba[order] = np.concatenate(out)
+    scored = np.concatenate(out)
+    proba = np.empty_like(scored)
+    proba[order] = scored
     return proba
 
 

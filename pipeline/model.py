@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.errors import UserInputError
 from schemas.config import ModelConfig
 
 _CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -37,6 +38,16 @@ def _left_align(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Move each row's real tokens to the front, keeping their order (left padding -> right padding)."""
     order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
     return torch.gather(input_ids, 1, order)
+
+
+def check_padding_side(cfg: ModelConfig, padding_side: str) -> None:
+    """Raise UserInputError when pooling='last' meets right padding (the last step would be padding)."""
+    if cfg.cell != "mean-embedding" and cfg.pooling == "last" and padding_side != "left":
+        raise UserInputError(
+            f"model.pooling=last reads the last time step, which is padding with tokenizer.padding_side="
+            f"{padding_side}; set padding_side=left or pooling=gather (tokenizer.padding_side=left, or "
+            "model.pooling=gather or packed)"
+        )
 
 
 def trim_shared_padding(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ is made under a registry lock after re-reading the alias (compare-and-set).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import UserInputError
 from pipeline.evaluate import classification_metrics
 from pipeline.registry_lock import registry_lock
 from pipeline.tracking import tracking_uri_scope
@@ -63,10 +65,7 @@ class Score:
 def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str],
                 tracking_uri: str | None = None) -> Score:
     """Load a registered pyfunc (from `tracking_uri`'s registry) and compute test metrics on raw text."""
-    if tracking_uri:
-        with tracking_uri_scope(tracking_uri):
-            model = mlflow.pyfunc.load_model(model_uri)
-    else:
+    with tracking_uri_scope(tracking_uri) if tracking_uri else contextlib.nullcontext():
         model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     cols = [f"p_{n}" for n in label_names]
@@ -199,10 +198,10 @@ def rollback(client: MlflowClient, name: str, cfg: PromotionConfig) -> tuple[str
     with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
         current = current_alias_version(client, name, cfg.alias)
         if current is None:
-            raise ValueError(f"registered model {name!r} has no {cfg.alias!r} alias to roll back")
+            raise UserInputError(f"registered model {name!r} has no {cfg.alias!r} alias to roll back")
         previous = client.get_model_version(name, current).tags.get("promotion.previous_champion", "none")
         if previous == "none":
-            raise ValueError(f"{name} v{current} was the first {cfg.alias}; there is nothing to roll back to")
+            raise UserInputError(f"{name} v{current} was the first {cfg.alias}; there is nothing to roll back to")
         client.set_registered_model_alias(name, cfg.alias, previous)
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         client.set_model_version_tag(name, current, "promotion.rolled_back", f"{stamp} -> v{previous}")

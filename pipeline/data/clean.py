@@ -31,6 +31,7 @@ from numbers import Integral
 
 import pandas as pd
 
+from pipeline.data.encode import cut_text
 from pipeline.errors import DataValidationError
 from schemas.config import DataConfig
 
@@ -137,7 +138,7 @@ def clean_splits(
                 continue
             text = str(text)
             if len(text) > cfg.max_chars:
-                text = text[-cfg.max_chars:] if truncation_side == "left" else text[: cfg.max_chars]
+                text = cut_text(text, cfg.max_chars, truncation_side)
                 report.counted["truncated_chars"] += 1
             text = text.strip()
             if not text:

@@ -68,13 +68,12 @@ def encode_table(
     The id matrix becomes a fixed_size_list<int32> column without a copy (it is what
     `schemas.features.encoded_features` declares, so `datasets` has nothing to cast).
     """
-    encodings = tokenizer.encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
-    rows = [e.ids for e in encodings]
-    matrix, kept, orig = pad_ids(rows, max_length, pad_id, padding_side, truncation_side)
+    enc = encode_batch({"text": batch.column("text").to_pylist()}, tokenizer, max_length, pad_id, padding_side,
+                       truncation_side)
     new = {
-        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), max_length),
-        "length": pa.array(kept),
-        "n_tokens": pa.array(orig),
+        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(enc["input_ids"].reshape(-1)), max_length),
+        "length": pa.array(enc["length"]),
+        "n_tokens": pa.array(enc["n_tokens"]),
     }
     # Return the input columns too: with `features=` set, `datasets` takes the returned table as the row.
     out = batch.drop_columns([c for c in new if c in batch.column_names])
@@ -83,13 +82,19 @@ def encode_table(
     return out
 
 
+def cut_text(text: str, max_chars: int, truncation_side: str) -> str:
+    """Bound one text to max_chars characters, cut on the tokenizer's truncation side. The one rule
+    for cleaning (training data) and for prediction, so both cut the same way."""
+    if len(text) <= max_chars:
+        return text
+    return text[-max_chars:] if truncation_side == "left" else text[:max_chars]
+
+
 def cut_chars(texts: list[str], max_chars: int | None, truncation_side: str) -> list[str]:
     """Bound each text to max_chars characters before tokenizing (data.max_chars)."""
     if max_chars is None:
         return texts
-    if truncation_side == "left":
-        return [t if len(t) <= max_chars else t[-max_chars:] for t in texts]
-    return [t if len(t) <= max_chars else t[:max_chars] for t in texts]
+    return [cut_text(t, max_chars, truncation_side) for t in texts]
 
 
 def encode_texts(

@@ -6,12 +6,10 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -27,10 +25,10 @@ from pipeline.data.store import (
     StorePath,
     data_dir,
     is_complete,
-    is_remote,
     load_manifest,
     new_staging_dir,
     publish,
+    remove_stale_staging,
     write_json,
 )
 from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, piece_counter, tokenizer_digest, train_tokenizer
@@ -41,7 +39,6 @@ log = logging.getLogger(__name__)
 
 # Bump when the stored format or any stage's behaviour changes: old caches then stop matching.
 PIPELINE_VERSION = "2"
-STALE_STAGING_S = 6 * 3600  # staging folders older than this are leftovers of killed runs
 
 
 @dataclass(frozen=True)
@@ -88,10 +85,10 @@ def choose_max_length(tokenizer: Tokenizer, train_texts: list[str], tk: Tokenize
 
 
 def encode_split(
-    frame, tokenizer: Tokenizer, max_length: int, pad_pos: tuple[int, str, str], name: str
+    frame, tokenizer: Tokenizer, tok_digest: str, max_length: int, pad_id: int, tk: TokenizerConfig, name: str
 ) -> pa.Table:
     """(text, label) frame -> the stored Arrow table, through `Dataset.map` with Arrow batches."""
-    pad_id, padding_side, truncation_side = pad_pos
+    padding_side, truncation_side = tk.padding_side, tk.truncation_side
     ds = Dataset.from_pandas(frame, preserve_index=False)
     ds = ds.with_format("arrow").map(
         encode_table,
@@ -100,21 +97,11 @@ def encode_split(
         fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "pad_id": pad_id,
                    "padding_side": padding_side, "truncation_side": truncation_side},
         features=encoded_features(max_length),
-        new_fingerprint=f"encode-{name}-{tokenizer_digest(tokenizer)[:16]}-{max_length}-{padding_side}"
+        new_fingerprint=f"encode-{name}-{tok_digest[:16]}-{max_length}-{padding_side}"
         f"-{truncation_side}-{len(frame)}",  # skip hashing the tokenizer object
         desc=f"encode {name}",
     )
     return ds.data.table.select(["text", "label", "input_ids", "length", "n_tokens"])
-
-
-def _remove_stale_staging(final: StorePath) -> None:
-    if is_remote(final):
-        return
-    final = Path(final)
-    if final.parent.is_dir():
-        for old in final.parent.glob(f".staging-{final.name}-*"):
-            if time.time() - old.stat().st_mtime > STALE_STAGING_S:
-                shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
@@ -128,7 +115,7 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     if not force and is_complete(final):
         log.info("reusing prepared data %s", final)
         return PreparedData(final, load_manifest(final), reused=True)
-    _remove_stale_staging(final)
+    remove_stale_staging(final)
 
     t0 = time.perf_counter()
     tk = cfg.tokenizer
@@ -144,12 +131,12 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     pad_id, unk_id = tokenizer.token_to_id(PAD_TOKEN), tokenizer.token_to_id(UNK_TOKEN)
     max_length, chosen_by = choose_max_length(tokenizer, train_texts, tk)
 
+    tok_digest = tokenizer_digest(tokenizer)
     staging = new_staging_dir(final)
     split_info: dict[str, SplitInfo] = {}
     stats: dict[str, dict[str, float]] = {}
     for name in SPLITS:
-        pad_pos = (pad_id, tk.padding_side, tk.truncation_side)
-        table = encode_split(splits[name], tokenizer, max_length, pad_pos, name)
+        table = encode_split(splits[name], tokenizer, tok_digest, max_length, pad_id, tk, name)
         stats[name] = _length_stats(table.column("n_tokens").to_numpy(), max_length)
         pq.write_table(table, staging / f"{name}.parquet")
         counts = np.bincount(np.asarray(splits[name]["label"]), minlength=len(label_names))
@@ -159,7 +146,6 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
         )
     tokenizer.save(str(staging / "tokenizer.json"))
     write_json(staging / "cleaning_report.json", report.to_dict())
-    tok_digest = tokenizer_digest(tokenizer)
     content = hashlib.sha256(
         json.dumps([tok_digest] + [split_info[s].digest for s in SPLITS]).encode()
     ).hexdigest()

@@ -51,10 +51,6 @@ class RawCorpus:
     dropped: Counter = field(default_factory=Counter)  # rows the reader dropped itself (bad CSV rows)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    return scan_file(path)["sha256"]
-
-
 def scan_file(path: Path, encoding: str | None = None, chunk: int = 1 << 20) -> dict:
     """sha256 of the full content; with `encoding`, also check that every byte decodes.
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from pipeline.errors import UserInputError
 from schemas.features import Manifest
 
 MARKER = "_COMPLETE"
+STALE_STAGING_S = 6 * 3600  # staging folders older than this are leftovers of killed runs
 StorePath = Path | str
 
 
@@ -114,6 +116,17 @@ def local_file(path: StorePath, name: str) -> Path:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, target / name)
     return target / name
+
+
+def remove_stale_staging(final: StorePath) -> None:
+    """Delete local staging folders of `final` older than STALE_STAGING_S (left by killed runs)."""
+    if is_remote(final):
+        return
+    final = _local(final)
+    if final.parent.is_dir():
+        for old in final.parent.glob(f".staging-{final.name}-*"):
+            if time.time() - old.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def new_staging_dir(final: StorePath) -> Path:

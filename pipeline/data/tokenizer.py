@@ -25,15 +25,17 @@ UNK_TOKEN = "[UNK]"
 SPECIAL_TOKENS = [PAD_TOKEN, UNK_TOKEN]
 
 
-def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
-    steps: list[normalizers.Normalizer] = []
-    if cfg.nfkc:
-        steps.append(normalizers.NFKC())
+def _normalizer(cfg: TokenizerConfig) -> normalizers.Normalizer:
+    steps: list[normalizers.Normalizer] = [normalizers.NFKC()] if cfg.nfkc else []
     steps.append(
         normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=cfg.lowercase
         )
     )
+    return normalizers.Sequence(steps)
+
+
+def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     if cfg.kind in ("wordlevel", "char"):
         tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         trainer: trainers.Trainer = trainers.WordLevelTrainer(
@@ -52,7 +54,7 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
             vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK_TOKEN,
             show_progress=False,
         )
-    tok.normalizer = normalizers.Sequence(steps)
+    tok.normalizer = _normalizer(cfg)
     tok.pre_tokenizer = _pre_tokenizer(cfg)
     return tok, trainer
 
@@ -73,7 +75,7 @@ def piece_counter(cfg: TokenizerConfig) -> Callable[[list[str]], list[int]]:
     Runs in Rust over the whole batch (a one-entry WordLevel model maps every piece to [UNK]).
     """
     probe = Tokenizer(models.WordLevel({UNK_TOKEN: 0}, unk_token=UNK_TOKEN))
-    probe.normalizer = build_untrained(cfg)[0].normalizer
+    probe.normalizer = _normalizer(cfg)
     probe.pre_tokenizer = _pre_tokenizer(cfg)
 
     def count(texts: list[str]) -> list[int]:

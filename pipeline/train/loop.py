@@ -5,8 +5,8 @@ epoch (a seeded permutation padded so that every rank gets the same number of ro
 batches, even an empty or tiny split), trains under DDP, and calls `ray.train.report` exactly once
 per epoch on every rank, checkpoint included (rank 0 writes it). Early stopping is decided on
 all-reduced validation sums, so every rank stops at the same epoch. Only rank 0 talks to MLflow,
-through RankZeroLogger, after the epoch's checkpoint is persisted: a restarted worker group
-resumes at the next epoch and never logs an epoch twice.
+through RankZeroLogger, after the epoch's report: a restarted worker group resumes after the last
+persisted checkpoint, and the logger skips any epoch the run already holds, so none is logged twice.
 
 `train_worker` holds the whole loop without Ray (a `report` callback and an optional resume
 state), so tests and benchmarks run it in plain PyTorch; `train_loop_per_worker` wires it to Ray.
@@ -34,7 +34,7 @@ from torch import nn
 
 from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.evaluate import length_order, loss_fn
-from pipeline.model import build_model
+from pipeline.model import build_model, check_padding_side
 from pipeline.tracking import RankZeroLogger
 from schemas.config import JobConfig, TrainConfig
 
@@ -237,14 +237,10 @@ def train_worker(
 
     `wrap_model` places the model (DDP under Ray). `log_metrics(metrics, epoch)` runs after the
     report, so an epoch is logged only once its checkpoint exists.
-    Raises ValueError when pooling='last' meets right padding (the last step would be padding).
+    Raises UserInputError when pooling='last' meets right padding (the last step would be padding).
     """
     tc = cfg.train
-    if cfg.model.cell != "mean-embedding" and cfg.model.pooling == "last" and data.padding_side != "left":
-        raise ValueError(
-            "model.pooling=last reads the last time step, which is padding with "
-            f"tokenizer.padding_side={data.padding_side}; use padding_side=left or pooling=gather"
-        )
+    check_padding_side(cfg.model, data.padding_side)
     on_gpu = ctx.device.type == "cuda"
     seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
     amp = _amp_factory(ctx.device, tc.amp)

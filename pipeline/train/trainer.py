@@ -12,7 +12,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipeline.data.store import load_manifest
-from pipeline.errors import UserInputError
+from pipeline.model import check_padding_side
 from pipeline.train.loop import FAULT_INJECTION_KEY, load_checkpoint_state, train_loop_per_worker
 from schemas.config import JobConfig, RayConfig
 
@@ -47,12 +47,7 @@ def ensure_ray(cfg: RayConfig) -> bool:
 
 def check_compatible(cfg: JobConfig, data_path: Path) -> None:
     """Config checks that need the prepared data. Raises UserInputError naming the fix."""
-    manifest = load_manifest(data_path)
-    if cfg.model.cell != "mean-embedding" and cfg.model.pooling == "last" and manifest.padding_side != "left":
-        raise UserInputError(
-            f"model.pooling=last reads the last time step, which is padding with tokenizer.padding_side="
-            f"{manifest.padding_side}; set tokenizer.padding_side=left or model.pooling=gather (or packed)"
-        )
+    check_padding_side(cfg.model, load_manifest(data_path).padding_side)
 
 
 def choose_state(state: dict[str, Any], early_stopping: bool) -> dict[str, Any]:

@@ -83,8 +83,9 @@ def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], his
     """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.get("dropped", {}).items()) or "none"
-    rows = "\n".join(f"| `{n}` | {list(s)} | {c:,} |" for n, s, c in parameter_table(model))
-    total = sum(c for _, _, c in parameter_table(model))
+    table = parameter_table(model)
+    rows = "\n".join(f"| `{n}` | {list(s)} | {c:,} |" for n, s, c in table)
+    total = sum(c for _, _, c in table)
     best = max((h.get("val_accuracy", 0.0) for h in history), default=float("nan"))
     m = cfg.model
     return f"""### Result
