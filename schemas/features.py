@@ -29,6 +29,11 @@ class SplitInfo(BaseModel):
     digest: str  # sha256 over the full content (ids, labels, text), not a sample of rows
     file: str
 
+    @property
+    def files(self) -> list[str]:
+        """The split's Parquet files relative to the dataset folder (read through store.split_files)."""
+        return [self.file]
+
 
 class Manifest(BaseModel):
     """Everything a worker, the model and a reviewer need to know about the prepared data."""

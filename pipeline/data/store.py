@@ -180,12 +180,29 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def split_files(path: StorePath, split: str) -> list[StorePath]:
+    """Every Parquet file of one split, in order: local Paths or URLs (what Ray Data and workers read).
+
+    The contract between prepare and its readers: a split may be stored as one file or as many
+    shards; readers never build file names themselves.
+    """
+    return [_join(path, split_file) for split_file in load_manifest(path).splits[split].files]
+
+
+def read_columns(path: StorePath, split: str, columns: list[str]) -> pa.Table:
+    """Some columns of one split, all its files concatenated (local or remote)."""
+    return _read_table(path, split, columns)
+
+
 def _read_table(path: StorePath, split: str, columns: list[str]) -> pa.Table:
-    target = _join(path, f"{split}.parquet")
-    if not is_remote(target):
-        return pq.read_table(target, columns=columns)
-    fs, inner = filesystem(str(target))
-    return pq.read_table(inner, columns=columns, filesystem=fs)
+    tables = []
+    for target in split_files(path, split):
+        if not is_remote(target):
+            tables.append(pq.read_table(target, columns=columns))
+        else:
+            fs, inner = filesystem(str(target))
+            tables.append(pq.read_table(inner, columns=columns, filesystem=fs))
+    return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
 
 
 def read_split_arrays(path: StorePath, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

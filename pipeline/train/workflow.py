@@ -15,13 +15,12 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
 from pipeline import plots
 from pipeline.config_loader import flatten
 from pipeline.data.prepare import PreparedData
-from pipeline.data.store import local_file, read_split_arrays, read_texts
+from pipeline.data.store import local_file, read_columns, read_split_arrays, read_texts
 from pipeline.evaluate import classification_metrics, predict_proba
 from pipeline.model import build_model, format_parameter_table, parameter_counts, parameter_table
 from pipeline.registry import log_raw_text_model, register_version
@@ -147,8 +146,7 @@ def _train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: st
         mlflow.log_dict(manifest.model_dump(mode="json"), "data/manifest.json")
         mlflow.log_dict(manifest.cleaning, "data/cleaning_report.json")
         _log_datasets(prepared)
-        train_file = local_file(prepared.path, "train.parquet")
-        n_tokens = pq.read_table(train_file, columns=["n_tokens"])["n_tokens"].to_numpy()
+        n_tokens = read_columns(prepared.path, "train", ["n_tokens"])["n_tokens"].to_numpy()
         _log_figure(plots.token_lengths(n_tokens, manifest.max_length), "plots/token_lengths.png")
 
         ray_name = run_name if cfg.tracking.run_name else f"{run_name}-{run_id[:8]}"
