@@ -32,7 +32,8 @@ from pipeline.evaluate import predict_proba
 from pipeline.model import build_model
 from pipeline.promotion import mcnemar_p
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
-from pipeline.train.trainer import choose_state
+from pipeline.train.state import TrainState
+from pipeline.train.trainer import choose_weights
 
 
 def tfidf(texts: dict[str, list[str]], labels: dict[str, np.ndarray], c: float) -> tuple[np.ndarray, float]:
@@ -47,12 +48,13 @@ def rnn(cfg, data_path) -> tuple[np.ndarray, float, int]:
     """(test predictions, wall s, best epoch) of the configured model, trained in this process."""
     t0 = time.perf_counter()
     data = load_train_data(data_path, 0, 1)
-    states: list[dict] = []
+    states: list[TrainState] = []
     train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s))
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
-    model.load_state_dict(choose_state(states[-1], cfg.train.early_stopping_patience is not None)["model"])
+    model.load_state_dict(choose_weights(states[-1], cfg.train.early_stopping_patience is not None)[0])
     ids, _, _ = read_split_arrays(data_path, "test")
-    return predict_proba(model, ids).argmax(axis=1), time.perf_counter() - t0, states[-1]["best_epoch"]
+    best_epoch = states[-1].early_stopping.best_epoch
+    return predict_proba(model, ids).argmax(axis=1), time.perf_counter() - t0, best_epoch
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,18 +10,18 @@ persisted checkpoint, and the logger skips any epoch the run already holds, so n
 
 `train_worker` holds the whole loop without Ray (a `report` callback and an optional resume
 state), so tests and benchmarks run it in plain PyTorch; `train_loop_per_worker` wires it to Ray.
+The loop reads as its steps: `setup` (tensors, model, optimizer, schedule, resume), `run_epoch`
+(train, validate, early stopping) and `checkpoint_state` (the typed TrainState that rank 0 saves).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,17 @@ from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.evaluate import length_order, loss_fn
 from pipeline.model import build_model, check_padding_side
 from pipeline.tracking import RankZeroLogger
+from pipeline.train.state import (
+    EarlyStoppingState,
+    Metrics,
+    StateDict,
+    TrainState,
+    load_checkpoint,
+    save_checkpoint_dir,
+)
 from schemas.config import JobConfig, TrainConfig
 
-CHECKPOINT_FILE = "checkpoint.pt"
-# Test-only fault injection (loop_config key): {"rank": r, "epoch": e, "marker": path} makes rank r
-# exit hard (os._exit) at the start of epoch e, once: the marker file records that it happened.
-FAULT_INJECTION_KEY = "fault_injection"
-
-Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
+Report = Callable[[Metrics, TrainState | None], None]  # (epoch metrics, rank 0's checkpoint or None)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def _gather_rng(device: torch.device, world_size: int) -> dict[str, torch.Tensor]:
+def _gather_rng(device: torch.device, world_size: int) -> StateDict:
     """Every rank's RNG state, stacked [world, n] (collective: all ranks call it)."""
     states = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -172,7 +175,7 @@ def _gather_rng(device: torch.device, world_size: int) -> dict[str, torch.Tensor
     return out
 
 
-def _restore_rng(rng: dict[str, torch.Tensor] | None, ctx: WorkerContext) -> None:
+def _restore_rng(rng: StateDict | None, ctx: WorkerContext) -> None:
     if not rng or rng["cpu"].shape[0] != ctx.world_size:
         return  # a different world size: keep the freshly seeded generators
     # clone(): a row of the stacked states is a view with an offset, which set_rng_state misreads
@@ -210,16 +213,192 @@ def evaluate_shard(model, ids: torch.Tensor, labels: torch.Tensor, ctx: WorkerCo
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
 
 
-def _improved(value: float, best: float | None, cfg: TrainConfig) -> bool:
-    if best is None or not math.isfinite(best):
-        return math.isfinite(value)
-    if cfg.early_stopping_metric == "val_loss":
-        return value < best - cfg.early_stopping_min_delta
-    return value > best + cfg.early_stopping_min_delta
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+def _cpu_state(module: nn.Module) -> StateDict:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class EarlyStopping:
+    """Stops when the watched validation metric has not improved by more than `min_delta` for
+    `patience` epochs (never, with patience None: the best epoch is still tracked and reported).
+    Its state goes into every checkpoint, so a resumed run keeps counting where it left off."""
+
+    def __init__(self, cfg: TrainConfig, state: EarlyStoppingState | None = None):
+        self.metric = cfg.early_stopping_metric  # val_loss: lower is better; val_accuracy: higher
+        self.min_delta = cfg.early_stopping_min_delta
+        self.patience = cfg.early_stopping_patience
+        self.state = state or EarlyStoppingState()
+
+    def improved(self, value: float) -> bool:
+        best = self.state.best_metric
+        if best is None or not math.isfinite(best):
+            return math.isfinite(value)
+        if self.metric == "val_loss":
+            return value < best - self.min_delta
+        return value > best + self.min_delta
+
+    def step(self, value: float, epoch: int, model: nn.Module) -> EarlyStoppingState:
+        """Record epoch `epoch`'s metric; keeps a CPU copy of `model` when it is the new best."""
+        s = self.state
+        if self.improved(value):
+            best_model = _cpu_state(model) if self.patience is not None else s.best_model
+            s = replace(s, best_metric=value, best_epoch=epoch, bad_epochs=0, best_model=best_model)
+        else:
+            s = replace(s, bad_epochs=s.bad_epochs + 1)
+        self.state = replace(s, stopped=self.patience is not None and s.bad_epochs >= self.patience)
+        return self.state
+
+
+@dataclass(frozen=True)
+class PlacedData:
+    """One worker's rows as tensors, placed once: every training row (each epoch gathers its shard)
+    and this rank's validation rows in length order, as predict_proba scores the test split."""
+
+    train_ids: torch.Tensor  # [n, width] on the GPU with train.data_on_device, else on the CPU
+    train_y: torch.Tensor
+    train_lengths: np.ndarray
+    val_ids: torch.Tensor
+    val_y: torch.Tensor
+    width: int  # padded row length (batches are trimmed to their longest row)
+    left_padded: bool
+    pin: bool  # GPU training from CPU-held rows: each epoch's rows go through pinned memory
+
+
+def place_data(data: TrainData, ctx: WorkerContext, cfg: TrainConfig) -> PlacedData:
+    on_gpu = ctx.device.type == "cuda"
+    store = ctx.device if on_gpu and cfg.data_on_device else torch.device("cpu")
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(store)
+
+    val_order = length_order(data.val_ids, data.pad_id)
+    train_ids = tensor(data.train_ids).long()
+    return PlacedData(train_ids, tensor(data.train_y), data.train_lengths, tensor(data.val_ids[val_order]).long(),
+                      tensor(data.val_y[val_order]), train_ids.shape[1] if train_ids.dim() == 2 else 0,
+                      data.padding_side == "left", on_gpu and store.type == "cpu")
+
+
+@dataclass
+class WorkerRun:
+    """One worker's live training objects: built by `setup`, advanced one epoch at a time."""
+
+    cfg: TrainConfig
+    ctx: WorkerContext
+    data: PlacedData
+    model: nn.Module  # what trains: the model as `wrap_model` placed it (DDP under Ray)
+    core: nn.Module  # the bare model: state dicts and validation
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # cosine/constant: stepped per batch; plateau: per epoch on the watched metric
+    stopper: EarlyStopping
+    amp: Callable[[], Any]  # a fresh autocast context per forward pass
+    start_epoch: int = 0
+    history: list[Metrics] = field(default_factory=list)
+
+    @property
+    def per_step(self) -> bool:
+        return not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def setup(cfg: JobConfig, data: TrainData, ctx: WorkerContext, resume: TrainState | None,
+          wrap_model: Callable[[nn.Module], nn.Module]) -> WorkerRun:
+    """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one."""
+    tc = cfg.train
+    seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
+    amp = _amp_factory(ctx.device, tc.amp)
+    placed = place_data(data, ctx, tc)
+    model = wrap_model(build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model))
+    core = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    n = len(data.train_y)
+    per_rank = -(-n // ctx.world_size) if n else 0
+    steps_per_epoch = -(-per_rank // tc.batch_size)
+    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    run = WorkerRun(tc, ctx, placed, model, core, optimizer, scheduler, EarlyStopping(tc), amp)
+    if resume is not None:  # a restarted worker group, or a rerun of the same job name
+        _resume(run, resume)
+    return run
+
+
+def _resume(run: WorkerRun, state: TrainState) -> None:
+    run.core.load_state_dict(state.model)
+    run.optimizer.load_state_dict(state.optimizer)
+    run.scheduler.load_state_dict(state.scheduler)
+    run.start_epoch = run.cfg.epochs if state.early_stopping.stopped else state.epoch + 1
+    run.history = list(state.history)
+    run.stopper.state = state.early_stopping
+    _restore_rng(state.rng, run.ctx)
+
+
+def _train_shard(run: WorkerRun, epoch: int) -> tuple[torch.Tensor, int]:
+    """One pass over this rank's shard of epoch `epoch`: (sum of row losses, rows seen)."""
+    tc, ctx, d = run.cfg, run.ctx, run.data
+    idx = shard_indices(len(d.train_y), ctx.rank, ctx.world_size, tc.seed, epoch)
+    rng = np.random.default_rng([tc.seed, epoch, ctx.rank])
+    order, batches = plan_batches(d.train_lengths[idx], tc.batch_size, tc.bucketing, tc.bucket_chunk_batches, rng)
+    # One gather per epoch; every batch is then a contiguous slice of these tensors.
+    rows = torch.from_numpy(idx[order]).to(d.train_ids.device)
+    epoch_ids, epoch_y = d.train_ids.index_select(0, rows), d.train_y.index_select(0, rows)
+    if d.pin:
+        epoch_ids, epoch_y = epoch_ids.pin_memory(), epoch_y.pin_memory()
+    run.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    for start, end, w in batches:
+        x = epoch_ids[start:end]
+        if w < d.width:
+            x = x[:, d.width - w :] if d.left_padded else x[:, :w]
+        loss = _train_step(run, x.to(ctx.device, non_blocking=True),
+                           epoch_y[start:end].to(ctx.device, non_blocking=True))
+        loss_sum += loss.detach().double() * (end - start)
+    return loss_sum, len(idx)
+
+
+def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with run.amp():
+        logits = run.model(x)
+    loss = loss_fn(logits, y)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.cfg.grad_clip:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    if run.per_step:
+        run.scheduler.step()
+    return loss
+
+
+def run_epoch(run: WorkerRun, epoch: int) -> Metrics:
+    """Train one epoch, validate, step the plateau schedule and early stopping; the epoch's report."""
+    t0 = time.perf_counter()
+    loss_sum, rows = _train_shard(run, epoch)
+    train_s = time.perf_counter() - t0
+    train_loss, train_seen, train_time = _all_reduce_sum([float(loss_sum), float(rows), train_s], run.ctx.device)
+    val = evaluate_shard(run.core, run.data.val_ids, run.data.val_y, run.ctx, run.cfg.eval_batch_size, run.amp)
+    watched = val["loss"] if run.stopper.metric == "val_loss" else val["accuracy"]
+    lr = run.optimizer.param_groups[0]["lr"]
+    if not run.per_step:
+        run.scheduler.step(watched)
+    stop = run.stopper.step(watched, epoch, run.core)
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss / max(train_seen, 1),
+        "val_loss": val["loss"],
+        "val_accuracy": val["accuracy"],
+        # in-loop throughput: all ranks' rows over the mean rank's training time
+        "samples_per_s": train_seen / max(train_time / run.ctx.world_size, 1e-9),
+        "epoch_s": time.perf_counter() - t0,
+        "lr": lr,
+        "best_epoch": stop.best_epoch if stop.best_epoch is not None else epoch,
+    }
+
+
+def checkpoint_state(run: WorkerRun, epoch: int) -> TrainState | None:
+    """Epoch `epoch`'s checkpoint on rank 0, None elsewhere (collective: every rank calls it)."""
+    rng = _gather_rng(run.ctx.device, run.ctx.world_size)
+    if run.ctx.rank != 0:
+        return None
+    # A snapshot: the optimizer's state dict references tensors that the next step mutates.
+    return TrainState(model=_cpu_state(run.core), optimizer=copy.deepcopy(run.optimizer.state_dict()),
+                      scheduler=copy.deepcopy(run.scheduler.state_dict()), epoch=epoch, history=list(run.history),
+                      early_stopping=run.stopper.state, rng=rng, world_size=run.ctx.world_size)
 
 
 def train_worker(
@@ -227,144 +406,31 @@ def train_worker(
     data: TrainData,
     ctx: WorkerContext,
     report: Report,
-    resume: dict[str, Any] | None = None,
+    resume: TrainState | None = None,
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
-    log_metrics: Callable[[dict[str, float], int], None] | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
+    log_metrics: Callable[[Metrics, int], None] | None = None,
 ) -> None:
-    """Train from scratch or from `resume` (a checkpoint state), calling `report(metrics, state)`
-    once per epoch on every rank; `state` is the checkpoint to save on rank 0, None elsewhere.
+    """Train from scratch or from `resume`, calling `report(metrics, state)` once per epoch on every
+    rank; `state` is the checkpoint to save on rank 0, None elsewhere.
 
     `wrap_model` places the model (DDP under Ray). `log_metrics(metrics, epoch)` runs after the
     report, so an epoch is logged only once its checkpoint exists.
     Raises UserInputError when pooling='last' meets right padding (the last step would be padding).
     """
-    tc = cfg.train
     check_padding_side(cfg.model, data.padding_side)
-    on_gpu = ctx.device.type == "cuda"
-    seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
-    amp = _amp_factory(ctx.device, tc.amp)
-    store_device = ctx.device if on_gpu and tc.data_on_device else torch.device("cpu")
-    train_ids = torch.from_numpy(np.ascontiguousarray(data.train_ids)).long().to(store_device)
-    train_y = torch.from_numpy(np.ascontiguousarray(data.train_y)).to(store_device)
-    # Validation in length order, as predict_proba scores the test split (see trim_padding).
-    val_order = length_order(data.val_ids, data.pad_id)
-    val_ids = torch.from_numpy(np.ascontiguousarray(data.val_ids[val_order])).long().to(store_device)
-    val_y = torch.from_numpy(np.ascontiguousarray(data.val_y[val_order])).to(store_device)
-    width = train_ids.shape[1] if train_ids.dim() == 2 else 0
-    left = data.padding_side == "left"
-    pin = on_gpu and store_device.type == "cpu"
-
-    core = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
-    model = wrap_model(core)
-    core = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    n = len(data.train_y)
-    per_rank = -(-n // ctx.world_size) if n else 0
-    steps_per_epoch = -(-per_rank // tc.batch_size)
-    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
-    per_step = not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-    start_epoch, history = 0, []
-    best, best_epoch, bad_epochs, best_model = None, None, 0, None
-    if resume is not None:  # a restarted worker group, or a rerun of the same job name
-        core.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        start_epoch = tc.epochs if resume.get("stopped") else resume["epoch"] + 1
-        history = list(resume.get("history", []))
-        best, best_epoch = resume.get("best_metric"), resume.get("best_epoch")
-        bad_epochs, best_model = resume.get("bad_epochs", 0), resume.get("best_model")
-        _restore_rng(resume.get("rng"), ctx)
-
-    for epoch in range(start_epoch, tc.epochs):
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        t0 = time.perf_counter()
-        idx = shard_indices(n, ctx.rank, ctx.world_size, tc.seed, epoch)
-        rng = np.random.default_rng([tc.seed, epoch, ctx.rank])
-        order, batches = plan_batches(data.train_lengths[idx], tc.batch_size, tc.bucketing,
-                                      tc.bucket_chunk_batches, rng)
-        # One gather per epoch; every batch is then a contiguous slice of these tensors.
-        rows = torch.from_numpy(idx[order]).to(store_device)
-        epoch_ids, epoch_y = train_ids.index_select(0, rows), train_y.index_select(0, rows)
-        if pin:
-            epoch_ids, epoch_y = epoch_ids.pin_memory(), epoch_y.pin_memory()
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        for start, end, w in batches:
-            x = epoch_ids[start:end]
-            if w < width:
-                x = x[:, width - w :] if left else x[:, :w]
-            x = x.to(ctx.device, non_blocking=True)
-            y = epoch_y[start:end].to(ctx.device, non_blocking=True)
-            with amp():
-                logits = model(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            if per_step:
-                scheduler.step()
-            loss_sum += loss.detach().double() * (end - start)
-        train_s = time.perf_counter() - t0
-        train_loss, train_seen, train_time = _all_reduce_sum([float(loss_sum), float(len(idx)), train_s],
-                                                             ctx.device)
-        val = evaluate_shard(core, val_ids, val_y, ctx, tc.eval_batch_size, amp)
-        watched = val["loss"] if tc.early_stopping_metric == "val_loss" else val["accuracy"]
-        lr = optimizer.param_groups[0]["lr"]
-        if not per_step:
-            scheduler.step(watched)
-        if _improved(watched, best, tc):
-            best, best_epoch, bad_epochs = watched, epoch, 0
-            if tc.early_stopping_patience is not None:
-                best_model = _cpu_state(core)
-        else:
-            bad_epochs += 1
-        stopped = tc.early_stopping_patience is not None and bad_epochs >= tc.early_stopping_patience
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss / max(train_seen, 1),
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            # in-loop throughput: all ranks' rows over the mean rank's training time
-            "samples_per_s": train_seen / max(train_time / ctx.world_size, 1e-9),
-            "epoch_s": time.perf_counter() - t0,
-            "lr": lr,
-            "best_epoch": best_epoch if best_epoch is not None else epoch,
-        }
-        history.append(metrics)
-        rng_states = _gather_rng(ctx.device, ctx.world_size)  # collective: before any rank-0-only work
-        state = None
-        if ctx.rank == 0:
-            # A snapshot: the optimizer's state dict references tensors that the next step mutates.
-            state = {"model": _cpu_state(core), "optimizer": copy.deepcopy(optimizer.state_dict()),
-                     "scheduler": copy.deepcopy(scheduler.state_dict()), "epoch": epoch, "best_metric": best,
-                     "best_epoch": best_epoch, "bad_epochs": bad_epochs, "best_model": best_model,
-                     "stopped": stopped, "history": list(history), "rng": rng_states,
-                     "world_size": ctx.world_size}
-        report(metrics, state)
+    run = setup(cfg, data, ctx, resume, wrap_model)
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        metrics = run_epoch(run, epoch)
+        run.history.append(metrics)
+        report(metrics, checkpoint_state(run, epoch))
         if log_metrics is not None:
             log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
-        if stopped:
+        if run.stopper.state.stopped:
             break
 
 
-def save_checkpoint_dir(state: dict[str, Any]) -> str:
-    """A temporary folder holding `state` (state dicts and plain values) as CHECKPOINT_FILE."""
-    tmp = tempfile.mkdtemp(prefix="rnn-ckpt-")
-    torch.save(state, os.path.join(tmp, CHECKPOINT_FILE))
-    return tmp
-
-
-def load_checkpoint_state(checkpoint_dir: str) -> dict[str, Any]:
-    """State dicts only: loaded with weights_only=True, so no pickled code runs."""
-    return torch.load(os.path.join(checkpoint_dir, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-
-
-def _ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+def ray_report(metrics: Metrics, state: TrainState | None) -> None:
+    """Ray Train's report, with rank 0's checkpoint written to a folder Ray uploads and then deletes."""
     if state is None:
         ray.train.report(metrics, checkpoint=None)
         return
@@ -372,20 +438,9 @@ def _ray_report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=True)
 
 
-def _fault_hook(spec: dict[str, Any] | None, rank: int) -> Callable[[int], None] | None:
-    if not spec:
-        return None
-
-    def hook(epoch: int) -> None:
-        marker = Path(spec["marker"])
-        if rank == spec["rank"] and epoch == spec["epoch"] and not marker.exists():
-            marker.write_text(f"rank {rank} killed at epoch {epoch}\n")
-            os._exit(1)
-
-    return hook
-
-
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_report) -> None:
+    """What each Ray Train worker runs. `report` receives every epoch's metrics and checkpoint
+    (Ray Train's report; a wrapper may observe the epochs, as the fault-tolerance tests do)."""
     cfg = JobConfig.model_validate(loop_config["job"])  # re-validated: workers never trust a loose dict
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
@@ -400,9 +455,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = load_checkpoint_state(d)
-    train_worker(
-        cfg, data, ctx, _ray_report, resume=resume, wrap_model=ray.train.torch.prepare_model,
-        log_metrics=tracker.log_metrics,
-        on_epoch_start=_fault_hook(loop_config.get(FAULT_INJECTION_KEY), ctx.rank),
-    )
+            resume = load_checkpoint(d)
+    train_worker(cfg, data, ctx, report, resume=resume, wrap_model=ray.train.torch.prepare_model,
+                 log_metrics=tracker.log_metrics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,19 +14,18 @@ from ray.train.torch import TorchTrainer
 
 from pipeline.data.store import load_manifest
 from pipeline.model import check_padding_side
-from pipeline.train.loop import FAULT_INJECTION_KEY, load_checkpoint_state, train_loop_per_worker
+from pipeline.train.loop import train_loop_per_worker
+from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
 from schemas.config import JobConfig, RayConfig
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    metrics: dict[str, Any]  # the last epoch's report
-    history: list[dict[str, Any]]  # every epoch's report, once each, resumed epochs included
-    state: dict[str, Any]  # the chosen checkpoint: "model" is the best epoch's weights under early
-    # stopping, else the last epoch's; "last_model", optimizer/scheduler state dicts, epoch, best_*
-    best_epoch: int | None = None  # the epoch whose weights are in state["model"]
-    stopped_early: bool = False
-    storage_path: str = ""  # Ray Train's folder for this run name: a rerun with the same name resumes from it
+    metrics: Metrics  # the last epoch's report
+    history: list[Metrics]  # every epoch's report, once each, resumed epochs included
+    state: TrainState  # the last checkpoint, as the loop wrote it
+    model: StateDict  # the weights to ship: the best epoch's under early stopping, else the last epoch's
+    best_epoch: int | None  # the epoch whose weights are in `model`
 
 
 def ensure_ray(cfg: RayConfig) -> bool:
@@ -50,21 +50,21 @@ def check_compatible(cfg: JobConfig, data_path: Path) -> None:
     check_padding_side(cfg.model, load_manifest(data_path).padding_side)
 
 
-def choose_state(state: dict[str, Any], early_stopping: bool) -> dict[str, Any]:
-    """The checkpoint to ship: best epoch's weights under early stopping, else the last epoch's."""
-    if early_stopping and state.get("best_model") is not None:
-        return {**state, "model": state["best_model"], "last_model": state["model"]}
-    return {**state, "last_model": state["model"]}
+def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, int | None]:
+    """(weights to ship, their epoch): the best epoch's under early stopping, else the last epoch's."""
+    if early_stopping and state.early_stopping.best_model is not None:
+        return state.early_stopping.best_model, state.early_stopping.best_epoch
+    return state.model, state.epoch
 
 
 def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None, run_id: str | None,
-        *, fault_injection: dict[str, Any] | None = None) -> TrainResult:
+        *, train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker) -> TrainResult:
     """Train on the prepared data at `data_path`. Rank 0 logs epoch metrics into MLflow run `run_id`.
 
     Every epoch is checkpointed into `<output_root>/ray_results/<run_name>`; after a worker dies the
     group restarts from the last checkpoint (up to train.max_failures times), and a rerun with the same
     `run_name` and storage resumes there instead of starting over (a finished run returns at once).
-    `fault_injection` is for tests only (see loop.FAULT_INJECTION_KEY).
+    `train_loop` is what each worker runs with the loop config (tests wrap the default to stop a worker).
     Raises UserInputError for a config the prepared data cannot serve, and
     ray.train.TrainingFailedError when the workers fail beyond `train.max_failures`.
     """
@@ -80,10 +80,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
-    if fault_injection:
-        loop_config[FAULT_INJECTION_KEY] = fault_injection
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_loop,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
@@ -102,11 +100,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name!r} finished without a checkpoint; see the worker logs")
     with result.checkpoint.as_directory() as d:
-        raw = load_checkpoint_state(d)
-    early = cfg.train.early_stopping_patience is not None
-    state = choose_state(raw, early)
-    history = list(raw.get("history", []))
+        state = load_checkpoint(d)
+    model, best_epoch = choose_weights(state, early_stopping=cfg.train.early_stopping_patience is not None)
+    history = list(state.history)
     metrics = dict(result.metrics or {}) or (history[-1] if history else {})
-    best_epoch = raw.get("best_epoch") if early else raw.get("epoch")
-    return TrainResult(metrics=metrics, history=history, state=state, best_epoch=best_epoch,
-                       stopped_early=bool(raw.get("stopped")), storage_path=str(storage / run_name))
+    return TrainResult(metrics=metrics, history=history, state=state, model=model, best_epoch=best_epoch)

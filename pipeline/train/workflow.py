@@ -152,7 +152,7 @@ def _train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: st
         ray_name = run_name if cfg.tracking.run_name else f"{run_name}-{run_id[:8]}"
         result = fit(cfg, prepared.path, ray_name, tracking_uri, run_id)
 
-        model.load_state_dict(result.state["model"])
+        model.load_state_dict(result.model)
         ids, labels, _ = read_split_arrays(prepared.path, "test")
         proba = predict_proba(model, ids)
         test = classification_metrics(labels, proba)
@@ -164,7 +164,7 @@ def _train_and_register(cfg: JobConfig, prepared: PreparedData, tracking_uri: st
 
         mlflow.set_tag("mlflow.note.content", run_description(cfg, manifest, model, test, result.history))
         texts, _ = read_texts(prepared.path, "test")
-        info = log_raw_text_model(result.state["model"], manifest, local_file(prepared.path, manifest.tokenizer_file),
+        info = log_raw_text_model(result.model, manifest, local_file(prepared.path, manifest.tokenizer_file),
                                   cfg.model, texts[:2])
         description = f"test accuracy {test['accuracy']:.4f}, f1 {test['f1']:.4f}; run {run_name}"
         mv = register_version(MlflowClient(tracking_uri), cfg.tracking.registered_model_name, info.model_uri,

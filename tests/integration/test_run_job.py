@@ -15,6 +15,7 @@ from ray.train import TrainingFailedError
 from jobs import run as run_job
 from pipeline.config_loader import load_config
 from pipeline.tracking import tracking_uri_scope
+from tests.faults import kill_rank_once
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -126,8 +127,8 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
                  f"data.paths=[{corpus}]", "train.epochs=3", "tracking.run_name=nightly",
                  "tracking.registered_model_name=resume-model", "train.max_failures=0"]
     cfg = load_config(None, overrides)
-    crash = {"rank": 1, "epoch": 1, "marker": str(tmp_path / "crashed")}
-    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, fault_injection=crash))
+    crash = kill_rank_once(rank=1, after_epoch=0, marker=tmp_path / "crashed")
+    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

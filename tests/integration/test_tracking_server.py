@@ -13,6 +13,7 @@ from jobs import run as run_job
 from jobs import train as train_job
 from pipeline.config_loader import load_config
 from pipeline.train import trainer, workflow
+from tests.faults import kill_rank_once
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,11 +44,11 @@ def test_run_contents_over_rest(ray_cluster, mlflow_server, tmp_path):
 
 
 def test_worker_crash_over_rest_ends_failed(ray_cluster, mlflow_server, tmp_path, monkeypatch):
-    """A worker dies (test-only fault injection) with no retries left: FAILED, nothing registered."""
+    """A worker dies (a wrapped loop the test passes to fit) with no retries left: FAILED, nothing registered."""
     cfg = load_config(None, [*_overrides(tmp_path, mlflow_server, "rest-crash", "rest-crash-model"),
                              "train.max_failures=0"])
-    crash = {"rank": 0, "epoch": 1, "marker": str(tmp_path / "crashed")}
-    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, fault_injection=crash))
+    crash = kill_rank_once(rank=0, after_epoch=0, marker=tmp_path / "crashed")
+    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(mlflow_server)

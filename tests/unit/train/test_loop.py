@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import UserInputError
 from pipeline.evaluate import classification_metrics, predict_proba
 from pipeline.model import build_model
 from pipeline.train.loop import (
+    EarlyStopping,
     WorkerContext,
     _restore_rng,
     build_scheduler,
@@ -17,7 +19,8 @@ from pipeline.train.loop import (
     shard_indices,
     train_worker,
 )
-from pipeline.train.trainer import choose_state
+from pipeline.train.state import TrainState, load_checkpoint, save_checkpoint_dir
+from pipeline.train.trainer import choose_weights
 from schemas.config import JobConfig, TrainConfig
 
 from .conftest import PAD, train_data, word_order_corpus
@@ -31,7 +34,7 @@ def _cfg(**train) -> JobConfig:
     return JobConfig.model_validate({"model": model, "train": {"batch_size": 64, "lr": 0.01, **train}})
 
 
-def _train(cfg: JobConfig, data, resume=None) -> list[tuple[dict, dict]]:
+def _train(cfg: JobConfig, data, resume=None) -> list[tuple[dict, TrainState]]:
     torch.set_num_threads(1)
     reports = []
     train_worker(cfg, data, CPU, lambda m, s: reports.append((m, s)), resume=resume)
@@ -77,7 +80,7 @@ def test_a_recurrent_model_learns_word_order_and_mean_embeddings_cannot(corpus):
         cfg = _cfg(epochs=3, model={"cell": cell})
         state = _train(cfg, train_data(*corpus))[-1][1]
         model = build_model(16, PAD, 2, cfg.model)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.model)
         accuracy[cell] = classification_metrics(test_y, predict_proba(model, test_ids))["accuracy"]
     assert accuracy["gru"] > 0.95, accuracy
     assert accuracy["mean-embedding"] < 0.6, accuracy
@@ -87,17 +90,20 @@ def test_two_runs_with_one_seed_give_identical_metrics_and_weights(corpus):
     cfg = _cfg(epochs=2, bucketing=True, model={"cell": "lstm", "dropout": 0.2, "pooling": "packed"})
     a, b = _train(cfg, train_data(*corpus)), _train(cfg, train_data(*corpus))
     assert [_strip(m) for m, _ in a] == [_strip(m) for m, _ in b]
-    for k, v in a[-1][1]["model"].items():
-        assert torch.equal(v, b[-1][1]["model"][k]), k
+    for k, v in a[-1][1].model.items():
+        assert torch.equal(v, b[-1][1].model[k]), k
 
 
 def test_resuming_from_a_checkpoint_continues_exactly_where_it_stopped(corpus):
     cfg = _cfg(epochs=3, model={"dropout": 0.3}, lr_schedule="cosine")
     straight = _train(cfg, train_data(*corpus))
-    resumed = _train(cfg, train_data(*corpus), resume=straight[0][1])
+    on_disk = load_checkpoint(save_checkpoint_dir(straight[0][1]))  # through torch.save/load(weights_only)
+    resumed = _train(cfg, train_data(*corpus), resume=on_disk)
     assert [m["epoch"] for m, _ in resumed] == [1, 2]  # the checkpointed epoch is not redone
     assert [_strip(m) for m, _ in resumed] == [_strip(m) for m, _ in straight[1:]]
-    assert [h["epoch"] for h in resumed[-1][1]["history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in resumed[-1][1].history] == [0, 1, 2]
+    for k, v in straight[-1][1].model.items():
+        assert torch.equal(resumed[-1][1].model[k], v), k
 
 
 def test_early_stopping_stops_on_every_rank_and_ships_the_best_weights(corpus):
@@ -107,11 +113,47 @@ def test_early_stopping_stops_on_every_rank_and_ships_the_best_weights(corpus):
     reports = _train(cfg, train_data(*corpus))
     assert [m["epoch"] for m, _ in reports] == [0, 1, 2]
     last = reports[-1][1]
-    assert last["stopped"] and last["best_epoch"] == 0
-    chosen = choose_state(last, early_stopping=True)
-    for k, v in reports[0][1]["model"].items():
-        assert torch.equal(chosen["model"][k], v) and torch.equal(chosen["last_model"][k], last["model"][k])
+    assert last.early_stopping.stopped and last.early_stopping.best_epoch == 0
+    assert [s.early_stopping.bad_epochs for _, s in reports] == [0, 1, 2]
+    weights, epoch = choose_weights(last, early_stopping=True)
+    assert epoch == 0
+    for k, v in reports[0][1].model.items():
+        assert torch.equal(weights[k], v) and not torch.equal(last.model[k], v)
+    weights, epoch = choose_weights(last, early_stopping=False)
+    assert weights is last.model and epoch == 2
     assert _train(cfg, train_data(*corpus), resume=last) == []  # a finished run does not restart
+
+
+@pytest.mark.parametrize("metric,values,best,stopped_at", [
+    ("val_loss", [1.0, 0.95, 0.91, 0.92, 0.905], 2, 4),  # 0.905 is lower than 0.91, but by under 0.01
+    ("val_accuracy", [0.5, float("nan"), 0.6, 0.605, 0.609], 2, 4),  # NaN is never an improvement
+])
+def test_early_stopping_counts_epochs_without_a_large_enough_improvement(metric, values, best, stopped_at):
+    stopper = EarlyStopping(TrainConfig(early_stopping_patience=2, early_stopping_metric=metric,
+                                        early_stopping_min_delta=0.01))
+    model = torch.nn.Linear(1, 1)
+    for epoch, value in enumerate(values):
+        state = stopper.step(value, epoch, model)
+        if state.stopped:
+            break
+    assert (state.best_epoch, epoch) == (best, stopped_at)
+    assert set(state.best_model) == {"weight", "bias"}
+    resumed = EarlyStopping(TrainConfig(early_stopping_patience=2, early_stopping_metric=metric,
+                                        early_stopping_min_delta=0.01), state)
+    assert resumed.state is state and resumed.step(float("nan"), 5, model).bad_epochs == 3  # it keeps counting
+
+
+def test_without_patience_the_best_epoch_is_tracked_but_no_weights_are_kept_and_it_never_stops():
+    stopper = EarlyStopping(TrainConfig(early_stopping_metric="val_loss"))
+    for epoch, value in enumerate([1.0, 0.5, 0.7, 0.8, 0.9]):
+        state = stopper.step(value, epoch, torch.nn.Linear(1, 1))
+    assert (state.best_epoch, state.bad_epochs, state.stopped, state.best_model) == (1, 3, False, None)
+
+
+def test_a_checkpoint_of_another_format_is_refused_with_the_fix(tmp_path):
+    torch.save({"model": {}, "epoch": 0}, tmp_path / "checkpoint.pt")  # the untyped layout of format 1
+    with pytest.raises(UserInputError, match="checkpoint format 1.*start a new run"):
+        load_checkpoint(str(tmp_path))
 
 
 def test_empty_training_and_validation_shards_still_report_every_epoch():
@@ -145,12 +187,19 @@ def test_lr_schedules():
 
 
 def test_each_rank_restores_its_own_rng_state():
-    states = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        states.append(torch.get_rng_state())
-    expected = torch.rand(3)  # what rank 1 (seed 2) draws next
-    torch.manual_seed(0)
-    _restore_rng({"cpu": torch.stack(states)}, WorkerContext(1, 2, torch.device("cpu")))
-    assert torch.equal(torch.rand(3), expected)
-    _restore_rng({"cpu": torch.stack(states)}, WorkerContext(1, 3, torch.device("cpu")))  # other world: kept
+    with torch.random.fork_rng():  # the process's generator is left as it was
+        states = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            states.append(torch.get_rng_state())
+        expected = torch.rand(3)  # what rank 1 (seed 2) draws next
+        torch.manual_seed(0)
+        _restore_rng({"cpu": torch.stack(states)}, WorkerContext(1, 2, torch.device("cpu")))
+        assert torch.equal(torch.rand(3), expected)
+
+        # Saved under 2 ranks, resumed under 3: the freshly seeded generator is kept, not a saved row.
+        torch.manual_seed(0)
+        fresh = torch.get_rng_state()
+        _restore_rng({"cpu": torch.stack(states)}, WorkerContext(1, 3, torch.device("cpu")))
+        assert torch.equal(torch.get_rng_state(), fresh)
+        assert not any(torch.equal(torch.get_rng_state(), s) for s in states)

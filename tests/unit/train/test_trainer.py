@@ -1,5 +1,6 @@
 """Ray Train end to end on tiny data (real local cluster, real MLflow store): a worker killed
-mid-run, the resumed run, a rerun of the same name, and shards smaller than a batch."""
+mid-run, the resumed run, a rerun of the same name, and shards smaller than a batch; and the check
+that stops a config the data cannot serve before Ray starts."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import UserInputError
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig
+from tests.faults import kill_rank_once
 
 from .conftest import word_order_corpus, write_prepared
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_start_over(
     ray_cluster, tmp_path, sqlite_tracking_uri
 ):
@@ -34,18 +36,19 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     run_id = client.create_run(client.create_experiment("t")).info.run_id
     marker = tmp_path / "killed"
     result = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id,
-                 fault_injection={"rank": 1, "epoch": 1, "marker": str(marker)})
-    assert marker.exists()  # rank 1 did die once
+                 train_loop=kill_rank_once(rank=1, after_epoch=0, marker=marker))
+    assert marker.read_text() == "rank 1 killed after epoch 0\n"  # rank 1 did die, once
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
-    assert result.metrics["epoch"] == 2 and result.best_epoch == 2
+    assert result.metrics["epoch"] == 2 and result.best_epoch == result.state.epoch == 2
     steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
     assert steps == [0, 1, 2]  # the same MLflow run, each epoch logged once
-    assert all(isinstance(v, torch.Tensor) for v in result.state["model"].values())
+    assert all(isinstance(v, torch.Tensor) for v in result.model.values())
+    assert result.model is result.state.model  # no early stopping: the last epoch's weights ship
 
     again = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id)  # same name, same storage: resumes
     assert [h["epoch"] for h in again.history] == [0, 1, 2]
-    for k, v in result.state["model"].items():
-        assert torch.equal(again.state["model"][k], v)
+    for k, v in result.model.items():
+        assert torch.equal(again.model[k], v)
     assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
 
 
