@@ -440,7 +440,7 @@ def ray_report(metrics: Metrics, state: TrainState | None) -> None:
 
 def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_report) -> None:
     """What each Ray Train worker runs. `report` receives every epoch's metrics and checkpoint
-    (Ray Train's report; a wrapper may observe the epochs, as the fault-tolerance tests do)."""
+    (Ray Train's report by default; a caller may wrap it to observe the epochs or stop a worker)."""
     cfg = JobConfig.model_validate(loop_config["job"])  # re-validated: workers never trust a loose dict
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
