@@ -1,13 +1,18 @@
 """Static checks of infra/: the Kubernetes manifests, the Dockerfile and their cross-references.
 
-Nothing here talks to a cluster: every YAML under infra/ is parsed with yaml.safe_load_all and
-checked for the fields KubeRay / Kubernetes need, for leaked secrets, for exposed Services, for
-NetworkPolicies that really restrict the Ray and MLflow ports, and for entrypoints that name
-modules of this repository.
+Nothing here talks to a cluster. Every YAML under infra/ is parsed and validated against schemas
+nobody here wrote: RayJob and RayCronJob against KubeRay's own CRDs (v1.6.0 and v1.7.0, vendored in
+tests/schemas/kuberay/) with jsonschema plus an unknown-field check, every core kind against the
+Kubernetes 1.30-1.37 schemas with kubernetes-validate (strict). On top: the Pod Security Standard
+"restricted" rules, leaked secrets, exposed Services, NetworkPolicies that really restrict the Ray and
+MLflow ports, the MLflow start-up order, and entrypoints that name modules of this repository.
 """
 
 from __future__ import annotations
 
+import configparser
+import copy
+import functools
 import json
 import re
 import shlex
@@ -15,9 +20,13 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
+from mlflow.server.security_utils import is_allowed_host_header
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA = REPO_ROOT / "infra"
@@ -29,13 +38,14 @@ PLACEHOLDER = "REPLACE_ME"
 # Every YAML file under infra/ and the kinds of its documents, in order. A new or removed
 # manifest must be reflected here (and so reviewed against the checks below).
 EXPECTED_KINDS: dict[str, list[str]] = {
-    "k8s/mlflow.yaml": ["ConfigMap", "Service", "StatefulSet", "Service", "Deployment"],
+    "k8s/mlflow.yaml": ["ConfigMap", "ConfigMap", "Service", "StatefulSet", "Service", "Deployment"],
+    "k8s/mlflow-bootstrap.yaml": ["Job"],
     "k8s/networkpolicy.yaml": ["NetworkPolicy"] * 4,
     "k8s/raycronjob.yaml": ["RayCronJob"],
     "k8s/rayjob.yaml": ["RayJob"],
     "k8s/secrets.example.yaml": ["Secret"] * 5,
 }
-EXPECTED_DOCUMENTS = 16
+EXPECTED_DOCUMENTS = 18
 
 # Env/config names that carry credentials.
 # Matched per name segment, so TOKENIZERS_PARALLELISM or KEYCLOAK_URL are not credentials.
@@ -47,8 +57,11 @@ URI_CREDENTIALS_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@", re
 PYTHON_MODULE_RE = re.compile(r"\bpython(?:3(?:\.\d+)?)?\s+-m\s+([A-Za-z_][\w.]*)")
 CRON_FIELD_INT = re.compile(r"^\d+$")
 
-# Fields of KubeRay's RayCronJob spec (ray.io/v1, KubeRay 1.6+); the API server rejects others.
-RAYCRONJOB_SPEC_FIELDS = {"schedule", "jobTemplate", "suspend", "timeZone"}
+# KubeRay releases whose CRDs the RayJob/RayCronJob must satisfy (tests/schemas/kuberay/<version>/).
+KUBERAY_VERSIONS = ("v1.6.0", "v1.7.0")
+CRDS = REPO_ROOT / "tests" / "schemas" / "kuberay"
+# Kubernetes minor versions the core kinds must validate against (kubernetes-validate ships their schemas).
+KUBERNETES_VERSIONS = tuple(f"1.{minor}" for minor in range(30, 38))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,7 +137,7 @@ def pod_templates(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for file, docs in docs_by_file.items():
         for d in docs:
-            if d["kind"] in {"Deployment", "StatefulSet"}:
+            if d["kind"] in {"Deployment", "StatefulSet", "Job"}:
                 out.append((f"{file}:{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]))
     for label, spec in ray_job_specs(docs_by_file):
         out += [(f"{label}:{name}", t) for name, t in ray_pod_templates(spec)]
@@ -296,6 +309,8 @@ def test_every_document_is_a_named_object(docs_by_file):
             assert isinstance(d, dict), file
             assert d.get("apiVersion") and d.get("kind"), f"{file}: document without apiVersion/kind"
             name = (d.get("metadata") or {}).get("name")
+            if d["kind"] == "RayJob":  # `kubectl create` names each run: retries stay in one RayJob
+                name = d["metadata"].get("generateName")
             assert name, f"{file}: {d['kind']} without metadata.name"
             assert "namespace" not in d["metadata"], f"{file}: {name} hard-codes a namespace; use kubectl -n"
             key = (d["kind"], name)
@@ -313,6 +328,33 @@ def _gpu(resources: dict[str, Any], part: str) -> int:
     return int(str((resources.get(part) or {}).get("nvidia.com/gpu", 0)))
 
 
+DELETION_ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+
+
+def check_cleanup(label: str, spec: dict[str, Any]) -> None:
+    """deletionRules, checked as KubeRay's validateDeletionConfiguration/validateDeletionRules do (the CRD's
+    CEL rules are not evaluated by jsonschema): no shutdownAfterJobFinishes or TTL beside them, one rule
+    per (condition, policy), TTLs non-decreasing Workers <= Cluster <= Self; and ours: every way a run
+    ends (SUCCEEDED, FAILED, a deadline: jobDeploymentStatus Failed) deletes the cluster and the RayJob."""
+    assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec, (
+        f"{label}: KubeRay rejects shutdownAfterJobFinishes together with deletionRules"
+    )
+    rules = spec["deletionStrategy"]["deletionRules"]
+    by_condition: dict[tuple[str, str], dict[str, int]] = {}
+    for rule in rules:
+        cond = rule["condition"]
+        (key,) = {"jobStatus", "jobDeploymentStatus"} & set(cond)
+        policies = by_condition.setdefault((key, cond[key]), {})
+        assert rule["policy"] not in policies, f"{label}: duplicate rule {key}={cond[key]} {rule['policy']}"
+        policies[rule["policy"]] = cond.get("ttlSeconds", 0)
+    for condition in [("jobStatus", "SUCCEEDED"), ("jobStatus", "FAILED"), ("jobDeploymentStatus", "Failed")]:
+        policies = by_condition.get(condition, {})
+        assert {"DeleteCluster", "DeleteSelf"} <= set(policies), f"{label}: {condition} must delete cluster and self"
+        assert policies["DeleteCluster"] <= 600, f"{label}: {condition}: an idle GPU cluster lingers"
+        ttls = [policies[p] for p in DELETION_ORDER if p in policies]
+        assert ttls == sorted(ttls), f"{label}: {condition}: TTLs must follow {DELETION_ORDER}"
+
+
 def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
     entry = spec.get("entrypoint")
     assert isinstance(entry, str) and entry.strip(), f"{label}: no entrypoint"
@@ -325,10 +367,12 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
     num_workers = int(overrides["scaling.num_workers"])
     assert num_workers == 2, label
 
-    assert spec.get("shutdownAfterJobFinishes") is True, f"{label}: the ephemeral cluster must be deleted"
-    for field in ("backoffLimit", "ttlSecondsAfterFinished"):
-        assert isinstance(spec.get(field), int) and spec[field] >= 0, f"{label}: {field}"
+    check_cleanup(label, spec)
+    assert isinstance(spec.get("backoffLimit"), int) and spec["backoffLimit"] >= 0, f"{label}: backoffLimit"
     assert isinstance(spec.get("activeDeadlineSeconds"), int) and spec["activeDeadlineSeconds"] > 0, label
+    # A run waiting for GPUs must not hold the 16 GiB head pod for hours.
+    pre = spec.get("preRunningDeadlineSeconds")
+    assert isinstance(pre, int) and 0 < pre <= 3600, f"{label}: preRunningDeadlineSeconds {pre}"
     assert spec.get("submissionMode", "K8sJobMode") in {"K8sJobMode", "HTTPMode", "SidecarMode"}, label
 
     env = runtime_env(spec)
@@ -337,6 +381,8 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
         f"{label}: env_vars values must be strings"
     )
     assert env["env_vars"].get("MLFLOW_TRACKING_URI", "").startswith("http://mlflow:5000"), label
+    # The schedule lease key (infra/README.md, "Runs never overlap"): one key for manual and nightly runs.
+    assert env["env_vars"].get("RNN_SCHEDULE_NAME") == "rnn-textcls-train", f"{label}: RNN_SCHEDULE_NAME"
 
     cluster = spec["rayClusterSpec"]
     assert cluster.get("rayVersion") == pyproject_pin("ray"), f"{label}: rayVersion != pyproject's ray pin"
@@ -393,9 +439,6 @@ def test_raycronjob_spec(docs_by_file):
     doc = one(docs_by_file, "k8s/raycronjob.yaml", "RayCronJob")
     assert doc["apiVersion"] == "ray.io/v1"
     spec = doc["spec"]
-    assert set(spec) <= RAYCRONJOB_SPEC_FIELDS, (
-        f"fields KubeRay's RayCronJob does not have: {set(spec) - RAYCRONJOB_SPEC_FIELDS}"
-    )
     fields = spec["schedule"].split()
     assert len(fields) == 5, "schedule must be a 5-field cron expression"
     minute, hour, dom, month, dow = fields
@@ -404,7 +447,7 @@ def test_raycronjob_spec(docs_by_file):
     assert (dom, month, dow) == ("*", "*", "*"), "nightly: every day"
     assert spec.get("suspend", False) is False
     check_rayjob_spec("RayCronJob.jobTemplate", spec["jobTemplate"])
-    # No concurrencyPolicy in the RayCronJob API: a run must be stopped before the next tick.
+    # No concurrencyPolicy in the RayCronJob API: the lease makes overlap harmless, the deadline bounds a run.
     assert spec["jobTemplate"]["activeDeadlineSeconds"] < 24 * 3600
 
 
@@ -437,19 +480,12 @@ def test_mlflow_server_postgres_s3_basic_auth(docs_by_file):
     assert "--no-serve-artifacts" not in argv
 
     env = env_of(c)
-    names = [e["name"] for e in c["env"]]
     # The backend store comes from MLFLOW_BACKEND_STORE_URI, on the command line only as a reference.
     assert opt("--backend-store-uri") in (None, "$(MLFLOW_BACKEND_STORE_URI)")
     uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
     assert uri.startswith(("postgresql://", "postgresql+psycopg2://", "postgresql+psycopg://")), uri
-    # $(VAR) is expanded only from variables defined earlier in the list, and those must be Secrets.
-    for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", uri):
-        assert names.index(ref) < names.index("MLFLOW_BACKEND_STORE_URI"), f"{ref} defined after use"
-        assert "secretKeyRef" in env[ref]["valueFrom"], ref
-    host = re.match(r"[^@]+@([^:/]+):(\d+)/", uri)
-    assert host, uri
-    db_svc = one(docs_by_file, "k8s/mlflow.yaml", "Service", host.group(1))
-    assert int(host.group(2)) in [p["port"] for p in db_svc["spec"]["ports"]]
+    check_postgres_uri(docs_by_file, uri)
+    check_libpq_credentials(c)
 
     for name in (
         "MLFLOW_FLASK_SERVER_SECRET_KEY",
@@ -470,6 +506,106 @@ def test_mlflow_server_postgres_s3_basic_auth(docs_by_file):
     (port,) = svc["spec"]["ports"]
     assert port["port"] == 5000
     assert container_ports.get(port["targetPort"], port["targetPort"]) == 5000
+
+
+def check_postgres_uri(docs_by_file, uri: str) -> None:
+    """No credentials in the URI (libpq reads PGUSER/PGPASSWORD), and it names the PostgreSQL Service."""
+    parts = urlsplit(uri)
+    assert parts.username is None and parts.password is None, f"credentials in {uri}"
+    db_svc = one(docs_by_file, "k8s/mlflow.yaml", "Service", parts.hostname)
+    assert parts.port in [p["port"] for p in db_svc["spec"]["ports"]], uri
+
+
+def check_libpq_credentials(container: dict[str, Any]) -> None:
+    env = env_of(container)
+    for name, key in (("PGUSER", "username"), ("PGPASSWORD", "password")):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-postgres", "key": key}, (
+            f"{container['name']}: {name} must come from Secret mlflow-postgres"
+        )
+
+
+def test_postgres_password_lives_in_one_secret(docs_by_file, manifests):
+    """Only Secret mlflow-postgres holds it: nothing else references a password-like key for PostgreSQL,
+    no Secret template has a database URI, and the auth database URI (a ConfigMap) has no credentials."""
+    for secret in docs_by_file["k8s/secrets.example.yaml"]:
+        if secret["metadata"]["name"] != "mlflow-postgres":
+            for key, value in secret["stringData"].items():
+                assert "postgres" not in f"{key}={value}".lower(), f"{secret['metadata']['name']}.{key}"
+    auth = one(docs_by_file, "k8s/mlflow.yaml", "ConfigMap", "mlflow-auth-config")
+    ini = configparser.ConfigParser()
+    ini.read_string(auth["data"]["basic_auth.ini"])
+    check_postgres_uri(docs_by_file, ini["mlflow"]["database_uri"])
+    dep = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")
+    (volume,) = dep["spec"]["template"]["spec"]["volumes"]
+    assert volume["configMap"]["name"] == "mlflow-auth-config"
+    refs = [node for _, doc in manifests for path, node in walk(doc) if path.endswith(".secretKeyRef")]
+    assert [r for r in refs if r["key"] == "password"] and all(
+        r["name"] == "mlflow-postgres" for r in refs if r["key"] == "password"
+    )
+
+
+def test_mlflow_waits_for_postgres_then_upgrades_the_schema(docs_by_file):
+    """A newer MLflow image on an existing database migrates it (`mlflow db upgrade`) before the server
+    starts, after PostgreSQL accepts connections; Recreate, so two server versions never run at once."""
+    dep = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    pod = dep["spec"]["template"]["spec"]
+    wait, upgrade = pod["initContainers"]
+    assert "pg_isready -h mlflow-postgres" in " ".join(wait["command"] + wait["args"]) and "until" in wait["args"][0]
+    assert upgrade["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert upgrade["image"] == pod["containers"][0]["image"], "the schema must match the server's MLflow"
+    uri = env_of(upgrade)["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert uri == env_of(pod["containers"][0])["MLFLOW_BACKEND_STORE_URI"]["value"]
+    check_libpq_credentials(upgrade)
+
+
+def allowed_hosts(docs_by_file, namespace: str) -> list[str]:
+    c = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(c)
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    value = env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].replace("$(POD_NAMESPACE)", namespace)
+    return [h.strip() for h in value.split(",")]
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("mlflow:5000", True),
+        ("mlflow.rnn-textcls:5000", True),
+        ("mlflow.rnn-textcls.svc:5000", True),
+        ("mlflow.rnn-textcls.svc.cluster.local:5000", True),
+        ("localhost:5000", True),
+        ("127.0.0.1:5000", True),
+        ("mlflow.evil.example:5000", False),
+        ("mlflow.other-ns.svc:5000", False),
+    ],
+)
+def test_mlflow_allowed_hosts(docs_by_file, host, allowed):
+    """Checked with MLflow's own host-header matcher, the namespace expanded as the kubelet does."""
+    assert is_allowed_host_header(allowed_hosts(docs_by_file, "rnn-textcls"), host) is allowed
+
+
+def test_mlflow_bootstrap_job_grants_the_trainer(docs_by_file):
+    job = one(docs_by_file, "k8s/mlflow-bootstrap.yaml", "Job", "mlflow-bootstrap")
+    pod = job["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    assert c["command"] == ["python", "/opt/rnn-textcls/mlflow_bootstrap.py"]
+    assert pod["metadata"]["labels"].get("rnn-textcls/mlflow-client") == "true", "NetworkPolicy to port 5000"
+    env = env_of(c)
+    assert env["TRAINER_USERNAME"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-client"
+    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"]["key"] == "admin-username"
+    server = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")["spec"]["template"]["spec"]
+    assert c["image"] == server["containers"][0]["image"], "the script ships in the MLflow server image"
+    copied = [a for ins, a in dockerfile_instructions() if ins == "COPY" and "mlflow_bootstrap.py" in a]
+    assert copied and copied[0].split()[-1] == "/opt/rnn-textcls/mlflow_bootstrap.py"
+    # the names it grants on are the job's
+    job_cfg = yaml.safe_load((REPO_ROOT / "jobs" / "configs" / "embedded.yaml").read_text(encoding="utf-8"))
+    tracking = {"experiment_name": "rnn-textcls", "registered_model_name": "rnn-textcls"} | (
+        job_cfg.get("tracking") or {}
+    )
+    args = c["args"]
+    assert args[args.index("--experiment") + 1] == tracking["experiment_name"]
+    assert args[args.index("--registered-model") + 1] == tracking["registered_model_name"]
 
 
 def test_postgres_statefulset_is_persistent(docs_by_file):
@@ -715,3 +851,218 @@ def test_dockerfile_cpu_default_cuda_by_build_arg_and_pins():
     assert torch_at < project_at, "torch must be installed before the project"
     copies = [a for ins, a in stage if ins == "COPY"]
     assert any("pyproject.toml" in c for c in copies)
+
+
+# ----------------------------------------------------------------------------------------------
+# schemas nobody here wrote: KubeRay's CRDs, Kubernetes' OpenAPI (kubernetes-validate)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def crd_schema(version: str, kind: str) -> dict[str, Any]:
+    """openAPIV3Schema of KubeRay's CRD for `kind`, API version ray.io/v1, at a KubeRay release."""
+    path = CRDS / version / f"ray.io_{kind.lower()}s.yaml"
+    crd = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    assert crd["spec"]["names"]["kind"] == kind, path
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return served["schema"]["openAPIV3Schema"]
+
+
+def unknown_fields(node: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields the structural schema does not declare. The API server drops them silently (or rejects
+    them with kubectl --validate=strict); jsonschema alone accepts them, since CRD schemas leave
+    additionalProperties unset."""
+    found: list[str] = []
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return found
+    if isinstance(node, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, value in node.items():
+            if props is not None and key in props:
+                found += unknown_fields(value, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_fields(value, extra, f"{path}.{key}")
+            elif props is not None:
+                found.append(f"{path}.{key}")
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(node):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def crd_errors(doc: dict[str, Any], version: str) -> list[str]:
+    schema = crd_schema(version, doc["kind"])
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return errors + [f"{f}: unknown field" for f in unknown_fields(doc, schema)]
+
+
+def kuberay_docs(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
+    return [(f, d) for f, ds in docs_by_file.items() for d in ds if d["apiVersion"].startswith("ray.io/")]
+
+
+@pytest.mark.parametrize("version", KUBERAY_VERSIONS)
+def test_ray_manifests_validate_against_kuberay_crds(docs_by_file, version):
+    docs = kuberay_docs(docs_by_file)
+    assert sorted(d["kind"] for _, d in docs) == ["RayCronJob", "RayJob"]
+    for file, doc in docs:
+        assert doc["apiVersion"] == "ray.io/v1", file
+        assert crd_errors(doc, version) == [], f"{file} vs KubeRay {version}"
+
+
+@pytest.mark.parametrize("version", KUBERAY_VERSIONS)
+def test_crd_validation_catches_bad_manifests(docs_by_file, version):
+    """The validator is not a no-op: a typo, a wrong type, a bad enum and an unknown field deep in a pod
+    template are each reported."""
+    good = one(docs_by_file, "k8s/rayjob.yaml", "RayJob")
+    cases = {
+        "concurrencyPolicy": lambda d: d["spec"].__setitem__("concurrencyPolicy", "Forbid"),
+        "backoffLimit": lambda d: d["spec"].__setitem__("backoffLimit", "1"),
+        "jobStatus": lambda d: d["spec"]["deletionStrategy"]["deletionRules"][0]["condition"].__setitem__(
+            "jobStatus", "DONE"
+        ),
+        "preRunningDeadlineSeconds": lambda d: d["spec"].__setitem__("preRunningDeadlineSeconds", 0),
+        "secComp": lambda d: d["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"][
+            "securityContext"
+        ].__setitem__("secComp", {}),
+        "policy": lambda d: d["spec"]["deletionStrategy"]["deletionRules"][0].__setitem__("policy", "Delete"),
+    }
+    for field, breaks in cases.items():
+        bad = copy.deepcopy(good)
+        breaks(bad)
+        errors = crd_errors(bad, version)
+        assert any(field in e for e in errors), (field, errors)
+    cron = one(docs_by_file, "k8s/raycronjob.yaml", "RayCronJob")
+    bad = copy.deepcopy(cron)
+    bad["spec"]["startingDeadlineSeconds"] = 60
+    assert any("startingDeadlineSeconds" in e for e in crd_errors(bad, version))
+
+
+def core_docs(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
+    return [(f, d) for f, ds in docs_by_file.items() for d in ds if not d["apiVersion"].startswith("ray.io/")]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_core_manifests_validate_with_kubernetes_validate(docs_by_file, version):
+    docs = core_docs(docs_by_file)
+    assert len(docs) == EXPECTED_DOCUMENTS - 2
+    for file, doc in docs:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{file}: {doc['kind']}/{doc['metadata']['name']} vs Kubernetes {version}: {e}")
+
+
+def test_kubernetes_validate_strict_catches_unknown_fields(docs_by_file):
+    dep = copy.deepcopy(one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow"))
+    dep["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalaton"] = False
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pod Security Standard "restricted" (https://kubernetes.io/docs/concepts/security/pod-security-standards/)
+# ----------------------------------------------------------------------------------------------
+
+# The standard's allowed volume types under "restricted".
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+# Baseline's allowed added capabilities; restricted allows only NET_BIND_SERVICE to be added back.
+RESTRICTED_ADDABLE_CAPS = {"NET_BIND_SERVICE"}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """The baseline and restricted controls of the Pod Security Standards (policy version "latest"),
+    evaluated as the PodSecurity admission plugin does: a container-level setting overrides the pod's."""
+    out: list[str] = []
+    psc = pod.get("securityContext") or {}
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            out.append(f"{flag}: true")
+    for v in pod.get("volumes") or []:
+        kind = (set(v) - {"name"}).pop()
+        if kind not in RESTRICTED_VOLUME_TYPES:
+            out.append(f"volume {v['name']}: {kind}")
+    for s in psc.get("sysctls") or []:
+        if s["name"] not in SAFE_SYSCTLS:
+            out.append(f"sysctl {s['name']}")
+    pod_seccomp = (psc.get("seccompProfile") or {}).get("type")
+    if pod_seccomp == "Unconfined":
+        out.append("pod seccompProfile Unconfined")
+    if psc.get("runAsUser") == 0:
+        out.append("pod runAsUser 0")
+    for c in list(pod.get("initContainers") or []) + list(pod["containers"]):
+        sc = c.get("securityContext") or {}
+        name = c["name"]
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            out.append(f"{name}: capabilities.drop must include ALL")
+        if set(caps.get("add") or []) - RESTRICTED_ADDABLE_CAPS:
+            out.append(f"{name}: adds capabilities {caps['add']}")
+        run_as_non_root = sc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+        if run_as_non_root is not True:
+            out.append(f"{name}: runAsNonRoot must be true (pod or container)")
+        if sc.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type", pod_seccomp)
+        if seccomp not in {"RuntimeDefault", "Localhost"}:
+            out.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost (pod or container)")
+        if sc.get("procMount", "Default") != "Default":
+            out.append(f"{name}: procMount")
+        if (sc.get("seLinuxOptions") or {}).get("type") not in (None, "", "container_t", "container_init_t",
+                                                                "container_kvm_t", "container_engine_t"):
+            out.append(f"{name}: seLinuxOptions.type")
+        if any(p.get("hostPort") for p in c.get("ports") or []):
+            out.append(f"{name}: hostPort")
+    return out
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(docs_by_file):
+    templates = pod_templates(docs_by_file)
+    assert len(templates) == 9  # postgres, mlflow, bootstrap; (head, worker, submitter) x (RayJob, RayCronJob)
+    found = {label: restricted_violations(t["spec"]) for label, t in templates}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_no_service_account_token_in_pods(docs_by_file):
+    """None of our pods calls the Kubernetes API (no Ray autoscaler: enableInTreeAutoscaling is false)."""
+    for label, t in pod_templates(docs_by_file):
+        assert t["spec"].get("automountServiceAccountToken") is False, label
+
+
+def test_restricted_checker_flags_bad_pods():
+    ok = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [
+            {"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+        ],
+        "volumes": [{"name": "v", "emptyDir": {}}],
+    }
+    assert restricted_violations(ok) == []
+    breakers = [
+        lambda p: p["securityContext"].pop("seccompProfile"),
+        lambda p: p["securityContext"].pop("runAsNonRoot"),
+        lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+        lambda p: p["containers"][0]["securityContext"]["capabilities"].update(drop=["NET_RAW"]),
+        lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+        lambda p: p["containers"][0]["securityContext"].update(runAsNonRoot=False),
+        lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}),
+        lambda p: p.setdefault("initContainers", []).append({"name": "i"}),
+        lambda p: p.update(hostNetwork=True),
+    ]
+    for breaks in breakers:
+        bad = copy.deepcopy(ok)
+        breaks(bad)
+        assert restricted_violations(bad), bad
