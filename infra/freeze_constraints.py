@@ -27,8 +27,14 @@ OUT = REPO / "infra" / "constraints.txt"
 # Installed by the Dockerfile from the PyTorch index, with the CUDA runtime wheels it pulls in.
 EXCLUDED = re.compile(r"^(torch|triton|nvidia-.*|cuda-.*)$")
 # The image's platform, for environment markers (python:3.11-slim-bookworm, amd64).
-ENVIRONMENT = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux",
-               "platform_machine": "x86_64", "implementation_name": "cpython", "os_name": "posix"}
+ENVIRONMENT = {
+    "python_version": "3.11",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "os_name": "posix",
+}
 
 
 def canonical(name: str) -> str:

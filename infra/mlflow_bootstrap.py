@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure_registered_model(client, args.registered_model)
     ensure_manage(auth, trainer, "experiment", experiment_id)
     ensure_manage(auth, trainer, "registered_model", args.registered_model)
-    print(f"{trainer}: {MANAGE} on experiment {args.experiment} (id {experiment_id}) "
-          f"and registered model {args.registered_model}")
+    print(
+        f"{trainer}: {MANAGE} on experiment {args.experiment} (id {experiment_id}) "
+        f"and registered model {args.registered_model}"
+    )
     return 0
 
 

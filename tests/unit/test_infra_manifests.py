@@ -1066,3 +1066,59 @@ def test_restricted_checker_flags_bad_pods():
         bad = copy.deepcopy(ok)
         breaks(bad)
         assert restricted_violations(bad), bad
+
+
+# ----------------------------------------------------------------------------------------------
+# image layers and the lock file
+# ----------------------------------------------------------------------------------------------
+
+CODE_DIRS = ("schemas", "pipeline", "jobs")
+
+
+def test_dockerfile_installs_dependencies_before_the_code():
+    """A code change must not reinstall Ray, MLflow or torch: every dependency install comes before the
+    first COPY of the code, and the code is installed with --no-deps."""
+    stage = final_stage()
+    code_at = min(i for i, (ins, a) in enumerate(stage) if ins == "COPY" and a.split()[-2] in CODE_DIRS)
+    pip_runs = [(i, a) for i, (ins, a) in enumerate(stage) if ins == "RUN" and "pip install" in a]
+    deps = [i for i, a in pip_runs if "-r /tmp/constraints.txt" in a]
+    assert deps and deps[0] < code_at, "locked dependencies must be installed before the code is copied"
+    after = [a for i, a in pip_runs if i > code_at]
+    assert after and all("--no-deps" in a for a in after), after
+    assert {a.split()[-2] for ins, a in stage if ins == "COPY"} >= set(CODE_DIRS)
+
+
+def test_dockerfile_uses_buildkit_cache_mounts_and_the_lock_file():
+    instrs = dockerfile_instructions()
+    for ins, a in instrs:
+        if ins == "RUN" and "pip install" in a:
+            assert "--mount=type=cache,target=/root/.cache/pip" in a, a[:80]
+            assert "/tmp/constraints.txt" in a or "${TORCH_INDEX}" in a or "--no-deps" in a, a[:80]
+    assert not any(ins == "ENV" and "PIP_NO_CACHE_DIR" in a for ins, a in instrs), "defeats the cache mount"
+    assert DOCKERFILE.read_text(encoding="utf-8").startswith("# syntax=docker/dockerfile:1.")
+
+
+def test_dockerfile_checks_torch_cuda_build():
+    torch_run = next(a for ins, a in final_stage() if ins == "RUN" and "${TORCH_INDEX}" in a)
+    assert "torch.version.cuda" in torch_run
+
+
+def test_constraints_pin_every_project_dependency():
+    """infra/constraints.txt (infra/freeze_constraints.py) pins each runtime dependency of pyproject.toml,
+    torch excepted (TORCH_VERSION/TORCH_INDEX), at a version pyproject allows."""
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (INFRA / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not name==version"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    for dep in map(Requirement, deps):
+        name = re.sub(r"[-_.]+", "-", dep.name).lower()
+        if name == "torch":
+            assert name not in pins
+            continue
+        assert name in pins, f"constraints.txt lacks {name}: run python infra/freeze_constraints.py"
+        assert dep.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {dep}"
