@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Local development stack on loopback: PostgreSQL -> MLflow server on it -> Ray head (token auth).
+# Local development stack on loopback: PostgreSQL -> MLflow server on it (basic auth) -> Ray head
+# (token auth), started in the order of the Kubernetes manifests: database, `mlflow db upgrade`, server,
+# then the trainer user and its permissions (infra/mlflow_bootstrap.py, as k8s/mlflow-bootstrap.yaml).
 #
 #   infra/local_stack.sh run [--config PATH] [section.key=value ...]   # start, submit jobs.run, stop
 #   infra/local_stack.sh start                                         # start and leave running
 #   infra/local_stack.sh submit [--config PATH] [section.key=value ...] # submit to the running stack
+#   infra/local_stack.sh grant [--experiment NAME] [--registered-model NAME]  # give the trainer MANAGE
 #   infra/local_stack.sh env        # print the exports that point a shell at the running stack
 #   infra/local_stack.sh status | stop | clean                         # clean: stop and delete STACK_DIR
 #
@@ -14,12 +17,16 @@
 #
 # Secrets: the PostgreSQL password is generated into STACK_DIR/pgpass (mode 600) and reaches libpq
 # through PGPASSFILE, so no URI, command line or log holds it; the Ray auth token is generated into
-# STACK_DIR/ray_auth_token and read through RAY_AUTH_TOKEN_PATH (RAY_AUTH_MODE=token).
+# STACK_DIR/ray_auth_token and read through RAY_AUTH_TOKEN_PATH (RAY_AUTH_MODE=token). MLflow runs the
+# basic-auth app: users `admin` and `trainer`, passwords generated into STACK_DIR/mlflow_admin_password
+# and STACK_DIR/mlflow_trainer_password (mode 600); the Ray head (so every job) runs as `trainer`.
 #
 # Settings (environment): STACK_DIR, PYTHON (default .venv/bin/python), PG_BIN (default the newest
 # /usr/lib/postgresql/*/bin), PG_PORT, MLFLOW_PORT, RAY_GCS_PORT, RAY_DASHBOARD_PORT,
-# RAY_AGENT_PORT (default: free ports), RAY_NUM_CPUS (default 2), RAY_TEMP_DIR (default a short /tmp path).
-# Needs Debian's `postgresql` package and psycopg2 in the venv (installed here when missing).
+# RAY_AGENT_PORT (default: free ports), RAY_NUM_CPUS (default 2), RAY_TEMP_DIR (default a short /tmp path),
+# STACK_EXPERIMENT / STACK_MODEL (what `start` grants the trainer; default rnn-textcls, the job's defaults).
+# Needs Debian's `postgresql` package, psycopg2 and Flask-WTF (mlflow[auth]) in the venv (installed here
+# when missing).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +38,7 @@ RUN="$STACK_DIR/run"
 ENV_FILE="$STACK_DIR/stack.env"
 PG_USER=mlflow
 PG_DB=mlflow
+PG_AUTH_DB=mlflow_auth
 
 log() { echo "[local_stack] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -63,9 +71,19 @@ wait_until() {  # wait_until SECONDS NAME COMMAND...: until COMMAND succeeds, wh
 }
 
 ensure_python_deps() {
-  "$PYTHON" -c 'import psycopg2' 2>/dev/null && return
-  log "installing psycopg2-binary into $(dirname "$VENV_BIN") (MLflow's PostgreSQL driver)"
-  "$PYTHON" -m pip install -q 'psycopg2-binary>=2.9'
+  if ! "$PYTHON" -c 'import psycopg2' 2>/dev/null; then
+    log "installing psycopg2-binary into $(dirname "$VENV_BIN") (MLflow's PostgreSQL driver)"
+    "$PYTHON" -m pip install -q 'psycopg2-binary>=2.9'
+  fi
+  if ! "$PYTHON" -c 'import flask_wtf' 2>/dev/null; then
+    log "installing Flask-WTF into $(dirname "$VENV_BIN") (mlflow[auth]: the basic-auth app)"
+    "$PYTHON" -m pip install -q 'Flask-WTF<2'
+  fi
+}
+
+secret_file() {  # secret_file NAME: a generated secret in STACK_DIR/NAME (mode 600), created once
+  [[ -s "$STACK_DIR/$1" ]] || (umask 077; "$PYTHON" -c 'import secrets; print(secrets.token_hex(24), end="")' > "$STACK_DIR/$1")
+  cat "$STACK_DIR/$1"
 }
 
 write_env() {
@@ -76,6 +94,8 @@ export PG_PORT=$PG_PORT
 export PGPASSFILE=$STACK_DIR/pgpass
 export MLFLOW_PORT=$MLFLOW_PORT
 export MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT
+export MLFLOW_TRACKING_USERNAME=trainer
+export MLFLOW_TRACKING_PASSWORD="\$(cat $STACK_DIR/mlflow_trainer_password)"
 export RAY_GCS_ADDRESS=127.0.0.1:$RAY_GCS_PORT
 export RAY_ADDRESS=http://127.0.0.1:$RAY_DASHBOARD_PORT
 export RAY_AUTH_MODE=token
@@ -115,18 +135,45 @@ use a STACK_DIR whose parent folders are world-executable, e.g. under /tmp"
   PGPASSFILE="$STACK_DIR/pgpass" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" | grep -q 1 \
     || PGPASSFILE="$STACK_DIR/pgpass" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_DB"
+  PGPASSFILE="$STACK_DIR/pgpass" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname='$PG_AUTH_DB'" | grep -q 1 \
+    || PGPASSFILE="$STACK_DIR/pgpass" "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$PG_AUTH_DB"
 }
 
 start_mlflow() {
   # postgresql+psycopg2: SQLAlchemy 2.1 would pick psycopg (3) for a bare postgresql:// URI.
   local uri="postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/$PG_DB"
-  log "mlflow server on http://127.0.0.1:$MLFLOW_PORT (backend $uri)"
-  PGPASSFILE="$STACK_DIR/pgpass" setsid "$VENV_BIN/mlflow" server --backend-store-uri "$uri" \
-    --artifacts-destination "$STACK_DIR/mlartifacts" --serve-artifacts \
+  # As the Kubernetes Deployment's db-upgrade init container: a newer MLflow migrates an older database.
+  log "mlflow db upgrade $uri"
+  PGPASSFILE="$STACK_DIR/pgpass" "$VENV_BIN/mlflow" db upgrade "$uri" >"$LOGS/db_upgrade.log" 2>&1 \
+    || { tail -n 20 "$LOGS/db_upgrade.log" >&2; die "mlflow db upgrade failed"; }
+  # Basic auth: the users/permissions database is the second PostgreSQL database, also via PGPASSFILE.
+  cat > "$STACK_DIR/basic_auth.ini" <<EOF
+[mlflow]
+default_permission = READ
+database_uri = postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/$PG_AUTH_DB
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+EOF
+  log "mlflow server on http://127.0.0.1:$MLFLOW_PORT (backend $uri, basic auth)"
+  PGPASSFILE="$STACK_DIR/pgpass" MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini" \
+    MLFLOW_AUTH_ADMIN_USERNAME=admin MLFLOW_AUTH_ADMIN_PASSWORD="$(secret_file mlflow_admin_password)" \
+    MLFLOW_FLASK_SERVER_SECRET_KEY="$(secret_file mlflow_flask_secret_key)" \
+    setsid "$VENV_BIN/mlflow" server --backend-store-uri "$uri" \
+    --artifacts-destination "$STACK_DIR/mlartifacts" --serve-artifacts --app-name basic-auth \
     --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 \
     >"$LOGS/mlflow.log" 2>&1 < /dev/null &
   echo $! > "$RUN/mlflow.pid"
   wait_until 180 mlflow curl -sf "http://127.0.0.1:$MLFLOW_PORT/health"
+  cmd_grant --experiment "${STACK_EXPERIMENT:-rnn-textcls}" --registered-model "${STACK_MODEL:-rnn-textcls}"
+}
+
+cmd_grant() {  # the trainer user, and MANAGE on an experiment and a registered model (created if missing)
+  MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" MLFLOW_TRACKING_USERNAME=admin \
+    MLFLOW_TRACKING_PASSWORD="$(secret_file mlflow_admin_password)" \
+    TRAINER_USERNAME=trainer TRAINER_PASSWORD="$(secret_file mlflow_trainer_password)" \
+    "$PYTHON" "$REPO/infra/mlflow_bootstrap.py" --wait-seconds 60 "$@" >>"$LOGS/bootstrap.log" 2>&1 \
+    || { tail -n 20 "$LOGS/bootstrap.log" >&2; die "infra/mlflow_bootstrap.py failed"; }
+  log "$(tail -n 1 "$LOGS/bootstrap.log")"
 }
 
 ray_ready() {
@@ -141,8 +188,10 @@ start_ray() {
   log "ray head: GCS 127.0.0.1:$RAY_GCS_PORT, dashboard/Jobs API http://127.0.0.1:$RAY_DASHBOARD_PORT (token auth)"
   # --block keeps `ray start` in the foreground as the owner of the node: SIGTERM to it stops exactly
   # this cluster. The venv's bin goes first on PATH so that a job's `python` is this interpreter.
+  # Jobs inherit this environment: they log to MLflow as `trainer`.
   PATH="$VENV_BIN:$PATH" RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$STACK_DIR/ray_auth_token" \
     PGPASSFILE="$STACK_DIR/pgpass" MLFLOW_TRACKING_URI="http://127.0.0.1:$MLFLOW_PORT" \
+    MLFLOW_TRACKING_USERNAME=trainer MLFLOW_TRACKING_PASSWORD="$(secret_file mlflow_trainer_password)" \
     setsid "$VENV_BIN/ray" start --head --block --disable-usage-stats \
     --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 --port="$RAY_GCS_PORT" \
     --dashboard-port="$RAY_DASHBOARD_PORT" \
@@ -236,11 +285,16 @@ case "${1:-}" in
   env) [[ -f "$ENV_FILE" ]] && grep '^export' "$ENV_FILE" || die "no stack in $STACK_DIR" ;;
   submit) shift; cmd_submit "$@" ;;
   run) shift; cmd_run "$@" ;;
+  grant)
+    shift
+    # shellcheck disable=SC1090
+    [[ -f "$ENV_FILE" ]] && alive mlflow && source "$ENV_FILE" || die "no running stack in $STACK_DIR"
+    cmd_grant "$@" ;;
   clean)
     cmd_stop
     # shellcheck disable=SC1090
     [[ -f "$ENV_FILE" ]] && source "$ENV_FILE"
     [[ -n "${RAY_TEMP_DIR:-}" ]] && rm -rf "$RAY_TEMP_DIR"
     rm -rf "$STACK_DIR" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,6 +1,8 @@
-"""The local development stack (`infra/local_stack.sh`): real PostgreSQL, an MLflow server on it, a Ray head
-on loopback with token auth; `jobs.run` submitted to it, and once more run straight against PostgreSQL
-with a password in the tracking URI, to check that the password shows up nowhere.
+"""The local development stack (`infra/local_stack.sh`): real PostgreSQL, an MLflow server on it with basic
+auth, a Ray head on loopback with token auth; `jobs.run` submitted to it as the `trainer` user, basic auth
+enforced (401 without or with wrong credentials, 403 on what the admin created until
+infra/mlflow_bootstrap.py grants it), and the job once more run straight against PostgreSQL with a password
+in the tracking URI, to check that the password shows up nowhere.
 
 One stack per module, started by the script and stopped by it in a `finally`. Needs Debian's
 `postgresql` package (`.ci/run` installs it); skipped with the reason when its binaries are absent.
@@ -8,6 +10,7 @@ One stack per module, started by the script and stopped by it in a `finally`. Ne
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -18,6 +21,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from tests.integration.corpus import write_corpus
@@ -45,6 +50,23 @@ def _read_env(path: Path) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def mlflow_user(stack: dict, user: str):
+    """MLflow client calls in this block authenticate as `user` (admin or trainer) through the environment
+    variables MLflow's REST client reads."""
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = stack["mlflow_passwords"][user]
+    try:
+        yield MlflowClient(stack["info"]["MLFLOW_TRACKING_URI"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
 def stack():
     if not HAS_PG:
@@ -55,14 +77,15 @@ def stack():
     stack_dir = Path(tempfile.mkdtemp(prefix="stack-", dir="/tmp"))
     stack_dir.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN")}
-    env.update(STACK_DIR=str(stack_dir), PYTHON=sys.executable, RAY_NUM_CPUS="1")
+    env.update(STACK_DIR=str(stack_dir), PYTHON=sys.executable, RAY_NUM_CPUS="1", STACK_EXPERIMENT="stack")
     try:
         started = _script(env, "start")
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
         info = _read_env(stack_dir / "stack.env")
         corpus = write_corpus(stack_dir / "reviews.csv", rows=600)
+        passwords = {u: (stack_dir / f"mlflow_{u}_password").read_text() for u in ("admin", "trainer")}
         yield {"env": env, "info": info, "dir": stack_dir, "corpus": corpus,
-               "password": (stack_dir / "pgpass.raw").read_text().strip()}
+               "password": (stack_dir / "pgpass.raw").read_text().strip(), "mlflow_passwords": passwords}
     finally:
         stopped = _script(env, "stop", timeout=180)
         info = _read_env(stack_dir / "stack.env") if (stack_dir / "stack.env").exists() else {}
@@ -79,10 +102,10 @@ def test_job_runs_against_postgres_backed_mlflow(stack):
                   "tracking.experiment_name=stack")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "SUCCEEDED" in res.stdout
-    client = MlflowClient(stack["info"]["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("stack").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == runs[0].info.run_id
+    with mlflow_user(stack, "trainer") as client:
+        runs = client.search_runs([client.get_experiment_by_name("stack").experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == runs[0].info.run_id
     # the registry really lives in PostgreSQL
     import psycopg2
 
@@ -91,9 +114,10 @@ def test_job_runs_against_postgres_backed_mlflow(stack):
                           password=stack["password"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM model_versions WHERE name = 'rnn-textcls'")
         assert cur.fetchone()[0] >= 1
-    # the password never reached the MLflow server's command line, log or the job's output
-    assert stack["password"] not in res.stdout + res.stderr
-    assert stack["password"] not in (stack["dir"] / "logs" / "mlflow.log").read_text()
+    # no password reached the MLflow server's command line, log or the job's output
+    for secret in (stack["password"], *stack["mlflow_passwords"].values()):
+        assert secret not in res.stdout + res.stderr
+        assert secret not in (stack["dir"] / "logs" / "mlflow.log").read_text()
 
 
 def test_no_secret_in_params_tags_or_output(stack):
@@ -127,6 +151,43 @@ def test_no_secret_in_params_tags_or_output(stack):
     leaked = [str(p) for p in ray_logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt")
               and pw in p.read_text(errors="replace")]
     assert not leaked, leaked
+
+
+def test_basic_auth_is_enforced(stack):
+    uri = stack["info"]["MLFLOW_TRACKING_URI"]
+    search = f"{uri}/api/2.0/mlflow/experiments/search"
+    assert requests.get(search, params={"max_results": 1}, timeout=30).status_code == 401
+    wrong = requests.get(search, params={"max_results": 1}, auth=("trainer", "not-the-password"), timeout=30)
+    assert wrong.status_code == 401
+    good = requests.get(search, params={"max_results": 1}, auth=("trainer", stack["mlflow_passwords"]["trainer"]),
+                        timeout=30)
+    assert good.status_code == 200, good.text
+
+
+def test_trainer_gets_manage_on_what_the_admin_created_first(stack):
+    """The "admin first" trap: the admin creates the experiment and model, the trainer then gets 403 on runs
+    and model versions, until `local_stack.sh grant` (infra/mlflow_bootstrap.py) grants it MANAGE."""
+    with mlflow_user(stack, "admin") as admin:
+        experiment_id = admin.create_experiment("admin-first")
+        admin.create_registered_model("admin-first-model")
+    with mlflow_user(stack, "trainer") as trainer:
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|403"):
+            trainer.create_run(experiment_id)
+        with pytest.raises(MlflowException, match="PERMISSION_DENIED|403"):
+            trainer.set_registered_model_tag("admin-first-model", "k", "v")
+    res = _script(stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model",
+                  timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = _script(stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model",
+                    timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]  # safe to repeat
+    with mlflow_user(stack, "trainer") as trainer:
+        run = trainer.create_run(experiment_id)
+        trainer.set_terminated(run.info.run_id)
+        version = trainer.create_model_version("admin-first-model", f"runs:/{run.info.run_id}/model",
+                                               run_id=run.info.run_id)
+        trainer.set_registered_model_alias("admin-first-model", "champion", version.version)
+        assert trainer.get_model_version_by_alias("admin-first-model", "champion").version == version.version
 
 
 def test_script_refuses_to_start_twice(stack):
