@@ -1122,3 +1122,18 @@ def test_constraints_pin_every_project_dependency():
             continue
         assert name in pins, f"constraints.txt lacks {name}: run python infra/freeze_constraints.py"
         assert dep.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {dep}"
+
+
+def test_vendored_crds_are_kuberays_unchanged():
+    """Each vendored CRD has the git blob id that tests/schemas/kuberay/README.md records for its KubeRay tag
+    (`git hash-object`), so a hand edit to a schema cannot make a manifest pass."""
+    import hashlib
+
+    table = (CRDS / "README.md").read_text(encoding="utf-8")
+    recorded = dict(re.findall(r"\| `(v[\d.]+/ray\.io_\w+\.yaml)` \| `([0-9a-f]{40})` \|", table))
+    expected = [f"{v}/ray.io_{kind}.yaml" for v in KUBERAY_VERSIONS for kind in ("rayjobs", "raycronjobs")]
+    assert sorted(recorded) == sorted(expected)
+    for rel, blob in recorded.items():
+        data = (CRDS / rel).read_bytes()
+        assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == blob, rel
+    assert "Apache License" in (CRDS / "LICENSE").read_text()
