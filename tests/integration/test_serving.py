@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs import predict as predict_job
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
 from tests.conftest import free_port, stop_process, wait_http
 from tests.model_factory import prepare_generated, register, train_state
 

@@ -9,10 +9,9 @@ is made under a registry lock after re-reading the alias (compare-and-set).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
@@ -21,14 +20,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate import classification_metrics
-from pipeline.registry_lock import registry_lock
-from pipeline.tracking import tracking_uri_scope
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.registry.lock import registry_lock
 from schemas.config import PromotionConfig
 from schemas.signature import TEXT_COLUMN
 
 log = logging.getLogger(__name__)
-CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
@@ -52,9 +49,6 @@ class Decision:
             "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Score:
@@ -62,11 +56,13 @@ class Score:
     correct: np.ndarray  # per test row: did the model get it right (for the paired test)
 
 
-def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str],
-                tracking_uri: str | None = None) -> Score:
-    """Load a registered pyfunc (from `tracking_uri`'s registry) and compute test metrics on raw text."""
-    with tracking_uri_scope(tracking_uri) if tracking_uri else contextlib.nullcontext():
-        model = mlflow.pyfunc.load_model(model_uri)
+def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str]) -> Score:
+    """Load a registered pyfunc and compute test metrics on raw text.
+
+    `models:/` URIs resolve through MLflow's tracking URI, which the job set at its boundary
+    (pipeline.tracking.tracking_store) to the same store as the client it passes around.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     cols = [f"p_{n}" for n in label_names]
     missing = [c for c in cols if c not in out.columns]
@@ -126,7 +122,7 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
 def _champion_score(client: MlflowClient, name: str, version: str, texts, labels, label_names,
                     cfg: PromotionConfig) -> Score:
     try:
-        return score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
+        return score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:  # a broken champion counts as NaN: a good candidate may replace it
         log.warning("champion %s/%s could not be scored: %s", name, version, e)
         return Score({cfg.metric: math.nan}, np.zeros(len(labels), bool))
@@ -145,7 +141,7 @@ def promote_version(
     """
     version = str(version)  # stores return int or str versions; compare them as strings
     try:
-        candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
+        candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:
         client.set_model_version_tag(name, version, "promotion.decision", "error")
         client.set_model_version_tag(name, version, "promotion.reason", f"evaluation failed: {e}"[:5000])
@@ -176,7 +172,7 @@ def promote_version(
                 client.set_registered_model_alias(name, cfg.alias, version)
             elif math.isfinite(candidate.metrics.get(cfg.metric, math.nan)) and \
                     candidate.metrics[cfg.metric] >= cfg.min_metric:
-                client.set_registered_model_alias(name, CHALLENGER, version)
+                client.set_registered_model_alias(name, cfg.challenger_alias, version)
         for k, v in decision.tags(cfg.metric).items():
             client.set_model_version_tag(name, version, k, v)
     return decision
