@@ -100,7 +100,8 @@ def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(ray_clust
     from pipeline.data.prepare import prepare
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    overrides = [f"output_root={tmp_path}", *SMALL, f"data.paths=[{corpus}]", "tracking.registered_model_name=crash-model"]
+    overrides = [f"output_root={tmp_path}", *SMALL, f"data.paths=[{corpus}]",
+                 "tracking.registered_model_name=crash-model"]
     cfg = load_config(None, overrides)
     prepared = prepare(cfg)
     (prepared.path / "train.parquet").write_bytes(b"not parquet")  # the run fails reading its data

@@ -19,7 +19,7 @@ from pipeline.registry.lock import lock_name, registry_lock
 from pipeline.registry.log_model import log_raw_text_model
 from pipeline.registry.promotion import decide, history, mcnemar_p, promote_version, rollback
 from pipeline.registry.versions import find_version_by_run, register_version
-from pipeline.tracking import tracking_store
+from pipeline.tracking import ensure_experiment, tracking_store
 from schemas.config import PromotionConfig
 from tests.model_factory import prepare_generated, register, train_state
 
@@ -197,7 +197,7 @@ def test_lock_excludes_a_second_holder_and_expires(sqlite_tracking_uri):
 def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri, prepared, states):
     cfg, prep = prepared
     with tracking_store(sqlite_tracking_uri) as client:
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=ensure_experiment(client, "dup", cfg.output_root)) as run:
             info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model,
                                       ["好看"])
         first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
