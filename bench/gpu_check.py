@@ -26,7 +26,7 @@ import ray
 import torch
 
 from pipeline.data.store import MARKER
-from pipeline.evaluate import loss_fn
+from pipeline.evaluation.scoring import loss_fn
 from pipeline.model import build_model
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig

@@ -25,12 +25,12 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
 from pipeline.data.prepare import prepare
 from pipeline.data.store import read_split_arrays, read_texts
-from pipeline.evaluate import predict_proba
+from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
-from pipeline.promotion import mcnemar_p
+from pipeline.registry.promotion import mcnemar_p
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
 from pipeline.train.trainer import choose_weights

@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
+from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
-from pipeline.evaluate import loss_fn, predict_proba
+from pipeline.evaluation.scoring import loss_fn, predict_proba
 from pipeline.model import build_model
 from pipeline.train.loop import WorkerContext, load_train_data, train_worker
-from pipeline.train.trainer import ensure_ray, fit
+from pipeline.train.trainer import fit
 from schemas.config import JobConfig
 
 
@@ -127,16 +128,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"loop bucketing            {bucket:9.0f} samples/s  val_acc {bucket_acc:.4f}")
 
         t0 = time.perf_counter()
-        started = ensure_ray(cfg.ray.model_copy(update={"num_cpus": 2}))
-        cluster_s = time.perf_counter() - t0
-        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        r1, over1 = ray_fit(cfg, prepared.path, 1, "bench-1", uri)
-        r2, over2 = ray_fit(cfg, prepared.path, 2, "bench-2", uri)
-        in_task = plain_in_ray_task(cfg, data, args.epochs, args.threads)  # the cluster is settled by now
-        if started:
-            import ray
-
-            ray.shutdown()
+        with ray_session(cfg.ray.model_copy(update={"num_cpus": 2})):
+            cluster_s = time.perf_counter() - t0
+            uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+            r1, over1 = ray_fit(cfg, prepared.path, 1, "bench-1", uri)
+            r2, over2 = ray_fit(cfg, prepared.path, 2, "bench-2", uri)
+            in_task = plain_in_ray_task(cfg, data, args.epochs, args.threads)  # the cluster is settled by now
         # Measured again after the Ray fits, so that drift in a shared machine's speed over the run
         # hits the baseline as much as the Ray rows; the baseline is the mean of the two.
         plain_after, _ = plain_loop(cfg, data, args.epochs, flush_denormal=True)

@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from pipeline.config_loader import DEFAULT_CONFIG, config_help, load_config
+from jobs.config_loader import DEFAULT_CONFIG, config_help, load_config
 from pipeline.errors import UserInputError
 from schemas.config import JobConfig
 

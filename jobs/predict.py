@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from jobs.cli import build_parser, run_main
 from pipeline.errors import UserInputError
-from pipeline.tracking import resolve_tracking_uri, tracking_uri_scope
+from pipeline.tracking import resolve_tracking_uri, tracking_store
 from schemas.config import JobConfig
 from schemas.signature import TEXT_COLUMN
 
@@ -73,7 +73,7 @@ def predict_file(model_uri: str, input_path: Path, output_path: Path, text_colum
 
 def run(cfg: JobConfig, input_path: str, output_path: str, model_uri: str | None, text_column: str) -> pd.DataFrame:
     uri = model_uri or f"models:/{cfg.tracking.registered_model_name}@{cfg.promotion.alias}"
-    with tracking_uri_scope(resolve_tracking_uri(cfg)):
+    with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
         out = predict_file(uri, Path(input_path), Path(output_path), text_column)
     print(f"scored {len(out)} rows with {uri} -> {output_path}")
     return out

@@ -17,38 +17,43 @@ from jobs.cli import build_parser, run_main
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import read_texts
 from pipeline.errors import UserInputError
-from pipeline.promotion import Decision, history, promote_version, rollback
-from pipeline.tracking import resolve_tracking_uri
+from pipeline.registry.promotion import Decision, history, promote_version, rollback
+from pipeline.tracking import resolve_tracking_uri, tracking_store
 from schemas.config import JobConfig
+
+
+def newest_version(client: MlflowClient, name: str) -> str:
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise UserInputError(f"registered model {name!r} has no version; run jobs.train first "
+                             "or set tracking.registered_model_name")
+    return str(max(int(v.version) for v in versions))
 
 
 def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | None = None) -> Decision:
     """Gate `version` (default: the newest) on the held-out test split of `prepared` (default: prepare(cfg))."""
-    client = MlflowClient(resolve_tracking_uri(cfg))
     name = cfg.tracking.registered_model_name
-    if version is None:
-        versions = client.search_model_versions(f"name='{name}'")
-        if not versions:
-            raise UserInputError(f"registered model {name!r} has no version; run jobs.train first "
-                                 "or set tracking.registered_model_name")
-        version = str(max(int(v.version) for v in versions))
     prepared = prepared or prepare(cfg)  # the held-out test split (reused from the stored result)
     texts, labels = read_texts(prepared.path, "test")
-    decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
-                               cfg.promotion)
+    with tracking_store(resolve_tracking_uri(cfg)) as client:
+        version = version or newest_version(client, name)
+        decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
+                                   cfg.promotion)
     print(json.dumps({"version": version, "promoted": decision.promoted, "reason": decision.reason}))
     return decision
 
 
 def show_history(cfg: JobConfig) -> list[dict[str, str]]:
-    rows = history(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name)
+    with tracking_store(resolve_tracking_uri(cfg)) as client:
+        rows = history(client, cfg.tracking.registered_model_name)
     for r in rows:
         print(f"v{r['version']:<4} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
     return rows
 
 
 def do_rollback(cfg: JobConfig) -> tuple[str, str]:
-    frm, to = rollback(MlflowClient(resolve_tracking_uri(cfg)), cfg.tracking.registered_model_name, cfg.promotion)
+    with tracking_store(resolve_tracking_uri(cfg)) as client:
+        frm, to = rollback(client, cfg.tracking.registered_model_name, cfg.promotion)
     print(f"{cfg.promotion.alias}: v{frm} -> v{to}")
     return frm, to
 

@@ -17,7 +17,7 @@ from jobs import promote as promote_job
 from jobs import train as train_job
 from jobs.cli import build_parser, run_main
 from pipeline.data.prepare import prepare
-from pipeline.promotion import Decision
+from pipeline.registry.promotion import Decision
 from pipeline.tracking import mask_secrets, resolve_tracking_uri
 from pipeline.train.workflow import TrainOutcome
 from schemas.config import JobConfig

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
 from pipeline.errors import UserInputError
 from pipeline.tracking import mask_secrets
 

@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import sys
 
-import ray
-
 from jobs.cli import build_parser, run_main
+from pipeline.cluster import ray_session
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.tracking import resolve_tracking_uri
-from pipeline.train.trainer import ensure_ray
-from pipeline.train.workflow import TrainOutcome, train_and_register
+from pipeline.tracking import mlflow_run, resolve_tracking_uri, tracking_store
+from pipeline.train import workflow as step
+from pipeline.train.trainer import fit
+from pipeline.train.workflow import TrainOutcome
 from schemas.config import JobConfig
 
 
 def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     """Train on `prepared`, or on prepare(cfg): the stored result of jobs.prepare when inputs are unchanged."""
     prepared = prepared or prepare(cfg)
-    started = ensure_ray(cfg.ray)
-    try:
-        outcome = train_and_register(cfg, prepared, resolve_tracking_uri(cfg))
-    finally:
-        if started:
-            ray.shutdown()
+    run_name, tags = step.run_name(cfg, prepared.manifest), step.lineage_tags(cfg, prepared)
+    with (ray_session(cfg.ray), tracking_store(resolve_tracking_uri(cfg)) as client,
+          mlflow_run(client, cfg, run_name, tags) as run):
+        n_params = step.log_inputs(cfg, prepared)
+        result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id)
+        test = step.log_evaluation(cfg, prepared, result)
+        outcome = step.publish_model(client, run, cfg, prepared, result, test, n_params)
     print(f"run {outcome.run_id}: test accuracy {outcome.test_metrics['accuracy']:.4f}; "
           f"registered {outcome.registered_model} version {outcome.version}")
     return outcome

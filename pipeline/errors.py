@@ -11,3 +11,12 @@ class UserInputError(ValueError):
 
 class DataValidationError(UserInputError):
     """The corpus failed a check (missing column, unknown label, too many invalid rows...)."""
+
+
+class PreparedDataMissing(UserInputError, FileNotFoundError):
+    """No complete prepared dataset where one was expected. Still a FileNotFoundError for callers
+    that probe for a stored result."""
+
+
+class LockTimeout(UserInputError):
+    """Another promotion held the registry lock longer than promotion.lock_wait_s."""

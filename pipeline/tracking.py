@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from pydantic import BaseModel
 
 from schemas.config import JobConfig
 
@@ -47,49 +47,79 @@ def resolve_tracking_uri(cfg: JobConfig) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
-# MLflow's fluent tracking URI is process-global: scopes in different threads (concurrent
-# promotions, say) must not interleave, or one would restore the other's URI. Re-entrant, since
-# a training scope contains the registration's.
-_SCOPE_LOCK = threading.RLock()
-
-
 @contextmanager
-def tracking_uri_scope(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at `uri` for a block, then restore what was there.
+def tracking_store(uri: str) -> Iterator[MlflowClient]:
+    """A job's boundary: point MLflow at `uri` and yield the one client the job passes around.
 
-    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment, so
-    without this a second job in the same process (tests, notebooks, a scheduler) would
-    silently write into the first job's store.
+    MLflow's fluent API (runs, model logging, `models:/` loading) reads a process-global URI, so
+    it is set here once per job. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI, which
+    `resolve_tracking_uri` reads: the previous value is put back on exit, or a second job in the
+    same process (tests, notebooks) would resolve to this job's store. Public API only.
     """
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    with _SCOPE_LOCK:
-        saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-        saved = tracking_utils._tracking_uri
-        mlflow.set_tracking_uri(uri)
-        try:
-            yield
-        finally:
-            tracking_utils._tracking_uri = saved
-            if saved_env is None:
-                os.environ.pop("MLFLOW_TRACKING_URI", None)
-            else:
-                os.environ["MLFLOW_TRACKING_URI"] = saved_env
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield MlflowClient(uri)
+    finally:
+        mlflow.set_tracking_uri(previous)  # None unsets both the global and the variable
 
 
-def ensure_experiment(cfg: JobConfig, tracking_uri: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, output_root: str) -> str:
     """Experiment id, creating it (with artifacts under output_root for a local store)."""
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment_name)
+    exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
-    if tracking_uri.startswith("sqlite:"):
-        location = (Path(cfg.output_root).resolve() / "mlartifacts").as_uri()
+    if client.tracking_uri.startswith("sqlite:"):
+        location = (Path(output_root).resolve() / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(cfg.tracking.experiment_name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:  # created concurrently by another job
-        return client.get_experiment_by_name(cfg.tracking.experiment_name).experiment_id
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def find_run_by_name(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+@contextmanager
+def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """The job's one MLflow run, active for the block; ends FINISHED, FAILED, or KILLED (Ctrl-C/SIGTERM).
+
+    A job given `tracking.run_name` resumes the newest run of that name (same run id, so a rerun
+    after a crash continues it instead of starting a second one); otherwise a new run starts.
+    """
+    experiment_id = ensure_experiment(client, cfg.tracking.experiment_name, cfg.output_root)
+    resume_id = find_run_by_name(client, experiment_id, run_name) if cfg.tracking.run_name else None
+    if resume_id:
+        run = mlflow.start_run(run_id=resume_id, log_system_metrics=cfg.tracking.system_metrics)
+        mlflow.set_tags(tags)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                               log_system_metrics=cfg.tracking.system_metrics)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """`{'train.epochs': 5, ...}`: the resolved config as MLflow params."""
+    out: dict[str, Any] = {}
+    for name, value in cfg:
+        key = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def log_params(params: dict[str, Any]) -> None:

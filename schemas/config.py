@@ -305,6 +305,11 @@ class TrackingConfig(_Frozen):
 
 class PromotionConfig(_Frozen):
     alias: str = Field("champion", min_length=1, description="Registry alias that serving reads.")
+    challenger_alias: str = Field(
+        "challenger", min_length=1,
+        description="Registry alias for the newest version that passed min_metric but not the gate "
+        "(a candidate to compare or canary); never moved by a failed or NaN evaluation.",
+    )
     metric: Literal["accuracy", "f1"] = Field("accuracy", description="Metric the gate compares on the test split.")
     min_metric: float = Field(
         0.6, ge=0.0, le=1.0, description="A first version (no champion yet) needs at least this."
@@ -317,11 +322,17 @@ class PromotionConfig(_Frozen):
         description="Against a champion, McNemar's exact test on the paired test predictions must give "
         "p < this, so that noise does not move the alias. 1.0 disables the test.",
     )
-    batch_size: int = Field(512, ge=1, description="Rows per batch when scoring the test split.")
     lock_ttl_s: float = Field(
         900.0, gt=0, description="A promotion lock older than this is considered abandoned (a killed job)."
     )
     lock_wait_s: float = Field(600.0, ge=0, description="How long to wait for another promotion's lock.")
+
+    @model_validator(mode="after")
+    def _distinct_aliases(self) -> PromotionConfig:
+        if self.challenger_alias == self.alias:
+            raise ValueError(f"challenger_alias must differ from alias (both {self.alias!r}); "
+                             "a rejected version would take the champion's alias")
+        return self
 
 
 class JobConfig(_Frozen):

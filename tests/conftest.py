@@ -35,6 +35,17 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri():
+    """Every job sets MLflow's process-global tracking URI (and MLFLOW_TRACKING_URI) at its boundary;
+    put back what was there so no test sees another test's store. Public API only."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    mlflow.set_tracking_uri(before)  # None unsets both the global and the variable
+
+
 @pytest.fixture
 def sqlite_tracking_uri(tmp_path) -> str:
     """A fresh MLflow sqlite store (the registry needs a database store)."""
@@ -68,15 +79,25 @@ def wait_http(url: str, timeout_s: float = 120.0, proc=None) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout_s}s")
 
 
-def stop_process(proc, log=None) -> None:
-    """Terminate a server started by a test, killing it if it ignores SIGTERM."""
+def stop_process(proc, log=None, timeout_s: float = 20.0) -> None:
+    """End a server a test started with start_new_session=True: its whole process group (a server's
+    workers would otherwise outlive it), SIGTERM first, SIGKILL if the group is still there."""
+    import signal
     import subprocess
 
-    proc.terminate()
+    def signal_group(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass  # the group is gone already
+
+    signal_group(signal.SIGTERM)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        pass
+    signal_group(signal.SIGKILL)  # children that ignored SIGTERM, or a leader that did
+    proc.wait()
     if log is not None:
         log.close()
 

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import mlflow
 import torch
-from mlflow.tracking import MlflowClient
 
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import read_split_arrays
-from pipeline.evaluate import loss_fn
+from pipeline.evaluation.scoring import loss_fn
 from pipeline.model import build_model
-from pipeline.registry import log_raw_text_model, register_version
-from pipeline.tracking import tracking_uri_scope
+from pipeline.registry.log_model import log_raw_text_model
+from pipeline.registry.versions import register_version
+from pipeline.tracking import ensure_experiment, tracking_store
 from schemas.config import JobConfig
 from tests.integration.corpus import write_corpus
 
@@ -43,9 +43,11 @@ def train_state(cfg: JobConfig, prep: PreparedData, epochs: int, seed: int = 0) 
 
 
 def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dict) -> str:
-    # Registration resolves the logged model through MLflow's current tracking URI: stay in scope.
-    with tracking_uri_scope(uri):
-        with mlflow.start_run() as run:
+    # As a job does: the store set once at the boundary, one client passed to registration.
+    with tracking_store(uri) as client:
+        # Artifacts under output_root for a local store, not ./mlruns in the working directory.
+        experiment_id = ensure_experiment(client, "model-factory", cfg.output_root)
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
                                       ["好看", "失望"])
-        return str(register_version(MlflowClient(uri), name, info.model_uri, run.info.run_id, {}, "test").version)
+        return str(register_version(client, name, info.model_uri, run.info.run_id, {}, "test").version)

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.errors import UserInputError
+from pipeline.errors import PreparedDataMissing, UserInputError
 from schemas.features import Manifest
 
 MARKER = "_COMPLETE"
@@ -98,7 +98,7 @@ def is_complete(path: StorePath) -> bool:
 
 def load_manifest(path: StorePath) -> Manifest:
     if not is_complete(path):
-        raise FileNotFoundError(f"{path} holds no complete prepared dataset (no {MARKER}); run jobs.prepare")
+        raise PreparedDataMissing(f"{path} holds no complete prepared dataset (no {MARKER}); run jobs.prepare")
     return Manifest.model_validate_json(read_text(_join(path, "manifest.json")))
 
 

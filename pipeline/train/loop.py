@@ -33,7 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pipeline.data.store import load_manifest, read_split_arrays
-from pipeline.evaluate import length_order, loss_fn
+from pipeline.evaluation.scoring import length_order, loss_fn
 from pipeline.model import build_model, check_padding_side
 from pipeline.tracking import RankZeroLogger
 from pipeline.train.state import (

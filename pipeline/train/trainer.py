@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -16,7 +14,7 @@ from pipeline.data.store import load_manifest
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
-from schemas.config import JobConfig, RayConfig
+from schemas.config import JobConfig
 
 
 @dataclass(frozen=True)
@@ -26,23 +24,6 @@ class TrainResult:
     state: TrainState  # the last checkpoint, as the loop wrote it
     model: StateDict  # the weights to ship: the best epoch's under early stopping, else the last epoch's
     best_epoch: int | None  # the epoch whose weights are in `model`
-
-
-def ensure_ray(cfg: RayConfig) -> bool:
-    """Join the configured cluster, else RAY_ADDRESS, else start a local one in-process.
-
-    Returns True when this call started Ray (the caller then shuts it down). One cluster serves
-    every stage of a job: a worker group costs seconds to start, a cluster more.
-    """
-    if ray.is_initialized():
-        return False
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
-    return True
 
 
 def check_compatible(cfg: JobConfig, data_path: Path) -> None:

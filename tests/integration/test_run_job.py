@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import mlflow
 import pandas as pd
@@ -13,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from ray.train import TrainingFailedError
 
 from jobs import run as run_job
-from pipeline.config_loader import load_config
-from pipeline.tracking import tracking_uri_scope
+from jobs.config_loader import load_config
+from pipeline.tracking import tracking_store
 from tests.faults import kill_rank_once
 from tests.integration.corpus import write_corpus
 
@@ -28,11 +27,11 @@ SMALL = ["data.source=files", "data.text_column=review", "data.label_column=sent
 @pytest.fixture(scope="module")
 def first_run(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # short job: sample every second
     corpus = write_corpus(root / "reviews.csv")
-    SMALL.append(f"data.paths=[{corpus}]")
-    cfg = load_config(None, [f"output_root={root}", *SMALL])
-    summary = run_job.run(cfg)
+    cfg = load_config(None, [f"output_root={root}", *SMALL, f"data.paths=[{corpus}]"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # short job: sample every second
+        summary = run_job.run(cfg)
     return cfg, summary
 
 
@@ -72,7 +71,7 @@ def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
     assert str(mv.version) == summary.outcome.version and mv.run_id == summary.outcome.run_id
     assert summary.decision.promoted
     assert client.get_model_version("it-model", mv.version).tags["promotion.decision"] == "promoted"
-    with tracking_uri_scope(summary.tracking_uri):
+    with tracking_store(summary.tracking_uri):
         model = mlflow.pyfunc.load_model("models:/it-model@champion")
     out = model.predict(pd.DataFrame({"text": ["这本书很好看", "我们很失望"]}))
     assert list(out["label"].map(type).unique()) == [str] and set(out["label"]) <= {"neg", "pos"}
@@ -82,8 +81,8 @@ def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
 
 def test_worse_model_is_not_promoted(first_run, ray_cluster):
     cfg, summary = first_run
-    worse = load_config(None, [f"output_root={cfg.output_root}", *SMALL, "train.epochs=1", "train.lr=1e-7",
-                                  "promotion.min_metric=0.0"])
+    worse = load_config(None, [f"output_root={cfg.output_root}", *SMALL, f"data.paths=[{cfg.data.paths[0]}]",
+                               "train.epochs=1", "train.lr=1e-7", "promotion.min_metric=0.0"])
     second = run_job.run(worse)
     print("champion", summary.decision.candidate, "worse", second.decision.candidate)
     assert second.outcome.version != summary.outcome.version
@@ -101,8 +100,8 @@ def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(ray_clust
     from pipeline.data.prepare import prepare
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    overrides = [f"output_root={tmp_path}", *[o for o in SMALL if not o.startswith("data.paths")],
-                 f"data.paths=[{corpus}]", "tracking.registered_model_name=crash-model"]
+    overrides = [f"output_root={tmp_path}", *SMALL, f"data.paths=[{corpus}]",
+                 "tracking.registered_model_name=crash-model"]
     cfg = load_config(None, overrides)
     prepared = prepare(cfg)
     (prepared.path / "train.parquet").write_bytes(b"not parquet")  # the run fails reading its data
@@ -120,15 +119,15 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     import functools
 
     from jobs import train as train_job
-    from pipeline.train import trainer, workflow
+    from pipeline.train import trainer
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    overrides = [f"output_root={tmp_path}", *[o for o in SMALL if not o.startswith("data.paths")],
+    overrides = [f"output_root={tmp_path}", *SMALL,
                  f"data.paths=[{corpus}]", "train.epochs=3", "tracking.run_name=nightly",
                  "tracking.registered_model_name=resume-model", "train.max_failures=0"]
     cfg = load_config(None, overrides)
     crash = kill_rank_once(rank=1, after_epoch=0, marker=tmp_path / "crashed")
-    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, train_loop=crash))
+    monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -136,7 +135,7 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     (failed,) = client.search_runs([exp])
     assert failed.info.status == "FAILED"
 
-    monkeypatch.setattr(workflow, "fit", trainer.fit)
+    monkeypatch.setattr(train_job, "fit", trainer.fit)
     outcome = train_job.run(cfg)
     (run,) = client.search_runs([exp])  # still one run: the same one, now finished
     assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"

@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs import predict as predict_job
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
+from pipeline.tracking import tracking_store
 from tests.conftest import free_port, stop_process, wait_http
 from tests.model_factory import prepare_generated, register, train_state
 
@@ -81,3 +84,34 @@ def test_models_serve_answers_raw_text_like_predict(champion, tmp_path):
     local = predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text")
     assert list(served["label"]) == list(local["label"]) == ["pos", "neg"]
     assert served["probability"].round(5).tolist() == local["probability"].round(5).tolist()
+
+
+# Run in a fresh interpreter with no checkout on its path (no PYTHONPATH, the editable install's
+# finder removed): the model must load and score from the code it ships alone.
+_BARE_LOAD = """
+import json, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model("models:/served@champion")
+out = model.predict(pd.DataFrame({"text": json.loads(sys.argv[1])}))
+import pipeline
+mods = sorted(m for m in sys.modules if m.split(".")[0] in ("pipeline", "schemas", "ray", "datasets", "sklearn"))
+print(json.dumps({"labels": list(out["label"]), "pipeline": pipeline.__file__, "modules": mods}))
+"""
+
+
+def test_the_served_model_loads_from_only_what_it_ships(champion, tmp_path):
+    root, uri = champion
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MLFLOW_TRACKING_URI": uri}
+    proc = subprocess.run([sys.executable, "-c", _BARE_LOAD, json.dumps(REVIEWS)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["labels"] == ["pos", "neg"]
+    assert "/artifacts/code/pipeline/" in got["pipeline"]  # the model's own copy, not the checkout
+    assert not [m for m in got["modules"] if m.split(".")[0] in ("ray", "datasets", "sklearn")]
+    assert "pipeline.train" not in got["modules"] and "pipeline.data.prepare" not in got["modules"]
+    with tracking_store(uri):
+        reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/served@champion")).read_text().split()
+    assert {r.split("==")[0] for r in reqs} == {"mlflow", "torch", "tokenizers", "numpy", "pandas", "pyarrow",
+                                                 "pydantic"}

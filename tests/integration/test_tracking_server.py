@@ -11,8 +11,8 @@ from ray.train import TrainingFailedError
 
 from jobs import run as run_job
 from jobs import train as train_job
-from pipeline.config_loader import load_config
-from pipeline.train import trainer, workflow
+from jobs.config_loader import load_config
+from pipeline.train import trainer
 from tests.faults import kill_rank_once
 from tests.integration.corpus import write_corpus
 
@@ -48,7 +48,7 @@ def test_worker_crash_over_rest_ends_failed(ray_cluster, mlflow_server, tmp_path
     cfg = load_config(None, [*_overrides(tmp_path, mlflow_server, "rest-crash", "rest-crash-model"),
                              "train.max_failures=0"])
     crash = kill_rank_once(rank=0, after_epoch=0, marker=tmp_path / "crashed")
-    monkeypatch.setattr(workflow, "fit", functools.partial(trainer.fit, train_loop=crash))
+    monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(mlflow_server)

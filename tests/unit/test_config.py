@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pipeline.config_loader import CONFIG_DIR, DEFAULT_CONFIG, config_help, flatten, load_config
+from jobs.config_loader import CONFIG_DIR, DEFAULT_CONFIG, config_help, load_config
 from pipeline.errors import UserInputError
+from pipeline.tracking import flatten
 from schemas.config import JobConfig
 
 SHIPPED_CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from jobs import params
-from pipeline.evaluate import loss_fn, predict_proba
+from pipeline.evaluation.scoring import loss_fn, predict_proba
 from pipeline.model import MeanEmbeddingClassifier, RNNClassifier, build_model, parameter_counts
 from schemas.config import JobConfig, ModelConfig
 

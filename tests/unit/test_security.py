@@ -9,14 +9,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
 
 from jobs import submit
+from jobs.config_loader import load_config
 from jobs.run import RunSummary
-from pipeline.config_loader import flatten, load_config
 from pipeline.errors import UserInputError
-from pipeline.promotion import Decision
-from pipeline.tracking import log_params, mask_secrets
+from pipeline.registry.promotion import Decision
+from pipeline.tracking import flatten, log_params, mask_secrets, tracking_store
 from pipeline.train.workflow import TrainOutcome
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,13 +51,10 @@ def test_logged_params_hold_no_secret(tmp_path):
     """What the workflow logs (flatten(cfg) through log_params) into a real MLflow store."""
     uri = f"postgresql://mlflow:{SECRET}@db.internal:5432/mlflow"
     cfg = load_config(None, [f"tracking.tracking_uri={uri}", f"output_root={tmp_path}"])
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    with tracking_store(f"sqlite:///{tmp_path / 'mlflow.db'}") as client:  # puts the previous URI back
         with mlflow.start_run() as run:
             log_params(flatten(cfg))
-        params = MlflowClient().get_run(run.info.run_id).data.params
-    finally:
-        mlflow.set_tracking_uri(None)
+        params = client.get_run(run.info.run_id).data.params
     assert not [k for k, v in params.items() if SECRET in v]
     assert params["tracking.tracking_uri"] == "postgresql://mlflow:***@db.internal:5432/mlflow"
     assert params["tokenizer.max_length"] == str(cfg.tokenizer.max_length)

@@ -1,42 +1,57 @@
-"""MLflow side-effect helpers: the tracking-URI scope and rank-zero logging."""
+"""MLflow side-effect helpers: the job's tracking store, the run's lifecycle and rank-zero logging."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
 
+import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service import utils as tracking_utils
 
-from pipeline.config_loader import load_config
-from pipeline.tracking import RankZeroLogger, resolve_tracking_uri, tracking_uri_scope
+from jobs.config_loader import load_config
+from pipeline.tracking import RankZeroLogger, mlflow_run, resolve_tracking_uri, tracking_store
 
 
-def test_scope_restores_uri_and_environment(tmp_path, monkeypatch):
+def test_store_is_set_for_the_job_and_restored_after(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    before = tracking_utils._tracking_uri
-    with tracking_uri_scope(f"sqlite:///{tmp_path / 'a.db'}"):
-        assert os.environ["MLFLOW_TRACKING_URI"].endswith("a.db")
-    assert "MLFLOW_TRACKING_URI" not in os.environ and tracking_utils._tracking_uri == before
+    uri = f"sqlite:///{tmp_path / 'a.db'}"
+    with tracking_store(uri) as client:
+        assert mlflow.get_tracking_uri() == client.tracking_uri == uri
+        assert os.environ["MLFLOW_TRACKING_URI"] == uri  # MLflow exports it for subprocesses
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # a later job resolves its own store, not this one
+    cfg = load_config(None, [f"output_root={tmp_path / 'other'}"])
+    assert resolve_tracking_uri(cfg).endswith("other/mlflow.db")
 
 
-def test_concurrent_scopes_do_not_leak(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    seen, barrier = [], threading.Barrier(4)
+def _job(tmp_path, *overrides):
+    return load_config(None, [f"output_root={tmp_path}", "tracking.experiment_name=t", "tracking.system_metrics=false",
+                              *overrides])
 
-    def work(i):
-        barrier.wait()
-        for _ in range(20):
-            with tracking_uri_scope(f"sqlite:///{tmp_path / f'{i}.db'}"):
-                seen.append(os.environ["MLFLOW_TRACKING_URI"].endswith(f"{i}.db"))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(seen) and len(seen) == 80
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+@pytest.mark.parametrize("error,status", [(None, "FINISHED"), (ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
+def test_the_run_ends_with_the_status_of_its_block(tmp_path, error, status):
+    cfg = _job(tmp_path)
+    with tracking_store(f"sqlite:///{tmp_path / 'm.db'}") as client:
+        with pytest.raises(error) if error else contextlib.nullcontext():
+            with mlflow_run(client, cfg, "r", {"k": "v"}) as run:
+                if error:
+                    raise error("stop")
+        got = client.get_run(run.info.run_id)
+    assert got.info.status == status and got.data.tags["k"] == "v"
+    assert mlflow.active_run() is None
+
+
+def test_a_named_run_resumes_the_newest_run_of_that_name(tmp_path):
+    cfg = _job(tmp_path, "tracking.run_name=nightly")
+    with tracking_store(f"sqlite:///{tmp_path / 'm.db'}") as client:
+        with pytest.raises(RuntimeError), mlflow_run(client, cfg, "nightly", {}) as first:
+            raise RuntimeError("crash")
+        with mlflow_run(client, cfg, "nightly", {"attempt": "2"}) as second:
+            pass
+        assert second.info.run_id == first.info.run_id
+        (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["attempt"] == "2"
 
 
 def test_default_store_is_sqlite_under_output_root(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate import classification_metrics, predict_proba
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.train.loop import (
     EarlyStopping,

@@ -9,10 +9,10 @@ is made under a registry lock after re-reading the alias (compare-and-set).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import mlflow
@@ -21,14 +21,12 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import UserInputError
-from pipeline.evaluate import classification_metrics
-from pipeline.registry_lock import registry_lock
-from pipeline.tracking import tracking_uri_scope
+from pipeline.evaluation.metrics import classification_metrics
+from pipeline.registry.lock import registry_lock
 from schemas.config import PromotionConfig
 from schemas.signature import TEXT_COLUMN
 
 log = logging.getLogger(__name__)
-CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,6 @@ class Decision:
             "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Score:
@@ -62,11 +57,13 @@ class Score:
     correct: np.ndarray  # per test row: did the model get it right (for the paired test)
 
 
-def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str],
-                tracking_uri: str | None = None) -> Score:
-    """Load a registered pyfunc (from `tracking_uri`'s registry) and compute test metrics on raw text."""
-    with tracking_uri_scope(tracking_uri) if tracking_uri else contextlib.nullcontext():
-        model = mlflow.pyfunc.load_model(model_uri)
+def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_names: list[str]) -> Score:
+    """Load a registered pyfunc and compute test metrics on raw text.
+
+    `models:/` URIs resolve through MLflow's tracking URI, which the job set at its boundary
+    (pipeline.tracking.tracking_store) to the same store as the client it passes around.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
     out = model.predict(pd.DataFrame({TEXT_COLUMN: texts}))
     cols = [f"p_{n}" for n in label_names]
     missing = [c for c in cols if c not in out.columns]
@@ -123,10 +120,10 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
         return None
 
 
-def _champion_score(client: MlflowClient, name: str, version: str, texts, labels, label_names,
+def _champion_score(name: str, version: str, texts, labels, label_names,
                     cfg: PromotionConfig) -> Score:
     try:
-        return score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
+        return score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:  # a broken champion counts as NaN: a good candidate may replace it
         log.warning("champion %s/%s could not be scored: %s", name, version, e)
         return Score({cfg.metric: math.nan}, np.zeros(len(labels), bool))
@@ -144,42 +141,50 @@ def promote_version(
     on the version. Raises if the candidate cannot be evaluated, leaving the alias where it was.
     """
     version = str(version)  # stores return int or str versions; compare them as strings
+    candidate = _score_candidate(client, name, version, texts, labels, label_names)
+    scores: dict[str, Score] = {}
+
+    def champion_score(v: str) -> Score:  # each champion scored once, outside the lock when possible
+        if v not in scores:
+            scores[v] = _champion_score(name, v, texts, labels, label_names, cfg)
+        return scores[v]
+
+    seen = current_alias_version(client, name, cfg.alias)
+    if seen and seen != version:
+        champion_score(seen)
+    with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
+        decision = _decide_and_move(client, name, version, candidate, champion_score, cfg)
+        for k, v in decision.tags(cfg.metric).items():
+            client.set_model_version_tag(name, version, k, v)
+    return decision
+
+
+def _score_candidate(client: MlflowClient, name: str, version: str, texts, labels, label_names) -> Score:
     try:
-        candidate = score_model(f"models:/{name}/{version}", texts, labels, label_names, client.tracking_uri)
+        return score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:
         client.set_model_version_tag(name, version, "promotion.decision", "error")
         client.set_model_version_tag(name, version, "promotion.reason", f"evaluation failed: {e}"[:5000])
         raise
-    scores: dict[str, Score] = {}
-    champion_version = current_alias_version(client, name, cfg.alias)
-    if champion_version and champion_version != version:
-        scores[champion_version] = _champion_score(client, name, champion_version, texts, labels, label_names, cfg)
 
-    with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
-        champion_version = current_alias_version(client, name, cfg.alias)  # compare ...
-        if champion_version == version:
-            decision = Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics)
-        else:
-            champion = None
-            p_value = 0.0
-            if champion_version is not None:
-                if champion_version not in scores:  # moved while we scored: judge against the new one
-                    scores[champion_version] = _champion_score(client, name, champion_version, texts, labels,
-                                                               label_names, cfg)
-                champ = scores[champion_version]
-                champion = champ.metrics
-                p_value = mcnemar_p(candidate.correct, champ.correct)
-            promoted, reason = decide(candidate.metrics, champion, cfg, p_value)
-            decision = Decision(version, promoted, reason, candidate.metrics, champion_version, champion)
-            if promoted:  # ... and set, still under the lock
-                client.set_model_version_tag(name, version, "promotion.previous_champion", champion_version or "none")
-                client.set_registered_model_alias(name, cfg.alias, version)
-            elif math.isfinite(candidate.metrics.get(cfg.metric, math.nan)) and \
-                    candidate.metrics[cfg.metric] >= cfg.min_metric:
-                client.set_registered_model_alias(name, CHALLENGER, version)
-        for k, v in decision.tags(cfg.metric).items():
-            client.set_model_version_tag(name, version, k, v)
-    return decision
+
+def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: Score,
+                     champion_score: Callable[[str], Score], cfg: PromotionConfig) -> Decision:
+    """Compare-and-set, under the lock: re-read the alias, judge against whoever holds it now, move it."""
+    champion_version = current_alias_version(client, name, cfg.alias)
+    if champion_version == version:
+        return Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics)
+    champion, p_value = None, 0.0
+    if champion_version is not None:
+        champ = champion_score(champion_version)  # if the alias moved while we scored: the new holder
+        champion, p_value = champ.metrics, mcnemar_p(candidate.correct, champ.correct)
+    promoted, reason = decide(candidate.metrics, champion, cfg, p_value)
+    if promoted:
+        client.set_model_version_tag(name, version, "promotion.previous_champion", champion_version or "none")
+        client.set_registered_model_alias(name, cfg.alias, version)
+    elif math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan)) and value >= cfg.min_metric:
+        client.set_registered_model_alias(name, cfg.challenger_alias, version)
+    return Decision(version, promoted, reason, candidate.metrics, champion_version, champion)
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ from mlflow.pyfunc import PythonModel
 from tokenizers import Tokenizer
 
 from pipeline.data.encode import encode_texts
-from pipeline.evaluate import predict_proba
+from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from schemas.config import ModelConfig
 from schemas.signature import TEXT_COLUMN

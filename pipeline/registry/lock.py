@@ -19,9 +19,7 @@ from contextlib import contextmanager
 import mlflow
 from mlflow.tracking import MlflowClient
 
-
-class LockTimeout(RuntimeError):
-    pass
+from pipeline.errors import LockTimeout
 
 
 def lock_name(model_name: str) -> str:

@@ -1,5 +1,6 @@
-"""Promotion against a real registry (local sqlite store and a real `mlflow server`): the gate's
-decisions, the compare-and-set race, history and rollback. Models are real raw-text pyfuncs."""
+"""Promotion: the gate as a pure function, and against a real registry (local sqlite store and a
+real `mlflow server`, marked integration): the gate's decisions, the compare-and-set race, history
+and rollback. Models are real raw-text pyfuncs."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.store import read_texts
-from pipeline.promotion import decide, history, mcnemar_p, promote_version, rollback
-from pipeline.registry import find_version_by_run, log_raw_text_model, register_version
-from pipeline.registry_lock import LockTimeout, lock_name, registry_lock
-from pipeline.tracking import tracking_uri_scope
+from pipeline.errors import LockTimeout, UserInputError
+from pipeline.registry.lock import lock_name, registry_lock
+from pipeline.registry.log_model import log_raw_text_model
+from pipeline.registry.promotion import decide, history, mcnemar_p, promote_version, rollback
+from pipeline.registry.versions import find_version_by_run, register_version
+from pipeline.tracking import ensure_experiment, tracking_store
 from schemas.config import PromotionConfig
 from tests.model_factory import prepare_generated, register, train_state
 
@@ -61,7 +64,7 @@ def test_mcnemar_counts_only_disagreements():
     assert mcnemar_p(mixed, champ) > 0.3
 
 
-# ---- a real registry -------------------------------------------------------------------------
+# ---- a real registry (the tests that train models or start a server are integration) ---------
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
@@ -88,30 +91,43 @@ def tracking_uri(request, tmp_path):
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def _promote(uri, name, version, prepared, cfg=GATE):
+def _promote(client, name, version, prepared, cfg=GATE):
     _, prep = prepared
     texts, labels = read_texts(prep.path, "test")
-    return promote_version(MlflowClient(uri), name, version, texts, labels, list(prep.manifest.label_names), cfg)
+    return promote_version(client, name, version, texts, labels, list(prep.manifest.label_names), cfg)
 
 
-def test_gate_decisions_on_a_real_registry(tracking_uri, prepared, states, request):
+@pytest.fixture
+def store(tracking_uri):
+    """The registry as a job sees it: MLflow pointed at it once, one client passed around."""
+    with tracking_store(tracking_uri) as client:
+        yield client
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_gate_decisions_on_a_real_registry(tracking_uri, store, prepared, states, request):
     name = f"gate-{request.node.callspec.id}"
-    client = MlflowClient(tracking_uri)
+    client = store
     v_good = _register(tracking_uri, name, prepared, states["good"])
-    first = _promote(tracking_uri, name, v_good, prepared)
+    first = _promote(client, name, v_good, prepared)
     assert first.promoted and "first version" in first.reason
     assert str(client.get_model_version_by_alias(name, "champion").version) == v_good
 
     v_bad = _register(tracking_uri, name, prepared, states["untrained"])
-    worse = _promote(tracking_uri, name, v_bad, prepared)
+    worse = _promote(client, name, v_bad, prepared)
     assert not worse.promoted and worse.candidate["accuracy"] < worse.champion["accuracy"]
 
     v_same = _register(tracking_uri, name, prepared, states["good"])  # same weights: equal metrics
-    equal = _promote(tracking_uri, name, v_same, prepared)
+    runner_up = GATE.model_copy(update={"challenger_alias": "runner-up"})
+    equal = _promote(client, name, v_same, prepared, runner_up)
     assert not equal.promoted and "does not beat" in equal.reason
+    # Passed min_metric but not the gate: it takes the configured challenger alias, never the champion's.
+    assert str(client.get_model_version_by_alias(name, "runner-up").version) == v_same
+    assert client.get_model_version(name, v_same).aliases == ["runner-up"]  # not the default "challenger"
 
     v_nan = _register(tracking_uri, name, prepared, states["broken"])
-    nan = _promote(tracking_uri, name, v_nan, prepared)
+    nan = _promote(client, name, v_nan, prepared)
     assert not nan.promoted and "not a number" in nan.reason
 
     assert str(client.get_model_version_by_alias(name, "champion").version) == v_good
@@ -122,19 +138,23 @@ def test_gate_decisions_on_a_real_registry(tracking_uri, prepared, states, reque
     assert not client.search_registered_models(f"name='{lock_name(name)}'")  # lock released
 
 
-def test_rollback_restores_the_previous_champion(tracking_uri, prepared, states, request):
+@pytest.mark.integration
+@pytest.mark.slow
+def test_rollback_restores_the_previous_champion(tracking_uri, store, prepared, states, request):
     name = f"rollback-{request.node.callspec.id}"
-    client = MlflowClient(tracking_uri)
+    client = store
     v1 = _register(tracking_uri, name, prepared, states["untrained"])
-    assert _promote(tracking_uri, name, v1, prepared, GATE.model_copy(update={"min_metric": 0.0})).promoted
+    assert _promote(client, name, v1, prepared, GATE.model_copy(update={"min_metric": 0.0})).promoted
     v2 = _register(tracking_uri, name, prepared, states["good"])
-    assert _promote(tracking_uri, name, v2, prepared).promoted
+    assert _promote(client, name, v2, prepared).promoted
     assert rollback(client, name, GATE) == (v2, v1)
     assert str(client.get_model_version_by_alias(name, "champion").version) == v1
     with pytest.raises(ValueError, match="nothing to roll back"):
         rollback(client, name, GATE)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_concurrent_promotions_leave_the_alias_on_the_better_model(mlflow_server, prepared, states):
     """Two jobs race: without compare-and-set the slower writer would win whatever its quality."""
     name = "race"
@@ -143,17 +163,18 @@ def test_concurrent_promotions_leave_the_alias_on_the_better_model(mlflow_server
     lenient = GATE.model_copy(update={"min_metric": 0.0})
     results, errors = {}, []
 
-    def go(v):
+    def go(client, v):
         try:
-            results[v] = _promote(mlflow_server, name, v, prepared, lenient)
+            results[v] = _promote(client, name, v, prepared, lenient)
         except Exception as e:  # surfaced below
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(v,)) for v in (v_good, v_bad)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    with tracking_store(mlflow_server) as client:  # one process, one store: set once, not per thread
+        threads = [threading.Thread(target=go, args=(client, v)) for v in (v_good, v_bad)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
     assert not errors, errors
     champion = str(MlflowClient(mlflow_server).get_model_version_by_alias(name, "champion").version)
     assert champion == v_good
@@ -162,21 +183,25 @@ def test_concurrent_promotions_leave_the_alias_on_the_better_model(mlflow_server
 def test_lock_excludes_a_second_holder_and_expires(sqlite_tracking_uri):
     client = MlflowClient(sqlite_tracking_uri)
     with registry_lock(client, "m", ttl_s=60, wait_s=0):
-        with pytest.raises(LockTimeout, match="m.promotion-lock"):
+        with pytest.raises(UserInputError, match="m.promotion-lock") as timeout:
             with registry_lock(client, "m", ttl_s=60, wait_s=0.5, poll_s=0.1):
                 pass
+        assert isinstance(timeout.value, LockTimeout)  # a user error: one line, exit 2
     with registry_lock(client, "m", ttl_s=-1, wait_s=0):  # a holder that died long ago...
         with registry_lock(client, "m", ttl_s=60, wait_s=2, poll_s=0.1) as owner:  # ...is broken
             assert client.get_registered_model(lock_name("m")).tags["owner"] == owner
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri, prepared, states):
     cfg, prep = prepared
-    client = MlflowClient(sqlite_tracking_uri)
-    with tracking_uri_scope(sqlite_tracking_uri), mlflow.start_run() as run:
-        info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看"])
-    first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
-    again = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
+    with tracking_store(sqlite_tracking_uri) as client:
+        with mlflow.start_run(experiment_id=ensure_experiment(client, "dup", cfg.output_root)) as run:
+            info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model,
+                                      ["好看"])
+        first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
+        again = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
     assert first.version == again.version
     assert len(client.search_model_versions("name='dup'")) == 1
     assert find_version_by_run(client, "dup", run.info.run_id).version == first.version

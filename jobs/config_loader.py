@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from pipeline.errors import UserInputError
 from schemas.config import JobConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "jobs" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
 
 
@@ -107,15 +107,3 @@ def config_help() -> str:
 
     walk(JobConfig, "")
     return "\n".join(lines)
-
-
-def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
-    """`{'train.epochs': 5, ...}`: the resolved config as MLflow params."""
-    out: dict[str, Any] = {}
-    for name, value in cfg:
-        key = f"{prefix}{name}"
-        if isinstance(value, BaseModel):
-            out.update(flatten(value, key + "."))
-        else:
-            out[key] = list(value) if isinstance(value, tuple) else value
-    return out

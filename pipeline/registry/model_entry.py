@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from pipeline.serving.raw_text_model import RawTextClassifier
+from pipeline.registry.raw_text_model import RawTextClassifier
 
 set_model(RawTextClassifier())
