@@ -26,7 +26,7 @@ def lock_name(model_name: str) -> str:
     return f"{model_name}.promotion-lock"
 
 
-def _already_exists(e: mlflow.exceptions.MlflowException) -> bool:
+def already_exists(e: mlflow.exceptions.MlflowException) -> bool:
     return "RESOURCE_ALREADY_EXISTS" in str(e.error_code) or "already exists" in str(e).lower()
 
 
@@ -45,9 +45,9 @@ def registry_lock(client: MlflowClient, model_name: str, ttl_s: float, wait_s: f
             )
             break
         except mlflow.exceptions.MlflowException as e:
-            if not _already_exists(e):
+            if not already_exists(e):
                 raise
-        _break_if_expired(client, name)
+        break_if_expired(client, name)
         if time.monotonic() > deadline:
             raise LockTimeout(f"promotion lock {name!r} still held after {wait_s}s; if its job is gone, "
                               f"delete the registered model {name!r} or wait for promotion.lock_ttl_s")
@@ -63,7 +63,7 @@ def registry_lock(client: MlflowClient, model_name: str, ttl_s: float, wait_s: f
             pass
 
 
-def _break_if_expired(client: MlflowClient, name: str) -> None:
+def break_if_expired(client: MlflowClient, name: str) -> None:
     try:
         held = client.get_registered_model(name)
     except mlflow.exceptions.MlflowException:

@@ -6,7 +6,7 @@ infra/README.md, "Runs never overlap"). So the job itself takes a lease named af
 (`RNN_SCHEDULE_NAME`, set by infra/k8s/rayjob.yaml and raycronjob.yaml) before it starts work.
 
 The lease is the registered model `<schedule>.schedule-lease`, created atomically like the promotion lock
-(pipeline/registry_lock.py, whose primitives this reuses): it exists while a run holds it, its tags name
+(pipeline/registry/lock.py, whose primitives this reuses): it exists while a run holds it, its tags name
 the holder, the MLflow run name and the holder's configuration fingerprint, and a heartbeat thread pushes
 `expires_at` forward while the run is alive. A contender waits up to `wait_s` (by default one TTL, so a
 KubeRay retry after a crash finds the crashed holder's lease expired) and then raises LeaseHeld.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from pipeline.registry_lock import _already_exists, _break_if_expired
+from pipeline.registry.lock import already_exists, break_if_expired
 
 SCHEDULE_ENV = "RNN_SCHEDULE_NAME"
 
@@ -63,9 +63,13 @@ def _tags(client: MlflowClient, name: str) -> dict[str, str] | None:
         return None  # no lease
 
 
+def _expired(tags: dict[str, str] | None) -> bool:
+    return tags is not None and float(tags.get("expires_at", "inf")) < time.time()
+
+
 def _left_unfinished(tags: dict[str, str] | None, fingerprint: str) -> str | None:
     """The run name of an expired lease (its holder failed or died) with the same configuration."""
-    if tags is None or float(tags.get("expires_at", "inf")) >= time.time():
+    if not _expired(tags):
         return None
     return tags.get("run_name") if tags.get("fingerprint") == fingerprint else None
 
@@ -88,8 +92,10 @@ def schedule_lease(
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + (ttl_s if wait_s is None else wait_s)
     while True:
-        previous = _left_unfinished(_tags(client, name), fingerprint)
-        _break_if_expired(client, name)
+        held = _tags(client, name)
+        previous = _left_unfinished(held, fingerprint)
+        if _expired(held):  # judged on the tags just read: a lease expiring after that read is kept
+            break_if_expired(client, name)  # for the next round, which then resumes its run name
         run_name = previous or new_run_name
         tags = {
             "owner": owner,
@@ -102,7 +108,7 @@ def schedule_lease(
             client.create_registered_model(name, tags=tags, description=f"schedule lease of {schedule}")
             break
         except MlflowException as e:
-            if not _already_exists(e):
+            if not already_exists(e):
                 raise
         if time.monotonic() > deadline:
             held = _tags(client, name) or {}

@@ -1,4 +1,4 @@
-"""pipeline.schedule_lease against a real MLflow registry (local sqlite store): one holder per schedule,
+"""pipeline.registry.schedule_lease against a real MLflow registry (local sqlite store): one holder per schedule,
 a run name that survives a failed or crashed run, and a heartbeat that keeps a live lease from expiring."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.schedule_lease import LeaseHeld, lease_name, schedule_lease
+from pipeline.registry.schedule_lease import LeaseHeld, lease_name, schedule_lease
 
 
 @pytest.fixture(scope="module")
