@@ -17,7 +17,7 @@ def run(cfg: JobConfig, force: bool = False) -> PreparedData:
     m = prepared.manifest
     sizes = ", ".join(f"{s} {i.rows}" for s, i in m.splits.items())
     print(f"{'reused' if prepared.reused else 'prepared'} {prepared.path}: {sizes}; vocab {m.vocab_size}, "
-          f"labels {m.label_names}, max_length {m.max_length}, dropped {m.cleaning['dropped']}")
+          f"labels {m.label_names}, max_length {m.max_length}, dropped {m.cleaning.dropped}")
     return prepared
 
 

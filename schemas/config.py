@@ -95,7 +95,30 @@ class DataConfig(_Frozen):
         "tokens, conflicting labels, malformed CSV rows, dropped unknown labels). Exact duplicates are "
         "removed but not counted as invalid.",
     )
-    seed: int = Field(42, description="Seed of the split and the subsample.")
+    seed: int = Field(
+        42, description="Seed of the split and the subsample: the key of the hash that assigns each text a split."
+    )
+    prepare_mode: Literal["auto", "local", "ray"] = Field(
+        "auto",
+        description="Where prepare runs its stages: 'local' inline in the driver process (small corpora), "
+        "'ray' as Ray tasks on the job's cluster (inputs and output_root must then be reachable from every "
+        "node: s3:// or a shared path), 'auto' picks 'ray' when the inputs hold at least "
+        "data.ray_min_input_mb. The same functions run either way and give the same splits and digests.",
+    )
+    ray_min_input_mb: float = Field(
+        256.0, ge=0.0, description="prepare_mode=auto runs on Ray from this many MiB of raw input."
+    )
+    partitions: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Hash partitions of the shuffle that finds duplicates and conflicting labels (one reduce "
+        "and one encode task each). Unset: one per 32 MiB of raw input. Changes the shard layout, not the "
+        "rows of each split.",
+    )
+    shard_mb: float = Field(
+        128.0, gt=0.0, description="Target size of one stored Parquet shard (Arrow size of its encoded rows)."
+    )
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -149,6 +172,12 @@ class TokenizerConfig(_Frozen):
     )
     max_length_limit: int = Field(
         512, ge=1, le=100_000, description="Upper bound for max_length=auto (RNN cost grows with length)."
+    )
+    train_sample_rows: int = Field(
+        1_000_000,
+        ge=10,
+        description="The tokenizer is trained on at most this many rows of the training split, a seeded "
+        "sample (all rows when there are fewer), so the driver's memory does not follow the corpus.",
     )
     padding_side: Literal["left", "right"] = Field(
         "left", description="Pad on the left so that the last time step is the last real token (seed model)."

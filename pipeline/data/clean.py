@@ -1,18 +1,25 @@
 """Check every row before tokenization; drop what is invalid with a count per reason.
 
+Three steps, each a pure function over Arrow tables, so that one shard on one machine and many
+shards as Ray tasks run the very same code (pipeline.data.stages wires them):
+1. `check_rows` (per input shard): missing, empty, unknown labels, cut to max_chars;
+2. `dedup_partition` (per hash partition, after the shuffle): exact duplicates and conflicting
+   labels, decided where every copy of a text meets (the shuffle sends equal texts to one partition);
+3. `name_labels` (on the driver, over the merged label sets): label names in id order.
+
 Outcome of each case (counts go to `cleaning_report.json` next to the data, and to MLflow):
 
 invalid (dropped, counted; more than `data.max_drop_fraction` of rows stops the job):
 - `missing_text` / `missing_label`: None or NaN (a missing column stops the job in `sources`);
 - `empty_text`: empty or whitespace-only text;
 - `zero_tokens`: text the tokenizer's normalizer and pre-tokenizer turn into no token at all
-  (e.g. only control or zero-width characters);
+  (e.g. only control or zero-width characters); found by the encode step (0 ids <=> 0 pieces);
 - `conflicting_label`: the same text with different labels (every copy is dropped);
 - `bad_csv_row`: a malformed CSV row skipped by the reader (data.on_bad_csv_row=skip);
 - `unknown_label`: a label outside data.labels, with data.on_unknown_label=drop.
 
 kept or not invalid (counted only):
-- `duplicate`: exact duplicate texts, the first kept (the embedded corpus repeats about half its
+- `duplicate`: exact duplicate texts, one kept (the embedded corpus repeats about half its
   lines); `duplicate_across_splits`: a text in both a source's train and test split is kept in
   test only, so no test text is a training text;
 - `truncated_chars`: text longer than data.max_chars, cut before tokenizing (bounded memory);
@@ -25,49 +32,66 @@ outside data.labels (on_unknown_label=error), fewer than two classes, no rows le
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from pipeline.data.encode import cut_text
 from pipeline.errors import DataValidationError
 from schemas.config import DataConfig
+from schemas.features import CleaningReport
 
 INVALID_REASONS = (
     "missing_text", "missing_label", "empty_text", "zero_tokens", "conflicting_label", "bad_csv_row",
     "unknown_label",
 )
+# Source split -> priority of the copy kept among duplicates: test first, so a text in both a
+# source's train and test split survives in test and leaves train.
+PRIORITY = {"test": 0, "validation": 1, "train": 2, "all": 2}
 
 
 @dataclass
 class CleanReport:
+    """Counts of one shard, or of the whole corpus once merged (`merge` adds counts)."""
+
     rows_in: int = 0
     rows_out: int = 0
     dropped: Counter = field(default_factory=Counter)
     counted: Counter = field(default_factory=Counter)  # rows kept but changed (truncated, replaced bytes)
-    rows_per_split: dict = field(default_factory=dict)
+    rows_per_split: dict[str, int] = field(default_factory=dict)
+    label_proportions: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def invalid(self) -> int:
         return sum(self.dropped[r] for r in INVALID_REASONS)
 
+    def merge(self, other: CleanReport) -> CleanReport:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.dropped.update(other.dropped)
+        self.counted.update(other.counted)
+        return self
+
+    def to_model(self) -> CleaningReport:
+        return CleaningReport(
+            rows_in=self.rows_in,
+            rows_out=self.rows_out,
+            dropped=dict(sorted((k, v) for k, v in self.dropped.items() if v)),
+            counted=dict(sorted((k, v) for k, v in self.counted.items() if v)),
+            invalid_rows=self.invalid,
+            invalid_fraction=round(self.invalid / self.rows_in, 6) if self.rows_in else 0.0,
+            rows_per_split=dict(self.rows_per_split),
+            label_proportions=self.label_proportions,
+        )
+
     def to_dict(self) -> dict:
-        return {
-            "rows_in": self.rows_in,
-            "rows_out": self.rows_out,
-            "dropped": dict(sorted((k, v) for k, v in self.dropped.items() if v)),
-            "counted": dict(sorted((k, v) for k, v in self.counted.items() if v)),
-            "invalid_rows": self.invalid,
-            "invalid_fraction": round(self.invalid / self.rows_in, 6) if self.rows_in else 0.0,
-            "rows_per_split": dict(self.rows_per_split),
-        }
+        return self.to_model().model_dump(mode="json")
 
 
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
+# -- labels: one kind per corpus -------------------------------------------------------------------
 
 def _label_kind(value) -> str:
     if isinstance(value, bool):
@@ -83,108 +107,115 @@ def _label_str(value) -> str:
     return str(value)
 
 
-def _check_label_types(splits: dict[str, pd.DataFrame], cfg: DataConfig) -> bool:
-    """True if every label is an integer. Raises DataValidationError on a mix of types."""
-    examples: dict[str, object] = {}
-    for frame in splits.values():
-        for value in frame["label"].tolist():
-            if not _is_missing(value):
-                examples.setdefault(_label_kind(value), value)
-    if len(examples) > 1:
-        shown = ", ".join(f"{kind} {value!r}" for kind, value in sorted(examples.items()))
+def label_strings(labels: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, dict[str, object]]:
+    """Labels of any Arrow type -> (strings with nulls for missing, {kind: an example value}).
+
+    Integers keep their digits; integral floats (an int column with a gap read by pandas) count as
+    integers; NaN is missing. Vectorized for the usual types, per value only for odd ones.
+    """
+    arr = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
+    t = arr.type
+    valid = arr.drop_null()
+    if pa.types.is_floating(t):
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, t), arr)
+        valid = arr.drop_null()
+        if len(valid) and pc.all(pc.equal(pc.floor(valid), valid)).as_py():
+            arr = pc.cast(arr, pa.int64())
+            t = arr.type
+    if pa.types.is_integer(t):
+        return pc.cast(arr, pa.string()), ({"int": valid[0].as_py()} if len(valid) else {})
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pc.cast(arr, pa.string()), ({"str": valid[0].as_py()} if len(valid) else {})
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.string()), {}
+    values = arr.to_pylist()  # floats with fractions, booleans, mixed Python objects: rare, per value
+    kinds: dict[str, object] = {}
+    for v in values:
+        if v is not None:
+            kinds.setdefault(_label_kind(v), v)
+    return pa.array([None if v is None else _label_str(v) for v in values], pa.string()), kinds
+
+
+def check_label_kinds(kinds: dict[str, object], cfg: DataConfig, where: dict[str, str] | None = None) -> bool:
+    """True if every label is an integer. Raises DataValidationError on a mix of kinds (1 and '1')."""
+    if len(kinds) > 1:
+        shown = ", ".join(f"{kind} {value!r}" for kind, value in sorted(kinds.items()))
+        seen = f"; seen in {', '.join(f'{k}: {w}' for k, w in sorted(where.items()))}" if where else ""
         raise DataValidationError(
-            f"column {cfg.label_column!r} mixes label types ({shown}): 1 and '1' would be two classes; "
+            f"column {cfg.label_column!r} mixes label types ({shown}){seen}: 1 and '1' would be two classes; "
             "write every label the same way (all strings or all integers) in the source files"
         )
-    return set(examples) == {"int"}
+    return set(kinds) == {"int"}
 
 
-def clean_splits(
-    splits: dict[str, pd.DataFrame],
-    cfg: DataConfig,
-    known_labels: tuple[str, ...] | None,
-    *,
-    truncation_side: str = "left",
-    count_pieces: Callable[[list[str]], Sequence[int]] | None = None,
-    reader_dropped: Counter | None = None,
-) -> tuple[dict[str, pd.DataFrame], tuple[str, ...], CleanReport]:
-    """Return cleaned splits (columns text, label as int64 ids), label names in id order, the report.
+# -- step 1: row checks, per input shard ----------------------------------------------------------
 
-    `count_pieces` (texts -> token count before the vocabulary, see tokenizer.piece_counter)
-    finds texts that would become zero tokens. Raises DataValidationError (see module doc).
-    """
-    report = CleanReport()
-    report.dropped.update(reader_dropped or {})
-    report.rows_in = sum(len(f) for f in splits.values()) + sum((reader_dropped or {}).values())
-    integer_labels = _check_label_types(splits, cfg)
-    allowed = set(cfg.labels) if cfg.labels is not None else None
+@dataclass
+class CheckedRows:
+    table: pa.Table  # text (cleaned), label (string), prio (int8)
+    report: CleanReport
+    unknown: Counter  # label value -> rows, for labels outside data.labels
+    kinds: dict[str, object]  # label kind -> an example value
+
+
+def _cut(text: pa.Array, max_chars: int, truncation_side: str) -> pa.Array:
+    # encode.cut_text's rule, vectorized: keep the last max_chars characters (left) or the first.
+    if truncation_side == "left":
+        return pc.utf8_slice_codeunits(text, start=-max_chars)
+    return pc.utf8_slice_codeunits(text, start=0, stop=max_chars)
+
+
+def check_rows(table: pa.Table, cfg: DataConfig, split: str, truncation_side: str = "left") -> CheckedRows:
+    """(text, label) rows of one input shard -> the valid rows (text cut to max_chars and stripped,
+    label as a string) and the counts per reason. Each row is counted under its first failing check."""
+    report = CleanReport(rows_in=table.num_rows)
+    text = table.column("text").combine_chunks()
+    if pa.types.is_floating(text.type):  # a text column of NaNs only: pandas/CSV read it as float
+        text = pc.if_else(pc.is_nan(text), pa.scalar(None, text.type), text)
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        text = pc.cast(text, pa.string())
+    labels, kinds = label_strings(table.column("label"))
+    missing_text = pc.is_null(text)
+    missing_label = pc.and_(pc.invert(missing_text), pc.is_null(labels))
+    report.dropped["missing_text"] += pc.sum(missing_text).as_py() or 0
+    report.dropped["missing_label"] += pc.sum(missing_label).as_py() or 0
+    keep = pc.invert(pc.or_(missing_text, missing_label))
     unknown: Counter = Counter()
-    # Test first, so that a text in both splits survives in test and leaves train.
-    order = sorted(splits, key=lambda s: {"test": 0, "validation": 1}.get(s, 2))
-    rows: dict[str, list[tuple[str, str]]] = {}
-    for name in order:
-        frame = splits[name]
-        kept = []
-        for text, label in zip(frame["text"].tolist(), frame["label"].tolist(), strict=True):
-            if _is_missing(text):
-                report.dropped["missing_text"] += 1
-                continue
-            if _is_missing(label):
-                report.dropped["missing_label"] += 1
-                continue
-            lab = _label_str(label)
-            if allowed is not None and lab not in allowed:
-                unknown[lab] += 1
-                continue
-            text = str(text)
-            if len(text) > cfg.max_chars:
-                text = cut_text(text, cfg.max_chars, truncation_side)
-                report.counted["truncated_chars"] += 1
-            text = text.strip()
-            if not text:
-                report.dropped["empty_text"] += 1
-                continue
-            if "\ufffd" in text and cfg.encoding_errors == "replace":
-                report.counted["replaced_bytes"] += 1
-            kept.append((text, lab))
-        if count_pieces is not None and kept:
-            pieces = count_pieces([t for t, _ in kept])
-            before = len(kept)
-            kept = [row for row, n in zip(kept, pieces, strict=True) if n > 0]
-            report.dropped["zero_tokens"] += before - len(kept)
-        rows[name] = kept
+    if cfg.labels is not None:
+        outside = pc.and_(keep, pc.invert(pc.is_in(labels, value_set=pa.array(list(cfg.labels), pa.string()))))
+        for row in pc.value_counts(pc.filter(labels, outside)).to_pylist():
+            unknown[row["values"]] += row["counts"]
+        keep = pc.and_(keep, pc.invert(outside))
+    text, labels = pc.filter(text, keep), pc.filter(labels, keep)
+    too_long = pc.greater(pc.utf8_length(text), cfg.max_chars)
+    report.counted["truncated_chars"] += pc.sum(too_long).as_py() or 0
+    if report.counted["truncated_chars"]:
+        text = pc.if_else(too_long, _cut(text, cfg.max_chars, truncation_side), text)
+    text = pc.utf8_trim_whitespace(text)
+    nonempty = pc.greater(pc.utf8_length(text), 0)
+    report.dropped["empty_text"] += len(text) - (pc.sum(nonempty).as_py() or 0)
+    text, labels = pc.filter(text, nonempty), pc.filter(labels, nonempty)
+    if cfg.encoding_errors == "replace":
+        report.counted["replaced_bytes"] += pc.sum(pc.match_substring(text, "\ufffd")).as_py() or 0
+    prio = pa.array(np.full(len(text), PRIORITY[split], np.int8))
+    return CheckedRows(pa.table({"text": text, "label": labels, "prio": prio}), report, unknown, kinds)
 
-    if unknown:
-        if cfg.on_unknown_label == "error":
-            values = [v for v, _ in unknown.most_common(5)]
-            raise DataValidationError(
-                f"label value {values[0]!r} in column {cfg.label_column!r} is not one of data.labels="
-                f"{list(cfg.labels or ())} ({sum(unknown.values())} rows, values {values}); add it to "
-                "data.labels, fix those rows, or set data.on_unknown_label=drop"
-            )
-        report.dropped["unknown_label"] += sum(unknown.values())
 
-    labels_of: dict[str, set[str]] = {}
-    for kept in rows.values():
-        for text, lab in kept:
-            labels_of.setdefault(text, set()).add(lab)
-    conflicting = {t for t, labs in labels_of.items() if len(labs) > 1}
+def check_unknown(unknown: Counter, cfg: DataConfig, report: CleanReport) -> None:
+    """Labels outside data.labels: stop naming the value (on_unknown_label=error) or count them."""
+    if not unknown:
+        return
+    if cfg.on_unknown_label == "error":
+        values = [v for v, _ in unknown.most_common(5)]
+        raise DataValidationError(
+            f"label value {values[0]!r} in column {cfg.label_column!r} is not one of data.labels="
+            f"{list(cfg.labels or ())} ({sum(unknown.values())} rows, values {values}); add it to "
+            "data.labels, fix those rows, or set data.on_unknown_label=drop"
+        )
+    report.dropped["unknown_label"] += sum(unknown.values())
 
-    first_split: dict[str, str] = {}
-    out: dict[str, list[tuple[str, str]]] = {}
-    for name in order:
-        unique = []
-        for text, lab in rows[name]:
-            if text in conflicting:
-                report.dropped["conflicting_label"] += 1
-            elif text in first_split:
-                same = first_split[text] == name
-                report.dropped["duplicate" if same else "duplicate_across_splits"] += 1
-            else:
-                first_split[text] = name
-                unique.append((text, lab))
-        out[name] = unique
 
+def check_drop_fraction(report: CleanReport, cfg: DataConfig) -> None:
     if report.rows_in and report.invalid / report.rows_in > cfg.max_drop_fraction:
         reasons = {r: report.dropped[r] for r in INVALID_REASONS if report.dropped[r]}
         raise DataValidationError(
@@ -192,13 +223,48 @@ def clean_splits(
             f"data.max_drop_fraction={cfg.max_drop_fraction}; fix the corpus or raise data.max_drop_fraction"
         )
 
-    found = {lab for kept in out.values() for _, lab in kept}
-    if cfg.labels is not None:
-        label_names = tuple(cfg.labels)
-    elif known_labels is not None and found <= set(known_labels):
-        label_names = tuple(known_labels)
-    else:
-        label_names = tuple(sorted(found, key=int) if integer_labels else sorted(found))
+
+# -- step 2: duplicates and conflicting labels, per hash partition ---------------------------------
+
+def _changes(values: pa.Array) -> np.ndarray:
+    """bool [n]: row i differs from row i-1 (row 0: True)."""
+    out = np.ones(len(values), bool)
+    if len(values) > 1:
+        out[1:] = pc.not_equal(values[1:], values[:-1]).to_numpy(zero_copy_only=False)
+    return out
+
+
+def dedup_partition(table: pa.Table) -> tuple[pa.Table, CleanReport]:
+    """Rows (text, label, prio, h) holding every copy of their texts -> one row per text, sorted by
+    (h, text); conflicting texts dropped entirely. Vectorized: sort, then compare neighbours."""
+    report = CleanReport()
+    if table.num_rows == 0:
+        return table, report
+    table = table.take(pc.sort_indices(table, [("h", "ascending"), ("text", "ascending"),
+                                               ("prio", "ascending"), ("label", "ascending")]))
+    text, label, prio = table.column("text").combine_chunks(), table.column("label").combine_chunks(), \
+        table.column("prio").to_numpy()
+    first = _changes(text)  # the first row of each group: its best priority (test first)
+    group = np.cumsum(first) - 1
+    label_changes = _changes(label) & ~first
+    conflict = np.zeros(group[-1] + 1, bool)
+    conflict[group[label_changes]] = True
+    in_conflict = conflict[group]
+    report.dropped["conflicting_label"] += int(in_conflict.sum())
+    copies = ~first & ~in_conflict
+    same_split = prio == prio[np.flatnonzero(first)][group]
+    report.dropped["duplicate"] += int((copies & same_split).sum())
+    report.dropped["duplicate_across_splits"] += int((copies & ~same_split).sum())
+    kept = table.filter(pa.array(first & ~in_conflict))
+    return kept, report
+
+
+# -- step 3: label names, on the driver ------------------------------------------------------------
+
+def name_labels(found: set[str], integer_labels: bool, cfg: DataConfig, known: tuple[str, ...] | None,
+                report: CleanReport) -> tuple[str, ...]:
+    """Label names in id order: data.labels, else the source's ClassLabel names, else the labels found
+    (numeric order for integers). Raises DataValidationError for no rows or a single class."""
     if not found:
         raise DataValidationError(
             f"the corpus has no valid rows after cleaning (dropped {dict(report.dropped)}); check "
@@ -209,14 +275,53 @@ def clean_splits(
             f"the corpus has a single class {sorted(found)} in column {cfg.label_column!r}; a classifier "
             "needs at least two: check the label column or add the missing class"
         )
+    if cfg.labels is not None:
+        return tuple(cfg.labels)
+    if known is not None and found <= set(known):
+        return tuple(known)
+    return tuple(sorted(found, key=int) if integer_labels else sorted(found))
 
-    ids = {name: i for i, name in enumerate(label_names)}
-    cleaned = {
-        name: pd.DataFrame(
-            {"text": pd.Series([t for t, _ in kept], dtype=object),
-             "label": pd.Series([ids[lab] for _, lab in kept], dtype="int64")}
-        )
-        for name, kept in out.items()
-    }
-    report.rows_out = sum(len(f) for f in cleaned.values())
-    return cleaned, label_names, report
+
+def clean_splits(
+    splits: dict[str, pd.DataFrame], cfg: DataConfig, known_labels: tuple[str, ...] | None, *,
+    truncation_side: str = "left",
+) -> tuple[dict[str, pd.DataFrame], tuple[str, ...], CleanReport]:
+    """The three steps on in-memory frames (one partition): cleaned frames (text, label id), label names,
+    the report. Zero-token texts are found later, by the encode step. Raises DataValidationError."""
+    from pipeline.data.split import text_hash
+
+    report, unknown, kinds, parts = CleanReport(), Counter(), {}, []
+    for name, frame in splits.items():
+        # A pandas object column may mix 1 and "1": check kinds per value before Arrow sees it.
+        for value in frame["label"].tolist():
+            if value is not None and not (isinstance(value, float) and value != value):
+                kinds.setdefault(_label_kind(value), value)
+        check_label_kinds(kinds, cfg)
+        labels = [None if v is None or (isinstance(v, float) and v != v) else _label_str(v)
+                  for v in frame["label"].tolist()]
+        texts = pa.array([None if t is None or (isinstance(t, float) and t != t) else str(t)
+                          for t in frame["text"].tolist()], pa.string())
+        checked = check_rows(pa.table({"text": texts, "label": pa.array(labels, pa.string())}), cfg, name,
+                             truncation_side)
+        report.merge(checked.report)
+        unknown.update(checked.unknown)
+        parts.append(checked.table)
+    integer_labels = check_label_kinds(kinds, cfg)
+    check_unknown(unknown, cfg, report)
+    rows = pa.concat_tables(parts)
+    rows = rows.append_column("h", pa.array(text_hash(rows.column("text"), cfg.seed)))
+    kept, dups = dedup_partition(rows)
+    report.merge(dups)
+    check_drop_fraction(report, cfg)
+    names = name_labels(set(kept.column("label").to_pylist()), integer_labels, cfg, known_labels, report)
+    ids = {n: i for i, n in enumerate(names)}
+    by_prio = {PRIORITY[n]: n for n in splits}
+    prio = kept.column("prio").to_numpy()
+    cleaned = {}
+    for p, name in by_prio.items():
+        part = kept.filter(pa.array(prio == p))
+        cleaned[name] = pd.DataFrame({"text": pd.Series(part.column("text").to_pylist(), dtype=object),
+                                      "label": pd.Series([ids[x] for x in part.column("label").to_pylist()],
+                                                         dtype="int64")})
+    report.rows_out = kept.num_rows
+    return cleaned, names, report

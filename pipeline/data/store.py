@@ -1,17 +1,19 @@
 """Atomic storage of prepared data, keyed by content, and fast reads for workers.
 
 Layout of one prepared dataset, `<output_root>/data/<key>/`:
-  train.parquet validation.parquet test.parquet   encoded splits (schemas.features)
+  train/part-00000-000.parquet ...                 encoded shards of each split (schemas.features),
+  validation/... test/...                          listed with rows and digests in the manifest
   tokenizer.json                                   the trained tokenizer
   cleaning_report.json                             drop counts per reason
   manifest.json                                    schemas.features.Manifest
   _COMPLETE                                        written last; without it the folder is ignored
 
-Everything is written to a local temporary folder first. On a local `output_root` that folder
-is a sibling renamed into place (atomic). On shared storage (`s3://`, `gs://`, any fsspec URL
-such as `memory://`) the files are uploaded into the key's folder and `_COMPLETE` is written
-after the last one; object stores have no atomic folder rename, but no reader loads a folder
-without the marker. Either way a run killed midway never leaves a folder that a later run loads.
+On a local `output_root` everything is written into a staging folder, a sibling renamed into
+place (atomic). On object storage (`s3://`, `gs://`, any fsspec URL such as `memory://`) the
+writers (the driver and the encode tasks, wherever they run) write straight into the key's
+folder, after deleting the leftovers of a killed run, and `_COMPLETE` is written after the last
+file; object stores have no atomic folder rename, but no reader loads a folder without the
+marker. Either way a run killed midway never leaves a folder that a later run loads.
 
 Paths: a local output_root gives `pathlib.Path`s; a URL gives `str` URLs. Every function here
 takes either. Remote filesystems come from fsspec when it knows the protocol, else from
@@ -50,20 +52,36 @@ def _local(path: StorePath) -> Path:
     return Path(s[len("file://"):]) if s.startswith("file://") else Path(s)
 
 
+def _s3(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's own S3 client; the endpoint comes from AWS_ENDPOINT_URL (MinIO, moto, Ceph) when set.
+
+    Credentials and region come from the standard AWS variables and files, as for any AWS SDK.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict = {"region": os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"}
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        kwargs["scheme"] = "https" if endpoint.startswith("https") else "http"
+    return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1].rstrip("/")
+
+
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it for a URL (fsspec first, then pyarrow)."""
+    """A pyarrow filesystem and the path inside it for a URL (s3: pyarrow's client; else fsspec, then
+    pyarrow's from_uri). Raises UserInputError when no filesystem serves the URL."""
+    if uri.startswith(("s3://", "s3a://")):
+        return _s3(uri)
     try:
         import fsspec
 
         fs, inner = fsspec.core.url_to_fs(uri)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), inner
-    except (ImportError, ValueError) as fsspec_error:  # e.g. s3fs not installed: pyarrow has its own S3
+    except (ImportError, ValueError) as fsspec_error:  # e.g. gcsfs not installed: pyarrow has its own GCS
         try:
             return pafs.FileSystem.from_uri(uri)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
             raise UserInputError(
                 f"output_root {uri!r}: no filesystem for this URL ({fsspec_error}; {e}); install the fsspec "
-                "package for it (s3fs, gcsfs) or use a local path"
+                "package for it (gcsfs) or use a local path"
             ) from e
 
 
@@ -129,21 +147,54 @@ def remove_stale_staging(final: StorePath) -> None:
                 shutil.rmtree(old, ignore_errors=True)
 
 
-def new_staging_dir(final: StorePath) -> Path:
-    """A local folder to write into: a sibling of `final` when local (same filesystem: rename works)."""
+def new_staging_dir(final: StorePath) -> StorePath:
+    """Where to write: a local sibling of `final` (same filesystem: the rename works), or on object
+    storage the key's folder itself, emptied of a killed run's leftovers."""
     if is_remote(final):
-        return Path(tempfile.mkdtemp(prefix=f"staging-{str(final).rsplit('/', 1)[-1]}-"))
+        fs, inner = filesystem(str(final))
+        if fs.get_file_info(inner).type == pafs.FileType.Directory:
+            fs.delete_dir(inner)
+        fs.create_dir(inner, recursive=True)
+        return str(final)
     final = _local(final)
     staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     return staging
 
 
-def publish(staging: Path, final: StorePath) -> StorePath:
+def write_file(folder: StorePath, name: str, data: bytes) -> StorePath:
+    """Write one file (`name` may hold '/') under a local folder or an object-store URL."""
+    target = _join(folder, name)
+    if not is_remote(target):
+        target = _local(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+        return target
+    fs, inner = filesystem(str(target))
+    with fs.open_output_stream(inner) as dst:
+        dst.write(data)
+    return target
+
+
+def discard(staging: StorePath) -> None:
+    """Remove what a failed run wrote (never a complete folder)."""
+    if not is_remote(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    if not is_complete(staging):
+        fs, inner = filesystem(str(staging))
+        if fs.get_file_info(inner).type == pafs.FileType.Directory:
+            fs.delete_dir(inner)
+
+
+def publish(staging: StorePath, final: StorePath) -> StorePath:
     """Mark complete, then move into place. If another run published first, keep theirs."""
     if is_remote(final):
-        return _publish_remote(staging, str(final))
-    final = _local(final)
+        write_file(final, MARKER, b"ok\n")  # last: the folder is now loadable
+        return final
+    final, staging = _local(final), _local(staging)
     (staging / MARKER).write_text("ok\n")
     try:
         os.rename(staging, final)
@@ -156,28 +207,8 @@ def publish(staging: Path, final: StorePath) -> StorePath:
     return final
 
 
-def _publish_remote(staging: Path, final: str) -> str:
-    fs, inner = filesystem(final)
-    try:
-        if is_complete(final):
-            return final
-        if fs.get_file_info(inner).type == pafs.FileType.Directory:  # leftovers of a killed upload
-            fs.delete_dir(inner)
-        fs.create_dir(inner, recursive=True)
-        for f in sorted(staging.iterdir()):
-            with open(f, "rb") as src, fs.open_output_stream(f"{inner}/{f.name}") as dst:
-                shutil.copyfileobj(src, dst, length=8 << 20)
-        with fs.open_output_stream(f"{inner}/{MARKER}") as dst:  # last: the folder is now loadable
-            dst.write(b"ok\n")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
-
-
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
 def split_files(path: StorePath, split: str) -> list[StorePath]:

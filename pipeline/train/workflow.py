@@ -66,8 +66,8 @@ def _log_datasets(prepared: PreparedData) -> None:
         info = prepared.manifest.splits[split]
         texts, labels = read_texts(prepared.path, split)
         frame = pd.DataFrame({"text": texts, "label": labels})
-        ds = mlflow.data.from_pandas(frame, source=f"{prepared.path}/{info.file}", targets="label",
-                                     name=f"{prepared.manifest.source['kind']}-{split}", digest=info.digest[:16])
+        ds = mlflow.data.from_pandas(frame, source=f"{prepared.path}/{split}", targets="label",  # its shards
+                                     name=f"{prepared.manifest.source.kind}-{split}", digest=info.digest[:16])
         mlflow.log_input(ds, context={"validation": "eval"}.get(split, split))
 
 
@@ -79,7 +79,7 @@ def _log_figure(fig, name: str) -> None:
 def run_name(cfg: JobConfig, manifest: Manifest) -> str:
     """The configured name (a resumable job), else `<cell>-<source>-<UTC time>`."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return cfg.tracking.run_name or f"{cfg.model.cell}-{manifest.source['kind']}-{stamp}"
+    return cfg.tracking.run_name or f"{cfg.model.cell}-{manifest.source.kind}-{stamp}"
 
 
 def ray_run_name(cfg: JobConfig, run: mlflow.ActiveRun) -> str:
@@ -117,7 +117,7 @@ def log_inputs(cfg: JobConfig, prepared: PreparedData) -> int:
     mlflow.log_table({"name": [n for n, _, _ in table], "shape": [str(list(s)) for _, s, _ in table],
                       "count": [c for _, _, c in table]}, "model_parameters.json")
     mlflow.log_dict(manifest.model_dump(mode="json"), "data/manifest.json")
-    mlflow.log_dict(manifest.cleaning, "data/cleaning_report.json")
+    mlflow.log_dict(manifest.cleaning.model_dump(mode="json"), "data/cleaning_report.json")
     _log_datasets(prepared)
     n_tokens = read_columns(prepared.path, "train", ["n_tokens"])["n_tokens"].to_numpy()
     _log_figure(plots.token_lengths(n_tokens, manifest.max_length), "plots/token_lengths.png")
@@ -159,7 +159,7 @@ def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, p
 def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict]) -> str:
     """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
-    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.get("dropped", {}).items()) or "none"
+    dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.dropped.items()) or "none"
     table = parameter_table(model)
     rows = "\n".join(f"| `{n}` | {list(s)} | {c:,} |" for n, s, c in table)
     total = sum(c for _, _, c in table)
@@ -170,7 +170,7 @@ test accuracy **{test['accuracy']:.4f}**, F1 {test['f1']:.4f}, ROC AUC {test.get
 best validation accuracy {best:.4f} over {len(history)} epoch(s).
 
 ### Data
-source `{manifest.source['kind']}` {manifest.source.get('name') or ''}; rows: {sizes}; labels {manifest.label_names};
+source `{manifest.source.kind}` {manifest.source.name or ''}; rows: {sizes}; labels {manifest.label_names};
 vocabulary {manifest.vocab_size:,}, max length {manifest.max_length} ({manifest.padding_side} padding);
 dropped: {dropped}; content digest `{manifest.content_digest[:16]}`.
 

@@ -16,7 +16,7 @@ from schemas.config import DataConfig
 
 def _report(prepared) -> dict:
     stored = json.loads((prepared.path / "cleaning_report.json").read_text())
-    assert stored == prepared.manifest.cleaning
+    assert stored == prepared.manifest.cleaning.model_dump(mode="json")
     return stored
 
 
@@ -90,8 +90,9 @@ def test_non_utf8_replace_counts_the_row(fx, job):
         prepared.manifest.splits["validation"].rows == 41
 
 
-def test_non_utf8_with_the_right_encoding_is_clean(fx, job):
-    with pytest.raises(DataValidationError):  # the good rows hold Chinese: not latin-1 either way
+def test_non_utf8_under_another_wrong_encoding_still_stops(fx, job):
+    # encoding=ascii fits neither the Chinese UTF-8 rows nor the latin-1 byte: strict still stops.
+    with pytest.raises(DataValidationError, match=r"latin1\.csv: byte \d+ .*not valid ascii"):
         prepare(job(source="files", paths=_bad(fx, "latin1.csv"), encoding="ascii"))
 
 
@@ -101,9 +102,9 @@ def test_malformed_csv_row_error_names_file_and_line(fx, job):
 
 
 def test_malformed_csv_row_error_names_the_file_among_several(fx, job):
-    paths = (str(fx / "formats/reviews.tsv").replace(".tsv", ".csv"), str(fx / "bad/malformed.csv"))
+    paths = (str(fx / "shards/part-0.csv"), str(fx / "bad/malformed.csv"), str(fx / "shards/part-1.csv"))
     with pytest.raises(DataValidationError, match=r"^\S*malformed\.csv: malformed CSV row"):
-        prepare(job(source="files", paths=paths, text_column="text"))
+        prepare(job(source="files", paths=paths))
 
 
 def test_malformed_csv_row_skipped_and_counted(fx, job):
@@ -116,7 +117,7 @@ def test_huge_document_is_cut_before_tokenizing(fx, job):
     assert _report(prepared)["counted"]["truncated_chars"] == 1
     longest = max(max(map(len, read_texts(prepared.path, s)[0])) for s in ("train", "validation", "test"))
     assert longest <= 1000  # the 10 MB field never reaches the tokenizer or the store
-    assert prepared.manifest.length_stats_by_split["train"]["max"] <= 1000 / 5 + 1
+    assert prepared.manifest.length_stats_by_split["train"].max <= 1000 / 5 + 1
 
 
 def test_duplicates_dropped_and_conflicting_labels_dropped(fx, job):
@@ -137,12 +138,11 @@ def test_source_split_with_one_class_refuses_to_train(fx, job):
 
 
 def test_source_split_left_with_no_rows_refuses_to_train():
-    splits = {"train": pd.DataFrame({"text": ["a", "b"], "label": [0, 1]}),
-              "test": pd.DataFrame({"text": pd.Series([], dtype=object), "label": pd.Series([], dtype="int64")})}
-    from pipeline.data.split import split_corpus
+    from pipeline.data.split import check_splits
 
+    counts = {"train": {"a": 5, "b": 5}, "validation": {"a": 1, "b": 1}, "test": {}}
     with pytest.raises(DataValidationError, match=r"split 'test' has no rows"):
-        split_corpus(splits, DataConfig())
+        check_splits(counts, {"test"})
 
 
 def test_too_many_invalid_rows_stop_the_job(fx, job):

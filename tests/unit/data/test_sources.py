@@ -74,8 +74,8 @@ def test_imdb_folder_without_labels_reads_every_label_folder(fx):
 def test_hub_path_on_a_local_dataset_folder_keeps_its_test_split(fx, job):
     prepared = prepare(job(source="hub", name=str(fx / "hub")))
     assert prepared.manifest.splits["test"].rows == 20
-    assert prepared.manifest.source["kind"] == "hub"
-    assert all(entry.get("sha256") for entry in prepared.manifest.inputs)  # local folder: content digests
+    assert prepared.manifest.source.kind == "hub"
+    assert all(entry.sha256 for entry in prepared.manifest.inputs)  # local folder: content digests
 
 
 def test_hub_missing_split_names_the_choices(fx):

@@ -72,7 +72,7 @@ def test_max_length_auto_covers_the_percentile(fx, job):
                            tokenizer={"max_length": "auto", "max_length_percentile": 100}))
     m = prepared.manifest
     assert m.max_length_chosen_by.startswith("auto: p100")
-    assert m.max_length == m.length_stats["max"] and m.length_stats["truncated_fraction"] == 0.0
+    assert m.max_length == m.length_stats.max and m.length_stats.truncated_fraction == 0.0
     ids, _, lengths = read_split_arrays(prepared.path, "train")
     assert ids.shape[1] == m.max_length
     last = ids[np.arange(len(ids)), -1]
