@@ -138,6 +138,9 @@ class SplitPart:
 
 def encode_rows(table: pa.Table, tokenizer: Tokenizer, s: EncodeSettings, name: str) -> pa.Table:
     """(text, label id) rows -> the stored Arrow table, through `Dataset.map` with Arrow batches."""
+    if table.num_rows == 0:  # `map` over no rows returns no new columns
+        return encoded_features(s.max_length).arrow_schema.empty_table().select(
+            ["text", "label", "input_ids", "length", "n_tokens"])
     ds = Dataset(table).with_format("arrow").map(
         encode_table,
         batched=True,

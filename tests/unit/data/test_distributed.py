@@ -1,0 +1,50 @@
+"""The same stages inline and as Ray tasks: identical splits and digests; a bad shard names itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.data.prepare import prepare
+from pipeline.data.store import is_complete, read_split_arrays, read_texts
+from pipeline.errors import DataValidationError
+
+pytestmark = pytest.mark.integration
+
+
+def _shards(fx) -> tuple[str, ...]:
+    return (str(fx / "shards/part-0.csv"), str(fx / "shards/part-1.csv"), str(fx / "bad/duplicates.csv"))
+
+
+def test_local_and_ray_give_the_same_splits_and_digests(fx, job, tmp_path, ray_cluster):
+    common = {"source": "files", "paths": _shards(fx), "partitions": 3, "shard_mb": 0.001}
+    local = prepare(job(output_root=str(tmp_path / "local"), prepare_mode="local", **common))
+    dist = prepare(job(output_root=str(tmp_path / "ray"), prepare_mode="ray", **common))
+    assert (local.manifest.prepare_mode, dist.manifest.prepare_mode) == ("local", "ray")
+    assert local.manifest.cache_key == dist.manifest.cache_key  # the mode is not part of the key
+    assert local.manifest.content_digest == dist.manifest.content_digest
+    assert local.manifest.splits == dist.manifest.splits  # shards, row counts, digests
+    assert local.manifest.cleaning == dist.manifest.cleaning
+    assert len(local.manifest.splits["train"].shards) > 3  # several partitions, several shards each
+    for split in ("train", "validation", "test"):
+        assert read_texts(local.path, split)[0] == read_texts(dist.path, split)[0]
+        assert (read_split_arrays(local.path, split)[0] == read_split_arrays(dist.path, split)[0]).all()
+    # merged from shards, the same per-reason counts as one file prepared alone
+    # (each fixture text twice, three of them thrice, one with two labels: every copy of it dropped)
+    assert dist.manifest.cleaning.dropped == {"conflicting_label": 3, "duplicate": 42}
+
+
+def test_partition_count_changes_the_layout_not_the_rows(fx, job, tmp_path):
+    one = prepare(job(output_root=str(tmp_path / "one"), source="files", paths=_shards(fx), partitions=1))
+    many = prepare(job(output_root=str(tmp_path / "many"), source="files", paths=_shards(fx), partitions=5))
+    for split in ("train", "validation", "test"):
+        assert read_texts(one.path, split)[0] == read_texts(many.path, split)[0]
+    assert one.manifest.tokenizer_digest == many.manifest.tokenizer_digest
+
+
+def test_one_malformed_shard_fails_naming_it_and_publishes_nothing(fx, job, tmp_path, ray_cluster):
+    paths = (str(fx / "shards/part-0.csv"), str(fx / "bad/malformed.csv"), str(fx / "shards/part-1.csv"))
+    cfg = job(output_root=str(tmp_path / "out"), source="files", paths=paths, prepare_mode="ray", partitions=2)
+    with pytest.raises(DataValidationError, match=r"^\S*malformed\.csv: malformed CSV row .*line 12"):
+        prepare(cfg)
+    data = tmp_path / "out" / "data"
+    assert not data.exists() or not [d for d in data.iterdir() if is_complete(d)]

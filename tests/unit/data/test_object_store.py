@@ -1,0 +1,84 @@
+"""Object storage end to end on a local S3-compatible server (moto): inputs and output_root on s3://,
+in-process and as Ray tasks in another process (no folder shared between the two)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from pipeline.data.prepare import prepare
+from pipeline.data.store import is_complete, read_split_arrays, read_texts
+from pipeline.errors import DataValidationError
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _upload(bucket: str, files: dict[str, Path]) -> tuple[str, ...]:
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    name = bucket.removeprefix("s3://")
+    for key, path in files.items():
+        s3.upload_file(str(path), name, key)
+    return tuple(f"{bucket}/{key}" for key in files)
+
+
+def _keys(bucket: str, prefix: str) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.removeprefix("s3://"), Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def test_prepare_reads_and_writes_s3(fx, job, s3_bucket, tmp_path):
+    _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
+    cfg = job(output_root=f"{s3_bucket}/runs", source="files", paths=(f"{s3_bucket}/corpus/",), partitions=2)
+    first = prepare(cfg)
+    assert isinstance(first.path, str) and first.path.startswith(f"{s3_bucket}/runs/data/")
+    assert is_complete(first.path) and first.manifest.inputs[0].uri == f"{s3_bucket}/corpus/part-0.csv"
+    keys = _keys(s3_bucket, "runs/data/")
+    assert any(k.endswith("/train/part-00001-000.parquet") for k in keys)
+    assert any(k.endswith("/_COMPLETE") for k in keys)
+    ids, labels, _ = read_split_arrays(first.path, "train")
+    assert ids.shape == (32, 16) and len(labels) == 32
+    again = prepare(cfg)
+    assert again.reused and again.manifest == first.manifest
+    # the same corpus from local files gives the same split and content
+    local = prepare(job(output_root=str(tmp_path / "local"), source="files", partitions=2,
+                        paths=(str(fx / "shards/part-0.csv"), str(fx / "shards/part-1.csv"))))
+    assert local.manifest.content_digest == first.manifest.content_digest
+    assert read_texts(local.path, "test")[0] == read_texts(first.path, "test")[0]
+
+
+def test_bad_shard_on_s3_names_the_url_and_publishes_nothing(fx, job, s3_bucket):
+    paths = _upload(s3_bucket, {"corpus/a.csv": fx / "shards/part-0.csv", "corpus/b.csv": fx / "bad/malformed.csv"})
+    with pytest.raises(DataValidationError, match=r"s3://\S+/corpus/b\.csv: malformed CSV row .*line 12"):
+        prepare(job(output_root=f"{s3_bucket}/runs", source="files", paths=paths))
+    assert not [k for k in _keys(s3_bucket, "runs/") if k.endswith("_COMPLETE")]
+
+
+_RAY_PREPARE = """
+import json, sys
+import ray
+from pipeline.data.prepare import prepare
+from schemas.config import JobConfig
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+print(json.dumps(prepare(JobConfig.model_validate_json(sys.argv[1])).manifest.model_dump(mode="json")))
+"""
+
+
+@pytest.mark.slow
+def test_ray_tasks_in_another_process_write_the_same_dataset_to_s3(fx, job, s3_bucket):
+    paths = _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
+    local = prepare(job(output_root=f"{s3_bucket}/local", source="files", paths=paths, partitions=3))
+    cfg = job(output_root=f"{s3_bucket}/ray", source="files", paths=paths, partitions=3, prepare_mode="ray")
+    proc = subprocess.run([sys.executable, "-c", _RAY_PREPARE, cfg.model_dump_json()], cwd=REPO, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert manifest["prepare_mode"] == "ray" and manifest["content_digest"] == local.manifest.content_digest
+    assert manifest["splits"] == local.manifest.model_dump(mode="json")["splits"]
