@@ -235,7 +235,7 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     """
     plan = plan_units(cfg.data)
     mode = choose_mode(cfg, plan.input_bytes)
-    runner = runner_for(mode)
+    runner = runner_for(mode, cfg.ray)
     inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
     input_digest = _digest_of(inputs)
     key = cache_key(input_digest, cfg)

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from pipeline.data.store import load_manifest
+from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
@@ -24,6 +25,26 @@ class TrainResult:
     state: TrainState  # the last checkpoint, as the loop wrote it
     model: StateDict  # the weights to ship: the best epoch's under early stopping, else the last epoch's
     best_epoch: int | None  # the epoch whose weights are in `model`
+
+
+def checkpoint_storage(cfg: JobConfig) -> tuple[str, pafs.FileSystem | None]:
+    """Ray Train's storage for `<output_root>/ray_results`: (storage_path, storage_filesystem).
+
+    A local output_root gives an absolute folder (no filesystem: Ray picks the local one); an object
+    store URL (s3://bucket/prefix) gives the path inside the bucket and pyarrow's S3 filesystem, so
+    every worker uploads its checkpoints there and no folder is shared between nodes.
+    """
+    if is_remote(cfg.output_root):
+        fs, inner = filesystem(f"{cfg.output_root.rstrip('/')}/ray_results")
+        return inner, fs
+    storage = Path(cfg.output_root).resolve() / "ray_results"
+    storage.mkdir(parents=True, exist_ok=True)
+    return str(storage), None
+
+
+def _data_location(data_path: StorePath) -> str:
+    """What workers read: a URL as it is, a local folder as an absolute path."""
+    return str(data_path) if is_remote(data_path) else str(Path(data_path).resolve())
 
 
 def check_compatible(cfg: JobConfig, data_path: Path) -> None:
@@ -49,15 +70,14 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     Raises UserInputError for a config the prepared data cannot serve, and
     ray.train.TrainingFailedError when the workers fail beyond `train.max_failures`.
     """
-    check_compatible(cfg, Path(data_path))
-    storage = Path(cfg.output_root).resolve() / "ray_results"
-    storage.mkdir(parents=True, exist_ok=True)
+    check_compatible(cfg, data_path)
+    storage, storage_fs = checkpoint_storage(cfg)
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
     loop_config = {
         "job": cfg.model_dump(mode="json"),
-        "data_path": str(Path(data_path).resolve()),
+        "data_path": _data_location(data_path),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
@@ -70,7 +90,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(storage),
+            storage_path=storage,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
         ),

@@ -82,3 +82,69 @@ def test_ray_tasks_in_another_process_write_the_same_dataset_to_s3(fx, job, s3_b
     manifest = json.loads(proc.stdout.strip().splitlines()[-1])
     assert manifest["prepare_mode"] == "ray" and manifest["content_digest"] == local.manifest.content_digest
     assert manifest["splits"] == local.manifest.model_dump(mode="json")["splits"]
+
+
+_RAY_TRAIN = """
+import json, sys
+import ray
+from pipeline.data.prepare import prepare
+from pipeline.train.trainer import fit
+from schemas.config import JobConfig
+cfg = JobConfig.model_validate_json(sys.argv[1])
+ray.init(address="local", num_cpus=2, include_dashboard=False)
+prepared = prepare(cfg)
+result = fit(cfg, prepared.path, "s3-run", tracking_uri=None, run_id=None)
+print(json.dumps({"epochs": len(result.history)}))
+"""
+
+
+@pytest.mark.slow
+def test_training_reads_s3_data_and_checkpoints_to_s3(fx, job, s3_bucket):
+    """Ray Train's storage_path and checkpoints on the object store (trainer.checkpoint_storage)."""
+    paths = _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
+    cfg = job(output_root=f"{s3_bucket}/job", source="files", paths=paths).model_copy(update={
+        "train": job().train.model_copy(update={"epochs": 1, "batch_size": 8}),
+        "scaling": job().scaling.model_copy(update={"num_workers": 1}),
+    })
+    proc = subprocess.run([sys.executable, "-c", _RAY_TRAIN, cfg.model_dump_json()], cwd=REPO, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["epochs"] == 1
+    keys = _keys(s3_bucket, "job/ray_results/s3-run/")
+    assert any("checkpoint_" in k for k in keys), keys
+
+
+@pytest.mark.slow
+def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
+    """`mlflow server --artifacts-destination s3://...` (MLFLOW_S3_ENDPOINT_URL set): clients upload through
+    the server, which stores the files in the bucket."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import free_port, wait_http
+
+    port = free_port()
+    log = open(tmp_path / "mlflow.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", f"{s3_bucket}/mlartifacts", "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ),
+    )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_http(f"{uri}/health", proc=server)
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("s3-artifacts"))
+        note = tmp_path / "note.txt"
+        note.write_text("stored in the bucket")
+        client.log_artifact(run.info.run_id, str(note), "data")
+        client.set_terminated(run.info.run_id)
+        keys = _keys(s3_bucket, "mlartifacts/")
+        assert [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/data/note.txt")], keys
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
