@@ -78,7 +78,8 @@ class DataConfig(_Frozen):
     )
     max_rows: int | None = Field(
         None, ge=10,
-        description="Keep a stratified random subset of this many rows after cleaning (quick runs).",
+        description="Keep a seeded random subset of about this many rows after cleaning and splitting (quick "
+        "runs; each row kept with the same probability, so label proportions hold up to sampling noise).",
     )
     max_chars: int = Field(
         100_000,
@@ -174,10 +175,11 @@ class TokenizerConfig(_Frozen):
         512, ge=1, le=100_000, description="Upper bound for max_length=auto (RNN cost grows with length)."
     )
     train_sample_rows: int = Field(
-        1_000_000,
+        200_000,
         ge=10,
-        description="The tokenizer is trained on at most this many rows of the training split, a seeded "
-        "sample (all rows when there are fewer), so the driver's memory does not follow the corpus.",
+        description="The tokenizer is trained on about this many rows of the training split, a seeded "
+        "sample (all rows when there are fewer; the manifest records how many), on the driver: its time and "
+        "memory then stop growing with the corpus. 200k rows give a 20k vocabulary enough counts per token.",
     )
     padding_side: Literal["left", "right"] = Field(
         "left", description="Pad on the left so that the last time step is the last real token (seed model)."
