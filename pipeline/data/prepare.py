@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the stored format or any stage's behaviour changes: old caches then stop matching.
 PIPELINE_VERSION = "3"  # 3: hash split, shuffle dedup, sampled tokenizer, sharded splits
-PARTITION_BYTES = 32 << 20  # data.partitions unset: one hash partition per 32 MiB of raw input
+PARTITION_BYTES = 8 << 20  # data.partitions unset: one hash partition per 8 MiB of raw input
 _NOT_IN_KEY = {"paths", "prepare_mode", "ray_min_input_mb"}  # where it runs does not change the result
 
 
