@@ -150,3 +150,20 @@ def test_too_many_invalid_rows_stop_the_job(fx, job):
         prepare(job(source="files", paths=_bad(fx, "many_empty.csv")))
     prepared = prepare(job(source="files", paths=_bad(fx, "many_empty.csv"), max_drop_fraction=0.2))
     assert _report(prepared)["invalid_fraction"] == pytest.approx(5 / 45, abs=1e-5)
+
+
+def test_split_is_stratified_by_hash_rank_and_recorded(fx, job):
+    m = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),))).manifest
+    assert {s: i.label_counts for s, i in m.splits.items()} == {
+        "train": {"neg": 16, "pos": 16}, "validation": {"neg": 2, "pos": 2}, "test": {"neg": 2, "pos": 2}}
+    assert m.cleaning.label_proportions["test"] == {"neg": 0.5, "pos": 0.5}
+
+
+def test_tokenizer_trains_on_a_bounded_sample(fx, job):
+    full = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),))).manifest
+    sampled = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),),
+                          tokenizer={"train_sample_rows": 10})).manifest
+    assert full.tokenizer_settings.sample_rows_used == 32
+    assert 0 < sampled.tokenizer_settings.sample_rows_used < 32 and sampled.tokenizer_settings.train_sample_rows == 10
+    assert sampled.vocab_size < full.vocab_size
+    assert sampled.splits["train"].rows == full.splits["train"].rows  # the sample trains the tokenizer only
