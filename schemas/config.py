@@ -175,11 +175,12 @@ class TokenizerConfig(_Frozen):
         512, ge=1, le=100_000, description="Upper bound for max_length=auto (RNN cost grows with length)."
     )
     train_sample_rows: int = Field(
-        200_000,
+        100_000,
         ge=10,
         description="The tokenizer is trained on about this many rows of the training split, a seeded "
         "sample (all rows when there are fewer; the manifest records how many), on the driver: its time and "
-        "memory then stop growing with the corpus. 200k rows give a 20k vocabulary enough counts per token.",
+        "memory then stop growing with the corpus. 100k reviews hold about 10M tokens, many counts per entry "
+        "of a 20k vocabulary.",
     )
     padding_side: Literal["left", "right"] = Field(
         "left", description="Pad on the left so that the last time step is the last real token (seed model)."

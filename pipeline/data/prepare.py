@@ -17,12 +17,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
+from typing import NamedTuple
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from pipeline.data.clean import CleanReport, check_drop_fraction, check_label_kinds, check_unknown, name_labels
-from pipeline.data.sources import Plan, _digest_of, plan_units
+from pipeline.data.sources import Plan, digest_of, plan_units
 from pipeline.data.split import check_splits, plan_split
 from pipeline.data.stages import (
     EncodeSettings,
@@ -171,8 +172,9 @@ def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
     return [r[0] for r in reduced], counts, report, names
 
 
-def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -> list[SplitPlan]:
-    """Per partition: the quota of each label for test/validation and its rank offset (see split.py)."""
+def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -> tuple[list[SplitPlan], int]:
+    """Per partition: the quota of each label for test/validation and its rank offset (see split.py);
+    and the training rows expected after data.max_rows."""
     given = {u.split for u in plan.units}
     pool = sum((c["pool"] for c in counts), Counter())
     quota = plan_split(dict(pool), "validation" in given, "test" in given, cfg.data)
@@ -193,7 +195,15 @@ def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -
     return plans, int(sum(by_split["train"].values()) * keep)
 
 
-def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, tk: TokenizerConfig):
+class TrainedTokenizer(NamedTuple):
+    tokenizer: Tokenizer
+    max_length: int
+    chosen_by: str
+    sample_rows: int  # training rows it was trained on
+
+
+def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int,
+                     tk: TokenizerConfig) -> TrainedTokenizer:
     """Train on a seeded sample of about tokenizer.train_sample_rows training rows, streamed partition by
     partition into `train_from_iterator`: the driver holds one partition's sample at a time."""
     fraction = min(1.0, tk.train_sample_rows / max(n_train, 1))
@@ -209,7 +219,7 @@ def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, t
 
     tokenizer = train_tokenizer(texts(), tk)
     max_length, chosen_by = choose_max_length(tokenizer, (runner.get(r) for r in refs), tk)
-    return tokenizer, max_length, chosen_by, used
+    return TrainedTokenizer(tokenizer, max_length, chosen_by, used)
 
 
 def _split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
@@ -228,6 +238,42 @@ def _finish_report(report: CleanReport, infos: dict[str, SplitInfo], encoded: li
                                 for s, i in infos.items()}
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What one preparation has decided before it writes: the key, the inputs, how it runs."""
+
+    key: str
+    inputs: list[dict]
+    input_digest: str
+    final: StorePath
+    mode: str
+    partitions: int
+
+
+def _encode_and_store(runner, cfg: JobConfig, run: _Run, kept: list, plans: list[SplitPlan], trained: TrainedTokenizer,
+                      names: tuple[str, ...], report: CleanReport, staging: StorePath) -> Manifest:
+    """encode tasks write the shards; the driver checks the merged counts, then writes the small files."""
+    tokenizer, max_length, chosen_by, sample_used = trained
+    tk = cfg.tokenizer
+    tok_digest = tokenizer_digest(tokenizer)
+    settings = EncodeSettings(names, max_length, tokenizer.token_to_id(PAD_TOKEN), tk.padding_side,
+                              tk.truncation_side, int(cfg.data.shard_mb * (1 << 20)), tok_digest)
+    tok_ref = runner.put(tokenizer)
+    encoded = runner.get([runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
+                          for i, (k, p) in enumerate(zip(kept, plans, strict=True))])
+    infos = {s: _split_info([e[s] for e in encoded], names) for s in SPLITS}
+    _finish_report(report, infos, encoded)
+    check_drop_fraction(report, cfg.data)
+    check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
+    stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
+    cleaning = report.to_model()
+    write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
+    write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
+    manifest = _manifest(cfg, run, names, tokenizer, settings, chosen_by, infos, stats, cleaning, sample_used)
+    write_file(staging, "manifest.json", json_bytes(manifest.model_dump(mode="json")))
+    return manifest
+
+
 def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     """Prepare the corpus under `<output_root>/data/<key>` or reuse a complete earlier result.
 
@@ -237,72 +283,51 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     mode = choose_mode(cfg, plan.input_bytes)
     runner = runner_for(mode, cfg.ray)
     inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
-    input_digest = _digest_of(inputs)
-    key = cache_key(input_digest, cfg)
-    final = data_dir(cfg.output_root, key)
-    if not force and is_complete(final):
-        log.info("reusing prepared data %s", final)
-        return PreparedData(final, load_manifest(final), reused=True)
-    remove_stale_staging(final)
+    key = cache_key(digest_of(inputs), cfg)
+    run = _Run(key, inputs, digest_of(inputs), data_dir(cfg.output_root, key), mode,
+               choose_partitions(cfg, plan.input_bytes))
+    if not force and is_complete(run.final):
+        log.info("reusing prepared data %s", run.final)
+        return PreparedData(run.final, load_manifest(run.final), reused=True)
+    remove_stale_staging(run.final)
 
     t0 = time.perf_counter()
-    tk, partitions = cfg.tokenizer, choose_partitions(cfg, plan.input_bytes)
-    kept, counts, report, names = _clean(runner, plan, cfg, partitions)
+    kept, counts, report, names = _clean(runner, plan, cfg, run.partitions)
     plans, n_train = _plan_splits(counts, plan, cfg)
-    tokenizer, max_length, chosen_by, sample_used = _train_tokenizer(runner, kept, plans, n_train, tk)
-    pad_id, unk_id = tokenizer.token_to_id(PAD_TOKEN), tokenizer.token_to_id(UNK_TOKEN)
-    tok_digest = tokenizer_digest(tokenizer)
-    settings = EncodeSettings(names, max_length, pad_id, tk.padding_side, tk.truncation_side,
-                              int(cfg.data.shard_mb * (1 << 20)), tok_digest)
-
-    staging = new_staging_dir(final)
+    trained = _train_tokenizer(runner, kept, plans, n_train, cfg.tokenizer)
+    staging = new_staging_dir(run.final)
     try:
-        tok_ref = runner.put(tokenizer)
-        encoded = runner.get([runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
-                              for i, (k, p) in enumerate(zip(kept, plans, strict=True))])
-        del kept
-        infos = {s: _split_info([e[s] for e in encoded], names) for s in SPLITS}
-        _finish_report(report, infos, encoded)
-        check_drop_fraction(report, cfg.data)
-        check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
-        stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
-        cleaning = report.to_model()
-        write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
-        write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
-        manifest = _manifest(cfg, key, inputs, input_digest, names, tokenizer, pad_id, unk_id, max_length,
-                             chosen_by, tok_digest, infos, stats, cleaning, str(final), mode, partitions, sample_used)
-        write_file(staging, "manifest.json", json_bytes(manifest.model_dump(mode="json")))
+        manifest = _encode_and_store(runner, cfg, run, kept, plans, trained, names, report, staging)
     except BaseException:
         discard(staging)
         raise
-    publish(staging, final)
-    log.info("prepared %s in %.1fs (%s, %d partitions): %s", final, time.perf_counter() - t0, mode, partitions,
-             {s: i.rows for s, i in infos.items()})
-    return PreparedData(final, manifest, reused=False)
+    publish(staging, run.final)
+    log.info("prepared %s in %.1fs (%s, %d partitions): %s", run.final, time.perf_counter() - t0, mode,
+             run.partitions, {s: i.rows for s, i in manifest.splits.items()})
+    return PreparedData(run.final, manifest, reused=False)
 
 
-def _manifest(cfg: JobConfig, key: str, inputs: list[dict], input_digest: str, names: tuple[str, ...],
-              tokenizer: Tokenizer, pad_id: int, unk_id: int, max_length: int, chosen_by: str, tok_digest: str,
-              infos: dict[str, SplitInfo], stats: dict[str, LengthStats], cleaning: CleaningReport, uri: str,
-              mode: str, partitions: int, sample_used: int) -> Manifest:
+def _manifest(cfg: JobConfig, run: _Run, names: tuple[str, ...], tokenizer: Tokenizer, s: EncodeSettings,
+              chosen_by: str, infos: dict[str, SplitInfo], stats: dict[str, LengthStats], cleaning: CleaningReport,
+              sample_used: int) -> Manifest:
     d, tk = cfg.data, cfg.tokenizer
-    content = hashlib.sha256(json.dumps([tok_digest] + [infos[s].digest for s in SPLITS]).encode()).hexdigest()
+    content = hashlib.sha256(json.dumps([s.tokenizer_digest] + [infos[x].digest for x in SPLITS]).encode()).hexdigest()
     return Manifest(
-        cache_key=key,
+        cache_key=run.key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source=SourceInfo(kind=d.source, name=d.name, config_name=d.config_name, revision=d.revision,
                           paths=list(d.paths), text_column=d.text_column, label_column=d.label_column),
-        inputs=[InputFile(**i) for i in inputs],
-        input_digest=input_digest,
+        inputs=[InputFile(**i) for i in run.inputs],
+        input_digest=run.input_digest,
         label_names=list(names),
         vocab_size=tokenizer.get_vocab_size(),
-        pad_id=pad_id,
-        unk_id=unk_id,
-        max_length=max_length,
+        pad_id=s.pad_id,
+        unk_id=tokenizer.token_to_id(UNK_TOKEN),
+        max_length=s.max_length,
         padding_side=tk.padding_side,
         truncation_side=tk.truncation_side,
         tokenizer_file="tokenizer.json",
-        tokenizer_digest=tok_digest,
+        tokenizer_digest=s.tokenizer_digest,
         splits=infos,
         length_stats=stats["train"],
         cleaning=cleaning,
@@ -313,7 +338,7 @@ def _manifest(cfg: JobConfig, key: str, inputs: list[dict], input_digest: str, n
         max_length_chosen_by=chosen_by,
         length_stats_by_split=stats,
         max_chars=d.max_chars,
-        uri=uri,
-        prepare_mode=mode,
-        partitions=partitions,
+        uri=str(run.final),
+        prepare_mode=run.mode,
+        partitions=run.partitions,
     )

@@ -101,7 +101,7 @@ def open_binary(path: Path | str):
     return fs.open_input_stream(inner)
 
 
-def _digest_of(inputs: list[dict]) -> str:
+def digest_of(inputs: list[dict]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -329,7 +329,7 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
     if Path(cfg.name).is_dir():  # a local folder: its bytes, not datasets' mtime-based fingerprint
         inputs, digest = fingerprint_inputs(cfg)
     else:
-        digest = _digest_of(inputs)
+        digest = digest_of(inputs)
     return RawCorpus(_keyed(splits), names, inputs, digest)
 
 
@@ -406,7 +406,7 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
                   if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)]
     else:
         inputs = load_hub(cfg).inputs
-    return inputs, _digest_of(inputs)
+    return inputs, digest_of(inputs)
 
 
 def load_corpus(cfg: DataConfig) -> RawCorpus:
