@@ -63,10 +63,10 @@ def map_unit(unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_
     part = partition_of(h, partitions)
     order = np.argsort(part, kind="stable")
     ends = np.cumsum(np.bincount(part, minlength=partitions))
-    rows = rows.take(pa.array(order))
     starts = np.concatenate(([0], ends[:-1]))
     stats = MapStats(checked.report, checked.unknown, checked.kinds, unit.where)
-    return (stats, *[rows.slice(int(s), int(e - s)) for s, e in zip(starts, ends, strict=True)])
+    # `take` gives each partition its own buffers: a slice would carry (and serialize) the whole table.
+    return (stats, *[rows.take(pa.array(order[s:e])) for s, e in zip(starts, ends, strict=True)])
 
 
 # -- reduce ---------------------------------------------------------------------------------------
