@@ -84,3 +84,17 @@ def test_prepare_twice_gives_the_same_bytes(fx, job, tmp_path):
     b = prepare(job(output_root=str(tmp_path / "b"), source="files", paths=(str(fx / "formats/reviews.tsv"),)))
     assert (a.path / "tokenizer.json").read_bytes() == (b.path / "tokenizer.json").read_bytes()
     assert a.manifest.content_digest == b.manifest.content_digest
+
+
+def test_length_stats_merged_from_partitions_equal_numpy_over_all_rows():
+    from pipeline.data.prepare import length_stats
+    from pipeline.data.stages import SplitPart
+
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 300, size=n) for n in (500, 1, 0, 2000)]
+    parts = [SplitPart(n_tokens=np.unique(r, return_counts=True)) for r in rows]
+    stats = length_stats(parts, max_length=128)
+    every = np.concatenate(rows)
+    expected = np.percentile(every, [50, 90, 95, 99]).tolist()
+    assert [stats.p50, stats.p90, stats.p95, stats.p99] == pytest.approx(expected)
+    assert stats.max == every.max() and stats.truncated_fraction == pytest.approx((every > 128).mean())
