@@ -98,13 +98,14 @@ def test_worse_model_is_not_promoted(first_run, ray_cluster):
 def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(ray_cluster, tmp_path):
     from jobs import train as train_job
     from pipeline.data.prepare import prepare
+    from pipeline.data.store import split_files
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
     overrides = [f"output_root={tmp_path}", *SMALL, f"data.paths=[{corpus}]",
                  "tracking.registered_model_name=crash-model"]
     cfg = load_config(None, overrides)
     prepared = prepare(cfg)
-    (prepared.path / "train.parquet").write_bytes(b"not parquet")  # the run fails reading its data
+    split_files(prepared.path, "train")[0].write_bytes(b"not parquet")  # the run fails reading its data
     with pytest.raises(pa.ArrowInvalid):
         train_job.run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
