@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from tokenizers import Tokenizer
 
+from pipeline.cluster import ray_session
 from pipeline.data.clean import CleanReport, check_drop_fraction, check_label_kinds, check_unknown, name_labels
 from pipeline.data.sources import Plan, digest_of, plan_units
 from pipeline.data.split import check_splits, plan_split
@@ -281,7 +283,13 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
     """
     plan = plan_units(cfg.data)
     mode = choose_mode(cfg, plan.input_bytes)
-    runner = runner_for(mode, cfg.ray)
+    # Ray mode joins the job's cluster (ray.address / RAY_ADDRESS) or starts a local one for this call.
+    with ray_session(cfg.ray) if mode == "ray" else nullcontext():
+        return _prepare(cfg, plan, mode, force)
+
+
+def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData:
+    runner = runner_for(mode)
     inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
     key = cache_key(digest_of(inputs), cfg)
     run = _Run(key, inputs, digest_of(inputs), data_dir(cfg.output_root, key), mode,

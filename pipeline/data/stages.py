@@ -16,7 +16,6 @@ function takes its inputs explicitly (config, tokenizer) and touches no global s
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from pipeline.data.sources import Unit, fingerprint_unit, load_unit
 from pipeline.data.split import SPLIT_NAMES, TRAIN, partition_of, split_codes, text_hash, uniform
 from pipeline.data.store import StorePath, write_file
 from pipeline.errors import UserInputError
-from schemas.config import DataConfig, RayConfig, TokenizerConfig
+from schemas.config import DataConfig, TokenizerConfig
 from schemas.features import ShardInfo, encoded_features
 
 SUBSAMPLE_SALT, TOKENIZER_SAMPLE_SALT = 1, 2
@@ -219,13 +218,9 @@ class RayRunner:
 
     mode = "ray"
 
-    def __init__(self, cluster: RayConfig) -> None:
+    def __init__(self) -> None:
         import ray
 
-        if not ray.is_initialized():  # jobs.prepare alone: join ray.address / RAY_ADDRESS, else start locally
-            address = cluster.address or os.environ.get("RAY_ADDRESS") or "local"
-            ray.init(address=address, num_cpus=cluster.num_cpus if address == "local" else None,
-                     include_dashboard=False if address == "local" else None)
         self._ray = ray
         self._remote: dict[Any, Any] = {}
 
@@ -254,8 +249,8 @@ class RayRunner:
         pass  # dropping the last reference frees the objects
 
 
-def runner_for(mode: str, cluster: RayConfig):
-    return RayRunner(cluster) if mode == "ray" else LocalRunner()
+def runner_for(mode: str):
+    return RayRunner() if mode == "ray" else LocalRunner()
 
 
 def fingerprint(runner, units: list[Unit], cfg: DataConfig, fmt: str) -> list[dict]:

@@ -66,8 +66,10 @@ import json, sys
 import ray
 from pipeline.data.prepare import prepare
 from schemas.config import JobConfig
-ray.init(address="local", num_cpus=2, include_dashboard=False)
-print(json.dumps(prepare(JobConfig.model_validate_json(sys.argv[1])).manifest.model_dump(mode="json")))
+cfg = JobConfig.model_validate({**json.loads(sys.argv[1]), "ray": {"num_cpus": 2}})
+manifest = prepare(cfg).manifest  # starts its own local cluster
+assert not ray.is_initialized()  # ... and stops it
+print(json.dumps(manifest.model_dump(mode="json")))
 """
 
 
