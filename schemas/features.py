@@ -100,6 +100,8 @@ class CleaningReport(_Record):
     # The split is assigned by a seeded hash of each text, so label proportions per split are close to
     # the corpus's but not forced equal (approximate stratification): the achieved ones are recorded.
     label_proportions: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # reason -> the first 'file:line' (or 'file:first-last') of rows dropped for it (bad_csv_row)
+    examples: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class TokenizerSettings(_Record):

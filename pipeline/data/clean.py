@@ -10,12 +10,16 @@ shards as Ray tasks run the very same code (pipeline.data.stages wires them):
 Outcome of each case (counts go to `cleaning_report.json` next to the data, and to MLflow):
 
 invalid (dropped, counted; more than `data.max_drop_fraction` of rows stops the job):
-- `missing_text` / `missing_label`: None or NaN (a missing column stops the job in `sources`);
+- `missing_text` / `missing_label`: None or NaN (a missing column stops the job in `sources`); a label
+  cell spelled `NaN`, `nan`, `null`, `None`, `NA`, `N/A` or blank is a missing label, never a class
+  (a text reading "NA" stays a text);
 - `empty_text`: empty or whitespace-only text;
 - `zero_tokens`: text the tokenizer's normalizer and pre-tokenizer turn into no token at all
   (e.g. only control or zero-width characters); found by the encode step (0 ids <=> 0 pieces);
 - `conflicting_label`: the same text with different labels (every copy is dropped);
-- `bad_csv_row`: a malformed CSV row skipped by the reader (data.on_bad_csv_row=skip);
+- `bad_csv_row`: a malformed CSV row (too many or too few fields, or a stray double quote that swallows
+  the following lines into one value: one count per physical line) with data.on_bad_csv_row=skip;
+  `examples` in the report names the first files and lines;
 - `unknown_label`: a label outside data.labels, with data.on_unknown_label=drop.
 
 kept or not invalid (counted only):
@@ -25,7 +29,8 @@ kept or not invalid (counted only):
 - `truncated_chars`: text longer than data.max_chars, cut before tokenizing (bounded memory);
 - `replaced_bytes`: rows with U+FFFD, i.e. bytes replaced under data.encoding_errors=replace.
 
-stops the job (DataValidationError): labels mixing integers and strings (`1` and `"1"`), a label
+stops the job (DataValidationError): a text column holding numbers or lists, labels mixing integers
+and strings (`1` and `"1"`), a label
 outside data.labels (on_unknown_label=error), fewer than two classes, no rows left.
 """
 
@@ -48,6 +53,9 @@ INVALID_REASONS = (
     "missing_text", "missing_label", "empty_text", "zero_tokens", "conflicting_label", "bad_csv_row",
     "unknown_label",
 )
+# Label cells that mean "no label" (compared trimmed and lowercased): never a class. Texts keep them.
+MISSING_LABEL_SPELLINGS = ("", "nan", "null", "none", "na", "n/a", "<na>")
+EXAMPLES_KEPT = 20  # 'file:line' examples kept per reason in the report
 # Source split -> priority of the copy kept among duplicates: test first, so a text in both a
 # source's train and test split survives in test and leaves train.
 PRIORITY = {"test": 0, "validation": 1, "train": 2, "all": 2}
@@ -63,6 +71,7 @@ class CleanReport:
     counted: Counter = field(default_factory=Counter)  # rows kept but changed (truncated, replaced bytes)
     rows_per_split: dict[str, int] = field(default_factory=dict)
     label_proportions: dict[str, dict[str, float]] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> 'file:line' of dropped rows
 
     @property
     def invalid(self) -> int:
@@ -73,6 +82,9 @@ class CleanReport:
         self.rows_out += other.rows_out
         self.dropped.update(other.dropped)
         self.counted.update(other.counted)
+        for reason, where in other.examples.items():
+            kept = self.examples.setdefault(reason, [])
+            kept.extend(where[: EXAMPLES_KEPT - len(kept)])
         return self
 
     def to_model(self) -> CleaningReport:
@@ -85,6 +97,7 @@ class CleanReport:
             invalid_fraction=round(self.invalid / self.rows_in, 6) if self.rows_in else 0.0,
             rows_per_split=dict(self.rows_per_split),
             label_proportions=self.label_proportions,
+            examples={k: list(v) for k, v in sorted(self.examples.items()) if v},
         )
 
     def to_dict(self) -> dict:
@@ -165,16 +178,41 @@ def _cut(text: pa.Array, max_chars: int, truncation_side: str) -> pa.Array:
     return pc.utf8_slice_codeunits(text, start=0, stop=max_chars)
 
 
-def check_rows(table: pa.Table, cfg: DataConfig, split: str, truncation_side: str = "left") -> CheckedRows:
-    """(text, label) rows of one input shard -> the valid rows (text cut to max_chars and stripped,
-    label as a string) and the counts per reason. Each row is counted under its first failing check."""
-    report = CleanReport(rows_in=table.num_rows)
-    text = table.column("text").combine_chunks()
+def _text_strings(text: pa.Array, cfg: DataConfig, where: str) -> pa.Array:
+    """The text column as strings. Numbers, lists or other values are not text: stringified they would
+    make a vocabulary of digits and brackets, so they stop the job. Raises DataValidationError."""
     if pa.types.is_floating(text.type):  # a text column of NaNs only: pandas/CSV read it as float
         text = pc.if_else(pc.is_nan(text), pa.scalar(None, text.type), text)
-    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-        text = pc.cast(text, pa.string())
+    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        return pc.cast(text, pa.string())
+    valid = text.drop_null()
+    if not len(valid):
+        return pa.nulls(len(text), pa.string())
+    raise DataValidationError(
+        f"{where}: column {cfg.text_column!r} holds {text.type} values (e.g. {valid[0].as_py()!r}), not text; "
+        "set data.text_column to the column that holds the texts, or write the texts as strings"
+    )
+
+
+def _missing_spelled(labels: pa.Array, cfg: DataConfig) -> pa.Array:
+    """Label strings spelled as missing ('NaN', 'null', 'None', 'NA', blank) -> null, unless data.labels
+    names that spelling as a class."""
+    allowed = {name.strip().lower() for name in cfg.labels or ()}
+    spellings = [s for s in MISSING_LABEL_SPELLINGS if s not in allowed]
+    spelled = pc.fill_null(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(labels)),
+                                    value_set=pa.array(spellings, pa.string())), False)
+    return pc.if_else(spelled, pa.scalar(None, pa.string()), labels)
+
+
+def check_rows(table: pa.Table, cfg: DataConfig, split: str, truncation_side: str = "left",
+               where: str = "the corpus") -> CheckedRows:
+    """(text, label) rows of one input shard -> the valid rows (text cut to max_chars and stripped,
+    label as a string) and the counts per reason. Each row is counted under its first failing check.
+    Raises DataValidationError (naming `where`) when the text column does not hold text."""
+    report = CleanReport(rows_in=table.num_rows)
+    text = _text_strings(table.column("text").combine_chunks(), cfg, where)
     labels, kinds = label_strings(table.column("label"))
+    labels = _missing_spelled(labels, cfg)
     missing_text = pc.is_null(text)
     missing_label = pc.and_(pc.invert(missing_text), pc.is_null(labels))
     report.dropped["missing_text"] += pc.sum(missing_text).as_py() or 0

@@ -16,10 +16,12 @@ Raw-input problems are handled here, where the file is still known:
 from __future__ import annotations
 
 import codecs
+import csv
 import glob
 import hashlib
 import importlib.util
 import json
+import logging
 import re
 import tempfile
 import warnings
@@ -29,12 +31,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.data.clean import EXAMPLES_KEPT
 from pipeline.errors import DataValidationError, UserInputError
 from schemas.config import DataConfig
 
 _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _TEXT_FORMATS = ("csv", "tsv", "json", "txt")
 _SKIPPED_LINE = re.compile(r"Skipping line \d+")
+_EOF_IN_STRING = "EOF inside string"
+_MIXED_COLUMN = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,8 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
             except DataValidationError as e:
                 return e
     where = ", ".join(map(str, files))
+    if len(files) == 1 and (found := _explain_file(files[0], chain, builder, kwargs, cfg)) is not None:
+        return found
     mixed = [c for c in chain if "changed from" in str(c) and "Column(" in str(c)]
     cause = mixed[0] if mixed else chain[-1]
     text = str(cause).strip()
@@ -246,6 +255,184 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
             "integers)"
         )
     return DataValidationError(f"could not read {where} as {what}: {type(cause).__name__}: {text}")
+
+
+def _read_text(path: Path, kwargs: dict, cfg: DataConfig) -> str:
+    """A whole input file as text: only on an error path, to name the line at fault."""
+    with open(path, encoding=kwargs.get("encoding", cfg.encoding), errors="replace", newline="") as f:
+        return f.read()
+
+
+def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: dict, cfg: DataConfig):
+    """A reader error on one file that we can name precisely (empty, header only, a broken JSON line, an
+    unclosed quote, a text column of mixed types), else None."""
+    text = _read_text(path, kwargs, cfg)
+    fix = "fix the file or remove it from data.paths"
+    if not text.strip():
+        return DataValidationError(f"{path} is empty ({path.stat().st_size} bytes, no rows); {fix}")
+    lines = [line for line in text.splitlines() if line.strip()]
+    if builder == "csv" and len(lines) == 1:
+        return DataValidationError(f"{path} has only a header line ({lines[0][:80]!r}) and no rows; {fix}")
+    messages = " ".join(str(c) for c in chain)
+    if builder == "csv" and _EOF_IN_STRING in messages:
+        start = _csv_records(path, kwargs.get("sep", ","), kwargs.get("encoding", cfg.encoding))[-1][0]
+        return DataValidationError(
+            f"{path}: line {start}: a double quote opens a field that is never closed (EOF inside string), so "
+            "every line after it would be read as one value; remove that stray quote, or double it (\"\") "
+            "inside a quoted field"
+        )
+    if builder == "json":
+        return _explain_json(path, text, messages, cfg, fix)
+    return None
+
+
+def _json_rows(text: str):
+    """(line, record) of a JSON Lines text, or of a JSON array; raises json.JSONDecodeError."""
+    if text.lstrip().startswith("["):
+        yield from ((None, r) for r in json.loads(text))
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield n, json.loads(line)
+
+
+def _explain_json(path: Path, text: str, messages: str, cfg: DataConfig, fix: str):
+    try:
+        rows = list(_json_rows(text))
+    except json.JSONDecodeError as e:
+        n = e.lineno if text.lstrip().startswith("[") else None
+        bad = next((i for i, line in enumerate(text.splitlines(), 1) if line.strip() and not _parses(line)), None)
+        n = n or bad
+        shown = text.splitlines()[n - 1][:80] if n else ""
+        return DataValidationError(f"{path}: line {n} is not valid JSON ({e.msg}: {shown!r}); fix or remove "
+                                   "that line (JSON Lines: one object per line)")
+    if not rows:
+        return DataValidationError(f"{path} holds no rows; {fix}")
+    mixed = _MIXED_COLUMN.search(messages)
+    if mixed and mixed.group(1) == cfg.text_column:
+        for n, row in rows:
+            value = row.get(cfg.text_column) if isinstance(row, dict) else None
+            if value is not None and not isinstance(value, str):
+                at = f"line {n}" if n else "a row"
+                return DataValidationError(
+                    f"{path}: {at}: column {cfg.text_column!r} holds {type(value).__name__} {value!r} where "
+                    "other rows hold strings; every text must be a string: quote it or remove that row"
+                )
+    return None
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+# -- CSV rows the reader mis-reads without an error ------------------------------------------------------
+
+def _csv_records(path: Path, sep: str, encoding: str) -> list[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of every non-blank record, header included, as Python's csv module
+    reads it (the same quoting rules as pandas' reader). Read only when a row looks suspicious."""
+    out = []
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        reader = csv.reader(f, delimiter=sep)
+        last = 0
+        for fields in reader:
+            if fields:
+                out.append((last + 1, reader.line_num, fields))
+            last = reader.line_num
+    return out
+
+
+def _swallows_rows(value: str, sep: str, ncols: int, label_at: int, labels: set[str]) -> bool:
+    """A field spanning lines whose lines read as whole records (a known label in the label column): an
+    unbalanced quote swallowed them. A genuine multi-line text has no such lines."""
+    if "\n" not in value and "\r" not in value:
+        return False
+    for segment in value.splitlines():
+        fields = next(csv.reader([segment], delimiter=sep), [])
+        if len(fields) == ncols and fields[label_at].strip() in labels:
+            return True
+    return False
+
+
+@dataclass
+class BadRows:
+    """Rows a reader mis-read without an error: dropped and counted (one count per physical line)."""
+
+    keep: object  # pyarrow boolean mask over the table's rows
+    dropped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _suspects(table, label_type_is_string: bool):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text, label = table.column("text"), table.column("label")
+    cond = pc.is_null(label)
+    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(text, "[\r\n]"), False))
+    if label_type_is_string:
+        cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(label, "[\r\n]"), False))
+    return [i for i, v in enumerate(cond.to_pylist()) if v]
+
+
+def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataConfig, sep: str) -> BadRows:
+    """Find rows the CSV reader mis-read silently: a row with too few fields (read as a missing label) and
+    a field opened by an unbalanced double quote, which swallows the following lines, labels included, into
+    one value. on_bad_csv_row=error raises DataValidationError naming the file, the lines and the value;
+    skip drops them and counts every physical line they span as `bad_csv_row`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    label_is_str = pa.types.is_string(table.column("label").type)
+    suspects = _suspects(table, label_is_str)
+    bad = BadRows(pa.array([True] * table.num_rows))
+    if not suspects:
+        return bad
+    ncols, label_at = len(columns), columns.index(cfg.label_column)
+    text_at = columns.index(cfg.text_column)
+    records = [r for r in _csv_records(path, sep, cfg.encoding)[1:] if len(r[2]) <= ncols]
+    aligned = len(records) == table.num_rows  # else name rows by their index
+    known = {str(v) for v in pc.unique(pc.cast(table.column("label"), pa.string())).to_pylist()
+             if v is not None and "\n" not in v and "\r" not in v}
+    keep = [True] * table.num_rows
+    for i in suspects:
+        start, end, fields = records[i] if aligned else (i + 2, i + 2, [])
+        what = _bad_csv_reason(fields, ncols, text_at, label_at, sep, known, start, end)
+        if what is None:
+            continue
+        span = f"{start}-{end}" if end > start else f"{start}"
+        if cfg.on_bad_csv_row == "error":
+            raise DataValidationError(f"{uri}: line {span}: {what}, or set data.on_bad_csv_row=skip to drop "
+                                      "such rows and count them")
+        keep[i] = False
+        bad.dropped["bad_csv_row"] += end - start + 1
+        if len(bad.examples.setdefault("bad_csv_row", [])) < EXAMPLES_KEPT:
+            bad.examples["bad_csv_row"].append(f"{uri}:{span}")
+    if bad.dropped:
+        log.warning("%s: dropped malformed CSV rows at lines %s", uri, bad.examples["bad_csv_row"])
+    bad.keep = pa.array(keep)
+    return bad
+
+
+def _bad_csv_reason(fields: list[str], ncols: int, text_at: int, label_at: int, sep: str, known: set[str],
+                    start: int, end: int) -> str | None:
+    if not fields:
+        return None
+    if len(fields) < ncols:
+        value = sep.join(fields)[:80]
+        return (f"the row has {len(fields)} field{'s' if len(fields) > 1 else ''} ({value!r}), the header has "
+                f"{ncols}; add the missing field (an empty label is written as 'text{sep}')")
+    for at in (text_at, label_at):
+        value = fields[at]
+        if _swallows_rows(value, sep, ncols, label_at, known) or (at == label_at and "\n" in value):
+            return (f"a double quote opens a field that runs to line {end}, swallowing {end - start} line(s) "
+                    f"and their labels into one value ({value[:80]!r}); remove that stray quote, or double it "
+                    "(\"\") inside a quoted field")
+    return None
 
 
 def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
@@ -582,21 +769,22 @@ def _to_table(ds, cfg: DataConfig, where: str):
 
 
 def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
-    """One shard -> (Arrow table text/label, rows the reader dropped). Raises DataValidationError naming
-    the file (and line/value where the reader says)."""
+    """One shard -> (Arrow table text/label, rows the reader dropped per reason, {reason: ['file:line']}).
+    Raises DataValidationError naming the file (and line/value where the reader says)."""
     import pyarrow as pa
 
     if unit.kind == "table":
-        return table.select(["text", "label"]), Counter()
+        return table.select(["text", "label"]), Counter(), {}
     if unit.kind == "lines":
         lines = _read_lines(Path(unit.uris[0]), "utf-8")
-        return pa.table({"text": pa.array(lines, pa.string()), "label": pa.array([unit.label] * len(lines))}), Counter()
+        return pa.table({"text": pa.array(lines, pa.string()), "label": pa.array([unit.label] * len(lines))}), \
+            Counter(), {}
     if unit.kind == "texts":
         kwargs = {"sample_by": "document", "keep_linebreaks": True, "encoding": cfg.encoding,
                   "encoding_errors": cfg.encoding_errors}
         ds, _ = _load_local("text", [Path(u) for u in unit.uris], kwargs, cfg, "text")
         texts = ds.with_format("arrow")[:].column("text")
-        return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter()
+        return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
         path = _local_copy(unit.uris[0], tmp) if is_url(unit.uris[0]) else Path(unit.uris[0])
@@ -605,4 +793,11 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         except DataValidationError as e:  # name the URL, not the task's temp copy
             raise DataValidationError(str(e).replace(str(path), unit.uris[0])) from e
         table = _to_table(ds, cfg, unit.uris[0])
-    return table, Counter({"bad_csv_row": skipped} if skipped else {})
+        dropped = Counter({"bad_csv_row": skipped} if skipped else {})
+        examples: dict[str, list[str]] = {}
+        if fmt in ("csv", "tsv"):
+            bad = check_csv_rows(table, list(ds.column_names), path, unit.uris[0], cfg, kwargs.get("sep", ","))
+            table = table.filter(bad.keep)
+            dropped.update(bad.dropped)
+            examples = bad.examples
+    return table, dropped, examples

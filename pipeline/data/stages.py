@@ -52,9 +52,10 @@ class MapStats:
 def map_unit(unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_side: str,
              table: pa.Table | None = None) -> tuple[Any, ...]:
     """One input shard -> (MapStats, partition 0, ..., partition P-1), each partition (text, label, prio, h)."""
-    loaded, dropped = load_unit(unit, cfg, fmt, table)
-    checked: CheckedRows = check_rows(loaded, cfg, unit.split, truncation_side)
+    loaded, dropped, examples = load_unit(unit, cfg, fmt, table)
+    checked: CheckedRows = check_rows(loaded, cfg, unit.split, truncation_side, unit.where)
     checked.report.dropped.update(dropped)
+    checked.report.examples.update(examples)
     checked.report.rows_in += sum(dropped.values())
     rows = checked.table
     h = text_hash(rows.column("text"), cfg.seed)

@@ -1,0 +1,156 @@
+"""Malformed input files: each is a counted drop or one line naming the file, the line, the value and
+the fix; never a silent change of the data (issue 13, items 1-4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.prepare import prepare
+from pipeline.errors import DataValidationError
+
+
+def _rows(n: int = 40) -> list[tuple[str, str]]:
+    return [(f"review number {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(n)]
+
+
+def _csv_lines(rows) -> str:
+    return "".join(f"{t},{lab}\n" for t, lab in rows)
+
+
+def _write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+# -- item 1: a stray double quote, a row with too few fields -------------------------------------------
+
+def _stray_quote_csv(tmp_path: Path) -> str:
+    # line 12 opens a quote that line 15 closes: lines 12-15 would read as one record labelled 'pos'.
+    body = _csv_lines(_rows()[:10]) + '"stray quote review,neg\nswallowed one,pos\nswallowed two,neg\n' \
+        'closing "here" review,pos\n' + _csv_lines(_rows()[10:])
+    return _write(tmp_path, "stray.csv", "text,label\n" + body)
+
+
+def test_stray_quote_swallowing_lines_stops_naming_file_and_lines(tmp_path, job):
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(_stray_quote_csv(tmp_path),)))
+    msg = _one_line(e)
+    assert "stray.csv" in msg and "line 12" in msg and "15" in msg and "quote" in msg
+    assert "stray quote review" in msg and "on_bad_csv_row=skip" in msg
+
+
+def test_stray_quote_skipped_counts_every_swallowed_line(tmp_path, job):
+    m = prepare(job(source="files", paths=(_stray_quote_csv(tmp_path),), on_bad_csv_row="skip",
+                    max_drop_fraction=0.2)).manifest
+    assert m.cleaning.dropped["bad_csv_row"] == 4  # the 4 physical lines of the bad record
+    assert m.cleaning.rows_in == 44  # every data line of the file is accounted for
+    assert m.cleaning.rows_out == 40
+    assert m.cleaning.examples["bad_csv_row"] == [f"{tmp_path / 'stray.csv'}:12-15"]
+
+
+def test_quoted_multiline_text_is_not_a_bad_row(tmp_path, job):
+    path = _write(tmp_path, "multi.csv", "text,label\n" + _csv_lines(_rows()) + '"first line\nsecond line",pos\n')
+    m = prepare(job(source="files", paths=(path,))).manifest
+    assert m.cleaning.rows_in == 41 and m.cleaning.dropped == {}
+
+
+def test_row_with_too_few_fields_is_a_bad_csv_row(tmp_path, job):
+    path = _write(tmp_path, "few.csv", "text,label\n" + _csv_lines(_rows()) + "only a text here\nempty label,\n")
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert "few.csv" in msg and "line 42" in msg and "'only a text here'" in msg and "1 field" in msg
+    m = prepare(job(source="files", paths=(path,), on_bad_csv_row="skip", max_drop_fraction=0.2)).manifest
+    assert m.cleaning.dropped == {"bad_csv_row": 1, "missing_label": 1}  # `empty label,` has 2 fields
+
+
+def test_unclosed_quote_at_end_of_file_names_the_line_without_advising_skip(tmp_path, job):
+    path = _write(tmp_path, "eof.csv", "text,label\n" + _csv_lines(_rows()) + '"never closed,pos\nlast,neg\n')
+    for mode in ("error", "skip"):
+        with pytest.raises(DataValidationError) as e:
+            prepare(job(source="files", paths=(path,), on_bad_csv_row=mode))
+        msg = _one_line(e)
+        assert "eof.csv" in msg and "line 42" in msg and "quote" in msg and "on_bad_csv_row" not in msg
+
+
+# -- item 2: spellings of a missing label -------------------------------------------------------------
+
+def test_missing_label_spellings_are_missing_not_classes(tmp_path, job):
+    spellings = ["NaN", "nan", "null", "None", "NA", "", "  "]
+    extra = "".join(f"{s} is a word here {i},{s}\n" for i, s in enumerate(spellings))
+    path = _write(tmp_path, "na.csv", "text,label\n" + _csv_lines(_rows()) + extra + "NA,pos\nnull,neg\n")
+    prepared = prepare(job(source="files", paths=(path,), max_drop_fraction=0.2))
+    assert prepared.manifest.label_names == ["neg", "pos"]
+    assert prepared.manifest.cleaning.dropped == {"missing_label": len(spellings)}
+    assert prepared.manifest.cleaning.rows_out == 42  # texts "NA" and "null" stay texts
+
+
+def test_missing_label_spellings_in_json(tmp_path, job):
+    records = [{"text": t, "label": lab} for t, lab in _rows()] + [
+        {"text": f"json row {s}", "label": s} for s in ("NaN", "null", "None", "NA")]
+    path = _write(tmp_path, "na.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    m = prepare(job(source="files", paths=(path,), max_drop_fraction=0.2)).manifest
+    assert m.label_names == ["neg", "pos"] and m.cleaning.dropped == {"missing_label": 4}
+
+
+# -- item 3: text values that are not strings ----------------------------------------------------------
+
+@pytest.mark.parametrize("values", [list(range(40)), [[i, i + 1] for i in range(40)], [i / 2 for i in range(40)]])
+def test_non_string_text_in_parquet_stops_naming_file_column_and_value(tmp_path, job, values):
+    path = tmp_path / "numbers.parquet"
+    pq.write_table(pa.table({"text": values, "label": [lab for _, lab in _rows()]}), path)
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(str(path),)))
+    msg = _one_line(e)
+    assert "numbers.parquet" in msg and "'text'" in msg and repr(values[0]) in msg and "data.text_column" in msg
+
+
+def test_number_among_string_texts_in_jsonl_names_the_line(tmp_path, job):
+    records = [{"text": t, "label": lab} for t, lab in _rows()] + [{"text": 12345, "label": "pos"}]
+    path = _write(tmp_path, "mixed.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert "mixed.jsonl" in msg and "line 41" in msg and "12345" in msg and "'text'" in msg
+    assert "label" not in msg.split("'text'")[0]  # not blamed on the labels
+
+
+# -- item 4: empty, header-only and broken files ------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("empty.csv", "", "is empty"),
+    ("blank.csv", "\n\n", "is empty"),
+    ("header.csv", "text,label\n", "only a header"),
+    ("empty.jsonl", "", "is empty"),
+    ("empty.json", "[]", "no rows"),
+])
+def test_empty_files_stop_with_one_line(tmp_path, job, name, content, words):
+    path = _write(tmp_path, name, content)
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert name in msg and words in msg and "data.paths" in msg
+
+
+def test_broken_jsonl_line_names_file_line_and_value(tmp_path, job):
+    good = "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in _rows())
+    path = _write(tmp_path, "broken.jsonl", good[: len(good) // 2] + '{"text": "x", "label": "pos"} junk\n'
+                  + good[len(good) // 2:])
+    lines = Path(path).read_text().splitlines()
+    bad_line = next(i for i, line in enumerate(lines, 1) if "junk" in line)
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert "broken.jsonl" in msg and f"line {bad_line}" in msg and "junk" in msg and "fix" in msg
