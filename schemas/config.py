@@ -120,6 +120,13 @@ class DataConfig(_Frozen):
     shard_mb: float = Field(
         128.0, gt=0.0, description="Target size of one stored Parquet shard (Arrow size of its encoded rows)."
     )
+    memory_budget_mb: float | None = Field(
+        None,
+        gt=0.0,
+        description="Stop before encoding when the encoded ids (rows x tokenizer.max_length x 4 bytes) would "
+        "exceed this many MiB: each training worker holds the whole training split in memory. Unset: half "
+        "the memory available when prepare starts.",
+    )
 
     @field_validator("labels", mode="before")
     @classmethod

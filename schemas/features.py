@@ -147,3 +147,4 @@ class Manifest(_Record):
     uri: str = ""  # where this dataset was published (local folder or s3://, gs://... URL)
     prepare_mode: str = ""  # 'local' (inline, one process) or 'ray' (tasks): the output is the same either way
     partitions: int = 1  # hash partitions of the shuffle (one reduce/encode task each)
+    warnings: list[str] = Field(default_factory=list)  # e.g. many training rows cut by max_length

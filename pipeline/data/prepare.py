@@ -52,7 +52,8 @@ from pipeline.data.store import (
     write_file,
 )
 from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, tokenizer_digest, train_tokenizer
-from schemas.config import JobConfig, TokenizerConfig
+from pipeline.errors import DataValidationError
+from schemas.config import DataConfig, JobConfig, TokenizerConfig
 from schemas.features import (
     SPLITS,
     CleaningReport,
@@ -174,9 +175,9 @@ def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
     return [r[0] for r in reduced], counts, report, names
 
 
-def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -> tuple[list[SplitPlan], int]:
+def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -> tuple[list[SplitPlan], int, int]:
     """Per partition: the quota of each label for test/validation and its rank offset (see split.py);
-    and the training rows expected after data.max_rows."""
+    and the training rows and all rows expected after data.max_rows."""
     given = {u.split for u in plan.units}
     pool = sum((c["pool"] for c in counts), Counter())
     quota = plan_split(dict(pool), "validation" in given, "test" in given, cfg.data)
@@ -194,7 +195,41 @@ def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -
     for c in counts:
         plans.append(SplitPlan(quota, dict(offset), keep))
         offset.update(c["pool"])
-    return plans, int(sum(by_split["train"].values()) * keep)
+    return plans, int(sum(by_split["train"].values()) * keep), math.ceil(total * keep)
+
+
+TRUNCATED_WARN_FRACTION = 0.1  # warn when more training rows than this are cut by max_length
+ID_BYTES = 4  # input_ids are int32
+
+
+def check_memory(rows: int, max_length: int, d: DataConfig) -> None:
+    """Stop before encoding when rows x max_length int32 ids exceed data.memory_budget_mb (default: half the
+    available memory; each training worker holds its whole split). Raises DataValidationError."""
+    import psutil
+
+    need = rows * max_length * ID_BYTES
+    if d.memory_budget_mb is not None:
+        budget, what = int(d.memory_budget_mb * (1 << 20)), f"data.memory_budget_mb={d.memory_budget_mb:g}"
+    else:
+        budget = psutil.virtual_memory().available // 2
+        what = "half the available memory; set data.memory_budget_mb to change it"
+    if need > budget:
+        raise DataValidationError(
+            f"encoding {rows} rows at tokenizer.max_length={max_length} needs about {need / (1 << 20):,.1f} MiB "
+            f"({rows} x {max_length} x {ID_BYTES} bytes), above the budget of {budget / (1 << 20):,.1f} MiB "
+            f"({what}); lower tokenizer.max_length (or set it to 'auto'), or set data.max_rows"
+        )
+
+
+def truncation_warnings(train: LengthStats, max_length: int, chosen_by: str) -> list[str]:
+    """A warning (logged, and kept in the manifest) when max_length cuts many training rows."""
+    if train.truncated_fraction <= TRUNCATED_WARN_FRACTION:
+        return []
+    text = (f"{train.truncated_fraction:.1%} of training rows are truncated at tokenizer.max_length={max_length} "
+            f"({chosen_by}; p95 {train.p95:g}, p99 {train.p99:g} tokens): raise tokenizer.max_length or "
+            "tokenizer.max_length_percentile if the cut text matters")
+    log.warning(text)
+    return [text]
 
 
 class TrainedTokenizer(NamedTuple):
@@ -268,10 +303,12 @@ def _encode_and_store(runner, cfg: JobConfig, run: _Run, kept: list, plans: list
     check_drop_fraction(report, cfg.data)
     check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
     stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
+    warnings = truncation_warnings(stats["train"], max_length, chosen_by)
     cleaning = report.to_model()
     write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
     write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
-    manifest = _manifest(cfg, run, names, tokenizer, settings, chosen_by, infos, stats, cleaning, sample_used)
+    manifest = _manifest(cfg, run, names, tokenizer, settings, chosen_by, infos, stats, cleaning, sample_used,
+                         warnings)
     write_file(staging, "manifest.json", json_bytes(manifest.model_dump(mode="json")))
     return manifest
 
@@ -301,8 +338,9 @@ def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData
 
     t0 = time.perf_counter()
     kept, counts, report, names = _clean(runner, plan, cfg, run.partitions)
-    plans, n_train = _plan_splits(counts, plan, cfg)
+    plans, n_train, n_rows = _plan_splits(counts, plan, cfg)
     trained = _train_tokenizer(runner, kept, plans, n_train, cfg.tokenizer)
+    check_memory(n_rows, trained.max_length, cfg.data)
     staging = new_staging_dir(run.final)
     try:
         manifest = _encode_and_store(runner, cfg, run, kept, plans, trained, names, report, staging)
@@ -317,7 +355,7 @@ def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData
 
 def _manifest(cfg: JobConfig, run: _Run, names: tuple[str, ...], tokenizer: Tokenizer, s: EncodeSettings,
               chosen_by: str, infos: dict[str, SplitInfo], stats: dict[str, LengthStats], cleaning: CleaningReport,
-              sample_used: int) -> Manifest:
+              sample_used: int, warnings: list[str]) -> Manifest:
     d, tk = cfg.data, cfg.tokenizer
     content = hashlib.sha256(json.dumps([s.tokenizer_digest] + [infos[x].digest for x in SPLITS]).encode()).hexdigest()
     return Manifest(
@@ -349,4 +387,5 @@ def _manifest(cfg: JobConfig, run: _Run, names: tuple[str, ...], tokenizer: Toke
         uri=str(run.final),
         prepare_mode=run.mode,
         partitions=run.partitions,
+        warnings=warnings,
     )

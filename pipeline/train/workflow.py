@@ -112,6 +112,7 @@ def log_inputs(cfg: JobConfig, prepared: PreparedData) -> int:
     counts = parameter_counts(model)
     log_params(flatten(cfg))
     log_params(counts)
+    log_params({"data.max_length": manifest.max_length, "data.max_length_chosen_by": manifest.max_length_chosen_by})
     mlflow.log_text(format_parameter_table(model, f"{cfg.model.cell} classifier"), "model_parameters.txt")
     table = parameter_table(model)
     mlflow.log_table({"name": [n for n, _, _ in table], "shape": [str(list(s)) for _, s, _ in table],
