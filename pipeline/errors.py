@@ -20,3 +20,7 @@ class PreparedDataMissing(UserInputError, FileNotFoundError):
 
 class LockTimeout(UserInputError):
     """Another promotion held the registry lock longer than promotion.lock_wait_s."""
+
+
+class StorageFull(UserInputError):
+    """The disk (or quota) under output_root filled up while writing prepared data."""

@@ -296,8 +296,13 @@ def _encode_and_store(runner, cfg: JobConfig, run: _Run, kept: list, plans: list
     settings = EncodeSettings(names, max_length, tokenizer.token_to_id(PAD_TOKEN), tk.padding_side,
                               tk.truncation_side, int(cfg.data.shard_mb * (1 << 20)), tok_digest)
     tok_ref = runner.put(tokenizer)
-    encoded = runner.get([runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
-                          for i, (k, p) in enumerate(zip(kept, plans, strict=True))])
+    refs = [runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
+            for i, (k, p) in enumerate(zip(kept, plans, strict=True))]
+    try:
+        encoded = runner.get(refs)
+    except BaseException:
+        runner.settle(refs)  # no task may still write when the caller removes the staging folder
+        raise
     infos = {s: _split_info([e[s] for e in encoded], names) for s in SPLITS}
     _finish_report(report, infos, encoded)
     check_drop_fraction(report, cfg.data)
@@ -344,10 +349,10 @@ def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData
     staging = new_staging_dir(run.final)
     try:
         manifest = _encode_and_store(runner, cfg, run, kept, plans, trained, names, report, staging)
-    except BaseException:
+        publish(staging, run.final)
+    except BaseException:  # an error, disk full, Ctrl-C: remove what this run wrote now, not in 6 hours
         discard(staging)
         raise
-    publish(staging, run.final)
     log.info("prepared %s in %.1fs (%s, %d partitions): %s", run.final, time.perf_counter() - t0, mode,
              run.partitions, {s: i.rows for s, i in manifest.splits.items()})
     return PreparedData(run.final, manifest, reused=False)

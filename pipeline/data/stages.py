@@ -213,6 +213,9 @@ class LocalRunner:
     def free(self, refs) -> None:
         pass
 
+    def settle(self, refs) -> None:
+        pass  # inline: nothing still runs
+
 
 class RayRunner:
     """Runs each stage as a Ray task (1 CPU each) on the job's cluster; results stay in the object store."""
@@ -248,6 +251,16 @@ class RayRunner:
 
     def free(self, refs) -> None:
         pass  # dropping the last reference frees the objects
+
+    def settle(self, refs, timeout_s: float = 60.0) -> None:
+        """After one task failed: cancel the others and wait until none runs, so that no task writes into
+        a staging folder after the driver removed it."""
+        for ref in refs:
+            try:
+                self._ray.cancel(ref)
+            except Exception:  # noqa: BLE001 - already finished or gone: nothing to cancel
+                pass
+        self._ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
 
 
 def runner_for(mode: str):

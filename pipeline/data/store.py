@@ -22,6 +22,7 @@ pyarrow's own S3/GCS/HDFS filesystems (`pyarrow.fs.FileSystem.from_uri`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline.errors import PreparedDataMissing, UserInputError
+from pipeline.errors import PreparedDataMissing, StorageFull, UserInputError
 from schemas.features import Manifest
 
 MARKER = "_COMPLETE"
@@ -162,15 +163,29 @@ def new_staging_dir(final: StorePath) -> StorePath:
     return staging
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_file(folder: StorePath, name: str, data: bytes) -> StorePath:
-    """Write one file (`name` may hold '/') under a local folder or an object-store URL."""
+    """Write one file (`name` may hold '/') under a local folder or an object-store URL.
+
+    Raises StorageFull (one line: where, and the fix) when the disk or quota is full."""
     target = _join(folder, name)
     if not is_remote(target):
         target = _local(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno in _FULL:
+                raise StorageFull(
+                    f"no space left on the device of {folder} while writing {name} ({len(data)} bytes; "
+                    f"{os.strerror(e.errno)}): free space there or set output_root to a larger disk; nothing "
+                    "was published"
+                ) from None
+            raise
         return target
     fs, inner = filesystem(str(target))
     with fs.open_output_stream(inner) as dst:

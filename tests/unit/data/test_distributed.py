@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.data.prepare import prepare
 from pipeline.data.store import is_complete, read_split_arrays, read_texts
-from pipeline.errors import DataValidationError
+from pipeline.errors import DataValidationError, UserInputError
 
 pytestmark = pytest.mark.integration
 
@@ -48,3 +48,18 @@ def test_one_malformed_shard_fails_naming_it_and_publishes_nothing(fx, job, tmp_
         prepare(cfg)
     data = tmp_path / "out" / "data"
     assert not data.exists() or not [d for d in data.iterdir() if is_complete(d)]
+
+
+def test_disk_full_in_a_task_is_one_line_and_no_task_writes_after_cleanup(job, tmp_path, tiny_disk, ray_cluster):
+    import time
+
+    path = tmp_path / "varied.csv"
+    path.write_text("text,label\n" + "".join(f"{' '.join(f'w{j}' for j in range(i + 1))},{'pos' if i % 2 else 'neg'}\n"
+                                             for i in range(400)), encoding="utf-8")
+    cfg = job(output_root=str(tiny_disk), source="files", paths=(str(path),), tokenizer={"max_length": 256},
+              prepare_mode="ray", partitions=4)  # 4 encode tasks write at once; ~400 KiB of ids for 64 KiB
+    with pytest.raises(UserInputError, match=r"^[^\n]*no space left[^\n]*output_root[^\n]*$"):
+        prepare(cfg)
+    time.sleep(2)  # a task still running would write here after the cleanup
+    data = tiny_disk / "data"
+    assert not data.exists() or list(data.iterdir()) == []

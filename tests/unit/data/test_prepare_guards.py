@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data.prepare import prepare
-from pipeline.errors import DataValidationError
+from pipeline.errors import DataValidationError, UserInputError
 
 
 def _varied_csv(tmp_path: Path, n: int = 60) -> str:
@@ -80,3 +80,26 @@ def test_chosen_length_is_an_mlflow_param(tmp_path, job, sqlite_tracking_uri):
     assert params["tokenizer.max_length"] == "auto"
     assert params["data.max_length"] == str(prepared.manifest.max_length)
     assert params["data.max_length_chosen_by"].startswith("auto: p95")
+
+
+# -- item 6: disk full, staging removed at once -------------------------------------------------------
+
+def test_disk_full_is_one_line_and_leaves_no_staging_folder(tmp_path, job, tiny_disk):
+    cfg = job(output_root=str(tiny_disk), source="files", paths=(_varied_csv(tmp_path, 400),),
+              tokenizer={"max_length": 256}, partitions=3)  # 400 x 256 x 4 bytes: ~400 KiB of ids
+    with pytest.raises(UserInputError) as e:
+        prepare(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and "no space left" in msg.lower() and str(tiny_disk) in msg and "output_root" in msg
+    assert _leftovers(tiny_disk) == []
+
+
+def test_failed_prepare_removes_its_staging_folder_at_once(tmp_path, job):
+    # every text but a few becomes zero tokens: found by the encode step, after shards are written
+    path = tmp_path / "zero.csv"
+    zero_width = "\u200b"
+    path.write_text("text,label\n" + "".join(f"{zero_width * (i + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+                    + "good one,pos\nbad one,neg\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match="zero_tokens"):
+        prepare(job(source="files", paths=(str(path),), partitions=3))
+    assert _leftovers(tmp_path / "out") == []
