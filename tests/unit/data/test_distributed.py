@@ -50,6 +50,7 @@ def test_one_malformed_shard_fails_naming_it_and_publishes_nothing(fx, job, tmp_
     assert not data.exists() or not [d for d in data.iterdir() if is_complete(d)]
 
 
+@pytest.mark.slow
 def test_disk_full_in_a_task_is_one_line_and_no_task_writes_after_cleanup(job, tmp_path, tiny_disk, ray_cluster):
     import time
 
@@ -63,3 +64,23 @@ def test_disk_full_in_a_task_is_one_line_and_no_task_writes_after_cleanup(job, t
     time.sleep(2)  # a task still running would write here after the cleanup
     data = tiny_disk / "data"
     assert not data.exists() or list(data.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_stray_quote_and_empty_file_same_outcome_in_ray_tasks(job, tmp_path, ray_cluster):
+    rows = [f"review {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)]
+    stray = tmp_path / "stray.csv"
+    stray.write_text("text,label\n" + "".join(rows[:10]) + '"stray,neg\nswallowed,pos\nclosed "here",pos\n'
+                     + "".join(rows[10:]))
+    common = {"source": "files", "paths": (str(stray),), "partitions": 2}
+    with pytest.raises(DataValidationError, match=r"^\S*stray\.csv: line \d+-\d+: a double quote[^\n]*$"):
+        prepare(job(output_root=str(tmp_path / "e"), prepare_mode="ray", **common))
+    skip = {**common, "on_bad_csv_row": "skip", "max_drop_fraction": 0.2}
+    local = prepare(job(output_root=str(tmp_path / "local"), prepare_mode="local", **skip)).manifest
+    dist = prepare(job(output_root=str(tmp_path / "ray"), prepare_mode="ray", **skip)).manifest
+    assert dist.cleaning == local.cleaning and dist.cleaning.dropped["bad_csv_row"] == 3
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataValidationError, match=r"^\S*empty\.csv is empty[^\n]*data\.paths$"):
+        prepare(job(output_root=str(tmp_path / "x"), source="files", paths=(str(stray), str(empty)),
+                    prepare_mode="ray", on_bad_csv_row="skip", max_drop_fraction=0.2))
