@@ -25,10 +25,12 @@ import logging
 import re
 import tempfile
 import warnings
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.data.clean import EXAMPLES_KEPT
@@ -257,92 +259,94 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
     return DataValidationError(f"could not read {where} as {what}: {type(cause).__name__}: {text}")
 
 
-def _read_text(path: Path, kwargs: dict, cfg: DataConfig) -> str:
-    """A whole input file as text: only on an error path, to name the line at fault."""
-    with open(path, encoding=kwargs.get("encoding", cfg.encoding), errors="replace", newline="") as f:
-        return f.read()
+def _lines(path: Path, encoding: str):
+    """(line number, line) of a file, streamed: only read on an error path, to name the line at fault."""
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        yield from enumerate((line.rstrip("\r\n") for line in f), 1)
 
 
 def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: dict, cfg: DataConfig):
     """A reader error on one file that we can name precisely (empty, header only, a broken JSON line, an
     unclosed quote, a text column of mixed types), else None."""
-    text = _read_text(path, kwargs, cfg)
+    encoding = kwargs.get("encoding", cfg.encoding)
     fix = "fix the file or remove it from data.paths"
-    if not text.strip():
+    first = [line for _, line in islice(((n, x) for n, x in _lines(path, encoding) if x.strip()), 2)]
+    if not first:
         return DataValidationError(f"{path} is empty ({path.stat().st_size} bytes, no rows); {fix}")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if builder == "csv" and len(lines) == 1:
-        return DataValidationError(f"{path} has only a header line ({lines[0][:80]!r}) and no rows; {fix}")
+    if builder == "csv" and len(first) == 1:
+        return DataValidationError(f"{path} has only a header line ({first[0][:80]!r}) and no rows; {fix}")
     messages = " ".join(str(c) for c in chain)
     if builder == "csv" and _EOF_IN_STRING in messages:
-        start = _csv_records(path, kwargs.get("sep", ","), kwargs.get("encoding", cfg.encoding))[-1][0]
+        start = deque(_csv_records(path, kwargs.get("sep", ","), encoding), maxlen=1)[0][0]
         return DataValidationError(
             f"{path}: line {start}: a double quote opens a field that is never closed (EOF inside string), so "
             "every line after it would be read as one value; remove that stray quote, or double it (\"\") "
             "inside a quoted field"
         )
     if builder == "json":
-        return _explain_json(path, text, messages, cfg, fix)
+        return _explain_json(path, first[0].lstrip().startswith("["), encoding, messages, cfg, fix)
     return None
 
 
-def _json_rows(text: str):
-    """(line, record) of a JSON Lines text, or of a JSON array; raises json.JSONDecodeError."""
-    if text.lstrip().startswith("["):
-        yield from ((None, r) for r in json.loads(text))
+class _BadJson(Exception):
+    def __init__(self, line: int, what: str) -> None:
+        super().__init__(what)
+        self.line, self.what = line, what
+
+
+def _json_rows(path: Path, is_array: bool, encoding: str):
+    """(line, record) of a JSON Lines file (streamed), or of a JSON array (read whole: it is one value).
+    Raises _BadJson naming the line."""
+    if is_array:
+        with open(path, encoding=encoding, errors="replace") as f:
+            try:
+                records = json.load(f)
+            except json.JSONDecodeError as e:
+                raise _BadJson(e.lineno, e.msg) from None
+        yield from ((None, r) for r in records)
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in _lines(path, encoding):
         if line.strip():
-            yield n, json.loads(line)
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise _BadJson(n, f"{e.msg}: {line[:80]!r}") from None
 
 
-def _explain_json(path: Path, text: str, messages: str, cfg: DataConfig, fix: str):
-    try:
-        rows = list(_json_rows(text))
-    except json.JSONDecodeError as e:
-        n = e.lineno if text.lstrip().startswith("[") else None
-        bad = next((i for i, line in enumerate(text.splitlines(), 1) if line.strip() and not _parses(line)), None)
-        n = n or bad
-        shown = text.splitlines()[n - 1][:80] if n else ""
-        return DataValidationError(f"{path}: line {n} is not valid JSON ({e.msg}: {shown!r}); fix or remove "
-                                   "that line (JSON Lines: one object per line)")
-    if not rows:
-        return DataValidationError(f"{path} holds no rows; {fix}")
+def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg: DataConfig, fix: str):
     mixed = _MIXED_COLUMN.search(messages)
-    if mixed and mixed.group(1) == cfg.text_column:
-        for n, row in rows:
-            value = row.get(cfg.text_column) if isinstance(row, dict) else None
+    text_mixed = mixed is not None and mixed.group(1) == cfg.text_column
+    rows = 0
+    try:
+        for n, row in _json_rows(path, is_array, encoding):
+            rows += 1
+            value = row.get(cfg.text_column) if text_mixed and isinstance(row, dict) else None
             if value is not None and not isinstance(value, str):
-                at = f"line {n}" if n else "a row"
+                at = f"line {n}" if n else f"row {rows}"
                 return DataValidationError(
                     f"{path}: {at}: column {cfg.text_column!r} holds {type(value).__name__} {value!r} where "
                     "other rows hold strings; every text must be a string: quote it or remove that row"
                 )
+    except _BadJson as e:
+        return DataValidationError(f"{path}: line {e.line} is not valid JSON ({e.what}); fix or remove that "
+                                   "line (JSON Lines: one object per line)")
+    if not rows:
+        return DataValidationError(f"{path} holds no rows; {fix}")
     return None
-
-
-def _parses(line: str) -> bool:
-    try:
-        json.loads(line)
-        return True
-    except json.JSONDecodeError:
-        return False
 
 
 # -- CSV rows the reader mis-reads without an error ------------------------------------------------------
 
-def _csv_records(path: Path, sep: str, encoding: str) -> list[tuple[int, int, list[str]]]:
+def _csv_records(path: Path, sep: str, encoding: str):
     """(first line, last line, fields) of every non-blank record, header included, as Python's csv module
-    reads it (the same quoting rules as pandas' reader). Read only when a row looks suspicious."""
-    out = []
+    reads it (the same quoting rules as pandas' reader), streamed. Read only when a row looks suspicious."""
     with open(path, encoding=encoding, errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=sep)
         last = 0
         for fields in reader:
             if fields:
-                out.append((last + 1, reader.line_num, fields))
+                yield last + 1, reader.line_num, fields
             last = reader.line_num
-    return out
 
 
 def _swallows_rows(value: str, sep: str, ncols: int, label_at: int, labels: set[str]) -> bool:
@@ -361,7 +365,7 @@ def _swallows_rows(value: str, sep: str, ncols: int, label_at: int, labels: set[
 class BadRows:
     """Rows a reader mis-read without an error: dropped and counted (one count per physical line)."""
 
-    keep: object  # pyarrow boolean mask over the table's rows
+    keep: object  # pyarrow boolean mask over the table's rows; None: keep every row
     dropped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
@@ -376,7 +380,7 @@ def _suspects(table, label_type_is_string: bool):
         cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(text, "[\r\n]"), False))
     if label_type_is_string:
         cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(label, "[\r\n]"), False))
-    return [i for i, v in enumerate(cond.to_pylist()) if v]
+    return np.flatnonzero(cond.to_numpy(zero_copy_only=False)).tolist()
 
 
 def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataConfig, sep: str) -> BadRows:
@@ -389,16 +393,21 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
 
     label_is_str = pa.types.is_string(table.column("label").type)
     suspects = _suspects(table, label_is_str)
-    bad = BadRows(pa.array([True] * table.num_rows))
+    bad = BadRows(None)
     if not suspects:
         return bad
     ncols, label_at = len(columns), columns.index(cfg.label_column)
     text_at = columns.index(cfg.text_column)
-    records = [r for r in _csv_records(path, sep, cfg.encoding)[1:] if len(r[2]) <= ncols]
-    aligned = len(records) == table.num_rows  # else name rows by their index
+    wanted, records, total = set(suspects), {}, 0
+    for record in islice(_csv_records(path, sep, cfg.encoding), 1, None):  # after the header
+        if len(record[2]) <= ncols:  # longer rows were skipped (or refused) by the reader
+            if total in wanted:
+                records[total] = record
+            total += 1
+    aligned = total == table.num_rows  # else the two readers disagree: judge no row by a wrong record
     known = {str(v) for v in pc.unique(pc.cast(table.column("label"), pa.string())).to_pylist()
              if v is not None and "\n" not in v and "\r" not in v}
-    keep = [True] * table.num_rows
+    keep = np.ones(table.num_rows, bool)
     for i in suspects:
         start, end, fields = records[i] if aligned else (i + 2, i + 2, [])
         what = _bad_csv_reason(fields, ncols, text_at, label_at, sep, known, start, end)
@@ -414,7 +423,7 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
             bad.examples["bad_csv_row"].append(f"{uri}:{span}")
     if bad.dropped:
         log.warning("%s: dropped malformed CSV rows at lines %s", uri, bad.examples["bad_csv_row"])
-    bad.keep = pa.array(keep)
+    bad.keep = pa.array(keep) if bad.dropped else None
     return bad
 
 
@@ -797,7 +806,7 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         examples: dict[str, list[str]] = {}
         if fmt in ("csv", "tsv"):
             bad = check_csv_rows(table, list(ds.column_names), path, unit.uris[0], cfg, kwargs.get("sep", ","))
-            table = table.filter(bad.keep)
+            table = table if bad.keep is None else table.filter(bad.keep)
             dropped.update(bad.dropped)
             examples = bad.examples
     return table, dropped, examples
