@@ -238,6 +238,13 @@ class ModelConfig(_Frozen):
 class TrainConfig(_Frozen):
     epochs: int = Field(5, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(128, ge=1, description="Rows per batch on each worker.")
+    min_steps_per_epoch: int | None = Field(
+        50, ge=1,
+        description="On a small corpus, shrink batch_size (not below 8) until an epoch makes at least this many "
+        "optimizer steps per worker, so that early-stopping patience (counted in validation checks, one per "
+        "epoch) does not stop a model that has barely trained. Unset: always batch_size. The embedded corpus "
+        "makes 55 steps of 128 on 2 workers: unchanged.",
+    )
     eval_batch_size: int = Field(1024, ge=1, description="Rows per batch when scoring the validation split.")
     lr: float = Field(3e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
