@@ -363,6 +363,12 @@ class PromotionConfig(_Frozen):
         description="Against a champion, McNemar's exact test on the paired test predictions must give "
         "p < this, so that noise does not move the alias. 1.0 disables the test.",
     )
+    require_beats_baseline: bool = Field(
+        False,
+        description="Also refuse a version that is not better than its TF-IDF + logistic regression baseline on "
+        "the same test rows: higher metric AND McNemar's exact test p < significance (the test the champion "
+        "comparison uses). Needs baseline.enabled.",
+    )
     lock_ttl_s: float = Field(
         900.0, gt=0, description="A promotion lock older than this is considered abandoned (a killed job)."
     )
@@ -395,7 +401,7 @@ class BaselineConfig(_Frozen):
         description="Inverse regularization strengths tried; the best on the validation split is kept "
         "(ties go to the smaller).",
     )
-    max_iter: int = Field(1000, ge=10, description="Solver iterations per fit (lbfgs).")
+    max_iter: int = Field(1000, ge=10, description="Solver iterations per fit (liblinear).")
 
     @field_validator("char_ngram_range")
     @classmethod
@@ -485,6 +491,13 @@ class JobConfig(_Frozen):
         if ".." in PurePosixPath(v.split("://", 1)[-1]).parts:
             raise ValueError(f"output_root must not contain '..' (got {v!r}); give a plain or absolute path")
         return v
+
+    @model_validator(mode="after")
+    def _gate_has_a_baseline(self) -> JobConfig:
+        if self.promotion.require_beats_baseline and not self.baseline.enabled:
+            raise ValueError("promotion.require_beats_baseline=true compares each version with its baseline, but "
+                             "baseline.enabled=false fits none; set baseline.enabled=true")
+        return self
 
     @model_validator(mode="after")
     def _bucketing_scores_like_it_trains(self) -> JobConfig:
