@@ -166,9 +166,11 @@ class TokenizerConfig(_Frozen):
     lowercase: bool = Field(True, description="Lowercase before tokenizing.")
     nfkc: bool = Field(True, description="Apply Unicode NFKC normalization (full-width to half-width, etc.).")
     max_length: int | Literal["auto"] = Field(
-        128,
-        description="Fixed sequence length after padding/truncation, or 'auto': the smallest length that "
-        "covers tokenizer.max_length_percentile of the training rows (recorded in the manifest).",
+        "auto",
+        description="Fixed sequence length after padding/truncation, or 'auto' (the default): the smallest length "
+        "that covers tokenizer.max_length_percentile of the training rows, at most max_length_limit (recorded in "
+        "the manifest; p95 is 188 tokens on the embedded corpus, 41 on English sentences, 1,430 on long English "
+        "reviews, cut to 512). A run warns when more than 5% of training rows are cut. The seed config pins 128.",
     )
     max_length_percentile: float = Field(
         95.0, gt=0.0, le=100.0, description="Share of training rows (in %) that max_length=auto keeps whole."
