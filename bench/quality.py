@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.adaptive import adapt_to_corpus
 from pipeline.baseline import fit_on_prepared
 from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.data.prepare import prepare
@@ -90,7 +91,9 @@ def corpus_overrides(name: str, output_root: Path) -> list[str]:
 def train_and_score(cfg: JobConfig) -> tuple[np.ndarray, float, int]:
     """(test predictions, wall s, best epoch) of `cfg` trained in this process on one worker."""
     t0 = time.perf_counter()
-    path = prepare(cfg).path
+    prepared = prepare(cfg)
+    cfg, _ = adapt_to_corpus(cfg, prepared.manifest)  # as jobs.run would: enough steps on small corpora
+    path = prepared.path
     data = load_train_data(path, 0, 1)
     states: list[TrainState] = []
     train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s))
@@ -111,7 +114,9 @@ def line(name: str, ok: np.ndarray, base_ok: np.ndarray | None, wall: float, not
 
 def bench_corpus(name: str, args: argparse.Namespace) -> None:
     root = Path(args.output_root).resolve()
-    common = [f"output_root={root}", *corpus_overrides(name, root), f"train.threads_per_worker={args.threads}"]
+    # One worker, as the networks train here (and as jobs.tune's trials do).
+    common = [f"output_root={root}", *corpus_overrides(name, root), f"train.threads_per_worker={args.threads}",
+              "scaling.num_workers=1"]
     if args.max_rows:
         common.append(f"data.max_rows={args.max_rows}")
     epochs = [f"train.epochs={args.epochs}"] if args.epochs else []
@@ -124,7 +129,8 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
           f"{prepared.manifest.length_stats['p95']:.0f} tokens)", flush=True)
 
     baseline = fit_on_prepared(prepared.path, base_cfg.baseline)
-    print(line("baseline", baseline.test_correct, None, baseline.fit_s, f"C={baseline.c:g}"), flush=True)
+    print(line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),
+          flush=True)
     for label, yaml_name in (("seed", "embedded.yaml"), ("best.yaml", "best.yaml")):
         cfg = load_config(CONFIG_DIR / yaml_name, [*common, *epochs])
         pred, wall, best_epoch = train_and_score(cfg)
@@ -145,7 +151,7 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
             import ray
 
             ray.shutdown()
-    best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}"])
+    best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
     pred, wall, best_epoch = train_and_score(best)
     sample = ", ".join(f"{k}={v}" for k, v in outcome.best_trial.sample.items())
     print(line("tuned", pred == y, baseline.test_correct, wall,
