@@ -32,8 +32,10 @@ import yaml
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
+from pipeline.adaptive import adapt_to_corpus
 from pipeline.config_loader import flatten
 from pipeline.data.prepare import PreparedData, prepare
+from pipeline.data.store import load_manifest
 from pipeline.tracking import ensure_experiment, log_params, mask_secrets, tracking_uri_scope
 from schemas.config import JobConfig, SearchSpace
 
@@ -153,6 +155,7 @@ def run_trial(sample: dict[str, Any], *, base: dict[str, Any], data_paths: dict[
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(JobConfig.model_validate(base), sample)
     data_path = data_paths[variant_key(cfg.tokenizer.kind, sample["max_length"])]
+    cfg, _ = adapt_to_corpus(cfg, load_manifest(data_path))  # as jobs.run will train the best one
     client = MlflowClient(tracking_uri)
     run = client.create_run(experiment_id, run_name=f"{search_name}-{trial_id}",
                             tags={"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, "data_path": data_path})
