@@ -36,7 +36,9 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
         assert sorted(steps) == [0, 1]
         assert child.data.params["tokenizer.max_length"] == "32" and child.data.params["scaling.num_workers"] == "1"
-    assert {c.data.params["train.batch_size"] for c in children} <= {"32", "64"}
+    assert {c.data.params["sample.batch_size"] for c in children} <= {"32", "64"}
+    # 240 training rows on one worker: the batch shrinks until an epoch makes train.min_steps_per_epoch steps
+    assert {c.data.params["train.batch_size"] for c in children} == {"8"}
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.json", "plots", "best_config"} <= arts
     assert "baseline.validation_accuracy" in parent.data.metrics
