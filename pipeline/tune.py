@@ -31,11 +31,13 @@ import mlflow
 import yaml
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
+from pydantic import ValidationError
 
 from pipeline.adaptive import adapt_to_corpus
 from pipeline.config_loader import flatten
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import load_manifest
+from pipeline.errors import UserInputError
 from pipeline.tracking import ensure_experiment, log_params, mask_secrets, tracking_uri_scope
 from schemas.config import JobConfig, SearchSpace
 
@@ -101,6 +103,19 @@ def trial_config(base: JobConfig, sample: dict[str, Any]) -> JobConfig:
     cfg = apply_sample(base, sample)
     scaling = cfg.scaling.model_copy(update={"num_workers": cfg.tune.workers_per_trial})
     return cfg.model_copy(update={"scaling": scaling})
+
+
+def check_space(cfg: JobConfig) -> None:
+    """Every value of the search space, each on the job config, must make a valid config: a trial
+    should not be the first to find out. Raises UserInputError naming the value and the reason."""
+    for name in SPACE_KEYS:
+        for value in getattr(cfg.tune.space, name):
+            try:
+                apply_sample(cfg, {name: value})
+            except ValidationError as e:
+                reason = "; ".join(err["msg"] for err in e.errors())
+                raise UserInputError(f"tune.space.{name}: value {value!r} gives an invalid {SPACE_KEYS[name]} "
+                                     f"({reason}); drop it from tune.space.{name} or change the job config") from None
 
 
 def data_variants(cfg: JobConfig) -> list[tuple[str, int | str]]:
@@ -257,7 +272,8 @@ def search(cfg: JobConfig, tracking_uri: str, config_path: Path, baseline_acc: f
     """Run the search on the connected Ray cluster; write the best config to `config_path`.
 
     `baseline_acc`: the baseline's validation accuracy, shown next to the trials (None: not shown).
-    Raises RuntimeError when no trial reported a metric (every trial failed: see the trial errors).
+    Raises UserInputError for a search-space value the job config refuses, RuntimeError when no
+    trial reported a metric (every trial failed: see the trial errors).
     """
     import ray
     from ray import tune
@@ -266,6 +282,7 @@ def search(cfg: JobConfig, tracking_uri: str, config_path: Path, baseline_acc: f
 
     t0 = time.perf_counter()
     cfg = _absolute_paths(cfg)
+    check_space(cfg)
     variants = prepare_variants(cfg)
     tc = cfg.tune
     mode = "max" if tc.metric == "val_accuracy" else "min"
