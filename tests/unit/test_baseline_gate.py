@@ -34,7 +34,7 @@ def test_the_gate_needs_higher_and_significant():
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory):
+def registered(tmp_path_factory):  # trains and registers a real model: its tests are integration-marked
     root = tmp_path_factory.mktemp("gate")
     cfg, prep = prepare_generated(root)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -48,6 +48,8 @@ def _baseline(prep, cfg: BaselineConfig) -> Score:
     return Score(result.test_metrics, result.test_correct)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_version_that_does_not_beat_its_baseline_is_refused(registered):
     uri, version, prep, texts, labels = registered
     strong = _baseline(prep, BaselineConfig())  # the corpus is one sentiment word per row: ~perfect
@@ -64,6 +66,8 @@ def test_a_version_that_does_not_beat_its_baseline_is_refused(registered):
     assert float(tags["promotion.baseline_accuracy"]) == pytest.approx(base)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_version_that_beats_its_baseline_is_promoted(registered):
     uri, version, prep, texts, labels = registered
     # a real baseline on features that miss the signal: 8-character n-grams of rows of ~3-12 characters
@@ -78,6 +82,8 @@ def test_a_version_that_beats_its_baseline_is_promoted(registered):
     assert current_alias_version(client, "gated", "champion") == version
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_the_option_without_a_baseline_is_an_error(registered):
     uri, version, prep, texts, labels = registered
     with pytest.raises(ValueError, match="baseline"):
