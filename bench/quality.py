@@ -39,17 +39,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.adaptive import adapt_to_corpus
 from pipeline.baseline import fit_on_prepared
-from jobs.config_loader import CONFIG_DIR, load_config
+from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
 from pipeline.data.store import read_split_arrays, read_texts
 from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.registry.promotion import mcnemar_p
+from pipeline.tracking import tracking_store
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
-from pipeline.train.trainer import choose_weights, ensure_ray
+from pipeline.train.trainer import choose_weights
 from pipeline.tune import search
 from schemas.config import JobConfig
 
@@ -140,17 +142,10 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     tune_cfg = load_config(CONFIG_DIR / "tune.yaml", [
         *common, *epochs, f"tune.time_budget_s={60 * args.search_minutes}", f"tune.num_samples={args.trials}",
         f"tracking.experiment_name=bench-quality-{name}"])
-    started = ensure_ray(tune_cfg.ray)
-    try:
-        t0 = time.perf_counter()
-        outcome = search(tune_cfg, f"sqlite:///{root / 'mlflow.db'}", root / f"bench-tuned-{name}.yaml",
-                         baseline.validation_accuracy)
-        search_s = time.perf_counter() - t0
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    t0 = time.perf_counter()
+    with ray_session(tune_cfg.ray), tracking_store(f"sqlite:///{root / 'mlflow.db'}") as client:
+        outcome = search(tune_cfg, client, root / f"bench-tuned-{name}.yaml", baseline.validation_accuracy)
+    search_s = time.perf_counter() - t0
     best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
     pred, wall, best_epoch = train_and_score(best)
     sample = ", ".join(f"{k}={v}" for k, v in outcome.best_trial.sample.items())

@@ -18,15 +18,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import ray
-
 from jobs import run as run_job
 from jobs.cli import build_parser, run_main
+from jobs.config_loader import CONFIG_DIR
 from pipeline.baseline import fit_on_prepared
-from pipeline.config_loader import CONFIG_DIR
+from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
-from pipeline.tracking import resolve_tracking_uri
-from pipeline.train.trainer import ensure_ray
+from pipeline.tracking import resolve_tracking_uri, tracking_store
 from pipeline.tune import SearchOutcome, search
 from schemas.config import JobConfig
 
@@ -56,20 +54,15 @@ class TuneSummary:
 
 
 def run(cfg: JobConfig, output: Path, register: bool = False) -> TuneSummary:
-    started = ensure_ray(cfg.ray)
-    try:
+    with ray_session(cfg.ray):
         baseline_acc = None
         if cfg.baseline.enabled:  # the bar the trials should clear, on the same validation rows
             baseline_acc = fit_on_prepared(prepare(cfg).path, cfg.baseline).validation_accuracy
-        outcome = search(cfg, resolve_tracking_uri(cfg), output, baseline_acc)
-        summary = TuneSummary(outcome, None)
-        print(summary.text())
-        if register:
-            summary = TuneSummary(outcome, run_job.run(outcome.best_config))
-    finally:
-        if started:
-            ray.shutdown()
-    return summary
+        with tracking_store(resolve_tracking_uri(cfg)) as client:
+            outcome = search(cfg, client, output, baseline_acc)
+        print(TuneSummary(outcome, None).text())
+        registered = run_job.run(outcome.best_config) if register else None  # the same cluster
+    return TuneSummary(outcome, registered)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from pipeline.data.store import StorePath, read_texts
-from pipeline.evaluate import classification_metrics
+from pipeline.evaluation.metrics import classification_metrics
 from schemas.config import BaselineConfig
 
 # Words are runs of letters/digits, single characters included ("i", "a"), unlike sklearn's

@@ -34,11 +34,11 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from pipeline.adaptive import adapt_to_corpus
-from pipeline.config_loader import flatten
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import load_manifest
 from pipeline.errors import UserInputError
-from pipeline.tracking import ensure_experiment, log_params, mask_secrets, tracking_uri_scope
+from pipeline.evaluation import plots
+from pipeline.tracking import flatten, log_params, mask_secrets, mlflow_run
 from schemas.config import JobConfig, SearchSpace
 
 log = logging.getLogger(__name__)
@@ -239,8 +239,6 @@ def comparison_markdown(rows: list[TrialRow], metric: str, baseline_acc: float |
 
 def trials_plot(results, metric: str, baseline_acc: float | None):
     """Every trial's validation curve over epochs, the baseline's validation accuracy as a line."""
-    from pipeline import plots
-
     fig, ax = plots.plt.subplots(figsize=(7, 4))
     for r in results:
         df = r.metrics_dataframe
@@ -268,93 +266,99 @@ def _absolute_paths(cfg: JobConfig) -> JobConfig:
     return cfg.model_copy(update={"output_root": root})
 
 
-def search(cfg: JobConfig, tracking_uri: str, config_path: Path, baseline_acc: float | None = None) -> SearchOutcome:
-    """Run the search on the connected Ray cluster; write the best config to `config_path`.
+def search(cfg: JobConfig, client: MlflowClient, config_path: Path,
+           baseline_acc: float | None = None) -> SearchOutcome:
+    """Run the search on the connected Ray cluster, into `client`'s store (the job's tracking store,
+    also MLflow's current URI); write the best config to `config_path`.
 
     `baseline_acc`: the baseline's validation accuracy, shown next to the trials (None: not shown).
     Raises UserInputError for a search-space value the job config refuses, RuntimeError when no
     trial reported a metric (every trial failed: see the trial errors).
     """
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     t0 = time.perf_counter()
     cfg = _absolute_paths(cfg)
     check_space(cfg)
     variants = prepare_variants(cfg)
-    tc = cfg.tune
-    mode = "max" if tc.metric == "val_accuracy" else "min"
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = f"tune-{stamp}"
-    concurrent = max_concurrent(cfg, ray.cluster_resources())
-    with tracking_uri_scope(tracking_uri):
-        experiment_id = ensure_experiment(cfg, tracking_uri)
-        client = MlflowClient(tracking_uri)
-        parent = mlflow.start_run(experiment_id=experiment_id, run_name=cfg.tracking.run_name or name,
-                                  tags={"tune.search": "parent"})
-        try:
-            log_params({**flatten(cfg.tune, "tune."), "tune.max_concurrent_trials_used": concurrent,
-                        "tune.data_variants": sorted(variants)})
-            if baseline_acc is not None:
-                mlflow.log_metric("baseline.validation_accuracy", baseline_acc)
-            trainable = functools.partial(
-                run_trial, base=cfg.model_dump(mode="json"),
-                data_paths={k: str(Path(str(p.path)).resolve()) if "://" not in str(p.path) else str(p.path)
-                            for k, p in variants.items()},
-                tracking_uri=tracking_uri, experiment_id=experiment_id, parent_run_id=parent.info.run_id,
-                search_name=name)
-            tuner = tune.Tuner(
-                tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
-                param_space=param_space(tc.space),
-                tune_config=tune.TuneConfig(
-                    metric=tc.metric, mode=mode, num_samples=tc.num_samples, time_budget_s=tc.time_budget_s,
-                    # max_t one past the last epoch: a trial that trains every epoch returns by itself
-                    # (and closes its MLflow run); ASHA only stops the ones that lag at a rung.
-                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs + 1,
-                                            grace_period=min(tc.grace_period, cfg.train.epochs),
-                                            reduction_factor=tc.reduction_factor),
-                    # The generator bounds concurrency itself (TuneConfig's bound applies to Searchers only).
-                    search_alg=BasicVariantGenerator(random_state=tc.seed, max_concurrent=concurrent),
-                ),
-                run_config=tune.RunConfig(name=name, storage_path=str(Path(cfg.output_root) / "ray_results"),
-                                          verbose=1),
-            )
-            results = tuner.fit()
-            children = client.search_runs([experiment_id],
-                                          filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-            rows = _trial_rows(results, tc.metric, mode, {r.data.tags.get(TRIAL_TAG): r for r in children})
-            _close_stopped_runs(client, rows)
-            scored = [t for t in rows if not math.isnan(t.best)]
-            if not scored:
-                raise RuntimeError(f"no trial of {name} reported {tc.metric}; every trial failed "
-                                   f"(see {cfg.output_root}/ray_results/{name})")
-            best = scored[0]
-            best_cfg = apply_sample(cfg, best.sample)
-            header = (f"Found by python -m jobs.tune ({name}, {len(rows)} trials): best {tc.metric} "
-                      f"{best.best:.4f} in trial {best.trial_id}"
-                      + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
-                      + f".\nRun:  python -m jobs.run --config {config_path}")
-            write_config(best_cfg, config_path, header)
-            mlflow.log_metrics({f"best_{tc.metric}": best.best, "n_trials": len(rows),
-                                "n_stopped_early": sum(t.status == "stopped" for t in rows),
-                                "n_failed": sum(t.status == "failed" for t in rows)})
-            mlflow.set_tags({"tune.best_trial": best.trial_id, "tune.best_run_id": best.run_id or ""})
-            mlflow.log_table(comparison_table(rows, tc.metric), "trials.json")
-            fig = trials_plot(results, tc.metric, baseline_acc)
-            mlflow.log_figure(fig, "plots/trials.png")
-            from pipeline import plots
-
-            plots.close(fig)
-            mlflow.log_artifact(str(config_path), "best_config")
-            mlflow.set_tag("mlflow.note.content", comparison_markdown(rows, tc.metric, baseline_acc))
-        except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
-            raise
-        except BaseException:
-            mlflow.end_run("FAILED")
-            raise
-        mlflow.end_run("FINISHED")
+    name = f"tune-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    with mlflow_run(client, cfg, cfg.tracking.run_name or name, {"tune.search": "parent"}) as parent:
+        concurrent = max_concurrent(cfg, ray.cluster_resources())
+        log_params({**flatten(cfg.tune, "tune."), "tune.max_concurrent_trials_used": concurrent,
+                    "tune.data_variants": sorted(variants)})
+        if baseline_acc is not None:
+            mlflow.log_metric("baseline.validation_accuracy", baseline_acc)
+        results = _run_trials(cfg, client, variants, parent, name, concurrent)
+        rows = _collect_trials(client, parent, results, cfg.tune.metric)
+        scored = [t for t in rows if not math.isnan(t.best)]
+        if not scored:
+            raise RuntimeError(f"no trial of {name} reported {cfg.tune.metric}; every trial failed "
+                               f"(see {cfg.output_root}/ray_results/{name})")
+        best = scored[0]
+        best_cfg = apply_sample(cfg, best.sample)
+        header = (f"Found by python -m jobs.tune ({name}, {len(rows)} trials): best {cfg.tune.metric} "
+                  f"{best.best:.4f} in trial {best.trial_id}"
+                  + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
+                  + f".\nRun:  python -m jobs.run --config {config_path}")
+        write_config(best_cfg, config_path, header)
+        _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc)
     return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc,
                          time.perf_counter() - t0)
+
+
+def _run_trials(cfg: JobConfig, client: MlflowClient, variants: dict[str, PreparedData], parent, name: str,
+                concurrent: int):
+    """Tuner.fit over the search space: random search, ASHA, `concurrent` trials at a time."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    tc = cfg.tune
+    trainable = functools.partial(
+        run_trial, base=cfg.model_dump(mode="json"),
+        data_paths={k: str(Path(str(p.path)).resolve()) if "://" not in str(p.path) else str(p.path)
+                    for k, p in variants.items()},
+        tracking_uri=client.tracking_uri, experiment_id=parent.info.experiment_id,
+        parent_run_id=parent.info.run_id, search_name=name)
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
+        param_space=param_space(tc.space),
+        tune_config=tune.TuneConfig(
+            metric=tc.metric, mode="max" if tc.metric == "val_accuracy" else "min", num_samples=tc.num_samples,
+            time_budget_s=tc.time_budget_s,
+            # max_t one past the last epoch: a trial that trains every epoch returns by itself (and
+            # closes its MLflow run); ASHA only stops the ones that lag at a rung.
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs + 1,
+                                    grace_period=min(tc.grace_period, cfg.train.epochs),
+                                    reduction_factor=tc.reduction_factor),
+            # The generator bounds concurrency itself (TuneConfig's bound applies to Searchers only).
+            search_alg=BasicVariantGenerator(random_state=tc.seed, max_concurrent=concurrent),
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str(Path(cfg.output_root) / "ray_results"), verbose=1),
+    )
+    return tuner.fit()
+
+
+def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[TrialRow]:
+    """The trials, best first, their child runs found by tag; runs ASHA cut short are closed here."""
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    rows = _trial_rows(results, metric, "max" if metric == "val_accuracy" else "min",
+                       {r.data.tags.get(TRIAL_TAG): r for r in children})
+    _close_stopped_runs(client, rows)
+    return rows
+
+
+def _log_comparison(metric: str, rows: list[TrialRow], results, best: TrialRow, config_path: Path,
+                    baseline_acc: float | None) -> None:
+    """Into the parent run: counts, the trial table and plot, the best config, the description."""
+    mlflow.log_metrics({f"best_{metric}": best.best, "n_trials": len(rows),
+                        "n_stopped_early": sum(t.status == "stopped" for t in rows),
+                        "n_failed": sum(t.status == "failed" for t in rows)})
+    mlflow.set_tags({"tune.best_trial": best.trial_id, "tune.best_run_id": best.run_id or ""})
+    mlflow.log_table(comparison_table(rows, metric), "trials.json")
+    fig = trials_plot(results, metric, baseline_acc)
+    mlflow.log_figure(fig, "plots/trials.png")
+    plots.close(fig)
+    mlflow.log_artifact(str(config_path), "best_config")
+    mlflow.set_tag("mlflow.note.content", comparison_markdown(rows, metric, baseline_acc))

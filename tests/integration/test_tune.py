@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs import tune as tune_job
-from pipeline.config_loader import load_config
+from jobs.config_loader import load_config
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.adaptive import MIN_BATCH, adapt_to_corpus, effective_batch_size, steps_per_epoch, truncation_warning
-from pipeline.config_loader import CONFIG_DIR, load_config
 from schemas.features import Manifest, SplitInfo
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from pipeline.baseline import fit_on_prepared
 from pipeline.data.store import read_texts
-from pipeline.promotion import Score, baseline_gate, current_alias_version, promote_version
+from pipeline.registry.promotion import Score, baseline_gate, current_alias_version, promote_version
+from pipeline.tracking import tracking_store
 from schemas.config import BaselineConfig, PromotionConfig
 from tests.model_factory import prepare_generated, register, train_state
 
@@ -53,9 +53,9 @@ def _baseline(prep, cfg: BaselineConfig) -> Score:
 def test_a_version_that_does_not_beat_its_baseline_is_refused(registered):
     uri, version, prep, texts, labels = registered
     strong = _baseline(prep, BaselineConfig())  # the corpus is one sentiment word per row: ~perfect
-    client = MlflowClient(uri)
-    decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
-                               baseline=strong)
+    with tracking_store(uri) as client:  # as a job does: models:/ URIs resolve through it
+        decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
+                                   baseline=strong)
     assert not decision.promoted
     cand, base = decision.candidate["accuracy"], strong.metrics["accuracy"]
     assert f"{cand:.4f}" in decision.reason and f"its baseline {base:.4f}" in decision.reason
@@ -74,9 +74,9 @@ def test_a_version_that_beats_its_baseline_is_promoted(registered):
     # (nearly all unique; the sentiment word is rarely inside a shared one) -> about chance
     weak = _baseline(prep, BaselineConfig(word_ngram_max=1, char_ngram_range=(8, 8)))
     assert weak.metrics["accuracy"] < 0.7
-    client = MlflowClient(uri)
-    decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
-                               baseline=weak)
+    with tracking_store(uri) as client:
+        decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
+                                   baseline=weak)
     assert decision.promoted, decision.reason
     assert "first version" in decision.reason and "beats its baseline" in decision.reason
     assert current_alias_version(client, "gated", "champion") == version
@@ -86,5 +86,5 @@ def test_a_version_that_beats_its_baseline_is_promoted(registered):
 @pytest.mark.slow
 def test_the_option_without_a_baseline_is_an_error(registered):
     uri, version, prep, texts, labels = registered
-    with pytest.raises(ValueError, match="baseline"):
-        promote_version(MlflowClient(uri), "gated", version, texts, labels, list(prep.manifest.label_names), GATE)
+    with tracking_store(uri) as client, pytest.raises(ValueError, match="baseline"):
+        promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config_loader import CONFIG_DIR, load_config
+from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.errors import UserInputError
 from pipeline.tune import (
     SPACE_KEYS,
