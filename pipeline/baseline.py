@@ -124,9 +124,39 @@ def fit_on_prepared(path: StorePath, cfg: BaselineConfig) -> BaselineResult:
     return fit_baseline(texts, labels, cfg)
 
 
-def comparison_line(model_accuracy: float, baseline: BaselineResult, p_better: float) -> str:
-    """One line for summaries: model vs baseline with the difference and McNemar's p."""
-    b = baseline.test_metrics["accuracy"]
-    verdict = "beats" if model_accuracy > b else "does not beat"
-    return (f"model {model_accuracy:.4f} {verdict} baseline {b:.4f} ({NAME} on {baseline.features}, C={baseline.c:g}; "
-            f"{100 * (model_accuracy - b):+.1f} points, McNemar p={p_better:.3g})")
+@dataclass(frozen=True)
+class Comparison:
+    """The model against its baseline on the same test rows (one-sided exact McNemar tests)."""
+
+    baseline: BaselineResult
+    model_accuracy: float
+    p_better: float  # p-value that the model is no better than the baseline
+    p_worse: float  # p-value that the model is no worse
+    significance: float = 0.05  # below it a difference counts (promotion.significance)
+
+    @property
+    def points(self) -> float:
+        return 100 * (self.model_accuracy - self.baseline.test_metrics["accuracy"])
+
+    def line(self) -> str:
+        b = self.baseline
+        base = b.test_metrics["accuracy"]
+        if self.model_accuracy > base:
+            verdict = "beats" if self.p_better < self.significance else "is level with (not significantly above)"
+        else:
+            verdict = "is below" if self.p_worse < self.significance else "is level with (not significantly below)"
+        return (f"model {self.model_accuracy:.4f} {verdict} baseline {base:.4f} ({self.points:+.1f} points; "
+                f"McNemar p_better={self.p_better:.3g}, p_worse={self.p_worse:.3g}; TF-IDF {b.features} + "
+                f"logistic regression, C={b.c:g})")
+
+
+def compare(model_correct: np.ndarray, baseline: BaselineResult, significance: float = 0.05) -> Comparison:
+    """`model_correct`: per test row, in the stored order, whether the model was right."""
+    from pipeline.registry.promotion import mcnemar_p
+
+    model_correct = np.asarray(model_correct, dtype=bool)
+    if len(model_correct) != len(baseline.test_correct):
+        raise ValueError(f"the model scored {len(model_correct)} test rows, the baseline {len(baseline.test_correct)}")
+    return Comparison(baseline, float(model_correct.mean()) if len(model_correct) else float("nan"),
+                      mcnemar_p(model_correct, baseline.test_correct), mcnemar_p(baseline.test_correct, model_correct),
+                      significance)
