@@ -24,7 +24,7 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
         "tune.seed=3",
     ])
     out = tmp_path / "best-found.yaml"
-    summary = tune_job.run(cfg, out)
+    summary = tune_job.run(cfg, out, register=True)
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("tune-it").experiment_id
@@ -50,3 +50,11 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert best.model.hidden_dim == 8 and best.tokenizer.max_length == 32
     assert best.scaling.num_workers == 2  # the final run keeps the job's workers, not the trials'
     assert best.data.paths == (str(corpus),)
+
+    # --register: the best config trained on the job's 2 workers, registered and gated, as jobs.run does
+    registered = summary.registered
+    assert registered.outcome.run_id not in {c.info.run_id for c in children}
+    assert client.get_run(registered.outcome.run_id).data.params["scaling.num_workers"] == "2"
+    assert client.get_run(registered.outcome.run_id).data.params["model.hidden_dim"] == "8"
+    version = client.get_model_version(cfg.tracking.registered_model_name, registered.outcome.version)
+    assert version.tags["promotion.decision"] in ("promoted", "rejected")
