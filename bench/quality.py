@@ -127,8 +127,8 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     prepared = prepare(base_cfg)
     _, y = read_texts(prepared.path, "test")
     rows = {s: i.rows for s, i in prepared.manifest.splits.items()}
-    print(f"== {name}: {rows} (train length p50/p95 {prepared.manifest.length_stats['p50']:.0f}/"
-          f"{prepared.manifest.length_stats['p95']:.0f} tokens)", flush=True)
+    lengths = prepared.manifest.length_stats
+    print(f"== {name}: {rows} (train length p50/p95 {lengths.p50:.0f}/{lengths.p95:.0f} tokens)", flush=True)
 
     baseline = fit_on_prepared(prepared.path, base_cfg.baseline)
     print(line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),

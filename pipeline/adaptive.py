@@ -39,14 +39,13 @@ def effective_batch_size(n_rows: int, num_workers: int, batch_size: int, min_ste
 def truncation_warning(manifest: Manifest) -> str | None:
     """A sentence when many training rows lose tokens to max_length, else None."""
     stats = manifest.length_stats
-    frac = stats.get("truncated_fraction", 0.0)
+    frac = stats.truncated_fraction
     if frac <= TRUNCATION_WARN_FRACTION:
         return None
     end = "start" if manifest.truncation_side == "left" else "end"
     return (f"{100 * frac:.1f}% of training rows are longer than max_length={manifest.max_length} tokens and lose "
-            f"their {end} (median {stats.get('p50', 0):.0f}, p95 {stats.get('p95', 0):.0f}, longest "
-            f"{stats.get('max', 0):.0f}); set tokenizer.max_length=auto (a percentile, up to "
-            "tokenizer.max_length_limit) or a larger number")
+            f"their {end} (median {stats.p50:.0f}, p95 {stats.p95:.0f}, longest {stats.max:.0f}); set "
+            "tokenizer.max_length=auto (a percentile, up to tokenizer.max_length_limit) or a larger number")
 
 
 def adapt_to_corpus(cfg: JobConfig, manifest: Manifest) -> tuple[JobConfig, list[str]]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.adaptive import MIN_BATCH, adapt_to_corpus, effective_batch_size, steps_per_epoch, truncation_warning
-from schemas.features import Manifest, SplitInfo
+from schemas.features import LengthStats, Manifest, SplitInfo
 
 
 def _manifest(train_rows: int, truncated: float = 0.0, max_length: int = 128) -> Manifest:
     split = SplitInfo(rows=train_rows, label_counts={}, digest="x", file="train.parquet")
+    stats = LengthStats(p50=90.0, p95=400.0, max=2000.0, truncated_fraction=truncated)
     return Manifest.model_construct(splits={"train": split}, max_length=max_length, truncation_side="left",
-                                    length_stats={"p50": 90.0, "p95": 400.0, "max": 2000.0,
-                                                  "truncated_fraction": truncated})
+                                    length_stats=stats)
 
 
 def test_the_issue_corpus_gets_enough_steps():
