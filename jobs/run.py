@@ -34,12 +34,15 @@ class RunSummary:
         o, d = self.outcome, self.decision
         ui = (f"mlflow ui --backend-store-uri {self.tracking_uri}" if self.tracking_uri.startswith("sqlite:")
               else f"open {mask_secrets('tracking_uri', self.tracking_uri)}")
+        versus = [f"baseline      : {o.versus_baseline.line()}"] if o.versus_baseline else []
         return "\n".join([
             "== summary ==",
             f"test accuracy : {o.test_metrics['accuracy']:.4f} (f1 {o.test_metrics['f1']:.4f})",
+            *versus,
             f"parameters    : {o.n_params:,}",
             f"model version : {o.registered_model} v{o.version} (run {o.run_id})",
             f"promoted      : {'yes' if d.promoted else 'no'} ({d.reason})",
+            *(f"adapted       : {n}" for n in o.notes),
             f"wall time     : {self.wall_s:.1f} s",
             f"MLflow UI     : {ui}",
         ])
@@ -51,7 +54,8 @@ def run(cfg: JobConfig) -> RunSummary:
     # file changes while the job runs, and the inputs are hashed once.
     prepared = prepare(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
-    decision = promote_job.run(cfg, outcome.version, prepared)  # same test split, same scoring code
+    baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run
+    decision = promote_job.run(cfg, outcome.version, prepared, baseline)  # same test split, same scoring code
     summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
     print(summary.text())
     return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import build_parser, run_main
+from pipeline.adaptive import adapt_to_corpus
 from pipeline.cluster import ray_session
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.tracking import mlflow_run, resolve_tracking_uri, tracking_store
@@ -20,15 +21,19 @@ from schemas.config import JobConfig
 def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     """Train on `prepared`, or on prepare(cfg): the stored result of jobs.prepare when inputs are unchanged."""
     prepared = prepared or prepare(cfg)
+    cfg, notes = adapt_to_corpus(cfg, prepared.manifest)  # the config logged is the one trained
     run_name, tags = step.run_name(cfg, prepared.manifest), step.lineage_tags(cfg, prepared)
     with (ray_session(cfg.ray), tracking_store(resolve_tracking_uri(cfg)) as client,
           mlflow_run(client, cfg, run_name, tags) as run):
         n_params = step.log_inputs(cfg, prepared)
+        baseline = step.log_baseline(cfg, prepared)
         result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id)
-        test = step.log_evaluation(cfg, prepared, result)
-        outcome = step.publish_model(client, run, cfg, prepared, result, test, n_params)
+        evaluation = step.log_evaluation(cfg, prepared, result, baseline, notes)
+        outcome = step.publish_model(client, run, cfg, prepared, result, evaluation, n_params, notes)
     print(f"run {outcome.run_id}: test accuracy {outcome.test_metrics['accuracy']:.4f}; "
           f"registered {outcome.registered_model} version {outcome.version}")
+    if outcome.versus_baseline:
+        print(outcome.versus_baseline.line())
     return outcome
 
 

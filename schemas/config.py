@@ -156,11 +156,13 @@ class DataConfig(_Frozen):
 
 
 class TokenizerConfig(_Frozen):
-    kind: Literal["wordlevel", "bpe", "unigram", "char"] = Field(
+    kind: Literal["wordlevel", "bpe", "unigram", "char", "english"] = Field(
         "wordlevel",
         description="Tokenizer model: 'wordlevel' (one id per word), 'bpe' (subwords by merges), 'unigram' "
-        "(SentencePiece-style subwords), 'char' (one id per character). Chinese characters are split one per "
-        "token by the normalizer, English words by whitespace and punctuation, whatever the kind.",
+        "(SentencePiece-style subwords), 'char' (one id per character), 'english' (one id per word, but "
+        "contractions keep their suffix as a token: didn't -> did n't, it's -> it 's; a run of punctuation "
+        "such as !!! or ?! is one token). Chinese characters are split one per token by the normalizer, "
+        "English words by whitespace and punctuation, whatever the kind.",
     )
     vocab_size: int = Field(
         20000, ge=10, le=1_000_000, description="Largest vocabulary, special tokens included."
@@ -171,9 +173,11 @@ class TokenizerConfig(_Frozen):
     lowercase: bool = Field(True, description="Lowercase before tokenizing.")
     nfkc: bool = Field(True, description="Apply Unicode NFKC normalization (full-width to half-width, etc.).")
     max_length: int | Literal["auto"] = Field(
-        128,
-        description="Fixed sequence length after padding/truncation, or 'auto': the smallest length that "
-        "covers tokenizer.max_length_percentile of the training rows (recorded in the manifest).",
+        "auto",
+        description="Fixed sequence length after padding/truncation, or 'auto' (the default): the smallest length "
+        "that covers tokenizer.max_length_percentile of the training rows, at most max_length_limit (recorded in "
+        "the manifest; p95 is 188 tokens on the embedded corpus, 41 on English sentences, 1,430 on long English "
+        "reviews, cut to 512). A run warns when more than 5% of training rows are cut. The seed config pins 128.",
     )
     max_length_percentile: float = Field(
         95.0, gt=0.0, le=100.0, description="Share of training rows (in %) that max_length=auto keeps whole."
@@ -243,6 +247,13 @@ class ModelConfig(_Frozen):
 class TrainConfig(_Frozen):
     epochs: int = Field(5, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(128, ge=1, description="Rows per batch on each worker.")
+    min_steps_per_epoch: int | None = Field(
+        50, ge=1,
+        description="On a small corpus, shrink batch_size (not below 8) until an epoch makes at least this many "
+        "optimizer steps per worker, so that early-stopping patience (counted in validation checks, one per "
+        "epoch) does not stop a model that has barely trained. Unset: always batch_size. The embedded corpus "
+        "makes 55 steps of 128 on 2 workers: unchanged.",
+    )
     eval_batch_size: int = Field(1024, ge=1, description="Rows per batch when scoring the validation split.")
     lr: float = Field(3e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
@@ -361,6 +372,12 @@ class PromotionConfig(_Frozen):
         description="Against a champion, McNemar's exact test on the paired test predictions must give "
         "p < this, so that noise does not move the alias. 1.0 disables the test.",
     )
+    require_beats_baseline: bool = Field(
+        False,
+        description="Also refuse a version that is not better than its TF-IDF + logistic regression baseline on "
+        "the same test rows: higher metric AND McNemar's exact test p < significance (the test the champion "
+        "comparison uses). Needs baseline.enabled.",
+    )
     lock_ttl_s: float = Field(
         900.0, gt=0, description="A promotion lock older than this is considered abandoned (a killed job)."
     )
@@ -372,6 +389,92 @@ class PromotionConfig(_Frozen):
             raise ValueError(f"challenger_alias must differ from alias (both {self.alias!r}); "
                              "a rejected version would take the champion's alias")
         return self
+
+
+class BaselineConfig(_Frozen):
+    enabled: bool = Field(
+        True,
+        description="Fit the TF-IDF + logistic regression baseline on the same split in every training run and "
+        "log its test metrics (baseline.test_accuracy, ...) next to the model's (seconds on 10k rows).",
+    )
+    word_ngram_max: int = Field(2, ge=1, le=3, description="Word n-grams from 1 up to this.")
+    char_ngram_range: tuple[int, int] = Field(
+        (1, 3),
+        description="Character n-gram lengths (min, max) within word boundaries; 1-3 covers Chinese characters "
+        "and their pairs and English sub-words.",
+    )
+    min_df: int = Field(1, ge=1, description="Drop n-grams seen in fewer training rows than this.")
+    c_values: tuple[float, ...] = Field(
+        (1.0, 3.0, 10.0, 30.0),
+        min_length=1,
+        description="Inverse regularization strengths tried; the best on the validation split is kept "
+        "(ties go to the smaller).",
+    )
+    max_iter: int = Field(1000, ge=10, description="Solver iterations per fit (liblinear).")
+
+    @field_validator("char_ngram_range")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 8:
+            raise ValueError(f"baseline.char_ngram_range must be (min, max) with 1 <= min <= max <= 8, got {list(v)}")
+        return v
+
+    @field_validator("c_values")
+    @classmethod
+    def _positive(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(c <= 0 for c in v):
+            raise ValueError(f"baseline.c_values must all be > 0, got {list(v)}")
+        return v
+
+
+class SearchSpace(_Frozen):
+    """Each field lists the values a trial may draw (uniformly, independently). Trials of `jobs.tune`
+    take every other setting from the job config. Tokenizer settings change the prepared data: the
+    driver prepares one corpus per distinct (tokenizer_kind, max_length) before any trial starts."""
+
+    cell: tuple[Literal["rnn", "gru", "lstm"], ...] = Field(("gru", "lstm"), min_length=1, description="model.cell.")
+    bidirectional: tuple[bool, ...] = Field((True, False), min_length=1, description="model.bidirectional.")
+    pooling: tuple[Literal["last", "gather", "packed", "mean", "max"], ...] = Field(
+        ("max", "mean", "last"), min_length=1, description="model.pooling."
+    )
+    embedding_dim: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="model.embedding_dim.")
+    hidden_dim: tuple[int, ...] = Field((64, 96, 128), min_length=1, description="model.hidden_dim.")
+    dropout: tuple[float, ...] = Field((0.0, 0.2, 0.3, 0.5), min_length=1, description="model.dropout.")
+    embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1,
+                                                 description="model.embedding_dropout.")
+    lr: tuple[float, ...] = Field((1e-3, 2e-3, 3e-3, 5e-3), min_length=1, description="train.lr.")
+    batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
+    tokenizer_kind: tuple[Literal["wordlevel", "bpe", "unigram", "char", "english"], ...] = Field(
+        ("english", "bpe"), min_length=1, description="tokenizer.kind (one prepared corpus per kind and length)."
+    )
+    max_length: tuple[int | Literal["auto"], ...] = Field(
+        ("auto", 256), min_length=1,
+        description="tokenizer.max_length ('auto': the tokenizer.max_length_percentile of the training lengths).",
+    )
+
+
+class TuneConfig(_Frozen):
+    num_samples: int = Field(24, ge=1, description="Trials drawn from the search space (random search).")
+    time_budget_s: float | None = Field(
+        1800.0, gt=0, description="Stop starting trials and end running ones after this many seconds (unset: none)."
+    )
+    workers_per_trial: int = Field(
+        1, ge=1,
+        description="Ray Train workers of each trial (scaling.num_workers is kept for the final run). On a small "
+        "cluster, one worker per trial and several trials at once use the CPUs better than DDP for small models.",
+    )
+    max_concurrent_trials: int | None = Field(
+        None, ge=1,
+        description="Trials running at once. Unset: the cluster's CPUs (GPUs with scaling.use_gpu) divided by "
+        "what one trial's workers reserve, at least 1.",
+    )
+    metric: Literal["val_accuracy", "val_loss"] = Field(
+        "val_accuracy", description="Validation metric that ASHA compares and the best trial is chosen by."
+    )
+    grace_period: int = Field(2, ge=1, description="ASHA: epochs every trial runs before it may be stopped.")
+    reduction_factor: int = Field(3, ge=2, description="ASHA: keep about 1/this of the trials at each rung.")
+    seed: int = Field(0, description="Seed of the random search (the same seed draws the same trials).")
+    space: SearchSpace = Field(default_factory=SearchSpace, description="Values the trials draw from.")
 
 
 class JobConfig(_Frozen):
@@ -386,6 +489,10 @@ class JobConfig(_Frozen):
     ray: RayConfig = Field(default_factory=RayConfig, description="Ray cluster.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
     promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Registry promotion gate.")
+    baseline: BaselineConfig = Field(
+        default_factory=BaselineConfig, description="TF-IDF + logistic regression baseline fitted in every run."
+    )
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Hyperparameter search (python -m jobs.tune).")
 
     @field_validator("output_root")
     @classmethod
@@ -393,6 +500,13 @@ class JobConfig(_Frozen):
         if ".." in PurePosixPath(v.split("://", 1)[-1]).parts:
             raise ValueError(f"output_root must not contain '..' (got {v!r}); give a plain or absolute path")
         return v
+
+    @model_validator(mode="after")
+    def _gate_has_a_baseline(self) -> JobConfig:
+        if self.promotion.require_beats_baseline and not self.baseline.enabled:
+            raise ValueError("promotion.require_beats_baseline=true compares each version with its baseline, but "
+                             "baseline.enabled=false fits none; set baseline.enabled=true")
+        return self
 
     @model_validator(mode="after")
     def _bucketing_scores_like_it_trains(self) -> JobConfig:

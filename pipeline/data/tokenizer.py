@@ -3,7 +3,8 @@
 Chinese has no spaces, so the BERT normalizer's `handle_chinese_chars` puts spaces around
 every CJK character: Chinese becomes one token per character while English stays split into
 words by whitespace and punctuation, whatever the model kind (word-level, BPE, unigram).
-The 'char' kind then splits every piece into characters (one id per character).
+The 'char' kind then splits every piece into characters (one id per character). The 'english'
+kind is word-level on English-aware pieces (see `english_pre_tokenizer`).
 
 Determinism: the same texts and config give the same `tokenizer.json`, byte for byte (the
 trainers break frequency ties by token; tests/unit/data/test_tokenizer.py checks every kind).
@@ -27,6 +28,8 @@ SPECIAL_TOKENS = [PAD_TOKEN, UNK_TOKEN]
 
 def _normalizer(cfg: TokenizerConfig) -> normalizers.Normalizer:
     steps: list[normalizers.Normalizer] = [normalizers.NFKC()] if cfg.nfkc else []
+    if cfg.kind == "english":  # typographic apostrophes (didn’t) split like ASCII ones (didn't)
+        steps.append(normalizers.Replace("\u2019", "'"))
     steps.append(
         normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=cfg.lowercase
@@ -36,7 +39,7 @@ def _normalizer(cfg: TokenizerConfig) -> normalizers.Normalizer:
 
 
 def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
-    if cfg.kind in ("wordlevel", "char"):
+    if cfg.kind in ("wordlevel", "char", "english"):
         tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         trainer: trainers.Trainer = trainers.WordLevelTrainer(
             vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=SPECIAL_TOKENS,
@@ -59,7 +62,21 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     return tok, trainer
 
 
+# English pieces: contraction suffixes are their own tokens ("didn't" -> "did" "n't", "it's" ->
+# "it" "'s", Penn Treebank style), a run of punctuation is one token ("!!!", "?!", "...", ":)"),
+# words are runs of letters and digits. BERT's pre-tokenizer instead gives "didn" "'" "t", which
+# loses the negation into two tokens that also occur everywhere else.
+ENGLISH_PIECE = r"n't|'(?:s|re|ve|ll|d|m)\b|[^\W_]+(?=n't)|[^\W_]+|[^\w\s]+|_+"
+
+
+def english_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """Keep only the ENGLISH_PIECE matches (whitespace between them is dropped)."""
+    return pre_tokenizers.Split(Regex(ENGLISH_PIECE), behavior="removed", invert=True)
+
+
 def _pre_tokenizer(cfg: TokenizerConfig) -> pre_tokenizers.PreTokenizer:
+    if cfg.kind == "english":
+        return english_pre_tokenizer()
     if cfg.kind == "char":
         return pre_tokenizers.Sequence(
             [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(Regex("."), behavior="isolated")]

@@ -3,8 +3,10 @@
 The candidate and the current champion are scored by the same code on the same held-out test
 split (raw text through each version's own pyfunc, so each uses its own tokenizer). The gate:
 no NaN, a minimum metric, a minimum improvement, and McNemar's test on the paired predictions
-so that noise does not move the alias. A NaN or failed evaluation never moves it. The decision
-is made under a registry lock after re-reading the alias (compare-and-set).
+so that noise does not move the alias; optionally (promotion.require_beats_baseline) the same
+test against the TF-IDF + logistic regression baseline fitted on the same split. A NaN or
+failed evaluation never moves it. The decision is made under a registry lock after re-reading
+the alias (compare-and-set).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class Decision:
     candidate: dict[str, float]
     champion_version: str | None
     champion: dict[str, float] | None
+    baseline: dict[str, float] | None = None  # the baseline's test metrics, when the gate was given one
 
     def tags(self, metric: str) -> dict[str, str]:
-        return {
+        extra = {f"promotion.baseline_{metric}": f"{self.baseline.get(metric, math.nan):.6f}"} if self.baseline else {}
+        return {**extra,
             "promotion.decision": "promoted" if self.promoted else "rejected",
             "promotion.reason": self.reason,
             f"promotion.candidate_{metric}": f"{self.candidate.get(metric, math.nan):.6f}",
@@ -113,6 +117,23 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: 
     return True, f"{m} {cand:.4f} beats champion {champ:.4f} by >= {cfg.min_improvement} (McNemar p={p_value:.3g})"
 
 
+def baseline_gate(candidate: Score, baseline: Score, cfg: PromotionConfig) -> tuple[bool, str]:
+    """promotion.require_beats_baseline: the candidate's metric above the baseline's on the same test
+    rows AND McNemar's one-sided p < significance (as against a champion). The reason names both."""
+    if len(candidate.correct) != len(baseline.correct):
+        raise ValueError(f"candidate scored {len(candidate.correct)} test rows, its baseline {len(baseline.correct)}: "
+                         "they must be scored on the same split")
+    m = cfg.metric
+    cand, base = candidate.metrics.get(m, math.nan), baseline.metrics.get(m, math.nan)
+    p = mcnemar_p(candidate.correct, baseline.correct)
+    above = math.isfinite(cand) and math.isfinite(base) and cand > base
+    if above and (cfg.significance >= 1.0 or p < cfg.significance):
+        return True, f"{m} {cand:.4f} beats its baseline {base:.4f} (TF-IDF + LR; McNemar p={p:.3g})"
+    how = "is above but not significantly better than" if above else "does not beat"
+    return False, (f"{m} {cand:.4f} {how} its baseline {base:.4f} (TF-IDF + LR on the same test rows; "
+                   f"McNemar p={p:.3g}, needs < {cfg.significance})")
+
+
 def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
@@ -131,9 +152,13 @@ def _champion_score(name: str, version: str, texts, labels, label_names,
 
 def promote_version(
     client: MlflowClient, name: str, version: str, texts: list[str], labels: np.ndarray, label_names: list[str],
-    cfg: PromotionConfig,
+    cfg: PromotionConfig, baseline: Score | None = None,
 ) -> Decision:
     """Evaluate `version` against the alias holder and move the alias if the gate passes.
+
+    `baseline`: the TF-IDF + LR baseline scored on the same test rows; required (ValueError
+    otherwise) when cfg.require_beats_baseline, which then refuses a version that does not beat it
+    (no alias moves, not even challenger).
 
     Scoring runs without the lock (it is the slow part); the decision and the alias update run
     under the registry lock, after re-reading the alias: if it moved meanwhile, the new
@@ -141,6 +166,8 @@ def promote_version(
     on the version. Raises if the candidate cannot be evaluated, leaving the alias where it was.
     """
     version = str(version)  # stores return int or str versions; compare them as strings
+    if cfg.require_beats_baseline and baseline is None:
+        raise ValueError("promotion.require_beats_baseline=true needs the baseline's test predictions")
     candidate = _score_candidate(client, name, version, texts, labels, label_names)
     scores: dict[str, Score] = {}
 
@@ -153,7 +180,7 @@ def promote_version(
     if seen and seen != version:
         champion_score(seen)
     with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
-        decision = _decide_and_move(client, name, version, candidate, champion_score, cfg)
+        decision = _decide_and_move(client, name, version, candidate, champion_score, cfg, baseline)
         for k, v in decision.tags(cfg.metric).items():
             client.set_model_version_tag(name, version, k, v)
     return decision
@@ -169,8 +196,10 @@ def _score_candidate(client: MlflowClient, name: str, version: str, texts, label
 
 
 def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: Score,
-                     champion_score: Callable[[str], Score], cfg: PromotionConfig) -> Decision:
-    """Compare-and-set, under the lock: re-read the alias, judge against whoever holds it now, move it."""
+                     champion_score: Callable[[str], Score], cfg: PromotionConfig,
+                     baseline: Score | None = None) -> Decision:
+    """Compare-and-set, under the lock: re-read the alias, judge against whoever holds it now, move it.
+    With a baseline, its comparison joins the reason; with cfg.require_beats_baseline it is a gate."""
     champion_version = current_alias_version(client, name, cfg.alias)
     if champion_version == version:
         return Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics)
@@ -179,12 +208,19 @@ def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: S
         champ = champion_score(champion_version)  # if the alias moved while we scored: the new holder
         champion, p_value = champ.metrics, mcnemar_p(candidate.correct, champ.correct)
     promoted, reason = decide(candidate.metrics, champion, cfg, p_value)
+    beats_baseline = True
+    if baseline is not None:
+        beats_baseline, baseline_reason = baseline_gate(candidate, baseline, cfg)
+        beats_baseline = beats_baseline or not cfg.require_beats_baseline
+        promoted, reason = (promoted, f"{reason}; {baseline_reason}") if beats_baseline else (False, baseline_reason)
     if promoted:
         client.set_model_version_tag(name, version, "promotion.previous_champion", champion_version or "none")
         client.set_registered_model_alias(name, cfg.alias, version)
-    elif math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan)) and value >= cfg.min_metric:
+    elif beats_baseline and math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan)) \
+            and value >= cfg.min_metric:  # a version below its baseline is not even challenger
         client.set_registered_model_alias(name, cfg.challenger_alias, version)
-    return Decision(version, promoted, reason, candidate.metrics, champion_version, champion)
+    return Decision(version, promoted, reason, candidate.metrics, champion_version, champion,
+                    baseline.metrics if baseline else None)
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, str]]:

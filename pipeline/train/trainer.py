@@ -60,13 +60,16 @@ def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, 
 
 
 def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None, run_id: str | None,
-        *, train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker) -> TrainResult:
+        *, train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
+        callbacks: list | None = None) -> TrainResult:
     """Train on the prepared data at `data_path`. Rank 0 logs epoch metrics into MLflow run `run_id`.
 
     Every epoch is checkpointed into `<output_root>/ray_results/<run_name>`; after a worker dies the
     group restarts from the last checkpoint (up to train.max_failures times), and a rerun with the same
     `run_name` and storage resumes there instead of starting over (a finished run returns at once).
     `train_loop` is what each worker runs with the loop config (tests wrap the default to stop a worker).
+    `callbacks` are Ray Train callbacks (jobs.tune passes Tune's TuneReportCallback, which forwards
+    each epoch's report to the trial).
     Raises UserInputError for a config the prepared data cannot serve, and
     ray.train.TrainingFailedError when the workers fail beyond `train.max_failures`.
     """
@@ -94,6 +97,7 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
             storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+            callbacks=callbacks or None,
         ),
     )
     result = trainer.fit()

@@ -1,5 +1,6 @@
 """The training job's steps, as the driver runs them inside one MLflow run (see jobs/train.py):
-log the inputs -> fit (pipeline.train.trainer) -> log the evaluation -> publish the model.
+log the inputs -> fit the baseline -> fit (pipeline.train.trainer) -> log the evaluation (the model
+against the baseline) -> publish the model.
 
 Each step is a plain function of explicit inputs that logs into the active run. Order matters for
 safety: the version is registered last, after the model and every artifact are logged; any
@@ -20,6 +21,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from pipeline.baseline import BaselineResult, Comparison, compare, fit_on_prepared
 from pipeline.data.prepare import PreparedData
 from pipeline.data.store import local_file, read_columns, read_split_arrays, read_texts
 from pipeline.evaluation import plots
@@ -35,6 +37,12 @@ from schemas.features import SPLITS, Manifest
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]  # the model's test metrics
+    versus_baseline: Comparison | None = None  # None: baseline.enabled=false
+
+
+@dataclass(frozen=True)
 class TrainOutcome:
     run_id: str
     run_name: str
@@ -44,6 +52,8 @@ class TrainOutcome:
     test_metrics: dict[str, float]
     n_params: int
     history: list[dict]
+    versus_baseline: Comparison | None = None
+    notes: tuple[str, ...] = ()  # what adapt_to_corpus changed or warned about
 
 
 def git_commit() -> str:
@@ -125,9 +135,24 @@ def log_inputs(cfg: JobConfig, prepared: PreparedData) -> int:
     return counts["n_params.total"]
 
 
-def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult) -> dict[str, float]:
-    """Score the trained weights on the test split; log the metrics, plots and the run's description.
-    Returns the test metrics."""
+def log_baseline(cfg: JobConfig, prepared: PreparedData) -> BaselineResult | None:
+    """Fit the TF-IDF + logistic regression baseline on the same split (None when baseline.enabled is
+    off); log its metrics (`baseline.test_accuracy`, ...), its choice and its per-row test predictions."""
+    if not cfg.baseline.enabled:
+        return None
+    baseline = fit_on_prepared(prepared.path, cfg.baseline)
+    mlflow.log_metrics(baseline.metrics())
+    mlflow.set_tag("baseline.features", baseline.features)
+    mlflow.log_dict({"features": baseline.features, "c": baseline.c,
+                     "test_digest": prepared.manifest.splits["test"].digest,
+                     "pred": baseline.test_pred.tolist()}, "baseline/test_predictions.json")
+    return baseline
+
+
+def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
+                   baseline: BaselineResult | None = None, notes: tuple[str, ...] = ()) -> Evaluation:
+    """Score the trained weights on the test split; log the metrics, plots, the comparison with the
+    baseline (McNemar p-values) and the run's description, which also lists `notes`."""
     manifest = prepared.manifest
     model = build_classifier(cfg, manifest)
     model.load_state_dict(result.model)
@@ -139,14 +164,21 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult) 
     _log_figure(plots.confusion(labels, proba.argmax(1), list(manifest.label_names)), "plots/confusion_matrix.png")
     if "roc_auc" in test:
         _log_figure(plots.roc(labels, proba[:, 1], test["roc_auc"]), "plots/roc.png")
-    mlflow.set_tag("mlflow.note.content", run_description(cfg, manifest, model, test, result.history))
-    return test
+    versus = compare(proba.argmax(1) == labels, baseline, cfg.promotion.significance) if baseline else None
+    if versus is not None:
+        mlflow.log_metrics({"baseline.p_model_better": versus.p_better, "baseline.p_model_worse": versus.p_worse,
+                            "test_accuracy_minus_baseline": versus.points / 100})
+    mlflow.set_tag("mlflow.note.content",
+                   run_description(cfg, manifest, model, test, result.history, versus, notes))
+    return Evaluation(test, versus)
 
 
 def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, prepared: PreparedData,
-                  result: TrainResult, test: dict[str, float], n_params: int) -> TrainOutcome:
+                  result: TrainResult, evaluation: Evaluation, n_params: int,
+                  notes: tuple[str, ...] = ()) -> TrainOutcome:
     """Log the raw-text model into the run and register it as a version: the run's last step."""
     manifest, run_id, name = prepared.manifest, run.info.run_id, cfg.tracking.registered_model_name
+    test = evaluation.metrics
     texts, _ = read_texts(prepared.path, "test")
     info = log_raw_text_model(result.model, manifest, local_file(prepared.path, manifest.tokenizer_file),
                               cfg.model, texts[:2])
@@ -154,10 +186,11 @@ def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, p
     tags = {**lineage_tags(cfg, prepared), "run_id": run_id}
     mv = register_version(client, name, info.model_uri, run_id, tags=tags, description=description)
     return TrainOutcome(run_id, run.info.run_name, info.model_uri, name, str(mv.version), test, n_params,
-                        result.history)
+                        result.history, evaluation.versus_baseline, notes)
 
 
-def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict]) -> str:
+def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict],
+                    versus: Comparison | None = None, notes: tuple[str, ...] = ()) -> str:
     """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.dropped.items()) or "none"
@@ -166,10 +199,13 @@ def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], his
     total = sum(c for _, _, c in table)
     best = max((h.get("val_accuracy", 0.0) for h in history), default=float("nan"))
     m = cfg.model
+    baseline = f"\n**Against the baseline:** {versus.line()}.\n" if versus else ""
+    adapted = "".join(f"\n- {n}" for n in notes)
+    adapted = f"\n### Adapted to the corpus{adapted}\n" if notes else ""
     return f"""### Result
 test accuracy **{test['accuracy']:.4f}**, F1 {test['f1']:.4f}, ROC AUC {test.get('roc_auc', float('nan')):.4f};
 best validation accuracy {best:.4f} over {len(history)} epoch(s).
-
+{baseline}{adapted}
 ### Data
 source `{manifest.source.kind}` {manifest.source.name or ''}; rows: {sizes}; labels {manifest.label_names};
 vocabulary {manifest.vocab_size:,}, max length {manifest.max_length} ({manifest.padding_side} padding);

@@ -64,6 +64,22 @@ def test_one_finished_run_with_params_metrics_and_artifacts(first_run):
     assert len(inputs) == 3 and all(inputs.values())
 
 
+def test_the_run_fits_the_baseline_and_says_how_the_model_compares(first_run):
+    cfg, summary = first_run
+    run = MlflowClient(summary.tracking_uri).get_run(summary.outcome.run_id)
+    m = run.data.metrics
+    assert 0.5 < m["baseline.test_accuracy"] <= 1.0  # one sentiment word per row: easy for n-grams
+    assert m["baseline.c"] in cfg.baseline.c_values and 0.0 <= m["baseline.p_model_better"] <= 1.0
+    assert m["test_accuracy_minus_baseline"] == pytest.approx(m["test_accuracy"] - m["baseline.test_accuracy"])
+    versus = summary.outcome.versus_baseline
+    assert versus.baseline.test_metrics["accuracy"] == m["baseline.test_accuracy"]
+    assert f"baseline {m['baseline.test_accuracy']:.4f}" in run.data.tags["mlflow.note.content"]
+    assert f"baseline      : model {m['test_accuracy']:.4f}" in summary.text()
+    assert "baseline" in summary.decision.reason  # the gate's reason names the baseline too
+    # 960 training rows on 2 workers: batch 128 would make 4 steps per epoch; the run made >= 50
+    assert run.data.params["train.batch_size"] == "9" and "train.batch_size 128 -> 9" in summary.text()
+
+
 def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
     cfg, summary = first_run
     client = MlflowClient(summary.tracking_uri)

@@ -99,7 +99,7 @@ def test_flatten_gives_dotted_params():
     assert flat["train.epochs"] == 2 and flat["model.cell"] == "rnn"
 
 
-EXPECTED_CONFIGS = 2
+EXPECTED_CONFIGS = 3
 
 
 def test_bucketing_needs_the_model_to_score_trimmed_batches_too():

@@ -1,0 +1,60 @@
+"""`jobs.tune` end to end on a tiny corpus: real Ray Tune + Ray Train trials, real MLflow runs."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from jobs import tune as tune_job
+from jobs.config_loader import load_config
+from tests.integration.corpus import write_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp_path):
+    corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
+    cfg = load_config(tune_job.DEFAULT_TUNE_CONFIG, [
+        f"output_root={tmp_path}", "data.source=files", f"data.paths=[{corpus}]", "data.text_column=review",
+        "data.label_column=sentiment", "data.labels=[neg, pos]", "train.epochs=2", "tracking.experiment_name=tune-it",
+        "tune.num_samples=2", "tune.time_budget_s=null", "tune.space.cell=[gru]", "tune.space.bidirectional=[false]",
+        "tune.space.pooling=[max]", "tune.space.embedding_dim=[8]", "tune.space.hidden_dim=[8]",
+        "tune.space.dropout=[0.0]", "tune.space.embedding_dropout=[0.0]", "tune.space.lr=[0.01]",
+        "tune.space.batch_size=[32, 64]", "tune.space.tokenizer_kind=[wordlevel]", "tune.space.max_length=[32]",
+        "tune.seed=3",
+    ])
+    out = tmp_path / "best-found.yaml"
+    summary = tune_job.run(cfg, out, register=True)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tune-it").experiment_id
+    parent = client.get_run(summary.search.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:  # rank 0 of each trial logged its epochs into its own child run
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [0, 1]
+        assert child.data.params["tokenizer.max_length"] == "32" and child.data.params["scaling.num_workers"] == "1"
+    assert {c.data.params["sample.batch_size"] for c in children} <= {"32", "64"}
+    # 240 training rows on one worker: the batch shrinks until an epoch makes train.min_steps_per_epoch steps
+    assert {c.data.params["train.batch_size"] for c in children} == {"8"}
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.json", "plots", "best_config"} <= arts
+    assert "baseline.validation_accuracy" in parent.data.metrics
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(summary.search.best_trial.best)
+
+    best = load_config(out)  # what `python -m jobs.run --config best-found.yaml` would load
+    assert out.read_text().startswith("# Found by python -m jobs.tune")
+    assert best.train.batch_size == summary.search.best_trial.sample["batch_size"]
+    assert best.model.hidden_dim == 8 and best.tokenizer.max_length == 32
+    assert best.scaling.num_workers == 2  # the final run keeps the job's workers, not the trials'
+    assert best.data.paths == (str(corpus),)
+
+    # --register: the best config trained on the job's 2 workers, registered and gated, as jobs.run does
+    registered = summary.registered
+    assert registered.outcome.run_id not in {c.info.run_id for c in children}
+    assert client.get_run(registered.outcome.run_id).data.params["scaling.num_workers"] == "2"
+    assert client.get_run(registered.outcome.run_id).data.params["model.hidden_dim"] == "8"
+    version = client.get_model_version(cfg.tracking.registered_model_name, registered.outcome.version)
+    assert version.tags["promotion.decision"] in ("promoted", "rejected")

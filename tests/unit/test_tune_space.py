@@ -1,0 +1,69 @@
+"""jobs.tune's pieces that need no cluster: samples -> configs, data variants, concurrency, the YAML."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.config_loader import CONFIG_DIR, load_config
+from pipeline.errors import UserInputError
+from pipeline.tune import (
+    SPACE_KEYS,
+    apply_sample,
+    check_space,
+    data_variants,
+    max_concurrent,
+    param_space,
+    trial_config,
+    write_config,
+)
+from schemas.config import SearchSpace
+
+TUNE = CONFIG_DIR / "tune.yaml"
+SAMPLE = {"cell": "lstm", "bidirectional": True, "pooling": "mean", "embedding_dim": 32, "hidden_dim": 96,
+          "dropout": 0.2, "embedding_dropout": 0.1, "lr": 0.002, "batch_size": 64, "tokenizer_kind": "english",
+          "max_length": 256}
+
+
+def test_every_space_field_sets_a_config_key():
+    assert set(SPACE_KEYS) == set(SearchSpace.model_fields)
+    assert set(param_space(SearchSpace())) == set(SPACE_KEYS)
+
+
+def test_a_sample_sets_the_config_and_trials_run_on_their_own_workers():
+    base = load_config(TUNE)
+    cfg = apply_sample(base, SAMPLE)
+    assert (cfg.model.cell, cfg.model.bidirectional, cfg.model.pooling, cfg.tokenizer.kind) == \
+        ("lstm", True, "mean", "english")
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.tokenizer.max_length) == (0.002, 64, 256)
+    assert cfg.scaling.num_workers == base.scaling.num_workers == 2
+    assert trial_config(base, SAMPLE).scaling.num_workers == base.tune.workers_per_trial == 1
+
+
+def test_data_is_prepared_once_per_tokenizer_setting():
+    cfg = load_config(TUNE, ["tune.space.tokenizer_kind=[english, bpe]", "tune.space.max_length=[auto, 128, auto]"])
+    assert data_variants(cfg) == [("english", "auto"), ("english", 128), ("bpe", "auto"), ("bpe", 128)]
+
+
+def test_concurrency_fits_the_cluster():
+    cfg = load_config(TUNE)
+    assert max_concurrent(cfg, {"CPU": 2.0}) == 2  # 1-worker trials on 2 cores
+    assert max_concurrent(cfg, {"CPU": 1.0}) == 1
+    assert max_concurrent(load_config(TUNE, ["tune.workers_per_trial=2"]), {"CPU": 8.0}) == 4
+    assert max_concurrent(load_config(TUNE, ["tune.max_concurrent_trials=3"]), {"CPU": 64.0}) == 3
+    assert max_concurrent(load_config(TUNE, ["scaling.use_gpu=true"]), {"CPU": 64.0, "GPU": 2.0}) == 2
+
+
+def test_a_space_value_the_config_refuses_is_named_before_any_trial():
+    cfg = load_config(TUNE, ["model.trim_padding=false", "model.pooling=packed", "tune.space.pooling=[packed, max]"])
+    with pytest.raises(UserInputError, match=r"tune.space.pooling: value 'max' gives an invalid model.pooling"):
+        check_space(cfg)
+    check_space(load_config(TUNE))  # the shipped space is valid
+
+
+def test_the_written_config_loads_as_a_job_config(tmp_path):
+    best = apply_sample(load_config(TUNE), SAMPLE)
+    path = write_config(best, tmp_path / "best-found.yaml", "Found by a test.\nRun:  python -m jobs.run --config x")
+    text = path.read_text()
+    assert text.startswith("# Found by a test.\n# Run:  python -m jobs.run") and "tune:" not in text
+    loaded = load_config(path)
+    assert loaded.model_dump(exclude={"tune"}) == best.model_dump(exclude={"tune"})
