@@ -10,7 +10,7 @@ import torch
 from jobs.config_loader import load_config
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import read_split_arrays
-from pipeline.evaluation.scoring import loss_fn
+from pipeline.evaluation.scoring import loss_fn, predict_proba
 from pipeline.model import build_model
 from pipeline.registry.log_model import log_raw_text_model
 from pipeline.registry.versions import register_version
@@ -40,6 +40,20 @@ def train_state(cfg: JobConfig, prep: PreparedData, epochs: int, seed: int = 0) 
             loss.backward()
             opt.step()
     return model.state_dict()
+
+
+def learned_state(cfg: JobConfig, prep: PreparedData, epochs: int = 6) -> dict:
+    """A model that learned the corpus: the seed RNN sometimes stays at chance from one seed (last-step
+    pooling behind a trailing [UNK]), so the first of a few seeds that reaches 0.9 on validation."""
+    ids, labels, _ = read_split_arrays(prep.path, "validation")
+    m = prep.manifest
+    for seed in range(4):
+        state = train_state(cfg, prep, epochs=epochs, seed=seed)
+        model = build_model(m.vocab_size, m.pad_id, len(m.label_names), cfg.model)
+        model.load_state_dict(state)
+        if (predict_proba(model, ids).argmax(1) == labels).mean() >= 0.9:
+            return state
+    raise AssertionError("the seed RNN learned the generated corpus from none of 4 seeds")
 
 
 def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dict) -> str:

@@ -21,7 +21,7 @@ from pipeline.registry.promotion import decide, history, mcnemar_p, promote_vers
 from pipeline.registry.versions import find_version_by_run, register_version
 from pipeline.tracking import ensure_experiment, tracking_store
 from schemas.config import PromotionConfig
-from tests.model_factory import prepare_generated, register, train_state
+from tests.model_factory import learned_state, prepare_generated, register, train_state
 
 GATE = PromotionConfig(min_metric=0.6, min_improvement=0.01, significance=0.05, lock_wait_s=60)
 
@@ -74,7 +74,7 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def states(prepared):
     cfg, prep = prepared
-    good = train_state(cfg, prep, epochs=6)
+    good = learned_state(cfg, prep)
     untrained = train_state(cfg, prep, epochs=0, seed=1)
     broken = {k: torch.full_like(v, float("nan")) for k, v in good.items()}
     return {"good": good, "untrained": untrained, "broken": broken}
