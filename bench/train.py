@@ -1,6 +1,6 @@
 """Training throughput on the embedded corpus: the project's loop against plain PyTorch, in one run.
 
-    python -m bench.train [--epochs 2] [--threads 1] [--max-length 128]
+    python -m bench.train [--epochs 2] [--threads 1] [--max-length 128] [--train-rows N]
 
 Measures samples/s (training steps only, the "in-loop" rate) of
   plain        a single-process PyTorch loop over the same tensors, model, optimizer and batch size,
@@ -8,31 +8,43 @@ Measures samples/s (training steps only, the "in-loop" rate) of
   loop         the project's training core in this process, with and without length bucketing,
   in-task      the plain loop again, run as a one-CPU Ray task (the Ray process, not the project),
   ray-1, ray-2 the project's loop under Ray Train with 1 and 2 CPU workers (MLflow logging and a
-               checkpoint every epoch included),
+               checkpoint every epoch included), data in memory (train.data_loading=memory),
+  stream-1     the same 1-worker fit fed by Ray Data (train.data_loading=stream),
+  rss          one streaming worker's peak RSS over a 1-epoch fit of the corpus and of the corpus
+               repeated 4 times (and the in-memory worker's, for contrast),
 and the fixed overhead of the Ray job in seconds (cluster start, then each fit's wall time minus
-its epochs). The last line is `ray/plain=<ratio> bucketing_speedup=<ratio>`, where ray/plain is the
+its epochs). The last line is
+`ray/plain=<r> stream/memory=<r> worker_rss_growth=<g> bucketing_speedup=<r>`, where ray/plain is the
 1-worker in-loop rate over the plain rate (goal: >= 0.9 per worker), the plain rate being the mean of
-a measurement before and one after the Ray fits. Timings on a shared machine
-vary; compare ratios from one run only.
+a measurement before and one after the Ray fits; stream/memory is stream-1 over ray-1 (goal >= 0.9);
+worker_rss_growth is the streaming worker's peak RSS with the 4x corpus over the base corpus (goal
+<= 1.2). --train-rows cuts (or repeats) the training split to that many rows: tiny values check that
+the script runs. Timings on a shared machine vary; compare ratios from one run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from mlflow.tracking import MlflowClient
 
 from jobs.config_loader import load_config
 from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
+from pipeline.data.store import load_manifest, split_files
 from pipeline.evaluation.scoring import loss_fn, predict_proba
 from pipeline.model import build_model
-from pipeline.train.loop import WorkerContext, load_train_data, train_worker
+from pipeline.train.loop import WorkerContext, load_train_data, ray_report, train_loop_per_worker, train_worker
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig
 
@@ -83,18 +95,48 @@ def plain_in_ray_task(cfg: JobConfig, data, epochs: int, threads: int) -> float:
     return ray.get(task.remote(cfg, data, epochs, threads))
 
 
-def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_uri: str) -> tuple[float, float]:
-    """(in-loop samples/s over all workers, fixed overhead s) of one TorchTrainer fit."""
-    cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers})})
+def resized_copy(src: Path, dest: Path, rows: int) -> Path:
+    """A copy of a local prepared dataset whose training split is cut or repeated to `rows` rows."""
+    shutil.copytree(src, dest)
+    manifest = load_manifest(dest)
+    files = split_files(dest, "train")
+    table = pa.concat_tables([pq.read_table(f) for f in files])
+    table = pa.concat_tables([table] * -(-rows // max(table.num_rows, 1))).slice(0, rows)
+    per_file = -(-rows // len(files))
+    for i, f in enumerate(files):
+        pq.write_table(table.slice(i * per_file, per_file), f)
+    info = manifest.splits["train"].model_copy(update={"rows": rows})
+    updated = manifest.model_copy(update={"splits": {**manifest.splits, "train": info}})
+    (dest / "manifest.json").write_text(updated.model_dump_json(indent=2))
+    return dest
+
+
+def rss_loop(loop_config: dict[str, Any]) -> None:
+    """The project's worker loop, with each report carrying the worker's peak RSS so far (MiB)."""
+
+    def report(metrics, state):
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        ray_report({**metrics, "peak_rss_mb": peak_mb}, state)
+
+    train_loop_per_worker(loop_config, report=report)
+
+
+def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_uri: str,
+            loading: str = "memory", epochs: int | None = None) -> tuple[float, float, float]:
+    """(in-loop samples/s over all workers, fixed overhead s, rank 0's peak RSS MiB) of one fit."""
+    train = cfg.train.model_copy(update={"data_loading": loading, "epochs": epochs or cfg.train.epochs})
+    cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers}),
+                                 "train": train})
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("bench") or client.get_experiment(client.create_experiment("bench"))
     run_id = client.create_run(exp.experiment_id, run_name=name).info.run_id
     t0 = time.perf_counter()
-    result = fit(cfg, data_path, name, tracking_uri, run_id)
+    result = fit(cfg, data_path, name, tracking_uri, run_id, train_loop=rss_loop)
     wall = time.perf_counter() - t0
     client.set_terminated(run_id)
     in_loop = sum(h["epoch_s"] for h in result.history)
-    return float(np.mean([h["samples_per_s"] for h in result.history])), wall - in_loop
+    return (float(np.mean([h["samples_per_s"] for h in result.history])), wall - in_loop,
+            float(result.metrics["peak_rss_mb"]))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process and per worker")
     parser.add_argument("--max-length", type=int, default=128,
                         help="padded length (the seed's 128; longer padding makes denormals matter more)")
+    parser.add_argument("--train-rows", type=int, default=None,
+                        help="cut or repeat the training split to this many rows (default: the corpus as is)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -110,7 +154,11 @@ def main(argv: list[str] | None = None) -> None:
                                  f"tokenizer.max_length={args.max_length}"])
         prepared = prepare(cfg)
         cfg = cfg.model_copy(update={"output_root": tmp})
-        data = load_train_data(prepared.path, 0, 1)
+        base = Path(prepared.path)
+        if args.train_rows:
+            base = resized_copy(base, Path(tmp) / "base", args.train_rows)
+        data = load_train_data(base, 0, 1)
+        big = resized_copy(base, Path(tmp) / "x4", 4 * len(data.train_y))
         print(f"corpus: {len(data.train_y)} training rows, length {data.train_ids.shape[1]}, "
               f"batch {cfg.train.batch_size}, {args.epochs} epochs, {args.threads} thread(s)")
 
@@ -131,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         with ray_session(cfg.ray.model_copy(update={"num_cpus": 2})):
             cluster_s = time.perf_counter() - t0
             uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-            r1, over1 = ray_fit(cfg, prepared.path, 1, "bench-1", uri)
-            r2, over2 = ray_fit(cfg, prepared.path, 2, "bench-2", uri)
+            r1, over1, rss_memory = ray_fit(cfg, base, 1, "bench-1", uri)
+            r2, over2, _ = ray_fit(cfg, base, 2, "bench-2", uri)
+            s1, over_s, _ = ray_fit(cfg, base, 1, "bench-stream-1", uri, loading="stream")
+            _, _, rss_base = ray_fit(cfg, base, 1, "bench-rss-1x", uri, loading="stream", epochs=1)
+            _, _, rss_big = ray_fit(cfg, big, 1, "bench-rss-4x", uri, loading="stream", epochs=1)
             in_task = plain_in_ray_task(cfg, data, args.epochs, args.threads)  # the cluster is settled by now
         # Measured again after the Ray fits, so that drift in a shared machine's speed over the run
         # hits the baseline as much as the Ray rows; the baseline is the mean of the two.
@@ -143,9 +194,13 @@ def main(argv: list[str] | None = None) -> None:
               "worker process itself, without the project's loop)")
         print(f"ray-1 worker              {r1:9.0f} samples/s  ({r1 / plain:.2f} of plain)")
         print(f"ray-2 workers             {r2:9.0f} samples/s  ({r2 / 2 / plain:.2f} of plain per worker)")
+        print(f"stream-1 worker           {s1:9.0f} samples/s  ({s1 / r1:.2f} of ray-1 in memory)")
         print(f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "
-              f"checkpoints, MLflow) {over1:.1f}s with 1 worker, {over2:.1f}s with 2")
-        print(f"ray/plain={r1 / plain:.2f} bucketing_speedup={bucket / loop:.2f}")
+              f"checkpoints, MLflow) {over1:.1f}s with 1 worker, {over2:.1f}s with 2, {over_s:.1f}s streaming")
+        print(f"worker peak RSS: streaming {rss_base:.0f} MiB ({len(data.train_y)} rows), {rss_big:.0f} MiB "
+              f"(4x rows); in memory {rss_memory:.0f} MiB ({len(data.train_y)} rows)")
+        print(f"ray/plain={r1 / plain:.2f} stream/memory={s1 / r1:.2f} worker_rss_growth={rss_big / rss_base:.2f} "
+              f"bucketing_speedup={bucket / loop:.2f}")
 
 
 if __name__ == "__main__":

@@ -296,6 +296,31 @@ class TrainConfig(_Frozen):
         True, description="On GPU, keep the worker's training split in device memory (no copy per step)."
     )
     seed: int = Field(42, description="Seed for weights and batch order on every worker.")
+    data_loading: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description="How workers read the training data. 'memory': each worker loads the whole prepared "
+        "split into RAM (GPU memory with data_on_device) and takes its shard of each epoch; fastest while "
+        "the corpus fits. 'stream': Ray Data reads the Parquet shards and streams each worker its share "
+        "(worker memory bounded by block size, shuffle buffer and prefetch, not by the corpus; no shared "
+        "filesystem needed). 'auto': stream when the training split's in-memory size (rows x max_length x "
+        "4 bytes) exceeds stream_threshold_mb.",
+    )
+    stream_threshold_mb: float = Field(
+        1024.0, gt=0.0, description="data_loading=auto streams above this in-memory training split size (MiB)."
+    )
+    stream_shuffle_buffer_rows: int = Field(
+        10_000, ge=0,
+        description="Streaming: rows in each worker's local shuffle buffer, reseeded every epoch (0: no "
+        "row shuffle; file order is still reshuffled each epoch).",
+    )
+    stream_prefetch_batches: int = Field(
+        2, ge=0, description="Streaming: windows (bucket_chunk_batches batches each) fetched ahead per worker."
+    )
+    stream_block_mb: float = Field(
+        8.0, gt=0.0,
+        description="Streaming: largest Ray Data block (MiB). A worker holds a few blocks at a time, so this "
+        "bounds its memory; smaller blocks also balance shards across workers more evenly.",
+    )
     flush_denormal: bool = Field(
         True, description="On CPU, flush denormal floats to zero: vanishing RNN gradients make them slow."
     )

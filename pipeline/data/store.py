@@ -257,7 +257,14 @@ def read_split_arrays(path: StorePath, split: str) -> tuple[np.ndarray, np.ndarr
     Reading the columns directly avoids `with_format("numpy")`, which was ~100x slower here and
     widened int32 to int64. `path` is a local folder or a URL (s3://, gs://, memory://...).
     """
-    table = _read_table(path, split, ["input_ids", "label", "length"])
+    ids, labels, lengths = table_arrays(_read_table(path, split, ["input_ids", "label", "length"]))
+    # Arrow buffers are read-only; torch wants writable memory, so copy once here.
+    return np.array(ids, dtype=np.int32), np.array(labels), np.array(lengths)
+
+
+def table_arrays(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(input_ids [n, L], labels int64, lengths int32) of an encoded table, zero-copy where Arrow allows
+    (read-only views: copy before writing). Streaming workers convert each Ray Data batch with it."""
     n = table.num_rows
     ids_col = table.column("input_ids").combine_chunks()
     width = ids_col.type.list_size
@@ -265,8 +272,16 @@ def read_split_arrays(path: StorePath, split: str) -> tuple[np.ndarray, np.ndarr
     ids = flat.reshape(n, width) if n else np.zeros((0, width), np.int32)
     labels = table.column("label").to_numpy().astype(np.int64, copy=False)
     lengths = table.column("length").to_numpy().astype(np.int32, copy=False)
-    # Arrow buffers are read-only; torch wants writable memory, so copy once here.
-    return np.array(ids, dtype=np.int32), np.array(labels), np.array(lengths)
+    return ids, labels, lengths
+
+
+def arrow_paths(files: list[StorePath]) -> tuple[list[str], pafs.FileSystem | None]:
+    """`files` (all local or all URLs of one store) as paths inside one pyarrow filesystem, which is
+    what `ray.data.read_parquet(paths, filesystem=...)` wants; None for local files."""
+    if not files or not is_remote(files[0]):
+        return [str(_local(f).resolve()) for f in files], None
+    fs, _ = filesystem(str(files[0]))
+    return [filesystem(str(f))[1] for f in files], fs
 
 
 def read_texts(path: StorePath, split: str) -> tuple[list[str], np.ndarray]:

@@ -20,10 +20,10 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray.train
@@ -45,7 +45,12 @@ from pipeline.train.state import (
     save_checkpoint_dir,
 )
 from schemas.config import JobConfig, TrainConfig
+from schemas.features import Manifest
 
+if TYPE_CHECKING:
+    from pipeline.train.stream import StreamData
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (input ids [b, width], labels [b])
 Report = Callable[[Metrics, TrainState | None], None]  # (epoch metrics, rank 0's checkpoint or None)
 
 
@@ -70,6 +75,9 @@ class TrainData:
     pad_id: int
     num_classes: int
     padding_side: str
+
+    def place(self, ctx: WorkerContext, cfg: TrainConfig) -> PlacedData:
+        return place_data(self, ctx, cfg)
 
 
 def load_train_data(data_path: str | Path, rank: int, world_size: int) -> TrainData:
@@ -192,24 +200,24 @@ def _amp_factory(device: torch.device, enabled: bool):
 
 
 @torch.no_grad()
-def evaluate_shard(model, ids: torch.Tensor, labels: torch.Tensor, ctx: WorkerContext, batch_size: int,
-                   amp) -> dict[str, float]:
-    """Loss and accuracy over all ranks' shards (each rank scores its rows; sums are all-reduced).
-    Rows come in length order, as `predict_proba` scores the test split."""
+def evaluate_shard(model, batches: Iterable[Batch], ctx: WorkerContext, amp) -> dict[str, float]:
+    """Loss and accuracy over all ranks' shards (each rank scores its batches of validation rows,
+    every row on exactly one rank; the sums are all-reduced)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    for start in range(0, len(ids), batch_size):
-        x = ids[start : start + batch_size].to(ctx.device, non_blocking=True)
-        y = labels[start : start + batch_size].to(ctx.device, non_blocking=True)
+    rows = 0
+    for x, y in batches:
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
         with amp():
             logits = model(x)
         loss_sum += loss_fn(logits, y).double() * len(y)
         pred = (logits > 0).long() if logits.dim() == 1 else logits.argmax(-1)
         correct += (pred == y).sum()
+        rows += len(y)
     model.train(was_training)
-    loss_sum, correct, count = _all_reduce_sum([float(loss_sum), float(correct), float(len(ids))], ctx.device)
+    loss_sum, correct, count = _all_reduce_sum([float(loss_sum), float(correct), float(rows)], ctx.device)
     return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1)}
 
 
@@ -262,6 +270,36 @@ class PlacedData:
     left_padded: bool
     pin: bool  # GPU training from CPU-held rows: each epoch's rows go through pinned memory
 
+    def steps_per_epoch(self, world_size: int, batch_size: int) -> int:
+        per_rank = -(-len(self.train_y) // world_size)
+        return -(-per_rank // batch_size)
+
+    def train_batches(self, epoch: int, ctx: WorkerContext, cfg: TrainConfig) -> Iterator[Batch]:
+        """This rank's batches of epoch `epoch`, trimmed to their longest row (CPU or device tensors)."""
+        idx = shard_indices(len(self.train_y), ctx.rank, ctx.world_size, cfg.seed, epoch)
+        rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
+        order, batches = plan_batches(self.train_lengths[idx], cfg.batch_size, cfg.bucketing,
+                                      cfg.bucket_chunk_batches, rng)
+        # One gather per epoch; every batch is then a contiguous slice of these tensors.
+        rows = torch.from_numpy(idx[order]).to(self.train_ids.device)
+        epoch_ids, epoch_y = self.train_ids.index_select(0, rows), self.train_y.index_select(0, rows)
+        if self.pin:
+            epoch_ids, epoch_y = epoch_ids.pin_memory(), epoch_y.pin_memory()
+        for start, end, w in batches:
+            yield trim(epoch_ids[start:end], w, self.left_padded), epoch_y[start:end]
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """This rank's validation rows in length order, as predict_proba scores the test split."""
+        for start in range(0, len(self.val_y), batch_size):
+            yield self.val_ids[start : start + batch_size], self.val_y[start : start + batch_size]
+
+
+def trim(x: torch.Tensor, width: int, left_padded: bool) -> torch.Tensor:
+    """Rows cut to their last (left padding) or first `width` columns: the padding only they share."""
+    if width >= x.shape[1]:
+        return x
+    return x[:, x.shape[1] - width :] if left_padded else x[:, :width]
+
 
 def place_data(data: TrainData, ctx: WorkerContext, cfg: TrainConfig) -> PlacedData:
     on_gpu = ctx.device.type == "cuda"
@@ -283,7 +321,7 @@ class WorkerRun:
 
     cfg: TrainConfig
     ctx: WorkerContext
-    data: PlacedData
+    data: PlacedData | StreamData  # where batches come from: in-memory tensors or a Ray Data shard
     model: nn.Module  # what trains: the model as `wrap_model` placed it (DDP under Ray)
     core: nn.Module  # the bare model: state dicts and validation
     optimizer: torch.optim.Optimizer
@@ -298,20 +336,17 @@ class WorkerRun:
         return not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def setup(cfg: JobConfig, data: TrainData, ctx: WorkerContext, resume: TrainState | None,
+def setup(cfg: JobConfig, data: TrainData | StreamData, ctx: WorkerContext, resume: TrainState | None,
           wrap_model: Callable[[nn.Module], nn.Module]) -> WorkerRun:
     """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one."""
     tc = cfg.train
     seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
     amp = _amp_factory(ctx.device, tc.amp)
-    placed = place_data(data, ctx, tc)
+    placed = data.place(ctx, tc)
     model = wrap_model(build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model))
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    n = len(data.train_y)
-    per_rank = -(-n // ctx.world_size) if n else 0
-    steps_per_epoch = -(-per_rank // tc.batch_size)
-    scheduler = build_scheduler(optimizer, tc, steps_per_epoch)
+    scheduler = build_scheduler(optimizer, tc, placed.steps_per_epoch(ctx.world_size, tc.batch_size))
     run = WorkerRun(tc, ctx, placed, model, core, optimizer, scheduler, EarlyStopping(tc), amp)
     if resume is not None:  # a restarted worker group, or a rerun of the same job name
         _resume(run, resume)
@@ -330,25 +365,14 @@ def _resume(run: WorkerRun, state: TrainState) -> None:
 
 def _train_shard(run: WorkerRun, epoch: int) -> tuple[torch.Tensor, int]:
     """One pass over this rank's shard of epoch `epoch`: (sum of row losses, rows seen)."""
-    tc, ctx, d = run.cfg, run.ctx, run.data
-    idx = shard_indices(len(d.train_y), ctx.rank, ctx.world_size, tc.seed, epoch)
-    rng = np.random.default_rng([tc.seed, epoch, ctx.rank])
-    order, batches = plan_batches(d.train_lengths[idx], tc.batch_size, tc.bucketing, tc.bucket_chunk_batches, rng)
-    # One gather per epoch; every batch is then a contiguous slice of these tensors.
-    rows = torch.from_numpy(idx[order]).to(d.train_ids.device)
-    epoch_ids, epoch_y = d.train_ids.index_select(0, rows), d.train_y.index_select(0, rows)
-    if d.pin:
-        epoch_ids, epoch_y = epoch_ids.pin_memory(), epoch_y.pin_memory()
     run.model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
-    for start, end, w in batches:
-        x = epoch_ids[start:end]
-        if w < d.width:
-            x = x[:, d.width - w :] if d.left_padded else x[:, :w]
-        loss = _train_step(run, x.to(ctx.device, non_blocking=True),
-                           epoch_y[start:end].to(ctx.device, non_blocking=True))
-        loss_sum += loss.detach().double() * (end - start)
-    return loss_sum, len(idx)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.ctx.device)
+    rows = 0
+    for x, y in run.data.train_batches(epoch, run.ctx, run.cfg):
+        loss = _train_step(run, x.to(run.ctx.device, non_blocking=True), y.to(run.ctx.device, non_blocking=True))
+        loss_sum += loss.detach().double() * len(y)
+        rows += len(y)
+    return loss_sum, rows
 
 
 def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -371,7 +395,7 @@ def run_epoch(run: WorkerRun, epoch: int) -> Metrics:
     loss_sum, rows = _train_shard(run, epoch)
     train_s = time.perf_counter() - t0
     train_loss, train_seen, train_time = _all_reduce_sum([float(loss_sum), float(rows), train_s], run.ctx.device)
-    val = evaluate_shard(run.core, run.data.val_ids, run.data.val_y, run.ctx, run.cfg.eval_batch_size, run.amp)
+    val = evaluate_shard(run.core, run.data.val_batches(run.cfg.eval_batch_size), run.ctx, run.amp)
     watched = val["loss"] if run.stopper.metric == "val_loss" else val["accuracy"]
     lr = run.optimizer.param_groups[0]["lr"]
     if not run.per_step:
@@ -403,7 +427,7 @@ def checkpoint_state(run: WorkerRun, epoch: int) -> TrainState | None:
 
 def train_worker(
     cfg: JobConfig,
-    data: TrainData,
+    data: TrainData | StreamData,
     ctx: WorkerContext,
     report: Report,
     resume: TrainState | None = None,
@@ -429,6 +453,16 @@ def train_worker(
             break
 
 
+def load_worker_data(loop_config: dict[str, Any], ctx: WorkerContext) -> TrainData | StreamData:
+    """The whole prepared data in memory, or this worker's Ray Data shards (loop_config["data_loading"],
+    resolved by the driver; streaming workers never open the store themselves)."""
+    if loop_config.get("data_loading") == "stream":
+        from pipeline.train.stream import StreamData  # stream builds on this module's batch plan
+
+        return StreamData.from_ray(Manifest.model_validate(loop_config["manifest"]), ctx)
+    return load_train_data(loop_config["data_path"], ctx.rank, ctx.world_size)
+
+
 def ray_report(metrics: Metrics, state: TrainState | None) -> None:
     """Ray Train's report, with rank 0's checkpoint written to a folder Ray uploads and then deletes."""
     if state is None:
@@ -450,7 +484,7 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
     else:
         torch.backends.cudnn.enabled = True  # cuDNN RNN kernels
         torch.backends.cudnn.benchmark = True
-    data = load_train_data(loop_config["data_path"], ctx.rank, ctx.world_size)
+    data = load_worker_data(loop_config, ctx)
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

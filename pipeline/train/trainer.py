@@ -15,6 +15,7 @@ from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
+from pipeline.train.stream import check_spare_cpus, choose_loading, data_config, stream_datasets
 from schemas.config import JobConfig
 
 
@@ -74,6 +75,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     ray.train.TrainingFailedError when the workers fail beyond `train.max_failures`.
     """
     check_compatible(cfg, data_path)
+    manifest = load_manifest(data_path)
+    loading = choose_loading(cfg.train, manifest)
     storage, storage_fs = checkpoint_storage(cfg)
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
@@ -83,10 +86,18 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         "data_path": _data_location(data_path),
         "tracking_uri": tracking_uri,
         "run_id": run_id,
+        "data_loading": loading,
+        "manifest": manifest.model_dump(mode="json"),
     }
+    streaming = loading == "stream"
+    if streaming:
+        check_spare_cpus(cfg.scaling)
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
+        # Streaming: Ray Data reads the shards and Ray Train splits them; in memory, workers read them.
+        datasets=stream_datasets(data_path, cfg.train) if streaming else None,
+        dataset_config=data_config() if streaming else None,
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
             placement_strategy=cfg.scaling.placement_strategy,

@@ -18,18 +18,19 @@ from .conftest import word_order_corpus, write_prepared
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.parametrize("loading", ["memory", "stream"])
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_start_over(
-    ray_cluster, tmp_path, sqlite_tracking_uri
+    ray_cluster, tmp_path, sqlite_tracking_uri, loading
 ):
     # 24 training rows and batch_size 64: fewer batches (1) than workers (2); 3 validation rows
-    # split 2/1 between the ranks.
+    # split 2/1 between the ranks (streaming: the 3 rows are one batch, which rank 0 scores).
     splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1),
               "test": word_order_corpus(3, 2)}
     data = write_prepared(tmp_path / "data", splits)
     cfg = JobConfig.model_validate({
         "output_root": str(tmp_path / "out"),
         "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
-        "train": {"epochs": 3, "batch_size": 64, "max_failures": 1},
+        "train": {"epochs": 3, "batch_size": 64, "max_failures": 1, "data_loading": loading},
         "scaling": {"num_workers": 2},
     })
     client = MlflowClient(sqlite_tracking_uri)

@@ -1,0 +1,170 @@
+"""Streaming input (train.data_loading=stream): Ray Data reads the prepared Parquet shards and every
+worker trains on its own share as it arrives, so a worker never holds the corpus.
+
+Driver side, `stream_datasets` builds the `TorchTrainer(datasets=...)` inputs and `data_config` says
+how Ray Train hands them out: the training split goes through Ray Data's equal streaming split
+(every rank gets the same number of rows, hence the same number of steps: DDP needs that), the
+validation split is given whole to every rank, read in a fixed order, and each rank scores every
+world_size-th batch of it, so every row is scored once and the sums are all-reduced as in memory.
+
+Worker side, `StreamData` is what the loop iterates: windows of `batch_size * bucket_chunk_batches`
+rows from a per-epoch reseeded local shuffle buffer; with bucketing a window is sorted by length,
+cut into batches, the batches shuffled and each trimmed to its longest row (`plan_batches`, as in
+memory). A worker holds a few Ray Data blocks (train.stream_block_mb), the shuffle buffer and the
+prefetched windows: bounded by the config, not by the corpus.
+
+The row order is seeded but not reproducible bit for bit: which blocks reach which rank depends on
+which read finishes first. The in-memory path is the one to use for exact reruns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.data.store import StorePath, arrow_paths, split_files, table_arrays
+from pipeline.errors import UserInputError
+from pipeline.train.loop import Batch, WorkerContext, plan_batches
+from schemas.config import ScalingConfig, TrainConfig
+from schemas.features import Manifest
+
+COLUMNS = ["input_ids", "label", "length"]
+MIB = 1 << 20
+
+
+def in_memory_mb(manifest: Manifest) -> float:
+    """What one worker would hold with data_loading=memory: the training ids as int32 (MiB)."""
+    return manifest.splits["train"].rows * manifest.max_length * 4 / MIB
+
+
+def choose_loading(cfg: TrainConfig, manifest: Manifest) -> str:
+    """'memory' or 'stream': the configured path, or under 'auto' the one the corpus size calls for."""
+    if cfg.data_loading != "auto":
+        return cfg.data_loading
+    return "stream" if in_memory_mb(manifest) > cfg.stream_threshold_mb else "memory"
+
+
+def check_spare_cpus(scaling: ScalingConfig) -> None:
+    """Ray Data reads on CPUs the training workers do not hold; with none left it waits forever.
+    Raises UserInputError naming the fix (call after Ray is up)."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    held = scaling.num_workers * scaling.cpus_per_worker
+    if total - held < 1:
+        raise UserInputError(
+            f"train.data_loading=stream needs a CPU beyond the workers' for Ray Data's reads: the cluster has "
+            f"{total:g} CPUs and scaling holds {held:g} (num_workers x cpus_per_worker); lower "
+            "scaling.num_workers or scaling.cpus_per_worker, add a CPU (ray.num_cpus), or set "
+            "train.data_loading=memory"
+        )
+
+
+def read_split(data_path: StorePath, split: str, cfg: TrainConfig, *, shuffle_files: bool):
+    """A lazy Ray Data dataset over one prepared split (local folder or s3://, gs://... URL)."""
+    import ray.data
+    from ray.data.datasource import FileShuffleConfig
+
+    paths, fs = arrow_paths(split_files(data_path, split))
+    # Reseeded every execution (every epoch) from the seed: a new file order each epoch.
+    shuffle = FileShuffleConfig(seed=cfg.seed) if shuffle_files and len(paths) > 1 else None
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS, shuffle=shuffle)
+    # Blocks are split at this size while they are read: the unit a worker fetches and holds.
+    ds.context.target_max_block_size = int(cfg.stream_block_mb * MIB)
+    return ds
+
+
+def stream_datasets(data_path: StorePath, cfg: TrainConfig) -> dict[str, Any]:
+    return {"train": read_split(data_path, "train", cfg, shuffle_files=True),
+            "validation": read_split(data_path, "validation", cfg, shuffle_files=False)}
+
+
+def data_config():
+    """Ray Train's split: training rows equally over the ranks; validation whole, in a fixed order
+    (every rank must see the same batches to score each one exactly once)."""
+    from ray.data import ExecutionOptions
+    from ray.train import DataConfig
+
+    return DataConfig(datasets_to_split=["train"],
+                      execution_options={"validation": ExecutionOptions(preserve_order=True)})
+
+
+def window_batches(ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, cfg: TrainConfig,
+                   rng: np.random.Generator, left_padded: bool, pin: bool) -> Iterator[Batch]:
+    """One window's batches as int64 CPU tensors (pinned for a GPU). With bucketing the window is
+    sorted by length, batched, the batches shuffled and each trimmed to its longest row; without,
+    batches keep the window's order and the full padded width (as in memory)."""
+    n = len(labels)
+    if cfg.bucketing:
+        order, plan = plan_batches(lengths, cfg.batch_size, True, cfg.bucket_chunk_batches, rng)
+    else:
+        order = np.arange(n)
+        plan = [(s, min(s + cfg.batch_size, n), ids.shape[1]) for s in range(0, n, cfg.batch_size)]
+    # One copy per window (Arrow's buffers are read-only); batches are then slices of it.
+    x = torch.from_numpy(ids[order].astype(np.int64))
+    y = torch.from_numpy(labels[order].astype(np.int64))
+    if pin:
+        x, y = x.pin_memory(), y.pin_memory()
+    for start, end, width in plan:
+        cut = x[start:end]
+        if width < cut.shape[1]:
+            cut = cut[:, cut.shape[1] - width :] if left_padded else cut[:, :width]
+        yield cut, y[start:end]
+
+
+@dataclass(frozen=True)
+class StreamData:
+    """One worker's streamed view of the prepared data (the loop's counterpart of TrainData)."""
+
+    train: Any  # ray.data.DataIterator: this rank's equal share of the training split
+    validation: Any  # ray.data.DataIterator over the whole validation split, in file order
+    train_rows: int  # rows of the whole training split (the manifest's count)
+    rank: int
+    world_size: int
+    vocab_size: int
+    pad_id: int
+    num_classes: int
+    padding_side: str
+
+    @classmethod
+    def from_ray(cls, manifest: Manifest, ctx: WorkerContext) -> StreamData:
+        """This worker's shards, as Ray Train assigned them (call inside a Ray Train worker)."""
+        import ray.train
+
+        return cls(ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("validation"),
+                   manifest.splits["train"].rows, ctx.rank, ctx.world_size, manifest.vocab_size,
+                   manifest.pad_id, len(manifest.label_names), manifest.padding_side)
+
+    def place(self, ctx: WorkerContext, cfg: TrainConfig) -> StreamData:
+        return self  # nothing to place: each window is copied (and pinned) as it arrives
+
+    def steps_per_epoch(self, world_size: int, batch_size: int) -> int:
+        per_rank = self.train_rows // world_size  # the equal split drops the remainder
+        return -(-per_rank // batch_size)
+
+    def train_batches(self, epoch: int, ctx: WorkerContext, cfg: TrainConfig) -> Iterator[Batch]:
+        """This rank's batches of epoch `epoch`. Windows are multiples of batch_size rows and every
+        rank has the same number of rows, so every rank takes the same number of steps."""
+        seed = int(np.random.default_rng([cfg.seed, epoch, ctx.rank]).integers(2**31))
+        shuffle = cfg.stream_shuffle_buffer_rows or None
+        windows = self.train.iter_batches(
+            batch_size=cfg.batch_size * cfg.bucket_chunk_batches, batch_format="pyarrow",
+            prefetch_batches=cfg.stream_prefetch_batches, local_shuffle_buffer_size=shuffle,
+            local_shuffle_seed=seed if shuffle else None,
+        )
+        rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
+        left, pin = self.padding_side == "left", ctx.device.type == "cuda"
+        for table in windows:
+            yield from window_batches(*table_arrays(table), cfg, rng, left, pin)
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """Every world_size-th validation batch, starting at this rank's."""
+        tables = self.validation.iter_batches(batch_size=batch_size, batch_format="pyarrow", prefetch_batches=1)
+        for i, table in enumerate(tables):
+            if i % self.world_size == self.rank:
+                ids, labels, _ = table_arrays(table)
+                yield torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
