@@ -9,9 +9,10 @@ world_size-th batch of it, so every row is scored once and the sums are all-redu
 
 Worker side, `StreamData` is what the loop iterates: windows of `batch_size * bucket_chunk_batches`
 rows from a per-epoch reseeded local shuffle buffer; with bucketing a window is sorted by length,
-cut into batches, the batches shuffled and each trimmed to its longest row (`plan_batches`, as in
-memory). A worker holds a few Ray Data blocks (train.stream_block_mb), the shuffle buffer and the
-prefetched windows: bounded by the config, not by the corpus.
+cut into batches, the batches shuffled and each trimmed to its longest row (as `plan_batches` does
+in memory). Converting, sorting and pinning a window run in Ray Data's prefetch threads. A worker
+holds a few Ray Data blocks (train.stream_block_mb), the shuffle buffer and the prefetched windows:
+bounded by the config, not by the corpus.
 
 The row order is seeded but not reproducible bit for bit: which blocks reach which rank depends on
 which read finishes first. The in-memory path is the one to use for exact reruns.
@@ -25,10 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
 
 from pipeline.data.store import StorePath, arrow_paths, split_files, table_arrays
 from pipeline.errors import UserInputError
-from pipeline.train.loop import Batch, WorkerContext, plan_batches
+from pipeline.train.loop import Batch, WorkerContext
 from schemas.config import ScalingConfig, TrainConfig
 from schemas.features import Manifest
 
@@ -93,27 +95,44 @@ def data_config():
                       execution_options={"validation": ExecutionOptions(preserve_order=True)})
 
 
-def window_batches(ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, cfg: TrainConfig,
-                   rng: np.random.Generator, left_padded: bool, pin: bool) -> Iterator[Batch]:
-    """One window's batches as int64 CPU tensors (pinned for a GPU). With bucketing the window is
-    sorted by length, batched, the batches shuffled and each trimmed to its longest row; without,
-    batches keep the window's order and the full padded width (as in memory)."""
-    n = len(labels)
-    if cfg.bucketing:
-        order, plan = plan_batches(lengths, cfg.batch_size, True, cfg.bucket_chunk_batches, rng)
-    else:
-        order = np.arange(n)
-        plan = [(s, min(s + cfg.batch_size, n), ids.shape[1]) for s in range(0, n, cfg.batch_size)]
+def collate_window(table, bucketing: bool) -> dict[str, torch.Tensor]:
+    """One window as int64 tensors (ids, label, length); with bucketing sorted longest first.
+    Runs in Ray Data's prefetch threads, off the training thread, as does the pinning after it."""
+    ids, labels, lengths = table_arrays(table)
+    order = np.argsort(-lengths, kind="stable") if bucketing else slice(None)
     # One copy per window (Arrow's buffers are read-only); batches are then slices of it.
-    x = torch.from_numpy(ids[order].astype(np.int64))
-    y = torch.from_numpy(labels[order].astype(np.int64))
-    if pin:
-        x, y = x.pin_memory(), y.pin_memory()
-    for start, end, width in plan:
-        cut = x[start:end]
+    return {"ids": torch.from_numpy(ids[order].astype(np.int64)),
+            "label": torch.from_numpy(labels[order].astype(np.int64)),
+            "length": torch.from_numpy(lengths[order].astype(np.int64))}
+
+
+def window_batches(window: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator,
+                   left_padded: bool) -> Iterator[Batch]:
+    """A collated window's batches. With bucketing (the window sorted longest first) the batches are
+    shuffled and each trimmed to its longest row, as `plan_batches` does in memory; without, they
+    keep the window's order and the full padded width."""
+    x, y, lengths = window["ids"], window["label"], window["length"]
+    n, b = len(y), cfg.batch_size
+    starts = list(range(0, n, b))
+    if cfg.bucketing:
+        starts = [starts[i] for i in rng.permutation(len(starts))]
+    for start in starts:
+        cut = x[start : start + b]
+        width = max(int(lengths[start]), 1) if cfg.bucketing else cut.shape[1]
         if width < cut.shape[1]:
             cut = cut[:, cut.shape[1] - width :] if left_padded else cut[:, :width]
-        yield cut, y[start:end]
+        yield cut, y[start : start + b]
+
+
+class WindowCollate(ArrowBatchCollateFn):
+    """`collate_window` as Ray Data's collate function (it receives each window as an Arrow table)."""
+
+    def __init__(self, bucketing: bool):
+        super().__init__()
+        self.bucketing = bucketing
+
+    def __call__(self, batch):
+        return collate_window(batch, self.bucketing)
 
 
 @dataclass(frozen=True)
@@ -151,15 +170,16 @@ class StreamData:
         rank has the same number of rows, so every rank takes the same number of steps."""
         seed = int(np.random.default_rng([cfg.seed, epoch, ctx.rank]).integers(2**31))
         shuffle = cfg.stream_shuffle_buffer_rows or None
-        windows = self.train.iter_batches(
-            batch_size=cfg.batch_size * cfg.bucket_chunk_batches, batch_format="pyarrow",
+        pin = ctx.device.type == "cuda"
+        windows = self.train.iter_torch_batches(
+            batch_size=cfg.batch_size * cfg.bucket_chunk_batches, collate_fn=WindowCollate(cfg.bucketing),
+            device="cpu", pin_memory=pin,  # the loop copies each batch to the GPU, asynchronously
             prefetch_batches=cfg.stream_prefetch_batches, local_shuffle_buffer_size=shuffle,
             local_shuffle_seed=seed if shuffle else None,
         )
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
-        left, pin = self.padding_side == "left", ctx.device.type == "cuda"
-        for table in windows:
-            yield from window_batches(*table_arrays(table), cfg, rng, left, pin)
+        for window in windows:
+            yield from window_batches(window, cfg, rng, self.padding_side == "left")
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
         """Every world_size-th validation batch, starting at this rank's."""

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from pipeline.data.store import load_manifest
 from pipeline.train.loop import ray_report, train_loop_per_worker
-from pipeline.train.stream import choose_loading, window_batches
+from pipeline.train.stream import choose_loading, collate_window, window_batches
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig, TrainConfig
 
@@ -27,8 +28,11 @@ def test_a_window_becomes_batches_that_cover_each_row_once(bucketing):
     ids, y = word_order_corpus(70, 0)
     lengths = (ids != PAD).sum(1).astype(np.int32)
     ids[np.arange(70), -1] = np.arange(70) + 100  # a row id in the last column (left padding keeps it)
+    table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1]),
+                      "label": pa.array(y), "length": pa.array(lengths)})
     cfg = TrainConfig(batch_size=16, bucketing=bucketing, bucket_chunk_batches=8)
-    batches = list(window_batches(ids, y, lengths, cfg, np.random.default_rng(0), left_padded=True, pin=False))
+    window = collate_window(table, bucketing)
+    batches = list(window_batches(window, cfg, np.random.default_rng(0), left_padded=True))
     assert len(batches) == 5  # ceil(70 / 16) either way: every rank with as many rows takes as many steps
     seen = np.concatenate([x[:, -1].numpy() for x, _ in batches]) - 100
     assert sorted(seen) == list(range(70))
@@ -40,6 +44,8 @@ def test_a_window_becomes_batches_that_cover_each_row_once(bucketing):
             assert x.shape[1] == lengths[rows].max()
         else:
             assert x.shape[1] == ids.shape[1]
+    if bucketing:  # rows of similar length share a batch: far less padding than the window's order
+        assert sum(x.numel() for x, _ in batches) < 0.8 * ids.size
 
 
 def test_auto_streams_only_a_training_split_larger_than_the_threshold(tmp_path):
@@ -109,7 +115,7 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
     data = write_prepared(tmp_path / "data", splits)
     cfg = JobConfig.model_validate({
         "output_root": str(tmp_path / "out"),
-        "model": {"cell": "gru", "hidden_dim": 16, "embedding_dim": 8, "head_dim": 16},
+        "model": {"cell": "gru", "hidden_dim": 16, "embedding_dim": 8, "head_dim": 16, "trim_padding": True},
         "train": {"epochs": 6, "batch_size": 16, "eval_batch_size": 8, "lr": 0.02, "data_loading": "stream",
                   "bucketing": True, "bucket_chunk_batches": 4, "stream_shuffle_buffer_rows": 64},
         "scaling": {"num_workers": 2},
