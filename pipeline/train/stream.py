@@ -77,6 +77,7 @@ def read_split(data_path: StorePath, split: str, cfg: TrainConfig, *, shuffle_fi
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=COLUMNS, shuffle=shuffle)
     # Blocks are split at this size while they are read: the unit a worker fetches and holds.
     ds.context.target_max_block_size = int(cfg.stream_block_mb * MIB)
+    ds.context.enable_progress_bars = False  # one bar per epoch and rank would flood the job's log
     return ds
 
 
