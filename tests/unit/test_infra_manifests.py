@@ -43,9 +43,9 @@ EXPECTED_KINDS: dict[str, list[str]] = {
     "k8s/networkpolicy.yaml": ["NetworkPolicy"] * 4,
     "k8s/raycronjob.yaml": ["RayCronJob"],
     "k8s/rayjob.yaml": ["RayJob"],
-    "k8s/secrets.example.yaml": ["Secret"] * 5,
+    "k8s/secrets.example.yaml": ["Secret"] * 6,
 }
-EXPECTED_DOCUMENTS = 18
+EXPECTED_DOCUMENTS = 19
 
 # Env/config names that carry credentials.
 # Matched per name segment, so TOKENIZERS_PARALLELISM or KEYCLOAK_URL are not credentials.
@@ -363,7 +363,8 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
     assert argv[argv.index("--config") + 1] == "jobs/configs/embedded.yaml", label
     overrides = dict(a.split("=", 1) for a in argv[3:] if "=" in a)
     assert overrides.get("scaling.use_gpu") == "true", label
-    assert overrides.get("output_root") == "/mnt/shared/rnn", label
+    # Object storage, not a shared volume: nodes share no filesystem.
+    assert overrides.get("output_root", "").startswith("s3://"), label
     num_workers = int(overrides["scaling.num_workers"])
     assert num_workers == 2, label
 
@@ -418,14 +419,13 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
             assert {"cpu", "memory"} <= set((c.get("resources") or {}).get(part) or {}), (
                 f"{label}:{name}: {part} needs cpu and memory"
             )
-        # output_root must be on storage every Ray pod shares.
-        mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
-        assert any(overrides["output_root"].startswith(m.rstrip("/") + "/") for m in mounts), (
-            f"{label}:{name}: output_root {overrides['output_root']} is not on a mounted volume"
-        )
-        volumes = {v["name"]: v for v in pod.get("volumes", [])}
-        shared = [m for m in c["volumeMounts"] if overrides["output_root"].startswith(m["mountPath"])][0]
-        assert "persistentVolumeClaim" in volumes[shared["name"]], f"{label}:{name}: output_root not on a PVC"
+        # output_root is object storage: every Ray pod gets its credentials from the Secret, none
+        # needs a ReadWriteMany volume.
+        env = {e["name"]: e for e in c.get("env", [])}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ref = (env.get(key, {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+            assert ref.get("name") == "object-store" and ref.get("key") == key, f"{label}:{name}: {key} from a Secret"
+        assert not any("persistentVolumeClaim" in v for v in pod.get("volumes", [])), f"{label}:{name}: no PVC"
         assert pod.get("securityContext", {}).get("runAsNonRoot") is True, f"{label}:{name}: runAsNonRoot"
 
 
