@@ -82,8 +82,10 @@ def read_split(data_path: StorePath, split: str, cfg: TrainConfig, *, shuffle_fi
 
 
 def stream_datasets(data_path: StorePath, cfg: TrainConfig) -> dict[str, Any]:
-    return {"train": read_split(data_path, "train", cfg, shuffle_files=True),
-            "validation": read_split(data_path, "validation", cfg, shuffle_files=False)}
+    return {
+        "train": read_split(data_path, "train", cfg, shuffle_files=True),
+        "validation": read_split(data_path, "validation", cfg, shuffle_files=False),
+    }
 
 
 def data_config():
@@ -92,8 +94,9 @@ def data_config():
     from ray.data import ExecutionOptions
     from ray.train import DataConfig
 
-    return DataConfig(datasets_to_split=["train"],
-                      execution_options={"validation": ExecutionOptions(preserve_order=True)})
+    return DataConfig(
+        datasets_to_split=["train"], execution_options={"validation": ExecutionOptions(preserve_order=True)}
+    )
 
 
 def collate_window(table, bucketing: bool) -> dict[str, torch.Tensor]:
@@ -102,13 +105,16 @@ def collate_window(table, bucketing: bool) -> dict[str, torch.Tensor]:
     ids, labels, lengths = table_arrays(table)
     order = np.argsort(-lengths, kind="stable") if bucketing else slice(None)
     # One copy per window (Arrow's buffers are read-only); batches are then slices of it.
-    return {"ids": torch.from_numpy(ids[order].astype(np.int64)),
-            "label": torch.from_numpy(labels[order].astype(np.int64)),
-            "length": torch.from_numpy(lengths[order].astype(np.int64))}
+    return {
+        "ids": torch.from_numpy(ids[order].astype(np.int64)),
+        "label": torch.from_numpy(labels[order].astype(np.int64)),
+        "length": torch.from_numpy(lengths[order].astype(np.int64)),
+    }
 
 
-def window_batches(window: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator,
-                   left_padded: bool) -> Iterator[Batch]:
+def window_batches(
+    window: dict[str, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator, left_padded: bool
+) -> Iterator[Batch]:
     """A collated window's batches. With bucketing (the window sorted longest first) the batches are
     shuffled and each trimmed to its longest row, as `plan_batches` does in memory; without, they
     keep the window's order and the full padded width."""
@@ -155,9 +161,17 @@ class StreamData:
         """This worker's shards, as Ray Train assigned them (call inside a Ray Train worker)."""
         import ray.train
 
-        return cls(ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("validation"),
-                   manifest.splits["train"].rows, ctx.rank, ctx.world_size, manifest.vocab_size,
-                   manifest.pad_id, len(manifest.label_names), manifest.padding_side)
+        return cls(
+            ray.train.get_dataset_shard("train"),
+            ray.train.get_dataset_shard("validation"),
+            manifest.splits["train"].rows,
+            ctx.rank,
+            ctx.world_size,
+            manifest.vocab_size,
+            manifest.pad_id,
+            len(manifest.label_names),
+            manifest.padding_side,
+        )
 
     def place(self, ctx: WorkerContext, cfg: TrainConfig) -> StreamData:
         return self  # nothing to place: each window is copied (and pinned) as it arrives
@@ -173,9 +187,12 @@ class StreamData:
         shuffle = cfg.stream_shuffle_buffer_rows or None
         pin = ctx.device.type == "cuda"
         windows = self.train.iter_torch_batches(
-            batch_size=cfg.batch_size * cfg.bucket_chunk_batches, collate_fn=WindowCollate(cfg.bucketing),
-            device="cpu", pin_memory=pin,  # the loop copies each batch to the GPU, asynchronously
-            prefetch_batches=cfg.stream_prefetch_batches, local_shuffle_buffer_size=shuffle,
+            batch_size=cfg.batch_size * cfg.bucket_chunk_batches,
+            collate_fn=WindowCollate(cfg.bucketing),
+            device="cpu",
+            pin_memory=pin,  # the loop copies each batch to the GPU, asynchronously
+            prefetch_batches=cfg.stream_prefetch_batches,
+            local_shuffle_buffer_size=shuffle,
             local_shuffle_seed=seed if shuffle else None,
         )
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])

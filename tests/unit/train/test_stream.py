@@ -28,8 +28,13 @@ def test_a_window_becomes_batches_that_cover_each_row_once(bucketing):
     ids, y = word_order_corpus(70, 0)
     lengths = (ids != PAD).sum(1).astype(np.int32)
     ids[np.arange(70), -1] = np.arange(70) + 100  # a row id in the last column (left padding keeps it)
-    table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1]),
-                      "label": pa.array(y), "length": pa.array(lengths)})
+    table = pa.table(
+        {
+            "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1]),
+            "label": pa.array(y),
+            "length": pa.array(lengths),
+        }
+    )
     cfg = TrainConfig(batch_size=16, bucketing=bucketing, bucket_chunk_batches=8)
     window = collate_window(table, bucketing)
     batches = list(window_batches(window, cfg, np.random.default_rng(0), left_padded=True))
@@ -110,16 +115,29 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
 ):
     # 301 training rows over 2 ranks: the equal split gives each 150 (one row dropped), i.e.
     # 10 batches of 16 in windows of 4 batches; 37 validation rows in batches of 8 split 3/2.
-    splits = {"train": word_order_corpus(301, 0), "validation": word_order_corpus(37, 1),
-              "test": word_order_corpus(5, 2)}
+    splits = {
+        "train": word_order_corpus(301, 0),
+        "validation": word_order_corpus(37, 1),
+        "test": word_order_corpus(5, 2),
+    }
     data = write_prepared(tmp_path / "data", splits)
-    cfg = JobConfig.model_validate({
-        "output_root": str(tmp_path / "out"),
-        "model": {"cell": "gru", "hidden_dim": 16, "embedding_dim": 8, "head_dim": 16, "trim_padding": True},
-        "train": {"epochs": 6, "batch_size": 16, "eval_batch_size": 8, "lr": 0.02, "data_loading": "stream",
-                  "bucketing": True, "bucket_chunk_batches": 4, "stream_shuffle_buffer_rows": 64},
-        "scaling": {"num_workers": 2},
-    })
+    cfg = JobConfig.model_validate(
+        {
+            "output_root": str(tmp_path / "out"),
+            "model": {"cell": "gru", "hidden_dim": 16, "embedding_dim": 8, "head_dim": 16, "trim_padding": True},
+            "train": {
+                "epochs": 6,
+                "batch_size": 16,
+                "eval_batch_size": 8,
+                "lr": 0.02,
+                "data_loading": "stream",
+                "bucketing": True,
+                "bucket_chunk_batches": 4,
+                "stream_shuffle_buffer_rows": 64,
+            },
+            "scaling": {"num_workers": 2},
+        }
+    )
     client = MlflowClient(sqlite_tracking_uri)
     run_id = client.create_run(client.create_experiment("t")).info.run_id
     counts = tmp_path / "counts"
