@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config_loader import load_config
+from pipeline.data.store import is_remote
 from pipeline.errors import UserInputError
 from pipeline.tracking import mask_secrets
 
@@ -120,7 +121,8 @@ def build_submission(args: argparse.Namespace, environ: dict[str, str] | None = 
             raise UserInputError(f"--config {cfg_path} must be relative to the working dir ({wd}), "
                                  f"e.g. {DEFAULT_CONFIG}: the job runs in the uploaded copy")
         cfg = load_config(wd / cfg_path, list(args.overrides))
-        if not Path(cfg.output_root).is_absolute():
+        # An object-store URL (s3://...) is reached from every node as it is.
+        if not is_remote(cfg.output_root) and not Path(cfg.output_root).is_absolute():
             raise UserInputError(
                 f"output_root={cfg.output_root!r} is relative: in a Ray job it would land in the job's unpacked "
                 "working dir, which Ray deletes after the job; pass output_root=/absolute/path on storage that "
