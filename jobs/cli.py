@@ -15,8 +15,15 @@ from pipeline.errors import UserInputError
 from schemas.config import JobConfig
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A bad flag is a user error like any other: one line and exit 2 (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="overrides (section.key=value), with defaults:\n" + config_help(),
     )
