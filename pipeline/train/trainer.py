@@ -18,7 +18,7 @@ from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
 from pipeline.errors import raise_job_interrupted
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
-from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
+from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint, load_newest_usable
 from schemas.config import JobConfig
 
 
@@ -86,6 +86,14 @@ def check_compatible(cfg: JobConfig, data_path: Path) -> None:
     check_padding_side(cfg.model, load_manifest(data_path).padding_side)
 
 
+def check_resumable(run_dir: Path) -> None:
+    """Refuse, before any worker starts, a run whose kept checkpoints are all unreadable (a worker
+    would fail on each restart); one unreadable newest checkpoint is only skipped (load_newest_usable)."""
+    kept = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # not Ray's snapshot .json
+    if kept:
+        load_newest_usable(str(kept[-1]))
+
+
 def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, int | None]:
     """(weights to ship, their epoch): the best epoch's under early stopping, else the last epoch's."""
     if early_stopping and state.early_stopping.best_model is not None:
@@ -118,6 +126,7 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
+    check_resumable(storage / run_name)
     trainer = _JobTrainer(
         train_loop,
         train_loop_config=loop_config,
