@@ -126,7 +126,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         "tracking_uri": tracking_uri,
         "run_id": run_id,
     }
-    check_resumable(storage / run_name)
+    if storage_fs is None:  # local storage; on an object store the workers' fallback still applies
+        check_resumable(Path(storage) / run_name)
     trainer = _JobTrainer(
         train_loop,
         train_loop_config=loop_config,
