@@ -56,8 +56,9 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
 def show_history(cfg: JobConfig) -> list[dict[str, str]]:
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         rows = history(client, cfg.tracking.registered_model_name)
+    print(f"{'version':<8} {'aliases':<20} {'decision':<9} {'time':<25} reason")
     for r in rows:
-        print(f"v{r['version']:<4} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
+        print(f"v{r['version']:<7} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
     return rows
 
 

@@ -354,6 +354,11 @@ class TrackingConfig(_Frozen):
         "rnn-textcls", min_length=1, description="Registered model that receives each new version."
     )
     system_metrics: bool = Field(True, description="Log CPU/memory (and GPU) usage of the driver into the run.")
+    schedule_wait_s: float = Field(
+        300.0, ge=0.0, description="A scheduled run (env RNN_SCHEDULE_NAME set) that finds its schedule's lease "
+        "held waits this long before it exits 0 without training; the default, one lease TTL, lets a retry "
+        "after a crash find the crashed run's lease expired and resume its run.",
+    )
 
     @field_validator("run_name")
     @classmethod
