@@ -65,4 +65,3 @@ def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dic
             info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
                                       ["好看", "失望"])
         return str(register_version(client, name, info.model_uri, run.info.run_id, {}, "test").version)
-
