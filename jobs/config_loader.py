@@ -46,18 +46,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
+    lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             parent = _model_at(JobConfig, list(e["loc"][:-1]))
             allowed = ", ".join(parent.model_fields) if parent else "?"
-            lines.append(f"  {key}: unknown key; allowed here: {allowed}")
+            lines.append(f"{key}: unknown key; allowed here: {allowed}")
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
-    return "\n".join(lines)
+            lines.append(f"{key}: {e['msg']}{shown}")
+    # One line, as every user error is: a scheduled job's log shows it whole.
+    return f"invalid configuration ({source}): " + "; ".join(lines)
 
 
 def _model_at(model: type[BaseModel], path: list) -> type[BaseModel] | None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from pyarrow.lib import ArrowException
 from tqdm import tqdm
 
 from jobs.cli import build_parser, run_main
@@ -43,7 +45,12 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
         raise UserInputError(f"--input {path}: unsupported extension {path.suffix!r}; use .csv, .jsonl or .parquet")
     if not path.is_file():
         raise UserInputError(f"--input {path} not found")
-    frame = reader(path)
+    try:
+        frame = reader(path)
+    except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"--input {path} could not be read as {path.suffix.lower()[1:]} ({first}); "
+                             "fix the file or pass one in another supported format") from None
     if text_column not in frame.columns:
         raise UserInputError(f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
                              "set --text-column")
@@ -54,7 +61,11 @@ def predict_file(model_uri: str, input_path: Path, output_path: Path, text_colum
                  batch_size: int = 2048) -> pd.DataFrame:
     write = _writer(output_path)
     frame = read_input(input_path, text_column)
-    model = mlflow.pyfunc.load_model(model_uri)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as e:  # no such model, version or alias
+        raise UserInputError(f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
+                             "first (jobs.run) or pass an existing --model-uri") from None
     texts = frame[text_column].fillna("").astype(str).tolist()
     parts = []
     for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=None):

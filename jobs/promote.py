@@ -40,13 +40,13 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
     the same predictions as the training run's, on the same split and baseline settings).
     """
     name = cfg.tracking.registered_model_name
-    prepared = prepared or prepare(cfg)  # the held-out test split (reused from the stored result)
-    texts, labels = read_texts(prepared.path, "test")
-    if baseline is None and cfg.promotion.require_beats_baseline:
-        baseline = fit_on_prepared(prepared.path, cfg.baseline)
-    score = Score(baseline.test_metrics, baseline.test_correct) if baseline else None
     with tracking_store(resolve_tracking_uri(cfg)) as client:
-        version = version or newest_version(client, name)
+        version = version or newest_version(client, name)  # checked before the (slow) prepare
+        prepared = prepared or prepare(cfg)  # the held-out test split (reused from the stored result)
+        texts, labels = read_texts(prepared.path, "test")
+        if baseline is None and cfg.promotion.require_beats_baseline:
+            baseline = fit_on_prepared(prepared.path, cfg.baseline)
+        score = Score(baseline.test_metrics, baseline.test_correct) if baseline else None
         decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
                                    cfg.promotion, baseline=score)
     print(json.dumps({"version": version, "promoted": decision.promoted, "reason": decision.reason}))
@@ -56,8 +56,9 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
 def show_history(cfg: JobConfig) -> list[dict[str, str]]:
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         rows = history(client, cfg.tracking.registered_model_name)
+    print(f"{'version':<8} {'aliases':<20} {'decision':<9} {'time':<25} reason")
     for r in rows:
-        print(f"v{r['version']:<4} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
+        print(f"v{r['version']:<7} {r['aliases']:<20} {r['decision']:<9} {r['time']:<25} {r['reason']}")
     return rows
 
 

@@ -9,17 +9,20 @@ run, and the alias never moves on a failed evaluation.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from jobs import promote as promote_job
 from jobs import train as train_job
 from jobs.cli import build_parser, run_main
 from pipeline.data.prepare import prepare
 from pipeline.registry.promotion import Decision
-from pipeline.tracking import mask_secrets, resolve_tracking_uri
-from pipeline.train.workflow import TrainOutcome
+from pipeline.registry.schedule_lease import SCHEDULE_ENV, LeaseHeld, schedule_lease
+from pipeline.tracking import mask_secrets, resolve_tracking_uri, tracking_store
+from pipeline.train.workflow import TrainOutcome, config_digest
 from schemas.config import JobConfig
 
 
@@ -48,7 +51,38 @@ class RunSummary:
         ])
 
 
-def run(cfg: JobConfig) -> RunSummary:
+def run(cfg: JobConfig) -> RunSummary | None:
+    """The whole job; under a schedule (env RNN_SCHEDULE_NAME) inside that schedule's lease, see scheduled()."""
+    schedule = os.environ.get(SCHEDULE_ENV)
+    return scheduled(cfg, schedule) if schedule else run_once(cfg)
+
+
+def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
+    """One run of `schedule` at a time, one run name across its retries (pipeline/registry/schedule_lease.py).
+
+    The lease is taken before any work. A run that finds it held by a live run returns None (exit 0, so
+    KubeRay does not retry); a retry after a failed or crashed run of the same configuration gets that
+    run's name back, so it resumes its MLflow run and its `ray_results/<run name>` checkpoints.
+    """
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    with tracking_store(resolve_tracking_uri(cfg)) as client:
+        try:
+            with schedule_lease(client, schedule, new_run_name=f"{schedule}-{stamp}",
+                                fingerprint=schedule_fingerprint(cfg), ttl_s=300.0,
+                                wait_s=cfg.tracking.schedule_wait_s) as lease:
+                named = cfg.tracking.model_copy(update={"run_name": lease.run_name})
+                return run_once(cfg.model_copy(update={"tracking": named}))
+        except LeaseHeld as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            return None
+
+
+def schedule_fingerprint(cfg: JobConfig) -> str:
+    """The configuration a retry must share to resume a run: everything but the run's name."""
+    return config_digest(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": None})}))
+
+
+def run_once(cfg: JobConfig) -> RunSummary:
     t0 = time.perf_counter()
     # Prepared once: training and the gate read the very same stored split, even if an input
     # file changes while the job runs, and the inputs are hashed once.

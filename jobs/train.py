@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import sys
+from contextlib import AbstractContextManager, nullcontext
 
 from jobs.cli import build_parser, run_main
 from pipeline.adaptive import adapt_to_corpus
 from pipeline.cluster import ray_session
 from pipeline.data.prepare import PreparedData, prepare
+from pipeline.registry.schedule_lease import run_name_lease
 from pipeline.tracking import mlflow_run, resolve_tracking_uri, tracking_store
 from pipeline.train import workflow as step
 from pipeline.train.trainer import fit
@@ -23,8 +25,8 @@ def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     prepared = prepared or prepare(cfg)
     cfg, notes = adapt_to_corpus(cfg, prepared.manifest)  # the config logged is the one trained
     run_name, tags = step.run_name(cfg, prepared.manifest), step.lineage_tags(cfg, prepared)
-    with (ray_session(cfg.ray), tracking_store(resolve_tracking_uri(cfg)) as client,
-          mlflow_run(client, cfg, run_name, tags) as run):
+    with (tracking_store(resolve_tracking_uri(cfg)) as client, named_run_guard(client, cfg),
+          ray_session(cfg.ray), mlflow_run(client, cfg, run_name, tags) as run):
         n_params = step.log_inputs(cfg, prepared)
         baseline = step.log_baseline(cfg, prepared)
         result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id)
@@ -35,6 +37,13 @@ def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     if outcome.versus_baseline:
         print(outcome.versus_baseline.line())
     return outcome
+
+
+def named_run_guard(client, cfg: JobConfig) -> AbstractContextManager:
+    """A named (resumable) run is held by one job at a time: a second one with the same name stops here."""
+    if not cfg.tracking.run_name:
+        return nullcontext()
+    return run_name_lease(client, cfg.tracking.experiment_name, cfg.tracking.run_name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ray
 
 from schemas.config import RayConfig
+
+
+@contextmanager
+def _keep_signal_handlers() -> Iterator[None]:
+    """ray.init replaces the driver's SIGTERM handler with sys.exit(15), which ends the job's MLflow
+    run FAILED; the job's own handler (JobInterrupted: run KILLED, exit 143) is put back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 @contextmanager
@@ -23,11 +41,12 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+    with _keep_signal_handlers():
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
     try:
         yield
     finally:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
@@ -59,9 +60,27 @@ def tracking_store(uri: str) -> Iterator[MlflowClient]:
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        yield MlflowClient(uri)
+        yield _open_store(uri)
     finally:
         mlflow.set_tracking_uri(previous)  # None unsets both the global and the variable
+
+
+def _open_store(uri: str) -> MlflowClient:
+    """A client on `uri`; a local sqlite store's schema is created (or migrated) under a file lock.
+
+    MLflow creates the tables when a process first opens a store (the client's constructor does);
+    two jobs started at once on a fresh file both run the migrations and one dies with `duplicate
+    column name`. Opening both halves of the store (tracking, registry) one process at a time leaves
+    every later open a no-op check.
+    """
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        return MlflowClient(uri)  # a server or a shared database: its owner migrates it (mlflow db upgrade)
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        client = MlflowClient(uri)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def ensure_experiment(client: MlflowClient, name: str, output_root: str) -> str:

@@ -7,6 +7,7 @@ into an error that names the key instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import codecs
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -97,7 +98,9 @@ class DataConfig(_Frozen):
         "removed but not counted as invalid.",
     )
     seed: int = Field(
-        42, description="Seed of the split and the subsample: the key of the hash that assigns each text a split."
+        42, ge=0, le=2**32 - 1,
+        description="Seed of the split and the subsample: the key of the hash that assigns each text a split "
+        "(0 to 2**32-1).",
     )
     prepare_mode: Literal["auto", "local", "ray"] = Field(
         "auto",
@@ -127,6 +130,16 @@ class DataConfig(_Frozen):
         "exceed this many MiB: each training worker holds the whole training split in memory. Unset: half "
         "the memory available when prepare starts.",
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_is_known(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {v!r}; use a Python codec name such as 'utf-8', "
+                             "'utf-8-sig', 'latin-1' or 'gb18030'") from None
+        return v
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -328,7 +341,8 @@ class TrainConfig(_Frozen):
         None, ge=1, description="torch threads per CPU worker (default: the worker's CPUs)."
     )
     max_failures: int = Field(
-        0, ge=-1, description="Worker-group restarts Ray Train may make (-1: unlimited)."
+        1, ge=-1, description="Worker-group restarts Ray Train may make (-1: unlimited). At least 1 by "
+        "default, so one lost worker restarts the group from its last checkpoint instead of failing the job."
     )
     checkpoints_to_keep: int = Field(
         2, ge=1, description="Checkpoints kept in Ray storage (each holds the best weights too)."
@@ -365,14 +379,20 @@ class TrackingConfig(_Frozen):
         "rnn-textcls", min_length=1, description="Registered model that receives each new version."
     )
     system_metrics: bool = Field(True, description="Log CPU/memory (and GPU) usage of the driver into the run.")
+    schedule_wait_s: float = Field(
+        300.0, ge=0.0, description="A scheduled run (env RNN_SCHEDULE_NAME set) that finds its schedule's lease "
+        "held waits this long before it exits 0 without training; the default, one lease TTL, lets a retry "
+        "after a crash find the crashed run's lease expired and resume its run.",
+    )
 
     @field_validator("run_name")
     @classmethod
     def _run_name_is_a_name(cls, v: str | None) -> str | None:
         # It names the Ray Train folder <output_root>/ray_results/<run_name>: no path separators.
-        if v is not None and (not v.strip() or "/" in v or "\\" in v or v.startswith(".")):
+        # No quotes either: MLflow's search filter (how a rerun finds its run) cannot hold them.
+        if v is not None and (not v.strip() or any(c in v for c in "/\\'\"`") or v.startswith(".")):
             raise ValueError(
-                f"tracking.run_name must be a plain name without '/', '\\' or a leading '.' (got {v!r}); "
+                f"tracking.run_name must be a plain name without '/', '\\', quotes or a leading '.' (got {v!r}); "
                 "it names a folder under <output_root>/ray_results"
             )
         return v

@@ -95,9 +95,10 @@ def _stage_code(files: set[Path], dest: Path) -> list[str]:
 
 def log_raw_text_model(
     state_dict: dict[str, Any], manifest: Manifest, tokenizer_file: Path, model_cfg: ModelConfig,
-    example_texts: list[str],
+    example_texts: list[str], step: int = 0,
 ) -> mlflow.models.model.ModelInfo:
-    """Log the pyfunc into the active run. Returns MLflow's ModelInfo (its model_uri)."""
+    """Log the pyfunc into the active run at `step`: MLflow links the run's metrics of that step to the
+    logged model. Returns MLflow's ModelInfo (its model_uri)."""
     files, third_party = serving_closure()
     with tempfile.TemporaryDirectory(prefix="rnn-model-") as tmp:
         weights = Path(tmp) / "weights.pt"
@@ -112,4 +113,5 @@ def log_raw_text_model(
             signature=model_signature(list(manifest.label_names)),
             input_example=pd.DataFrame({TEXT_COLUMN: example_texts}),
             pip_requirements=serving_requirements(third_party),
+            step=step,
         )

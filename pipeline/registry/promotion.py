@@ -40,11 +40,16 @@ class Decision:
     champion_version: str | None
     champion: dict[str, float] | None
     baseline: dict[str, float] | None = None  # the baseline's test metrics, when the gate was given one
+    unchanged: bool = False  # the version already held the alias: nothing was decided or tagged
+
+    @property
+    def outcome(self) -> str:
+        return "unchanged" if self.unchanged else "promoted" if self.promoted else "rejected"
 
     def tags(self, metric: str) -> dict[str, str]:
         extra = {f"promotion.baseline_{metric}": f"{self.baseline.get(metric, math.nan):.6f}"} if self.baseline else {}
         return {**extra,
-            "promotion.decision": "promoted" if self.promoted else "rejected",
+            "promotion.decision": self.outcome,
             "promotion.reason": self.reason,
             f"promotion.candidate_{metric}": f"{self.candidate.get(metric, math.nan):.6f}",
             "promotion.champion_version": self.champion_version or "none",
@@ -76,6 +81,12 @@ def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_name
     proba = out[cols].to_numpy(dtype=np.float64)
     correct = proba.argmax(axis=1) == np.asarray(labels) if np.isfinite(proba).all() else np.zeros(len(labels), bool)
     return Score(classification_metrics(labels, proba), correct)
+
+
+def label_names_of(name: str, version: str) -> list[str]:
+    """A registered version's label names, read from its signature's `p_<label>` outputs."""
+    signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    return [c.removeprefix("p_") for c in signature.outputs.input_names() if c.startswith("p_")]
 
 
 def mcnemar_p(candidate_correct: np.ndarray, champion_correct: np.ndarray) -> float:
@@ -180,9 +191,11 @@ def promote_version(
     if seen and seen != version:
         champion_score(seen)
     with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
-        decision = _decide_and_move(client, name, version, candidate, champion_score, cfg, baseline)
-        for k, v in decision.tags(cfg.metric).items():
-            client.set_model_version_tag(name, version, k, v)
+        decision = _decide_and_move(client, name, version, candidate, champion_score, cfg, baseline, label_names)
+        if not decision.unchanged:  # the champion judged again keeps its "promoted" record
+            for k, v in decision.tags(cfg.metric).items():
+                client.set_model_version_tag(name, version, k, v)
+        record_decision(client, name, decision, cfg.metric)
     return decision
 
 
@@ -197,17 +210,28 @@ def _score_candidate(client: MlflowClient, name: str, version: str, texts, label
 
 def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: Score,
                      champion_score: Callable[[str], Score], cfg: PromotionConfig,
-                     baseline: Score | None = None) -> Decision:
+                     baseline: Score | None = None, label_names: list[str] | None = None) -> Decision:
     """Compare-and-set, under the lock: re-read the alias, judge against whoever holds it now, move it.
-    With a baseline, its comparison joins the reason; with cfg.require_beats_baseline it is a gate."""
+    With a baseline, its comparison joins the reason; with cfg.require_beats_baseline it is a gate.
+    A candidate whose label names differ from the champion's is refused: their metrics measure
+    different tasks (the champion, unable to score these labels, would otherwise count as NaN)."""
     champion_version = current_alias_version(client, name, cfg.alias)
     if champion_version == version:
-        return Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics)
+        return Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics,
+                        unchanged=True)
+    if champion_version is not None and label_names is not None:
+        theirs = label_names_of(name, champion_version)
+        if list(theirs) != list(label_names):
+            return Decision(version, False, f"label names {list(label_names)} differ from champion "
+                            f"v{champion_version}'s {theirs}; register it under another "
+                            "tracking.registered_model_name", candidate.metrics, champion_version, None)
     champion, p_value = None, 0.0
     if champion_version is not None:
         champ = champion_score(champion_version)  # if the alias moved while we scored: the new holder
         champion, p_value = champ.metrics, mcnemar_p(candidate.correct, champ.correct)
     promoted, reason = decide(candidate.metrics, champion, cfg, p_value)
+    if champion_version is not None:
+        reason += _other_data_note(client, name, version, champion_version)
     beats_baseline = True
     if baseline is not None:
         beats_baseline, baseline_reason = baseline_gate(candidate, baseline, cfg)
@@ -223,15 +247,49 @@ def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: S
                     baseline.metrics if baseline else None)
 
 
+def _other_data_note(client: MlflowClient, name: str, version: str, champion_version: str) -> str:
+    """'; ...' when the two versions were trained on different data (their `data_digest` tags): the
+    comparison on this test split is then not the like-for-like one a reader would assume."""
+    ours = client.get_model_version(name, version).tags.get("data_digest")
+    theirs = client.get_model_version(name, champion_version).tags.get("data_digest")
+    if ours and theirs and ours != theirs:
+        return f"; trained on other data than champion v{champion_version} (data_digest {ours[:12]} vs {theirs[:12]})"
+    return ""
+
+
+def history_experiment(name: str) -> str:
+    return f"{name}-promotions"
+
+
+def record_decision(client: MlflowClient, name: str, decision: Decision, metric: str) -> None:
+    """Append `decision` to the durable history: one finished MLflow run per decision in the experiment
+    `<registered model>-promotions`. Version tags hold only the latest decision; these runs are never
+    rewritten, so every decision (and the reason) stays readable."""
+    try:
+        experiment_id = client.create_experiment(history_experiment(name))
+    except mlflow.exceptions.MlflowException:  # exists (or created concurrently)
+        experiment_id = client.get_experiment_by_name(history_experiment(name)).experiment_id
+    tags = {**decision.tags(metric), "promotion.version": decision.version, "registered_model": name}
+    run = client.create_run(experiment_id, tags=tags, run_name=f"v{decision.version}-{decision.outcome}")
+    client.set_terminated(run.info.run_id, "FINISHED")
+
+
 def history(client: MlflowClient, name: str) -> list[dict[str, str]]:
-    """Every recorded decision, newest version first."""
+    """Every recorded decision, newest first, with the aliases each version holds now.
+
+    Aliases come from the registered model: search_model_versions leaves them empty."""
+    exp = client.get_experiment_by_name(history_experiment(name))
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"]) if exp else []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
-    for v in client.search_model_versions(f"name='{name}'"):
-        t = v.tags or {}
-        rows.append({"version": str(v.version), "aliases": ",".join(v.aliases or []),
+    for r in runs:
+        t, v = r.data.tags, r.data.tags.get("promotion.version", "-")
+        rows.append({"version": v, "aliases": ",".join(sorted(aliases.get(v, []))),
                      "decision": t.get("promotion.decision", "-"), "reason": t.get("promotion.reason", "-"),
-                     "time": t.get("promotion.time", "-"), "run_id": v.run_id or "-"})
-    return sorted(rows, key=lambda r: -int(r["version"]))
+                     "time": t.get("promotion.time", "-"), "run_id": r.info.run_id})
+    return rows
 
 
 def rollback(client: MlflowClient, name: str, cfg: PromotionConfig) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import UserInputError
 from pipeline.registry.lock import already_exists, break_if_expired
 
 SCHEDULE_ENV = "RNN_SCHEDULE_NAME"
@@ -158,3 +159,21 @@ def _release(client: MlflowClient, lease: Lease, *, failed: bool) -> None:
             client.delete_registered_model(lease.name)
     except MlflowException:
         pass  # an unreleased lease expires after its TTL
+
+
+@contextmanager
+def run_name_lease(client: MlflowClient, experiment: str, run_name: str, ttl_s: float = 60.0) -> Iterator[Lease]:
+    """Hold `run_name` for the block: a second live job given the same tracking.run_name would train into
+    the same MLflow run and Ray checkpoint folder, so it is refused at once. The schedule lease's rules
+    apply: a crashed holder's lease expires after `ttl_s`, a failed one's at once (a rerun resumes).
+    Raises UserInputError naming the holder and the fix."""
+    try:
+        with schedule_lease(client, f"{experiment}.run.{run_name}", new_run_name=run_name, fingerprint=run_name,
+                            ttl_s=ttl_s, wait_s=0) as lease:
+            yield lease
+    except LeaseHeld:
+        held = _tags(client, lease_name(f"{experiment}.run.{run_name}")) or {}
+        raise UserInputError(
+            f"tracking.run_name {run_name!r} is in use by a live job ({held.get('owner')}) of experiment "
+            f"{experiment!r}; wait for it to end or set another tracking.run_name"
+        ) from None

@@ -7,11 +7,13 @@ whose registration fails is deleted so no half-registered version is left behind
 
 from __future__ import annotations
 
+import json
 import time
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 
 
 def find_version_by_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
@@ -52,7 +54,19 @@ def register_version(
     except BaseException:
         client.delete_model_version(name, mv.version)  # never leave a half-registered version
         raise
+    if model_id:
+        _link_logged_model(client, model_id, mv)
     return client.get_model_version(name, mv.version)
+
+
+def _link_logged_model(client: MlflowClient, model_id: str, mv: ModelVersion) -> None:
+    """Record the version on the logged model, as mlflow.register_model does: without this tag the
+    logged model's page says "Not registered"."""
+    tags = client.get_logged_model(model_id).tags
+    linked = json.loads(tags.get(MLFLOW_MODEL_VERSIONS, "[]"))
+    entry = {"name": mv.name, "version": str(mv.version)}
+    if entry not in linked:
+        client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*linked, entry])})
 
 
 def _wait_ready(client: MlflowClient, mv: ModelVersion, timeout_s: float) -> None:

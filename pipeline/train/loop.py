@@ -41,7 +41,7 @@ from pipeline.train.state import (
     Metrics,
     StateDict,
     TrainState,
-    load_checkpoint,
+    load_newest_usable,
     save_checkpoint_dir,
 )
 from schemas.config import JobConfig, TrainConfig
@@ -489,6 +489,6 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            resume = load_checkpoint(d)
+            resume = load_newest_usable(d)
     train_worker(cfg, data, ctx, report, resume=resume, wrap_model=ray.train.torch.prepare_model,
                  log_metrics=tracker.log_metrics)

@@ -7,14 +7,18 @@ On disk a checkpoint is a plain dict of tensors and primitives (`TrainState.to_d
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.errors import UserInputError
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Bumped when the layout changes; a checkpoint of another format is refused with a clear error,
@@ -83,3 +87,33 @@ def load_checkpoint(checkpoint_dir: str) -> TrainState:
     """Loaded with weights_only=True, so no pickled code runs. Raises UserInputError (see from_dict)."""
     path = os.path.join(checkpoint_dir, CHECKPOINT_FILE)
     return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=True), where=path)
+
+
+
+def load_newest_usable(newest_dir: str) -> TrainState:
+    """The state in `newest_dir`, else in the newest earlier checkpoint of the same run that loads.
+
+    Ray Train keeps a run's last checkpoints side by side (`checkpoint_<time>` folders) and resumes
+    from the newest; a torn write would otherwise fail every rerun. A checkpoint of another format is
+    refused (UserInputError from load_checkpoint), not skipped. Raises UserInputError naming the
+    folder and the fix when no kept checkpoint loads.
+    """
+    newest = Path(newest_dir)
+    earlier = sorted((p for p in newest.parent.glob("checkpoint_*") if p.is_dir() and p.name < newest.name),
+                     reverse=True)  # not checkpoint_manager_snapshot.json
+    bad: list[str] = []
+    for folder in [newest, *earlier]:
+        try:
+            state = load_checkpoint(str(folder))
+        except UserInputError:
+            raise  # another checkpoint format: skipping to an older one would not help
+        except Exception as e:  # noqa: BLE001 - torch's unpickler raises anything on a torn file
+            bad.append(f"{folder / CHECKPOINT_FILE} ({type(e).__name__})")
+            continue
+        if bad:
+            logger.warning("checkpoint %s is unreadable; resuming from %s instead", "; ".join(bad), folder.name)
+        return state
+    raise UserInputError(
+        f"no usable checkpoint in {newest.parent}: {'; '.join(bad)}; delete that folder to start the run "
+        "over, or set another tracking.run_name"
+    )

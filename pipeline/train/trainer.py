@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
+import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
+from pipeline.errors import raise_job_interrupted
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
-from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint
+from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint, load_newest_usable
 from pipeline.train.stream import check_spare_cpus, choose_loading, data_config, stream_datasets
 from schemas.config import JobConfig
 
@@ -48,9 +52,47 @@ def _data_location(data_path: StorePath) -> str:
     return str(data_path) if is_remote(data_path) else str(Path(data_path).resolve())
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # only there can handlers be set
+
+
+class _JobTrainer(TorchTrainer):
+    """TorchTrainer whose fit() keeps the job's signal contract.
+
+    Ray's fit() installs its own SIGINT handler (abort the controller, then return normally, after
+    which the job would go on to publish the model) and leaves SIGTERM to ray.init's sys.exit(15).
+    Here both signals abort the controller as Ray does (workers stop, checkpoints stay) and then
+    raise JobInterrupted, so the MLflow run ends KILLED. Ray is pinned (pyproject.toml): this hook
+    is the one place fit() sets a handler.
+    """
+
+    def _register_sigint_handler(self, controller) -> None:
+        if not _in_main_thread():  # e.g. a Tune trial: Ray's own behaviour
+            return super()._register_sigint_handler(controller)
+
+        def handler(signum, frame):
+            signal.signal(signum, raise_job_interrupted)  # a second signal stops waiting for the abort
+            try:
+                ray.get(controller.abort.remote())
+            except ray.exceptions.RayActorError:
+                pass  # the controller is already gone
+            raise_job_interrupted(signum, frame)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+
 def check_compatible(cfg: JobConfig, data_path: Path) -> None:
     """Config checks that need the prepared data. Raises UserInputError naming the fix."""
     check_padding_side(cfg.model, load_manifest(data_path).padding_side)
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse, before any worker starts, a run whose kept checkpoints are all unreadable (a worker
+    would fail on each restart); one unreadable newest checkpoint is only skipped (load_newest_usable)."""
+    kept = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())  # not Ray's snapshot .json
+    if kept:
+        load_newest_usable(str(kept[-1]))
 
 
 def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, int | None]:
@@ -92,7 +134,9 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     streaming = loading == "stream"
     if streaming:
         check_spare_cpus(cfg.scaling)
-    trainer = TorchTrainer(
+    if storage_fs is None:  # local storage; on an object store the workers' fallback still applies
+        check_resumable(Path(storage) / run_name)
+    trainer = _JobTrainer(
         train_loop,
         train_loop_config=loop_config,
         # Streaming: Ray Data reads the shards and Ray Train splits them; in memory, workers read them.
@@ -111,7 +155,13 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
             callbacks=callbacks or None,
         ),
     )
-    result = trainer.fit()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _in_main_thread() else {}
+    try:
+        result = trainer.fit()
+    finally:
+        for sig, previous in saved.items():
+            if previous is not None:
+                signal.signal(sig, previous)
     if result.error:
         raise result.error
     if result.checkpoint is None:

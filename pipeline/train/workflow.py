@@ -159,7 +159,9 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
     ids, labels, _ = read_split_arrays(prepared.path, "test")
     proba = predict_proba(model, ids)
     test = classification_metrics(labels, proba)
-    mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
+    # At the final epoch's step: the logged model (publish_model, same step) links the run's metrics of
+    # its step, so its page shows these and the last epoch's, not epoch 0's.
+    mlflow.log_metrics({f"test_{k}": v for k, v in test.items()}, step=final_step(result))
     _log_figure(plots.learning_curves(result.history), "plots/learning_curves.png")
     _log_figure(plots.confusion(labels, proba.argmax(1), list(manifest.label_names)), "plots/confusion_matrix.png")
     if "roc_auc" in test:
@@ -173,6 +175,11 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
     return Evaluation(test, versus)
 
 
+def final_step(result: TrainResult) -> int:
+    """The MLflow step of the last epoch (rank 0 logs epoch metrics at step = epoch)."""
+    return int(result.history[-1]["epoch"]) if result.history else 0
+
+
 def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, prepared: PreparedData,
                   result: TrainResult, evaluation: Evaluation, n_params: int,
                   notes: tuple[str, ...] = ()) -> TrainOutcome:
@@ -181,7 +188,7 @@ def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, p
     test = evaluation.metrics
     texts, _ = read_texts(prepared.path, "test")
     info = log_raw_text_model(result.model, manifest, local_file(prepared.path, manifest.tokenizer_file),
-                              cfg.model, texts[:2])
+                              cfg.model, texts[:2], step=final_step(result))
     description = f"test accuracy {test['accuracy']:.4f}, f1 {test['f1']:.4f}; run {run.info.run_name}"
     tags = {**lineage_tags(cfg, prepared), "run_id": run_id}
     mv = register_version(client, name, info.model_uri, run_id, tags=tags, description=description)

@@ -158,3 +158,18 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
     assert sorted(steps) == [0, 1, 2]  # epoch 0 from the first attempt, 1-2 after resuming; none twice
+
+
+def test_the_logged_model_shows_the_final_metrics_and_its_registered_version(first_run):
+    import json
+
+    cfg, summary = first_run
+    client = MlflowClient(summary.tracking_uri)
+    model_id = summary.outcome.model_uri.removeprefix("models:/")
+    logged = client.get_logged_model(model_id)
+    metrics = {m.key: m for m in logged.metrics}
+    last_epoch = summary.outcome.history[-1]["epoch"]
+    assert metrics["test_accuracy"].step == metrics["val_accuracy"].step == last_epoch  # not epoch 0's
+    assert metrics["test_accuracy"].value == summary.outcome.test_metrics["accuracy"]
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "it-model", "version": summary.outcome.version}]  # as mlflow.register_model links it

@@ -107,3 +107,16 @@ def test_bucketing_needs_the_model_to_score_trimmed_batches_too():
         load_config(None, ["train.bucketing=true", "model.cell=gru", "model.pooling=max"])
     for fine in (["model.trim_padding=true"], ["model.pooling=packed"], ["model.cell=mean-embedding"]):
         assert load_config(None, ["train.bucketing=true", *fine]).train.bucketing
+
+
+def test_one_lost_worker_restarts_by_default():
+    # The trainer promises a restart from the last checkpoint; 0 would fail the job on one dead worker.
+    assert JobConfig().train.max_failures >= 1
+
+
+@pytest.mark.parametrize("override", ["data.encoding=no-such-codec", "data.seed=-1", f"data.seed={2**32}",
+                                      "tracking.run_name=it's", 'tracking.run_name=a"b'])
+def test_bad_values_are_one_line_user_errors(override):
+    with pytest.raises(UserInputError) as e:
+        load_config(None, [override])
+    assert "\n" not in str(e.value) and override.split("=")[0] in str(e.value)

@@ -4,6 +4,7 @@ and rollback. Models are real raw-text pyfuncs."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -205,3 +206,45 @@ def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri
     assert first.version == again.version
     assert len(client.search_model_versions("name='dup'")) == 1
     assert find_version_by_run(client, "dup", run.info.run_id).version == first.version
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept(
+        sqlite_tracking_uri, prepared, states):
+    name = "history-model"
+    with tracking_store(sqlite_tracking_uri) as client:
+        v_good = _register(sqlite_tracking_uri, name, prepared, states["good"])
+        assert _promote(client, name, v_good, prepared).promoted
+        before = dict(client.get_model_version(name, v_good).tags)
+        again = _promote(client, name, v_good, prepared)  # jobs.promote on the current champion
+        assert not again.promoted and "already champion" in again.reason
+        assert dict(client.get_model_version(name, v_good).tags) == before  # still "promoted"
+        v_bad = _register(sqlite_tracking_uri, name, prepared, states["untrained"])
+        client.set_model_version_tag(name, v_good, "data_digest", "a" * 64)
+        client.set_model_version_tag(name, v_bad, "data_digest", "b" * 64)
+        rejected = _promote(client, name, v_bad, prepared)
+        assert not rejected.promoted and f"trained on other data than champion v{v_good}" in rejected.reason
+        rows = history(client, name)
+        # Durable: one record per decision (the no-op included), newest first, none overwritten.
+        assert [(r["version"], r["decision"]) for r in rows] == [
+            (v_bad, "rejected"), (v_good, "unchanged"), (v_good, "promoted")]
+        aliases = {r["version"]: r["aliases"] for r in rows}
+        assert aliases[v_good] == "champion" and aliases[v_bad] == ""  # below min_metric: not even challenger
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_candidate_with_other_label_names_is_refused(sqlite_tracking_uri, prepared, states, tmp_path):
+    cfg, prep = prepared
+    name = "labels-model"
+    with tracking_store(sqlite_tracking_uri) as client:
+        v_champion = _register(sqlite_tracking_uri, name, prepared, states["good"])
+        assert _promote(client, name, v_champion, prepared).promoted
+        renamed = prep.manifest.model_copy(update={"label_names": ("bad", "good")})
+        other = dataclasses.replace(prep, manifest=renamed)
+        v_other = register(sqlite_tracking_uri, name, cfg, other, states["good"])
+        texts, labels = read_texts(prep.path, "test")
+        decision = promote_version(client, name, v_other, texts, labels, ["bad", "good"], GATE)
+    assert not decision.promoted and "label names" in decision.reason and "neg" in decision.reason
+    assert str(client.get_model_version_by_alias(name, "champion").version) == v_champion

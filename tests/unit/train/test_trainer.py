@@ -57,3 +57,30 @@ def test_a_config_the_data_cannot_serve_stops_before_ray(tmp_path):
     data = write_prepared(tmp_path / "data", {"train": word_order_corpus(4, 0)}, padding_side="right")
     with pytest.raises(UserInputError, match="pooling=last"):
         fit(JobConfig(output_root=str(tmp_path / "out")), data, "x", None, None)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_rerun_skips_a_corrupt_newest_checkpoint_and_refuses_when_none_loads(ray_cluster, tmp_path):
+    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1),
+              "test": word_order_corpus(3, 2)}
+    data = write_prepared(tmp_path / "data", splits)
+
+    def cfg(epochs: int) -> JobConfig:
+        return JobConfig.model_validate({
+            "output_root": str(tmp_path / "out"), "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4,
+                                                            "head_dim": 8},
+            "train": {"epochs": epochs, "batch_size": 64}, "scaling": {"num_workers": 2},
+        })
+
+    fit(cfg(2), data, "torn", None, None)
+    kept = sorted((tmp_path / "out" / "ray_results" / "torn").glob("checkpoint_*/"))
+    assert len(kept) == 2
+    (kept[-1] / "checkpoint.pt").write_bytes(b"torn write")
+    resumed = fit(cfg(3), data, "torn", None, None)  # resumes from epoch 0's checkpoint, redoes epoch 1
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+
+    for folder in (tmp_path / "out" / "ray_results" / "torn").glob("checkpoint_*/"):
+        (folder / "checkpoint.pt").write_bytes(b"torn write")
+    with pytest.raises(UserInputError, match=r"no usable checkpoint in .*torn.*tracking\.run_name"):
+        fit(cfg(4), data, "torn", None, None)

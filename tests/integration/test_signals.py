@@ -1,0 +1,60 @@
+"""Item 12: SIGTERM (Ray job stop, Kubernetes) and Ctrl-C stop a real training job: its MLflow run
+ends KILLED, the process exits 143 or 130 with one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.integration.corpus import write_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _start_training(tmp_path: Path) -> subprocess.Popen:
+    corpus = write_corpus(tmp_path / "reviews.csv")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
+        env.pop(var, None)
+    args = [f"output_root={tmp_path / 'out'}", "data.source=files", f"data.paths=[{corpus}]",
+            "data.text_column=review", "data.label_column=sentiment", "tokenizer.max_length=32",
+            "train.epochs=500", "tracking.run_name=stopped", "tracking.system_metrics=false", "ray.num_cpus=2"]
+    return subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    folder = tmp_path / "out" / "ray_results" / "stopped"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if any(folder.glob("checkpoint_*")):
+            return
+        time.sleep(1)
+    raise TimeoutError("training wrote no checkpoint")
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_ends_the_run_killed(tmp_path, sig, code):
+    proc = _start_training(tmp_path)
+    try:
+        _wait_for_checkpoint(tmp_path, proc)
+        os.kill(proc.pid, sig)  # the driver only, as `ray job stop` and the kubelet signal it
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, err[-3000:]
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith(f"error: stopped by {sig.name}"), err[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'out' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("rnn-textcls").experiment_id])
+    assert [r.info.status for r in runs] == ["KILLED"]
