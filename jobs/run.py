@@ -12,15 +12,21 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from jobs import prepare as prepare_job
 from jobs import promote as promote_job
 from jobs import train as train_job
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import prepare
-from pipeline.registry.promotion import Decision
-from pipeline.tracking import mask_secrets, resolve_tracking_uri
-from pipeline.train.workflow import TrainOutcome
+from pipeline.console import say
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from pipeline.registry.promotion import Decision
+    from pipeline.train.workflow import TrainOutcome
+
+
+UI_PORT = 5000  # the port the printed `mlflow ui` command serves on, and the run link points at
 
 
 @dataclass(frozen=True)
@@ -31,9 +37,14 @@ class RunSummary:
     wall_s: float
 
     def text(self) -> str:
+        from pipeline.masking import mask_secrets
+        from pipeline.tracking import run_page_url
+
         o, d = self.outcome, self.decision
-        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri}" if self.tracking_uri.startswith("sqlite:")
-              else f"open {mask_secrets('tracking_uri', self.tracking_uri)}")
+        local = self.tracking_uri.startswith("sqlite:")
+        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri} --port {UI_PORT}" if local
+              else mask_secrets("tracking_uri", self.tracking_uri))
+        server = f"http://127.0.0.1:{UI_PORT}" if local else self.tracking_uri
         versus = [f"baseline      : {o.versus_baseline.line()}"] if o.versus_baseline else []
         return "\n".join([
             "== summary ==",
@@ -45,6 +56,7 @@ class RunSummary:
             *(f"adapted       : {n}" for n in o.notes),
             f"wall time     : {self.wall_s:.1f} s",
             f"MLflow UI     : {ui}",
+            f"run page      : {mask_secrets('url', run_page_url(server, o.experiment_id, o.run_id))}",
         ])
 
 
@@ -52,12 +64,14 @@ def run(cfg: JobConfig) -> RunSummary:
     t0 = time.perf_counter()
     # Prepared once: training and the gate read the very same stored split, even if an input
     # file changes while the job runs, and the inputs are hashed once.
-    prepared = prepare(cfg)
+    from pipeline.tracking import resolve_tracking_uri
+
+    prepared = prepare_job.run(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
     baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run
     decision = promote_job.run(cfg, outcome.version, prepared, baseline)  # same test split, same scoring code
     summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
-    print(summary.text())
+    say(summary.text())
     return summary
 
 

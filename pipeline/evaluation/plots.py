@@ -48,10 +48,18 @@ def roc(labels: np.ndarray, score: np.ndarray, auc: float):
 
 
 def token_lengths(n_tokens: np.ndarray, max_length: int):
+    """Tokens per training row before truncation, over the whole range (the tail included: the
+    last bin ends at the longest row), with the share of rows that max_length truncates."""
+    n_tokens = np.asarray(n_tokens)
+    longest = int(n_tokens.max(initial=0))
+    truncated = float((n_tokens > max_length).mean()) if len(n_tokens) else 0.0
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(n_tokens, bins=60, range=(0, max(max_length * 2, 1)), color="tab:blue")
-    ax.axvline(max_length, color="tab:red", label=f"max_length={max_length}")
-    ax.set(xlabel="tokens per training row", ylabel="rows", title="Token lengths (train)")
+    ax.hist(n_tokens, bins=60, range=(0, max(longest, max_length, 1)), color="tab:blue")
+    if longest > 4 * max_length:  # a long tail: counts on a log scale so its few rows stay visible
+        ax.set_yscale("log")
+    ax.axvline(max_length, color="tab:red", label=f"max_length={max_length}: {truncated:.1%} of rows truncated")
+    ax.set(xlabel="tokens per training row (before truncation)", ylabel="rows",
+           title=f"Token lengths (train), longest {longest:,}")
     ax.legend()
     fig.tight_layout()
     return fig
