@@ -25,6 +25,8 @@ def configure(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    # MLflow sets its own logger's level when it is imported (INFO unless told otherwise).
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
     if not progress_bars():
         # Read at import by each library: `\r`-redrawn bars turn into one unreadable line in job logs.
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
