@@ -138,9 +138,11 @@ def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# MLflow groups metric charts by the prefix before "/": learning curves under train/ and val/,
-# the held-out scores under test/, apart from system/ (CPU, memory). The training loop and the
-# config keep the flat names (train.early_stopping_metric=val_loss).
+# MLflow groups metric charts by the prefix before "/" and orders the groups alphabetically, then the
+# unprefixed metrics, then system/ (CPU, memory). So the learning curves go under train/ and val/
+# (first), the held-out scores keep flat names (test_accuracy: one row of bars after the curves; a
+# test/ group would sort before train/). The training loop and the config keep the flat names too
+# (train.early_stopping_metric=val_loss).
 MLFLOW_EPOCH_METRICS = {
     "train_loss": "train/loss", "val_loss": "val/loss", "val_accuracy": "val/accuracy",
     "samples_per_s": "train/samples_per_s", "epoch_s": "train/epoch_s", "lr": "train/lr",
@@ -155,7 +157,7 @@ def epoch_metric_names(metrics: dict[str, float], constant_lr: bool) -> dict[str
 
 
 def held_out_metric_names(metrics: dict[str, float]) -> dict[str, float]:
-    return {f"test/{k}": v for k, v in metrics.items()}
+    return {f"test_{k}": v for k, v in metrics.items()}
 
 
 def log_params(params: dict[str, Any]) -> None:

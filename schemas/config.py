@@ -393,8 +393,8 @@ class PromotionConfig(_Frozen):
         "(a candidate to compare or canary); never moved by a failed or NaN evaluation.",
     )
     metric: Literal["accuracy", "f1"] = Field(
-        "accuracy", description="Metric the gate compares on the test split (logged as test/<metric>; "
-        "'test/accuracy' is accepted too).",
+        "accuracy", description="Metric the gate compares on the test split (logged as test_<metric>; "
+        "'test_accuracy' is accepted too).",
     )
     min_metric: float = Field(
         0.6, ge=0.0, le=1.0, description="A first version (no champion yet) needs at least this."
@@ -421,8 +421,8 @@ class PromotionConfig(_Frozen):
     @field_validator("metric", mode="before")
     @classmethod
     def _metric_as_logged(cls, v: object) -> object:
-        # MLflow shows the test metrics as test/accuracy, test/f1: the same names work here.
-        return v.removeprefix("test/") if isinstance(v, str) else v
+        # MLflow shows the test metrics as test_accuracy, test_f1: the same names work here.
+        return v.removeprefix("test_") if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _distinct_aliases(self) -> PromotionConfig:

@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
 
 def learning_curves(history: list[dict]):
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]  # counted from 1, as the console prints them
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
     a.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="Loss")

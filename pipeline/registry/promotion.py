@@ -241,19 +241,20 @@ def registry_description(name: str, cfg: PromotionConfig) -> str:
     """The registered model's description: what the aliases mean and how a version earns them."""
     test = "" if cfg.significance >= 1.0 else (
         f" and McNemar's exact test on the paired test predictions gives p < {cfg.significance}")
-    return f"""Raw-text classifier trained by `jobs.train` (rnn-textcls); each version is one training run.
-
-**`@{cfg.alias}`** is what serving loads (`models:/{name}@{cfg.alias}`). `jobs.promote` moves it only when a
-new version, scored with the same code on the same held-out test split as the current {cfg.alias}, passes
-the gate: its test {cfg.metric} is at least {cfg.min_metric}, beats the {cfg.alias}'s by at least
-{cfg.min_improvement}{test}. A first version needs only the minimum.
-
-**`@{cfg.challenger_alias}`** marks the newest version that reached the minimum but not the gate.
-
-Every decision is recorded as `promotion.*` tags on the version and on its run; a replaced {cfg.alias}
-carries `{cfg.alias}.superseded_by` / `{cfg.alias}.superseded_at`. `python -m jobs.promote --history` lists
-them; `--rollback` moves the alias back to the previous {cfg.alias}.
-"""
+    # One line per paragraph: the UI keeps source line breaks, so wrapped lines would show wrapped.
+    paragraphs = [
+        "Raw-text classifier trained by `jobs.train` (rnn-textcls); each version is one training run.",
+        f"**`@{cfg.alias}`** is what serving loads (`models:/{name}@{cfg.alias}`). `jobs.promote` moves it only "
+        f"when a new version, scored with the same code on the same held-out test split as the current "
+        f"{cfg.alias}, passes the gate: its test {cfg.metric} is at least {cfg.min_metric}, beats the "
+        f"{cfg.alias}'s by at least {cfg.min_improvement}{test}. A first version needs only the minimum.",
+        f"**`@{cfg.challenger_alias}`** marks the newest version that reached the minimum but not the gate.",
+        f"Every decision is recorded as `promotion.*` tags on the version and on its run; a replaced "
+        f"{cfg.alias} carries `{cfg.alias}.superseded_by` / `{cfg.alias}.superseded_at`. "
+        f"`python -m jobs.promote --history` lists them; `--rollback` moves the alias back to the previous "
+        f"{cfg.alias}.",
+    ]
+    return "\n\n".join(paragraphs)
 
 
 def record_on_run(client: MlflowClient, run_id: str | None, decision: Decision, cfg: PromotionConfig) -> None:

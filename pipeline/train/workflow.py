@@ -184,7 +184,7 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
     test = classification_metrics(labels, proba)
     mlflow.log_metrics(held_out_metric_names(test))
     if result.best_epoch is not None:  # one value, not a time series: a tag (and in the description)
-        mlflow.set_tag("best_epoch", str(result.best_epoch))
+        mlflow.set_tag("best_epoch", f"{result.best_epoch + 1} of {len(result.history)} (step {result.best_epoch})")
     _log_figure(plots.learning_curves(result.history), "plots/learning_curves.png")
     _log_figure(plots.confusion(labels, proba.argmax(1), list(manifest.label_names)), "plots/confusion_matrix.png")
     if "roc_auc" in test:

@@ -51,7 +51,7 @@ def test_one_finished_run_with_params_metrics_and_artifacts(first_run):
     assert p["train.epochs"] == "6" and p["model.cell"] == "rnn"
     history = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert sorted(m.step for m in history) == list(range(6))  # one point per epoch, no duplicates
-    assert 0.0 <= run.data.metrics["test/accuracy"] <= 1.0
+    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model_parameters.txt", "model_parameters.json", "data", "plots"} <= arts
     data_arts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}

@@ -87,7 +87,7 @@ def test_epoch_metrics_are_grouped_and_constants_are_not_series():
     assert named == {"train/loss": 0.5, "val/loss": 0.6, "val/accuracy": 0.7, "train/samples_per_s": 9e3,
                      "train/epoch_s": 1.0}
     assert epoch_metric_names(report, constant_lr=False)["train/lr"] == 0.003
-    assert held_out_metric_names({"accuracy": 0.9}) == {"test/accuracy": 0.9}
+    assert held_out_metric_names({"accuracy": 0.9}) == {"test_accuracy": 0.9}
 
 
 def test_unset_params_are_not_logged(tmp_path):
