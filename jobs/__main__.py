@@ -17,6 +17,7 @@ JOBS = {
     "train": "prepare + train with Ray + log to MLflow + register a version",
     "promote": "gate a version against the champion (--history, --rollback)",
     "run": "all stages, as the scheduled job does",
+    "tune": "search hyperparameters with Ray Tune, write the best config",
     "predict": "score a file with a registered model",
     "params": "parameter tables of the configured model",
     "submit": "submit jobs.run to a Ray cluster",

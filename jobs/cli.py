@@ -35,10 +35,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _config_arg(argv: list[str]) -> str:
+def _config_arg(argv: list[str], default: str) -> str:
     """--config from argv without a full parse: --help must show the defaults of the file it will run."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=str(DEFAULT_CONFIG))
+    pre.add_argument("--config", default=default)
     return pre.parse_known_args(argv)[0].config
 
 
@@ -61,7 +61,7 @@ def failure_line(prog: str, argv: list[str], error: BaseException) -> str:
 def run_main(parser: argparse.ArgumentParser, job: Callable[[JobConfig, argparse.Namespace], object],
              argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = _config_arg(argv)
+    config_path = _config_arg(argv, parser.get_default("config"))  # jobs.tune defaults to tune.yaml
     parser.epilog = (f"overrides (section.key=value), with the values {Path(config_path).name} runs with:\n"
                      + config_help(read_yaml(config_path), Path(config_path).name))
     args = parser.parse_args(argv)

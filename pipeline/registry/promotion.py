@@ -278,6 +278,7 @@ def promotion_section(d: Decision, cfg: PromotionConfig) -> str:
     champion = ("none (first version)" if d.champion_version is None
                 else f"v{d.champion_version}, test {m} {(d.champion or {}).get(m, math.nan):.4f}")
     p = "-" if d.p_value is None else f"{d.p_value:.3g} (needs < {cfg.significance})"
+    baseline = f"| TF-IDF baseline test {m} | {d.baseline.get(m, math.nan):.4f} |\n" if d.baseline else ""
     return f"""{PROMOTION_HEADING}
 | | |
 |---|---|
@@ -287,7 +288,7 @@ def promotion_section(d: Decision, cfg: PromotionConfig) -> str:
 | compared against | {champion} |
 | McNemar p-value | {p} |
 | min improvement | {cfg.min_improvement} (min {m} {cfg.min_metric}) |
-"""
+{baseline}"""
 
 
 def history(client: MlflowClient, name: str) -> list[dict[str, str]]:
