@@ -34,9 +34,6 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     if address:
         ray.init(address=address, **opts)
     else:
-        # Token auth is Ray 2.60's default for a local cluster, and Ray warns about that default on every
-        # start unless the mode is set explicitly: keep it, say so.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
         # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **opts)
     try:
