@@ -74,8 +74,8 @@ def test_run_page_shows_description_params_plots_and_promotion(browser, job, mlf
     page.get_by_text("Show more").first.click()  # the description is folded after a few lines
     for heading in ("Result", "Training", "Data", "Model", "Promotion"):
         assert page.get_by_text(heading, exact=True).first.is_visible(), heading
-    for text in ("promoted to", "compared against", "McNemar p-value", "batch size 128 per worker"):
-        assert page.get_by_text(text).first.is_visible(), text
+    for text in ("promoted to", "compared against", "McNemar p-value", re.compile(r"batch size \d+ per worker")):
+        assert page.get_by_text(text).first.is_visible(), text  # (the batch size adapts to a tiny corpus)
     params = page.get_by_text("Parameters (")
     params.first.scroll_into_view_if_needed()
     assert params.first.is_visible()
