@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: install run test test-fast bench lint params clean
+.PHONY: install run test test-fast bench lint params ui serve clean
 
 # torch goes in first, pinned: an unpinned torch pulls a CUDA build of several GB, while
 # torch==2.13.0 is a CPU build that pip takes from local disk here in seconds.
@@ -39,6 +39,16 @@ lint: install
 
 params: install
 	$(BIN)/python -m jobs.params --seed-variants
+
+# The MLflow UI on the store `make run` writes (the summary prints the run page's link on this port).
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath outputs/mlflow.db) --port 5000
+
+# The champion over HTTP. PATH: `mlflow models serve` starts `uvicorn` by name, which is only on the
+# venv's PATH (without it: `exec: uvicorn: not found`).
+serve: install
+	PATH=$(abspath $(BIN)):$$PATH MLFLOW_TRACKING_URI=sqlite:///$(abspath outputs/mlflow.db) \
+	  $(BIN)/mlflow models serve -m models:/rnn-textcls@champion --env-manager local --port 5001
 
 clean:
 	rm -rf outputs mlruns .pytest_cache

@@ -92,19 +92,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise UserInputError(_format_validation_error(e, str(path))) from None
 
 
-def config_help() -> str:
-    """Every option with its default and description, generated from the schema."""
+def read_yaml(path: str | Path | None) -> dict[str, Any]:
+    """The job YAML as plain data, or {} when it cannot be read (help text must still print)."""
+    try:
+        raw = yaml.safe_load(Path(path or DEFAULT_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def config_help(effective: dict[str, Any] | None = None, source: str = "") -> str:
+    """Every option with its effective default and description, generated from the schema.
+
+    `effective` is the job YAML's data: where it sets a key, that value is shown (the one the job
+    runs with), followed by the schema's default."""
     lines: list[str] = []
 
-    def walk(model: type[BaseModel], prefix: str) -> None:
+    def walk(model: type[BaseModel], prefix: str, given: dict[str, Any]) -> None:
         for name, field in model.model_fields.items():
             ann = field.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
                 lines.append(f"\n[{prefix}{name}] {field.description or ''}")
-                walk(ann, f"{prefix}{name}.")
+                sub = given.get(name)
+                walk(ann, f"{prefix}{name}.", sub if isinstance(sub, dict) else {})
+                continue
+            default = field.get_default(call_default_factory=True)
+            if name in given:
+                shown = f"{given[name]!r}   ({source}; schema default {default!r})"
             else:
-                default = field.get_default(call_default_factory=True)
-                lines.append(f"  {prefix}{name}={default!r}\n      {field.description or ''}")
+                shown = repr(default)
+            lines.append(f"  {prefix}{name}={shown}\n      {field.description or ''}")
 
-    walk(JobConfig, "")
+    walk(JobConfig, "", effective or {})
     return "\n".join(lines)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sys
 
 from jobs.cli import build_parser, run_main
-from pipeline.model import build_model, format_parameter_table
 from schemas.config import JobConfig, ModelConfig
 
 
 def tables(model_cfgs: dict[str, ModelConfig], vocab_size: int, pad_id: int = 0, num_classes: int = 2) -> str:
+    from pipeline.model import build_model, format_parameter_table  # torch: imported on use, not for --help
+
     return "\n\n".join(
         format_parameter_table(build_model(vocab_size, pad_id, num_classes, m), title)
         for title, m in model_cfgs.items()

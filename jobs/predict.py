@@ -12,20 +12,25 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-import mlflow
-import pandas as pd
-from mlflow.exceptions import MlflowException
-from pyarrow.lib import ArrowException
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from jobs.cli import build_parser, run_main
+from pipeline.console import progress_bars, say
 from pipeline.errors import UserInputError
-from pipeline.tracking import resolve_tracking_uri, tracking_store
 from schemas.config import JobConfig
 from schemas.signature import TEXT_COLUMN
 
-_READERS = {".csv": pd.read_csv, ".jsonl": lambda p: pd.read_json(p, lines=True), ".parquet": pd.read_parquet}
+if TYPE_CHECKING:
+    import pandas as pd
+
+_READERS = {".csv": lambda p: _pd().read_csv(p), ".jsonl": lambda p: _pd().read_json(p, lines=True),
+            ".parquet": lambda p: _pd().read_parquet(p)}
+
+
+def _pd():
+    import pandas  # on use: `--help` must not wait for pandas (nor MLflow, torch)
+
+    return pandas
 
 
 def _writer(path: Path):
@@ -45,6 +50,8 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
         raise UserInputError(f"--input {path}: unsupported extension {path.suffix!r}; use .csv, .jsonl or .parquet")
     if not path.is_file():
         raise UserInputError(f"--input {path} not found")
+    from pyarrow.lib import ArrowException
+
     try:
         frame = reader(path)
     except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
@@ -59,6 +66,11 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
 
 def predict_file(model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN,
                  batch_size: int = 2048) -> pd.DataFrame:
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+    from tqdm import tqdm
+
     write = _writer(output_path)
     frame = read_input(input_path, text_column)
     try:
@@ -68,7 +80,8 @@ def predict_file(model_uri: str, input_path: Path, output_path: Path, text_colum
                              "first (jobs.run) or pass an existing --model-uri") from None
     texts = frame[text_column].fillna("").astype(str).tolist()
     parts = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=None):
+    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch",
+                      disable=not progress_bars()):
         parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "probability"])
     out = pd.concat([frame.reset_index(drop=True), scored], axis=1)
@@ -83,10 +96,12 @@ def predict_file(model_uri: str, input_path: Path, output_path: Path, text_colum
 
 
 def run(cfg: JobConfig, input_path: str, output_path: str, model_uri: str | None, text_column: str) -> pd.DataFrame:
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+
     uri = model_uri or f"models:/{cfg.tracking.registered_model_name}@{cfg.promotion.alias}"
     with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
         out = predict_file(uri, Path(input_path), Path(output_path), text_column)
-    print(f"scored {len(out)} rows with {uri} -> {output_path}")
+    say(f"scored {len(out)} rows with {uri} -> {output_path}")
     return out
 
 

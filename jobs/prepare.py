@@ -6,18 +6,26 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import PreparedData, prepare
+from pipeline.console import say
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from pipeline.data.prepare import PreparedData
 
 
 def run(cfg: JobConfig, force: bool = False) -> PreparedData:
+    """Prepare (or reuse) the corpus and print one line saying what was prepared."""
+    from pipeline.data.prepare import prepare  # here: `datasets` is slow to import, --help must not be
+
     prepared = prepare(cfg, force=force)
     m = prepared.manifest
-    sizes = ", ".join(f"{s} {i.rows}" for s, i in m.splits.items())
-    print(f"{'reused' if prepared.reused else 'prepared'} {prepared.path}: {sizes}; vocab {m.vocab_size}, "
-          f"labels {m.label_names}, max_length {m.max_length}, dropped {m.cleaning.dropped}")
+    sizes = ", ".join(f"{s} {i.rows:,}" for s, i in m.splits.items())
+    dropped = sum(m.cleaning.dropped.values())
+    say(f"{'reused' if prepared.reused else 'prepared'} data: {sizes}; vocab {m.vocab_size:,}, "
+        f"labels {list(m.label_names)}, max_length {m.max_length}, {dropped:,} rows dropped ({prepared.path})")
     return prepared
 
 

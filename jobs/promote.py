@@ -8,19 +8,20 @@ only if the gate passes. Records the decision as tags on the version.
 
 from __future__ import annotations
 
-import json
 import sys
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from jobs.cli import build_parser, run_main
-from pipeline.baseline import BaselineResult, fit_on_prepared
-from pipeline.data.prepare import PreparedData, prepare
-from pipeline.data.store import read_texts
+from pipeline.console import say
 from pipeline.errors import UserInputError
-from pipeline.registry.promotion import Decision, Score, history, promote_version, rollback
-from pipeline.tracking import resolve_tracking_uri, tracking_store
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.baseline import BaselineResult
+    from pipeline.data.prepare import PreparedData
+    from pipeline.registry.promotion import Decision
 
 
 def newest_version(client: MlflowClient, name: str) -> str:
@@ -39,6 +40,12 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
     fitted); with promotion.require_beats_baseline and none given, it is fitted here (deterministic:
     the same predictions as the training run's, on the same split and baseline settings).
     """
+    from pipeline.baseline import fit_on_prepared
+    from pipeline.data.prepare import prepare
+    from pipeline.data.store import read_texts
+    from pipeline.registry.promotion import Score, promote_version
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+
     name = cfg.tracking.registered_model_name
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         version = version or newest_version(client, name)  # checked before the (slow) prepare
@@ -49,11 +56,15 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
         score = Score(baseline.test_metrics, baseline.test_correct) if baseline else None
         decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
                                    cfg.promotion, baseline=score)
-    print(json.dumps({"version": version, "promoted": decision.promoted, "reason": decision.reason}))
+    say(f"gate: v{version} {'promoted to' if decision.promoted else 'not promoted to'} {cfg.promotion.alias}: "
+        f"{decision.reason}")
     return decision
 
 
 def show_history(cfg: JobConfig) -> list[dict[str, str]]:
+    from pipeline.registry.promotion import history
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         rows = history(client, cfg.tracking.registered_model_name)
     print(f"{'version':<8} {'aliases':<20} {'decision':<9} {'time':<25} reason")
@@ -63,6 +74,9 @@ def show_history(cfg: JobConfig) -> list[dict[str, str]]:
 
 
 def do_rollback(cfg: JobConfig) -> tuple[str, str]:
+    from pipeline.registry.promotion import rollback
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         frm, to = rollback(client, cfg.tracking.registered_model_name, cfg.promotion)
     print(f"{cfg.promotion.alias}: v{frm} -> v{to}")

@@ -14,16 +14,21 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
+from jobs import prepare as prepare_job
 from jobs import promote as promote_job
 from jobs import train as train_job
 from jobs.cli import build_parser, run_main
-from pipeline.data.prepare import prepare
-from pipeline.registry.promotion import Decision
-from pipeline.registry.schedule_lease import SCHEDULE_ENV, LeaseHeld, schedule_lease
-from pipeline.tracking import mask_secrets, resolve_tracking_uri, tracking_store
-from pipeline.train.workflow import TrainOutcome, config_digest
+from pipeline.console import say
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from pipeline.registry.promotion import Decision
+    from pipeline.train.workflow import TrainOutcome
+
+
+UI_PORT = 5000  # the port the printed `mlflow ui` command serves on, and the run link points at
 
 
 @dataclass(frozen=True)
@@ -34,9 +39,14 @@ class RunSummary:
     wall_s: float
 
     def text(self) -> str:
+        from pipeline.masking import mask_secrets
+        from pipeline.tracking import run_page_url
+
         o, d = self.outcome, self.decision
-        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri}" if self.tracking_uri.startswith("sqlite:")
-              else f"open {mask_secrets('tracking_uri', self.tracking_uri)}")
+        local = self.tracking_uri.startswith("sqlite:")
+        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri} --port {UI_PORT}" if local
+              else mask_secrets("tracking_uri", self.tracking_uri))
+        server = f"http://127.0.0.1:{UI_PORT}" if local else self.tracking_uri
         versus = [f"baseline      : {o.versus_baseline.line()}"] if o.versus_baseline else []
         return "\n".join([
             "== summary ==",
@@ -48,11 +58,14 @@ class RunSummary:
             *(f"adapted       : {n}" for n in o.notes),
             f"wall time     : {self.wall_s:.1f} s",
             f"MLflow UI     : {ui}",
+            f"run page      : {mask_secrets('url', run_page_url(server, o.experiment_id, o.run_id))}",
         ])
 
 
 def run(cfg: JobConfig) -> RunSummary | None:
     """The whole job; under a schedule (env RNN_SCHEDULE_NAME) inside that schedule's lease, see scheduled()."""
+    from pipeline.registry.schedule_lease import SCHEDULE_ENV
+
     schedule = os.environ.get(SCHEDULE_ENV)
     return scheduled(cfg, schedule) if schedule else run_once(cfg)
 
@@ -64,6 +77,9 @@ def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
     KubeRay does not retry); a retry after a failed or crashed run of the same configuration gets that
     run's name back, so it resumes its MLflow run and its `ray_results/<run name>` checkpoints.
     """
+    from pipeline.registry.schedule_lease import LeaseHeld, schedule_lease
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         try:
@@ -79,6 +95,8 @@ def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
 
 def schedule_fingerprint(cfg: JobConfig) -> str:
     """The configuration a retry must share to resume a run: everything but the run's name."""
+    from pipeline.train.workflow import config_digest
+
     return config_digest(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": None})}))
 
 
@@ -86,12 +104,14 @@ def run_once(cfg: JobConfig) -> RunSummary:
     t0 = time.perf_counter()
     # Prepared once: training and the gate read the very same stored split, even if an input
     # file changes while the job runs, and the inputs are hashed once.
-    prepared = prepare(cfg)
+    from pipeline.tracking import resolve_tracking_uri
+
+    prepared = prepare_job.run(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
     baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run
     decision = promote_job.run(cfg, outcome.version, prepared, baseline)  # same test split, same scoring code
     summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
-    print(summary.text())
+    say(summary.text())
     return summary
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from jobs.config_loader import load_config
 from pipeline.data.store import is_remote
 from pipeline.errors import UserInputError
-from pipeline.tracking import mask_secrets
+from pipeline.masking import mask_secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

@@ -7,21 +7,28 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING
 
 from jobs.cli import build_parser, run_main
-from pipeline.adaptive import adapt_to_corpus
-from pipeline.cluster import ray_session
-from pipeline.data.prepare import PreparedData, prepare
-from pipeline.registry.schedule_lease import run_name_lease
-from pipeline.tracking import mlflow_run, resolve_tracking_uri, tracking_store
-from pipeline.train import workflow as step
-from pipeline.train.trainer import fit
-from pipeline.train.workflow import TrainOutcome
+from pipeline.console import say
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from pipeline.data.prepare import PreparedData
+    from pipeline.train.workflow import TrainOutcome
 
 
 def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     """Train on `prepared`, or on prepare(cfg): the stored result of jobs.prepare when inputs are unchanged."""
+    # Imported here, not at the top: `--help` must not wait for torch, Ray and MLflow.
+    from jobs.prepare import run as prepare
+    from pipeline.adaptive import adapt_to_corpus
+    from pipeline.cluster import ray_session
+    from pipeline.tracking import mlflow_run, resolve_tracking_uri, tracking_store
+    from pipeline.train import workflow as step
+    from pipeline.train.progress import EpochLines
+    from pipeline.train.trainer import fit
+
     prepared = prepared or prepare(cfg)
     cfg, notes = adapt_to_corpus(cfg, prepared.manifest)  # the config logged is the one trained
     run_name, tags = step.run_name(cfg, prepared.manifest), step.lineage_tags(cfg, prepared)
@@ -29,13 +36,14 @@ def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
           ray_session(cfg.ray), mlflow_run(client, cfg, run_name, tags) as run):
         n_params = step.log_inputs(cfg, prepared)
         baseline = step.log_baseline(cfg, prepared)
-        result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id)
+        result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id,
+                     on_epoch=EpochLines(cfg.train.epochs, say))
         evaluation = step.log_evaluation(cfg, prepared, result, baseline, notes)
         outcome = step.publish_model(client, run, cfg, prepared, result, evaluation, n_params, notes)
-    print(f"run {outcome.run_id}: test accuracy {outcome.test_metrics['accuracy']:.4f}; "
-          f"registered {outcome.registered_model} version {outcome.version}")
+    say(f"registered {outcome.registered_model} v{outcome.version}: test accuracy "
+        f"{outcome.test_metrics['accuracy']:.4f} (run {outcome.run_name}, {outcome.run_id})")
     if outcome.versus_baseline:
-        print(outcome.versus_baseline.line())
+        say(outcome.versus_baseline.line())
     return outcome
 
 
@@ -43,6 +51,8 @@ def named_run_guard(client, cfg: JobConfig) -> AbstractContextManager:
     """A named (resumable) run is held by one job at a time: a second one with the same name stops here."""
     if not cfg.tracking.run_name:
         return nullcontext()
+    from pipeline.registry.schedule_lease import run_name_lease
+
     return run_name_lease(client, cfg.tracking.experiment_name, cfg.tracking.run_name)
 
 

@@ -17,16 +17,16 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs import run as run_job
 from jobs.cli import build_parser, run_main
 from jobs.config_loader import CONFIG_DIR
-from pipeline.baseline import fit_on_prepared
-from pipeline.cluster import ray_session
-from pipeline.data.prepare import prepare
-from pipeline.tracking import resolve_tracking_uri, tracking_store
-from pipeline.tune import SearchOutcome, search
+from pipeline.console import say
 from schemas.config import JobConfig
+
+if TYPE_CHECKING:
+    from pipeline.tune import SearchOutcome
 
 DEFAULT_TUNE_CONFIG = CONFIG_DIR / "tune.yaml"
 
@@ -54,13 +54,20 @@ class TuneSummary:
 
 
 def run(cfg: JobConfig, output: Path, register: bool = False) -> TuneSummary:
+    # Imported here, not at the top: `--help` must not wait for Ray Tune, MLflow and datasets.
+    from pipeline.baseline import fit_on_prepared
+    from pipeline.cluster import ray_session
+    from pipeline.data.prepare import prepare
+    from pipeline.tracking import resolve_tracking_uri, tracking_store
+    from pipeline.tune import search
+
     with ray_session(cfg.ray):
         baseline_acc = None
         if cfg.baseline.enabled:  # the bar the trials should clear, on the same validation rows
             baseline_acc = fit_on_prepared(prepare(cfg).path, cfg.baseline).validation_accuracy
         with tracking_store(resolve_tracking_uri(cfg)) as client:
             outcome = search(cfg, client, output, baseline_acc)
-        print(TuneSummary(outcome, None).text())
+        say(TuneSummary(outcome, None).text())
         registered = run_job.run(outcome.best_config) if register else None  # the same cluster
     return TuneSummary(outcome, registered)
 

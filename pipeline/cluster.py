@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 
 import ray
 
+from pipeline import console
 from schemas.config import RayConfig
 
 
@@ -41,12 +43,18 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
+    # Quiet by default: the workers' and Ray Train controller's stdout/stderr (per-rank reports,
+    # the placement-group cleaner's State-API warnings, which need the dashboard we do not start)
+    # stay in the session's log files; the job prints its own epoch lines (pipeline.train.progress).
+    # --verbose streams them all again. Errors still reach the driver as exceptions.
+    verbose = console.verbose()
+    opts = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.WARNING}
     with _keep_signal_handlers():
         if address:
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, **opts)
         else:
             # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
-            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=True)
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **opts)
     try:
         yield
     finally:

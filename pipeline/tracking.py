@@ -8,7 +8,7 @@ FAILED or KILLED instead of leaving it RUNNING); inside Ray workers only rank 0 
 from __future__ import annotations
 
 import os
-import re
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,21 +20,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from pipeline.masking import mask_secrets
 from schemas.config import JobConfig
-
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token(?!iz)|api[_-]?key|credential)", re.I)
-_URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@", re.I)
-
-
-def mask_secrets(key: str, value: Any) -> Any:
-    """Hide passwords in URIs (`postgresql://u:pw@h` -> `postgresql://u:***@h`) and secret-named keys."""
-    if value is None:
-        return value
-    if _SECRET_KEY.search(key):
-        return "***"
-    if isinstance(value, str):
-        return _URI_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
-    return value
 
 
 def resolve_tracking_uri(cfg: JobConfig) -> str:
@@ -92,9 +79,24 @@ def ensure_experiment(client: MlflowClient, name: str, output_root: str) -> str:
     if client.tracking_uri.startswith("sqlite:"):
         location = (Path(output_root).resolve() / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG]))
     except mlflow.exceptions.MlflowException:  # created concurrently by another job
         return client.get_experiment_by_name(name).experiment_id
+
+
+# MLflow 3's UI opens on its GenAI views; this query parameter selects the classic ML view (runs,
+# parameters, metric charts), and the experiment tag makes it that experiment's default.
+CLASSIC_VIEW = "workflowType=machine_learning"
+EXPERIMENT_KIND_TAG = ("mlflow.experimentKind", "custom_model_development")
+
+
+def run_page_url(server: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI at `server` (http://host:port), in the classic ML view."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{CLASSIC_VIEW}"
+
+
+def registered_model_url(server: str, name: str) -> str:
+    return f"{server.rstrip('/')}/#/models/{name}?{CLASSIC_VIEW}"
 
 
 def find_run_by_name(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
@@ -123,10 +125,24 @@ def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[s
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
+    except BaseException as e:
+        _record_failure(e, run)
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def _record_failure(error: BaseException, run: mlflow.ActiveRun) -> None:
+    """Keep the traceback on the run (the quiet console prints one line) and tell the caller which
+    run failed, so its last line can name the run and the command that resumes it."""
+    try:
+        mlflow.log_text(traceback.format_exc(), "error.txt")
+    except Exception:  # the store itself may be what failed; the run still ends FAILED
+        pass
+    try:
+        error.mlflow_run = (run.info.run_id, run.info.run_name)  # read by jobs.cli.failure_line
+    except AttributeError:  # exceptions with __slots__
+        pass
 
 
 def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
@@ -141,9 +157,32 @@ def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# MLflow groups metric charts by the prefix before "/" and orders the groups alphabetically, then the
+# unprefixed metrics, then system/ (CPU, memory). So the learning curves go under train/ and val/
+# (first), the held-out scores keep flat names (test_accuracy: one row of bars after the curves; a
+# test/ group would sort before train/). The training loop and the config keep the flat names too
+# (train.early_stopping_metric=val_loss).
+MLFLOW_EPOCH_METRICS = {
+    "train_loss": "train/loss", "val_loss": "val/loss", "val_accuracy": "val/accuracy",
+    "samples_per_s": "train/samples_per_s", "epoch_s": "train/epoch_s", "lr": "train/lr",
+}
+
+
+def epoch_metric_names(metrics: dict[str, float], constant_lr: bool) -> dict[str, float]:
+    """One epoch's report as MLflow time series: grouped names; values that do not change over
+    epochs (a constant lr is already the `train.lr` param; the best epoch is a tag at the end) left out."""
+    skip = {"epoch", "best_epoch"} | ({"lr"} if constant_lr else set())
+    return {MLFLOW_EPOCH_METRICS.get(k, k): v for k, v in metrics.items() if k not in skip}
+
+
+def held_out_metric_names(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"test_{k}": v for k, v in metrics.items()}
+
+
 def log_params(params: dict[str, Any]) -> None:
-    """Log params into the active run, masked and in batches (MLflow caps 100 per call)."""
-    items = [(k, mask_secrets(k, v)) for k, v in params.items()]
+    """Log params into the active run, masked and in batches (MLflow caps 100 per call). Unset
+    (None) values are left out: a `None` in the UI's parameter table says nothing."""
+    items = [(k, mask_secrets(k, v)) for k, v in params.items() if v is not None]
     for i in range(0, len(items), 100):
         mlflow.log_params({k: str(v)[:6000] for k, v in items[i : i + 100]})
 
@@ -157,7 +196,9 @@ class RankZeroLogger:
     once, when the logger is made.
     """
 
-    def __init__(self, tracking_uri: str | None, run_id: str | None, rank: int, step_metric: str = "val_loss"):
+    def __init__(self, tracking_uri: str | None, run_id: str | None, rank: int, step_metric: str = "val/loss",
+                 constant_lr: bool = False):
+        self.constant_lr = constant_lr
         self.enabled = rank == 0 and bool(tracking_uri and run_id)
         self._client = MlflowClient(tracking_uri) if self.enabled else None
         self._run_id = run_id
@@ -169,6 +210,7 @@ class RankZeroLogger:
         if not self.enabled or step in self._logged:
             return
         ts = mlflow.utils.time.get_current_time_millis()
-        batch = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        named = epoch_metric_names(metrics, self.constant_lr)
+        batch = [Metric(k, float(v), ts, step) for k, v in named.items()]
         self._client.log_batch(self._run_id, metrics=batch)
         self._logged.add(step)

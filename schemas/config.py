@@ -290,7 +290,8 @@ class TrainConfig(_Frozen):
     )
     early_stopping_metric: Literal["val_loss", "val_accuracy"] = Field(
         "val_loss",
-        description="Validation metric watched by early stopping, the plateau schedule and 'best'.",
+        description="Validation metric watched by early stopping, the plateau schedule and 'best' "
+        "(MLflow shows it as val/loss, val/accuracy; those names are accepted too).",
     )
     early_stopping_min_delta: float = Field(
         0.0, ge=0.0, description="Smallest change that counts as improvement."
@@ -347,6 +348,12 @@ class TrainConfig(_Frozen):
     checkpoints_to_keep: int = Field(
         2, ge=1, description="Checkpoints kept in Ray storage (each holds the best weights too)."
     )
+
+    @field_validator("early_stopping_metric", mode="before")
+    @classmethod
+    def _metric_as_logged(cls, v: object) -> object:
+        # The names MLflow shows (val/loss) mean the loop's names (val_loss).
+        return v.replace("/", "_", 1) if isinstance(v, str) and v.startswith("val/") else v
 
 
 class ScalingConfig(_Frozen):
@@ -405,7 +412,10 @@ class PromotionConfig(_Frozen):
         description="Registry alias for the newest version that passed min_metric but not the gate "
         "(a candidate to compare or canary); never moved by a failed or NaN evaluation.",
     )
-    metric: Literal["accuracy", "f1"] = Field("accuracy", description="Metric the gate compares on the test split.")
+    metric: Literal["accuracy", "f1"] = Field(
+        "accuracy", description="Metric the gate compares on the test split (logged as test_<metric>; "
+        "'test_accuracy' is accepted too).",
+    )
     min_metric: float = Field(
         0.6, ge=0.0, le=1.0, description="A first version (no champion yet) needs at least this."
     )
@@ -427,6 +437,12 @@ class PromotionConfig(_Frozen):
         900.0, gt=0, description="A promotion lock older than this is considered abandoned (a killed job)."
     )
     lock_wait_s: float = Field(600.0, ge=0, description="How long to wait for another promotion's lock.")
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric_as_logged(cls, v: object) -> object:
+        # MLflow shows the test metrics as test_accuracy, test_f1: the same names work here.
+        return v.removeprefix("test_") if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _distinct_aliases(self) -> PromotionConfig:

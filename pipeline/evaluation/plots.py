@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
 
 def learning_curves(history: list[dict]):
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]  # counted from 1, as the console prints them
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
     a.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -48,10 +48,18 @@ def roc(labels: np.ndarray, score: np.ndarray, auc: float):
 
 
 def token_lengths(n_tokens: np.ndarray, max_length: int):
+    """Tokens per training row before truncation, over the whole range (the tail included: the
+    last bin ends at the longest row), with the share of rows that max_length truncates."""
+    n_tokens = np.asarray(n_tokens)
+    longest = int(n_tokens.max(initial=0))
+    truncated = float((n_tokens > max_length).mean()) if len(n_tokens) else 0.0
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.hist(n_tokens, bins=60, range=(0, max(max_length * 2, 1)), color="tab:blue")
-    ax.axvline(max_length, color="tab:red", label=f"max_length={max_length}")
-    ax.set(xlabel="tokens per training row", ylabel="rows", title="Token lengths (train)")
+    ax.hist(n_tokens, bins=60, range=(0, max(longest, max_length, 1)), color="tab:blue")
+    if longest > 4 * max_length:  # a long tail: counts on a log scale so its few rows stay visible
+        ax.set_yscale("log")
+    ax.axvline(max_length, color="tab:red", label=f"max_length={max_length}: {truncated:.1%} of rows truncated")
+    ax.set(xlabel="tokens per training row (before truncation)", ylabel="rows",
+           title=f"Token lengths (train), longest {longest:,}")
     ax.legend()
     fig.tight_layout()
     return fig

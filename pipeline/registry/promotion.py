@@ -40,6 +40,7 @@ class Decision:
     champion_version: str | None
     champion: dict[str, float] | None
     baseline: dict[str, float] | None = None  # the baseline's test metrics, when the gate was given one
+    p_value: float | None = None  # McNemar's, candidate vs champion; None without a champion
     unchanged: bool = False  # the version already held the alias: nothing was decided or tagged
 
     @property
@@ -196,6 +197,9 @@ def promote_version(
             for k, v in decision.tags(cfg.metric).items():
                 client.set_model_version_tag(name, version, k, v)
         record_decision(client, name, decision, cfg.metric)
+    client.update_registered_model(name, description=registry_description(name, cfg))
+    if not decision.unchanged:  # nor is its run's Promotion section rewritten
+        record_on_run(client, client.get_model_version(name, version).run_id, decision, cfg)
     return decision
 
 
@@ -240,11 +244,76 @@ def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: S
     if promoted:
         client.set_model_version_tag(name, version, "promotion.previous_champion", champion_version or "none")
         client.set_registered_model_alias(name, cfg.alias, version)
+        if champion_version is not None:
+            mark_superseded(client, name, champion_version, version, cfg.alias)
     elif beats_baseline and math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan)) \
             and value >= cfg.min_metric:  # a version below its baseline is not even challenger
         client.set_registered_model_alias(name, cfg.challenger_alias, version)
     return Decision(version, promoted, reason, candidate.metrics, champion_version, champion,
-                    baseline.metrics if baseline else None)
+                    baseline.metrics if baseline else None, p_value if champion_version is not None else None)
+
+
+def mark_superseded(client: MlflowClient, name: str, old: str, new: str, alias: str) -> None:
+    """Say on the replaced version's page that it was replaced, by which version and when."""
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, old, f"{alias}.superseded_by", new)
+    client.set_model_version_tag(name, old, f"{alias}.superseded_at", stamp)
+    before = client.get_model_version(name, old).description or ""
+    client.update_model_version(name, old, description=f"**Replaced as {alias} by v{new} at {stamp}.**\n\n{before}")
+
+
+def registry_description(name: str, cfg: PromotionConfig) -> str:
+    """The registered model's description: what the aliases mean and how a version earns them."""
+    test = "" if cfg.significance >= 1.0 else (
+        f" and McNemar's exact test on the paired test predictions gives p < {cfg.significance}")
+    # One line per paragraph: the UI keeps source line breaks, so wrapped lines would show wrapped.
+    paragraphs = [
+        "Raw-text classifier trained by `jobs.train` (rnn-textcls); each version is one training run.",
+        f"**`@{cfg.alias}`** is what serving loads (`models:/{name}@{cfg.alias}`). `jobs.promote` moves it only "
+        f"when a new version, scored with the same code on the same held-out test split as the current "
+        f"{cfg.alias}, passes the gate: its test {cfg.metric} is at least {cfg.min_metric}, beats the "
+        f"{cfg.alias}'s by at least {cfg.min_improvement}{test}. A first version needs only the minimum.",
+        f"**`@{cfg.challenger_alias}`** marks the newest version that reached the minimum but not the gate.",
+        f"Every decision is recorded as `promotion.*` tags on the version and on its run; a replaced "
+        f"{cfg.alias} carries `{cfg.alias}.superseded_by` / `{cfg.alias}.superseded_at`. "
+        f"`python -m jobs.promote --history` lists them; `--rollback` moves the alias back to the previous "
+        f"{cfg.alias}.",
+    ]
+    return "\n\n".join(paragraphs)
+
+
+def record_on_run(client: MlflowClient, run_id: str | None, decision: Decision, cfg: PromotionConfig) -> None:
+    """The gate's outcome on the version's run: tags, and a "Promotion" section in its description."""
+    if not run_id:
+        return
+    for k, v in {**decision.tags(cfg.metric), "promotion.version": decision.version,
+                 "promotion.p_value": "none" if decision.p_value is None else f"{decision.p_value:.4g}",
+                 "promotion.min_improvement": str(cfg.min_improvement)}.items():
+        client.set_tag(run_id, k, v)
+    note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
+    note = note.split(PROMOTION_HEADING)[0].rstrip()  # a re-run of the gate replaces the section
+    client.set_tag(run_id, "mlflow.note.content", f"{note}\n\n{promotion_section(decision, cfg)}")
+
+
+PROMOTION_HEADING = "### Promotion"
+
+
+def promotion_section(d: Decision, cfg: PromotionConfig) -> str:
+    m = cfg.metric
+    champion = ("none (first version)" if d.champion_version is None
+                else f"v{d.champion_version}, test {m} {(d.champion or {}).get(m, math.nan):.4f}")
+    p = "-" if d.p_value is None else f"{d.p_value:.3g} (needs < {cfg.significance})"
+    baseline = f"| TF-IDF baseline test {m} | {d.baseline.get(m, math.nan):.4f} |\n" if d.baseline else ""
+    return f"""{PROMOTION_HEADING}
+| | |
+|---|---|
+| decision | **{'promoted to @' + cfg.alias if d.promoted else 'not promoted'}** (v{d.version}) |
+| reason | {d.reason} |
+| candidate test {m} | {d.candidate.get(m, math.nan):.4f} |
+| compared against | {champion} |
+| McNemar p-value | {p} |
+| min improvement | {cfg.min_improvement} (min {m} {cfg.min_metric}) |
+{baseline}"""
 
 
 def _other_data_note(client: MlflowClient, name: str, version: str, champion_version: str) -> str:

@@ -73,7 +73,9 @@ class RawTextClassifier(PythonModel):
                               s["truncation_side"], s.get("max_chars"))
         return predict_proba(self.model, ids, batch_size)
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # Type-hinted: MLflow validates the input against the hint (and stops warning that it cannot).
+    # A list of strings or a dict is still accepted: MLflow converts it to a DataFrame first.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         proba = self.predict_proba(_texts(model_input))
         names = self.spec["label_names"]
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)

@@ -478,7 +478,8 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
     cfg = JobConfig.model_validate(loop_config["job"])  # re-validated: workers never trust a loose dict
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
-    tracker = RankZeroLogger(loop_config.get("tracking_uri"), loop_config.get("run_id"), ctx.rank)
+    tracker = RankZeroLogger(loop_config.get("tracking_uri"), loop_config.get("run_id"), ctx.rank,
+                             constant_lr=cfg.train.lr_schedule == "constant")
     if ctx.device.type == "cpu":
         configure_cpu(cfg)
     else:

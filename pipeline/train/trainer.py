@@ -5,19 +5,22 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow.fs as pafs
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from pipeline import console
 from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
 from pipeline.errors import raise_job_interrupted
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
+from pipeline.train.progress import epoch_progress
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint, load_newest_usable
 from pipeline.train.stream import check_spare_cpus, choose_loading, data_config, stream_datasets
 from schemas.config import JobConfig
@@ -104,7 +107,7 @@ def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, 
 
 def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None, run_id: str | None,
         *, train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
-        callbacks: list | None = None) -> TrainResult:
+        callbacks: list | None = None, on_epoch: Callable[[Metrics], None] | None = None) -> TrainResult:
     """Train on the prepared data at `data_path`. Rank 0 logs epoch metrics into MLflow run `run_id`.
 
     Every epoch is checkpointed into `<output_root>/ray_results/<run_name>`; after a worker dies the
@@ -113,6 +116,7 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     `train_loop` is what each worker runs with the loop config (tests wrap the default to stop a worker).
     `callbacks` are Ray Train callbacks (jobs.tune passes Tune's TuneReportCallback, which forwards
     each epoch's report to the trial).
+    `on_epoch` runs in this process with rank 0's metrics of each epoch, once (the console's epoch line).
     Raises UserInputError for a config the prepared data cannot serve, and
     ray.train.TrainingFailedError when the workers fail beyond `train.max_failures`.
     """
@@ -136,32 +140,23 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
         check_spare_cpus(cfg.scaling)
     if storage_fs is None:  # local storage; on an object store the workers' fallback still applies
         check_resumable(Path(storage) / run_name)
-    trainer = _JobTrainer(
-        train_loop,
-        train_loop_config=loop_config,
-        # Streaming: Ray Data reads the shards and Ray Train splits them; in memory, workers read them.
-        datasets=stream_datasets(data_path, cfg.train) if streaming else None,
-        dataset_config=data_config() if streaming else None,
-        scaling_config=ScalingConfig(
-            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources,
-            placement_strategy=cfg.scaling.placement_strategy,
-        ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=storage,
-            storage_filesystem=storage_fs,
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
-            callbacks=callbacks or None,
-        ),
-    )
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if _in_main_thread() else {}
-    try:
-        result = trainer.fit()
-    finally:
-        for sig, previous in saved.items():
-            if previous is not None:
-                signal.signal(sig, previous)
+    with epoch_progress(on_epoch) if on_epoch else nullcontext() as progress:
+        callbacks = [*(callbacks or []), *([progress] if progress else [])]
+        trainer = _JobTrainer(
+            train_loop, train_loop_config=loop_config,
+            # Streaming: Ray Data reads the shards and Ray Train splits them; in memory, workers read them.
+            datasets=stream_datasets(data_path, cfg.train) if streaming else None,
+            dataset_config=data_config() if streaming else None,
+            scaling_config=_scaling(cfg, resources),
+            run_config=_run_config(cfg, run_name, storage, storage_fs, callbacks),
+        )
+        try:
+            result = trainer.fit()
+        finally:
+            for sig, previous in saved.items():
+                if previous is not None:
+                    signal.signal(sig, previous)
     if result.error:
         raise result.error
     if result.checkpoint is None:
@@ -172,3 +167,23 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     history = list(state.history)
     metrics = dict(result.metrics or {}) or (history[-1] if history else {})
     return TrainResult(metrics=metrics, history=history, state=state, model=model, best_epoch=best_epoch)
+
+
+def _scaling(cfg: JobConfig, resources: dict[str, float]) -> ScalingConfig:
+    return ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                         resources_per_worker=resources, placement_strategy=cfg.scaling.placement_strategy)
+
+
+def _run_config(cfg: JobConfig, run_name: str, storage: str, storage_fs: pafs.FileSystem | None,
+                callbacks: list) -> RunConfig:
+    return RunConfig(
+        name=run_name,
+        storage_path=storage,
+        storage_filesystem=storage_fs,
+        failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_to_keep),
+        callbacks=callbacks or None,
+        # Ray Train's INFO lines (worker group start, each report's checkpoint path) only with --verbose.
+        logging_config=LoggingConfig(log_level="INFO" if console.verbose() else "WARNING"),
+    )
+

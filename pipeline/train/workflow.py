@@ -30,7 +30,7 @@ from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model, format_parameter_table, parameter_counts, parameter_table
 from pipeline.registry.log_model import log_raw_text_model
 from pipeline.registry.versions import register_version
-from pipeline.tracking import flatten, log_params, mask_secrets
+from pipeline.tracking import flatten, held_out_metric_names, log_params, mask_secrets
 from pipeline.train.trainer import TrainResult
 from schemas.config import JobConfig
 from schemas.features import SPLITS, Manifest
@@ -54,6 +54,7 @@ class TrainOutcome:
     history: list[dict]
     versus_baseline: Comparison | None = None
     notes: tuple[str, ...] = ()  # what adapt_to_corpus changed or warned about
+    experiment_id: str = ""
 
 
 def git_commit() -> str:
@@ -69,15 +70,30 @@ def config_digest(cfg: JobConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
+def _dataset_source(uri: str):
+    """An explicit source for a split's file. MLflow registers its local-file source twice (the ""
+    and "file" schemes), so letting it resolve a local path warns that the source is ambiguous."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    if "://" not in uri or uri.startswith("file://"):
+        local = next((s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource"), None)
+        if local is not None:
+            return local(uri)
+    return uri
+
+
 def _log_datasets(prepared: PreparedData) -> None:
     """mlflow.data inputs for each split, with our digest over the full content (MLflow's own
-    digest samples only the first rows)."""
+    digest samples only the first rows). Labels are logged by name: readable in the UI, and a
+    string column needs no integer-schema caveat (integers cannot hold a missing value)."""
+    names = list(prepared.manifest.label_names)
     for split in SPLITS:
         info = prepared.manifest.splits[split]
         texts, labels = read_texts(prepared.path, split)
-        frame = pd.DataFrame({"text": texts, "label": labels})
-        ds = mlflow.data.from_pandas(frame, source=f"{prepared.path}/{split}", targets="label",  # its shards
-                                     name=f"{prepared.manifest.source.kind}-{split}", digest=info.digest[:16])
+        frame = pd.DataFrame({"text": texts, "label": [names[int(i)] for i in labels]})
+        ds = mlflow.data.from_pandas(frame, source=_dataset_source(f"{prepared.path}/{split}"),  # its shards
+                                     targets="label", name=f"{prepared.manifest.source.kind}-{split}",
+                                     digest=info.digest[:16])
         mlflow.log_input(ds, context={"validation": "eval"}.get(split, split))
 
 
@@ -94,9 +110,16 @@ def run_name(cfg: JobConfig, manifest: Manifest) -> str:
 
 def ray_run_name(cfg: JobConfig, run: mlflow.ActiveRun) -> str:
     """Ray Train's storage folder: a named job reuses it (so a rerun resumes from its checkpoint),
-    an unnamed one gets a folder of its own."""
+    an unnamed one gets a folder of its own. Recorded on the run (tag `ray_run_name`), so that
+    resuming an unnamed run that failed (`tracking.run_name=<its name>`, the command a failed job
+    prints) finds its checkpoints."""
+    recorded = run.data.tags.get("ray_run_name")
+    if recorded:
+        return recorded
     name = run.info.run_name
-    return name if cfg.tracking.run_name else f"{name}-{run.info.run_id[:8]}"
+    folder = name if cfg.tracking.run_name else f"{name}-{run.info.run_id[:8]}"
+    mlflow.set_tag("ray_run_name", folder)
+    return folder
 
 
 def lineage_tags(cfg: JobConfig, prepared: PreparedData) -> dict[str, str]:
@@ -161,7 +184,9 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
     test = classification_metrics(labels, proba)
     # At the final epoch's step: the logged model (publish_model, same step) links the run's metrics of
     # its step, so its page shows these and the last epoch's, not epoch 0's.
-    mlflow.log_metrics({f"test_{k}": v for k, v in test.items()}, step=final_step(result))
+    mlflow.log_metrics(held_out_metric_names(test), step=final_step(result))
+    if result.best_epoch is not None:  # one value, not a time series: a tag (and in the description)
+        mlflow.set_tag("best_epoch", f"{result.best_epoch + 1} of {len(result.history)} (step {result.best_epoch})")
     _log_figure(plots.learning_curves(result.history), "plots/learning_curves.png")
     _log_figure(plots.confusion(labels, proba.argmax(1), list(manifest.label_names)), "plots/confusion_matrix.png")
     if "roc_auc" in test:
@@ -171,7 +196,8 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
         mlflow.log_metrics({"baseline.p_model_better": versus.p_better, "baseline.p_model_worse": versus.p_worse,
                             "test_accuracy_minus_baseline": versus.points / 100})
     mlflow.set_tag("mlflow.note.content",
-                   run_description(cfg, manifest, model, test, result.history, versus, notes))
+                   run_description(cfg, manifest, model, test, result.history, versus, notes,
+                                   result.best_epoch))
     return Evaluation(test, versus)
 
 
@@ -193,11 +219,24 @@ def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, p
     tags = {**lineage_tags(cfg, prepared), "run_id": run_id}
     mv = register_version(client, name, info.model_uri, run_id, tags=tags, description=description)
     return TrainOutcome(run_id, run.info.run_name, info.model_uri, name, str(mv.version), test, n_params,
-                        result.history, evaluation.versus_baseline, notes)
+                        result.history, evaluation.versus_baseline, notes, run.info.experiment_id)
+
+
+def training_settings(cfg: JobConfig, history: list[dict], best_epoch: int | None) -> str:
+    """The training section of the run's description: what a reviewer compares between runs."""
+    t, s = cfg.train, cfg.scaling
+    device = (f"{s.num_workers} GPU worker(s)" if s.use_gpu
+              else f"{s.num_workers} CPU worker(s) x {s.cpus_per_worker:g} CPU")
+    stopping = (f"early stopping on {t.early_stopping_metric} (patience {t.early_stopping_patience})"
+                if t.early_stopping_patience is not None else "no early stopping")
+    best = f"; weights of epoch {best_epoch + 1}" if best_epoch is not None else ""
+    return (f"epochs {len(history)} of {t.epochs}{best}; lr {t.lr:g} ({t.lr_schedule}); batch size {t.batch_size} "
+            f"per worker; {device}; {stopping}; seed {t.seed}.")
 
 
 def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict],
-                    versus: Comparison | None = None, notes: tuple[str, ...] = ()) -> str:
+                    versus: Comparison | None = None, notes: tuple[str, ...] = (),
+                    best_epoch: int | None = None) -> str:
     """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.dropped.items()) or "none"
@@ -213,6 +252,10 @@ def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], his
 test accuracy **{test['accuracy']:.4f}**, F1 {test['f1']:.4f}, ROC AUC {test.get('roc_auc', float('nan')):.4f};
 best validation accuracy {best:.4f} over {len(history)} epoch(s).
 {baseline}{adapted}
+
+### Training
+{training_settings(cfg, history, best_epoch)}
+
 ### Data
 source `{manifest.source.kind}` {manifest.source.name or ''}; rows: {sizes}; labels {manifest.label_names};
 vocabulary {manifest.vocab_size:,}, max length {manifest.max_length} ({manifest.padding_side} padding);

@@ -159,7 +159,7 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
     client = _tracking(out)
     run = client.search_runs([client.get_experiment_by_name("spread").experiment_id])[0]
     assert run.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
     assert list((out / "data").glob("*/manifest.json")), "prepared data is not under output_root"
     assert list((out / "ray_results").rglob("checkpoint_*")), "no checkpoint under output_root/ray_results"
     actors = json.loads(_ray_cli(["list", "actors", "--address", cluster["url"], "--format", "json", "--detail",

@@ -49,7 +49,7 @@ def test_one_finished_run_with_params_metrics_and_artifacts(first_run):
     assert "n_params.rnn.weight_ih_l0" in per_param and per_param["n_params.rnn.weight_ih_l0"] == 64 * 16
     assert sum(per_param.values()) == int(p["n_params.total"]) == summary.outcome.n_params
     assert p["train.epochs"] == "6" and p["model.cell"] == "rnn"
-    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    history = client.get_metric_history(run.info.run_id, "val/accuracy")
     assert sorted(m.step for m in history) == list(range(6))  # one point per epoch, no duplicates
     assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -156,7 +156,7 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     outcome = train_job.run(cfg)
     (run,) = client.search_runs([exp])  # still one run: the same one, now finished
     assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
     assert sorted(steps) == [0, 1, 2]  # epoch 0 from the first attempt, 1-2 after resuming; none twice
 
 

@@ -33,7 +33,7 @@ def test_run_contents_over_rest(ray_cluster, mlflow_server, tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("rest").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_id == summary.outcome.run_id
     assert int(run.data.params["n_params.total"]) == summary.outcome.n_params
-    assert {"test_accuracy", "test_f1", "test_roc_auc", "val_loss"} <= set(run.data.metrics)
+    assert {"test_accuracy", "test_f1", "test_roc_auc", "val/loss"} <= set(run.data.metrics)
     assert run.data.tags["config_digest"] and "mlflow.note.content" in run.data.tags
     contexts = sorted(i.tags[0].value for i in run.inputs.dataset_inputs)
     assert contexts == ["eval", "test", "train"]

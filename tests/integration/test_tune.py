@@ -33,7 +33,7 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
     for child in children:  # rank 0 of each trial logged its epochs into its own child run
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/accuracy")]
         assert sorted(steps) == [0, 1]
         assert child.data.params["tokenizer.max_length"] == "32" and child.data.params["scaling.num_workers"] == "1"
     assert {c.data.params["sample.batch_size"] for c in children} <= {"32", "64"}

@@ -10,7 +10,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.config_loader import load_config
-from pipeline.tracking import RankZeroLogger, mlflow_run, resolve_tracking_uri, tracking_store
+from pipeline.tracking import (
+    RankZeroLogger,
+    epoch_metric_names,
+    held_out_metric_names,
+    log_params,
+    mlflow_run,
+    resolve_tracking_uri,
+    tracking_store,
+)
 
 
 def test_store_is_set_for_the_job_and_restored_after(tmp_path, monkeypatch):
@@ -69,4 +77,21 @@ def test_only_rank_zero_writes(tmp_path):
     run_id = client.create_run(client.create_experiment("e")).info.run_id
     RankZeroLogger(uri, run_id, rank=1).log_metrics({"val_loss": 9.0}, step=0)
     RankZeroLogger(uri, run_id, rank=0).log_metrics({"val_loss": 1.0}, step=0)
-    assert [m.value for m in client.get_metric_history(run_id, "val_loss")] == [1.0]
+    assert [m.value for m in client.get_metric_history(run_id, "val/loss")] == [1.0]
+
+
+def test_epoch_metrics_are_grouped_and_constants_are_not_series():
+    report = {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.7, "samples_per_s": 9e3,
+              "epoch_s": 1.0, "lr": 0.003, "best_epoch": 1}
+    named = epoch_metric_names(report, constant_lr=True)
+    assert named == {"train/loss": 0.5, "val/loss": 0.6, "val/accuracy": 0.7, "train/samples_per_s": 9e3,
+                     "train/epoch_s": 1.0}
+    assert epoch_metric_names(report, constant_lr=False)["train/lr"] == 0.003
+    assert held_out_metric_names({"accuracy": 0.9}) == {"test_accuracy": 0.9}
+
+
+def test_unset_params_are_not_logged(tmp_path):
+    with tracking_store(f"sqlite:///{tmp_path / 'm.db'}"), mlflow.start_run() as run:
+        log_params({"train.threads_per_worker": None, "train.epochs": 3})
+    params = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}").get_run(run.info.run_id).data.params
+    assert params == {"train.epochs": "3"}

@@ -156,6 +156,38 @@ def test_rollback_restores_the_previous_champion(tracking_uri, store, prepared, 
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_the_outcome_is_on_the_run_the_replaced_version_and_the_registered_model(
+        sqlite_tracking_uri, prepared, states):
+    name = "outcome"
+    with tracking_store(sqlite_tracking_uri) as client:
+        v1 = _register(sqlite_tracking_uri, name, prepared, states["untrained"])
+        client.set_tag(client.get_model_version(name, v1).run_id, "mlflow.note.content", "### Result\nsome")
+        assert _promote(client, name, v1, prepared, GATE.model_copy(update={"min_metric": 0.0})).promoted
+        v2 = _register(sqlite_tracking_uri, name, prepared, states["good"])
+        decision = _promote(client, name, v2, prepared)
+        assert decision.promoted and decision.p_value is not None and decision.p_value < GATE.significance
+
+        run = client.get_run(client.get_model_version(name, v2).run_id)
+        t = run.data.tags
+        assert t["promotion.decision"] == "promoted" and t["promotion.champion_version"] == v1
+        assert float(t["promotion.p_value"]) == pytest.approx(decision.p_value, rel=1e-3)
+        assert t["promotion.min_improvement"] == str(GATE.min_improvement)
+        section = t["mlflow.note.content"].split("### Promotion")[1]
+        assert "promoted to @champion" in section and f"v{v1}, test accuracy" in section
+        assert "McNemar p-value" in section and "min improvement | 0.01" in section
+
+        first_run = client.get_run(client.get_model_version(name, v1).run_id).data.tags["mlflow.note.content"]
+        assert first_run.startswith("### Result") and first_run.count("### Promotion") == 1  # replaced, kept once
+
+        old = client.get_model_version(name, v1)
+        assert old.tags["champion.superseded_by"] == v2 and old.tags["champion.superseded_at"]
+        assert old.description.startswith(f"**Replaced as champion by v{v2} at {old.tags['champion.superseded_at']}")
+        policy = client.get_registered_model(name).description
+        assert "`@champion`** is what serving loads" in policy and "McNemar" in policy and "@challenger" in policy
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_concurrent_promotions_leave_the_alias_on_the_better_model(mlflow_server, prepared, states):
     """Two jobs race: without compare-and-set the slower writer would win whatever its quality."""
     name = "race"

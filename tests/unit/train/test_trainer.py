@@ -41,7 +41,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     assert marker.read_text() == "rank 1 killed after epoch 0\n"  # rank 1 did die, once
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert result.metrics["epoch"] == 2 and result.best_epoch == result.state.epoch == 2
-    steps = sorted(m.step for m in client.get_metric_history(run_id, "val_loss"))
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "val/loss"))
     assert steps == [0, 1, 2]  # the same MLflow run, each epoch logged once
     assert all(isinstance(v, torch.Tensor) for v in result.model.values())
     assert result.model is result.state.model  # no early stopping: the last epoch's weights ship
@@ -50,7 +50,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     assert [h["epoch"] for h in again.history] == [0, 1, 2]
     for k, v in result.model.items():
         assert torch.equal(again.model[k], v)
-    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == [0, 1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val/loss")) == [0, 1, 2]
 
 
 def test_a_config_the_data_cannot_serve_stops_before_ray(tmp_path):
