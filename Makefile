@@ -36,6 +36,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 params: install
 	$(BIN)/python -m jobs.params --seed-variants

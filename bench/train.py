@@ -121,12 +121,18 @@ def rss_loop(loop_config: dict[str, Any]) -> None:
     train_loop_per_worker(loop_config, report=report)
 
 
-def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_uri: str,
-            loading: str = "memory", epochs: int | None = None) -> tuple[float, float, float]:
+def ray_fit(
+    cfg: JobConfig,
+    data_path: Path,
+    workers: int,
+    name: str,
+    tracking_uri: str,
+    loading: str = "memory",
+    epochs: int | None = None,
+) -> tuple[float, float, float]:
     """(in-loop samples/s over all workers, fixed overhead s, rank 0's peak RSS MiB) of one fit."""
     train = cfg.train.model_copy(update={"data_loading": loading, "epochs": epochs or cfg.train.epochs})
-    cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers}),
-                                 "train": train})
+    cfg = cfg.model_copy(update={"scaling": cfg.scaling.model_copy(update={"num_workers": workers}), "train": train})
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("bench") or client.get_experiment(client.create_experiment("bench"))
     run_id = client.create_run(exp.experiment_id, run_name=name).info.run_id
@@ -135,23 +141,40 @@ def ray_fit(cfg: JobConfig, data_path: Path, workers: int, name: str, tracking_u
     wall = time.perf_counter() - t0
     client.set_terminated(run_id)
     in_loop = sum(h["epoch_s"] for h in result.history)
-    return (float(np.mean([h["samples_per_s"] for h in result.history])), wall - in_loop,
-            float(result.metrics["peak_rss_mb"]))
+    return (
+        float(np.mean([h["samples_per_s"] for h in result.history])),
+        wall - in_loop,
+        float(result.metrics["peak_rss_mb"]),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process and per worker")
-    parser.add_argument("--max-length", type=int, default=128,
-                        help="padded length (the seed's 128; longer padding makes denormals matter more)")
-    parser.add_argument("--train-rows", type=int, default=None,
-                        help="cut or repeat the training split to this many rows (default: the corpus as is)")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=128,
+        help="padded length (the seed's 128; longer padding makes denormals matter more)",
+    )
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="cut or repeat the training split to this many rows (default: the corpus as is)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        cfg = load_config(None, [f"train.epochs={args.epochs}", f"train.threads_per_worker={args.threads}",
-                                 f"tokenizer.max_length={args.max_length}"])
+        cfg = load_config(
+            None,
+            [
+                f"train.epochs={args.epochs}",
+                f"train.threads_per_worker={args.threads}",
+                f"tokenizer.max_length={args.max_length}",
+            ],
+        )
         prepared = prepare(cfg)
         cfg = cfg.model_copy(update={"output_root": tmp})
         base = Path(prepared.path)
@@ -159,18 +182,26 @@ def main(argv: list[str] | None = None) -> None:
             base = resized_copy(base, Path(tmp) / "base", args.train_rows)
         data = load_train_data(base, 0, 1)
         big = resized_copy(base, Path(tmp) / "x4", 4 * len(data.train_y))
-        print(f"corpus: {len(data.train_y)} training rows, length {data.train_ids.shape[1]}, "
-              f"batch {cfg.train.batch_size}, {args.epochs} epochs, {args.threads} thread(s)")
+        print(
+            f"corpus: {len(data.train_y)} training rows, length {data.train_ids.shape[1]}, "
+            f"batch {cfg.train.batch_size}, {args.epochs} epochs, {args.threads} thread(s)"
+        )
 
         plain, plain_acc = plain_loop(cfg, data, args.epochs, flush_denormal=True)
         plain_dn, plain_dn_acc = plain_loop(cfg, data, args.epochs, flush_denormal=False)
         print(f"plain flush_denormal=on   {plain:9.0f} samples/s  val_acc {plain_acc:.4f}")
-        print(f"plain flush_denormal=off  {plain_dn:9.0f} samples/s  val_acc {plain_dn_acc:.4f}  "
-              f"(denormal_speedup={plain / plain_dn:.2f})")
+        print(
+            f"plain flush_denormal=off  {plain_dn:9.0f} samples/s  val_acc {plain_dn_acc:.4f}  "
+            f"(denormal_speedup={plain / plain_dn:.2f})"
+        )
 
         loop, loop_acc = project_loop(cfg, data)
-        bcfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"bucketing": True}),
-                                      "model": cfg.model.model_copy(update={"trim_padding": True})})
+        bcfg = cfg.model_copy(
+            update={
+                "train": cfg.train.model_copy(update={"bucketing": True}),
+                "model": cfg.model.model_copy(update={"trim_padding": True}),
+            }
+        )
         bucket, bucket_acc = project_loop(bcfg, data)
         print(f"loop                      {loop:9.0f} samples/s  val_acc {loop_acc:.4f}")
         print(f"loop bucketing            {bucket:9.0f} samples/s  val_acc {bucket_acc:.4f}")
@@ -190,17 +221,25 @@ def main(argv: list[str] | None = None) -> None:
         plain_after, _ = plain_loop(cfg, data, args.epochs, flush_denormal=True)
         print(f"plain flush_denormal=on   {plain_after:9.0f} samples/s  (again, after the Ray fits)")
         plain = (plain + plain_after) / 2
-        print(f"plain in a Ray task       {in_task:9.0f} samples/s  ({in_task / plain:.2f} of plain: the Ray "
-              "worker process itself, without the project's loop)")
+        print(
+            f"plain in a Ray task       {in_task:9.0f} samples/s  ({in_task / plain:.2f} of plain: the Ray "
+            "worker process itself, without the project's loop)"
+        )
         print(f"ray-1 worker              {r1:9.0f} samples/s  ({r1 / plain:.2f} of plain)")
         print(f"ray-2 workers             {r2:9.0f} samples/s  ({r2 / 2 / plain:.2f} of plain per worker)")
         print(f"stream-1 worker           {s1:9.0f} samples/s  ({s1 / r1:.2f} of ray-1 in memory)")
-        print(f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "
-              f"checkpoints, MLflow) {over1:.1f}s with 1 worker, {over2:.1f}s with 2, {over_s:.1f}s streaming")
-        print(f"worker peak RSS: streaming {rss_base:.0f} MiB ({len(data.train_y)} rows), {rss_big:.0f} MiB "
-              f"(4x rows); in memory {rss_memory:.0f} MiB ({len(data.train_y)} rows)")
-        print(f"ray/plain={r1 / plain:.2f} stream/memory={s1 / r1:.2f} worker_rss_growth={rss_big / rss_base:.2f} "
-              f"bucketing_speedup={bucket / loop:.2f}")
+        print(
+            f"fixed overhead: cluster start {cluster_s:.1f}s, fit overhead (worker start, data load, "
+            f"checkpoints, MLflow) {over1:.1f}s with 1 worker, {over2:.1f}s with 2, {over_s:.1f}s streaming"
+        )
+        print(
+            f"worker peak RSS: streaming {rss_base:.0f} MiB ({len(data.train_y)} rows), {rss_big:.0f} MiB "
+            f"(4x rows); in memory {rss_memory:.0f} MiB ({len(data.train_y)} rows)"
+        )
+        print(
+            f"ray/plain={r1 / plain:.2f} stream/memory={s1 / r1:.2f} worker_rss_growth={rss_big / rss_base:.2f} "
+            f"bucketing_speedup={bucket / loop:.2f}"
+        )
 
 
 if __name__ == "__main__":

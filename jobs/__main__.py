@@ -26,8 +26,10 @@ JOBS = {
 
 def usage() -> str:
     rows = "\n".join(f"  {name:<8} {what}" for name, what in JOBS.items())
-    return (f"usage: rnn-textcls <job> [--config PATH] [--verbose] [--print-config] [section.key=value ...]\n\n"
-            f"jobs:\n{rows}\n\n`rnn-textcls <job> --help` lists the job's options and every config key.")
+    return (
+        f"usage: rnn-textcls <job> [--config PATH] [--verbose] [--print-config] [section.key=value ...]\n\n"
+        f"jobs:\n{rows}\n\n`rnn-textcls <job> --help` lists the job's options and every config key."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

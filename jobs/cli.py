@@ -32,13 +32,19 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = _OneLineErrors(prog=prog, description=description,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="job YAML (default: %(default)s)")
-    parser.add_argument("--verbose", "-v", action="store_true",
-                        help="show Ray's, MLflow's and the workers' own output and progress bars")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved configuration (YAML + overrides, validated) and exit")
+    parser.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="show Ray's, MLflow's and the workers' own output and progress bars",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (YAML + overrides, validated) and exit",
+    )
     parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override any config key")
     return parser
 
@@ -62,12 +68,17 @@ def failure_line(prog: str, argv: list[str], error: BaseException) -> str:
     return f"error: {cause}; MLflow run {run_id} ended FAILED; resume with: {resume}"
 
 
-def run_main(parser: argparse.ArgumentParser, job: Callable[[JobConfig, argparse.Namespace], object],
-             argv: list[str] | None = None) -> int:
+def run_main(
+    parser: argparse.ArgumentParser,
+    job: Callable[[JobConfig, argparse.Namespace], object],
+    argv: list[str] | None = None,
+) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = _config_arg(argv, parser.get_default("config"))  # jobs.tune defaults to tune.yaml
-    parser.epilog = (f"overrides (section.key=value), with the values {Path(config_path).name} runs with:\n"
-                     + config_help(read_yaml(config_path), Path(config_path).name))
+    parser.epilog = (
+        f"overrides (section.key=value), with the values {Path(config_path).name} runs with:\n"
+        + config_help(read_yaml(config_path), Path(config_path).name)
+    )
     args = parser.parse_args(argv)
     console.configure(args.verbose)
     for sig in (signal.SIGTERM, signal.SIGINT):  # ray_session and fit keep these in place
@@ -85,8 +96,11 @@ def run_main(parser: argparse.ArgumentParser, job: Callable[[JobConfig, argparse
         return 2
     except KeyboardInterrupt as e:  # JobInterrupted, or a Ctrl-C that arrived before our handler
         signum = interrupting_signal(e)
-        print(f"error: stopped by {signal.Signals(signum).name}; an MLflow run it had started ends KILLED "
-              "(rerun with the same tracking.run_name to resume it)", file=sys.stderr)
+        print(
+            f"error: stopped by {signal.Signals(signum).name}; an MLflow run it had started ends KILLED "
+            "(rerun with the same tracking.run_name to resume it)",
+            file=sys.stderr,
+        )
         return 128 + signum
     except Exception as e:
         if console.verbose():

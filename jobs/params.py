@@ -38,10 +38,8 @@ def run(cfg: JobConfig, vocab_size: int, variants: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m jobs.params", __doc__)
-    parser.add_argument("--vocab-size", type=int, default=10000,
-                        help="vocabulary size (default: %(default)s)")
-    parser.add_argument("--seed-variants", action="store_true",
-                        help="one-layer, two-layer and bidirectional")
+    parser.add_argument("--vocab-size", type=int, default=10000, help="vocabulary size (default: %(default)s)")
+    parser.add_argument("--seed-variants", action="store_true", help="one-layer, two-layer and bidirectional")
     return run_main(parser, lambda cfg, args: run(cfg, args.vocab_size, args.seed_variants), argv)
 
 

@@ -23,8 +23,11 @@ from schemas.signature import TEXT_COLUMN
 if TYPE_CHECKING:
     import pandas as pd
 
-_READERS = {".csv": lambda p: _pd().read_csv(p), ".jsonl": lambda p: _pd().read_json(p, lines=True),
-            ".parquet": lambda p: _pd().read_parquet(p)}
+_READERS = {
+    ".csv": lambda p: _pd().read_csv(p),
+    ".jsonl": lambda p: _pd().read_json(p, lines=True),
+    ".parquet": lambda p: _pd().read_parquet(p),
+}
 
 
 def _pd():
@@ -56,16 +59,20 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
         frame = reader(path)
     except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(f"--input {path} could not be read as {path.suffix.lower()[1:]} ({first}); "
-                             "fix the file or pass one in another supported format") from None
+        raise UserInputError(
+            f"--input {path} could not be read as {path.suffix.lower()[1:]} ({first}); "
+            "fix the file or pass one in another supported format"
+        ) from None
     if text_column not in frame.columns:
-        raise UserInputError(f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
-                             "set --text-column")
+        raise UserInputError(
+            f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; set --text-column"
+        )
     return frame
 
 
-def predict_file(model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN,
-                 batch_size: int = 2048) -> pd.DataFrame:
+def predict_file(
+    model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN, batch_size: int = 2048
+) -> pd.DataFrame:
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
@@ -76,12 +83,13 @@ def predict_file(model_uri: str, input_path: Path, output_path: Path, text_colum
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as e:  # no such model, version or alias
-        raise UserInputError(f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
-                             "first (jobs.run) or pass an existing --model-uri") from None
+        raise UserInputError(
+            f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
+            "first (jobs.run) or pass an existing --model-uri"
+        ) from None
     texts = frame[text_column].fillna("").astype(str).tolist()
     parts = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch",
-                      disable=not progress_bars()):
+    for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress_bars()):
         parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "probability"])
     out = pd.concat([frame.reset_index(drop=True), scored], axis=1)

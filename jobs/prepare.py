@@ -1,6 +1,6 @@
 """Prepare the corpus: clean, split, train the tokenizer, encode, store (reused when unchanged).
 
-    python -m jobs.prepare [--config jobs/configs/embedded.yaml] [section.key=value ...]
+python -m jobs.prepare [--config jobs/configs/embedded.yaml] [section.key=value ...]
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ def run(cfg: JobConfig, force: bool = False) -> PreparedData:
     m = prepared.manifest
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in m.splits.items())
     dropped = sum(m.cleaning.dropped.values())
-    say(f"{'reused' if prepared.reused else 'prepared'} data: {sizes}; vocab {m.vocab_size:,}, "
-        f"labels {list(m.label_names)}, max_length {m.max_length}, {dropped:,} rows dropped ({prepared.path})")
+    say(
+        f"{'reused' if prepared.reused else 'prepared'} data: {sizes}; vocab {m.vocab_size:,}, "
+        f"labels {list(m.label_names)}, max_length {m.max_length}, {dropped:,} rows dropped ({prepared.path})"
+    )
     return prepared
 
 

@@ -27,13 +27,18 @@ if TYPE_CHECKING:
 def newest_version(client: MlflowClient, name: str) -> str:
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
-        raise UserInputError(f"registered model {name!r} has no version; run jobs.train first "
-                             "or set tracking.registered_model_name")
+        raise UserInputError(
+            f"registered model {name!r} has no version; run jobs.train first or set tracking.registered_model_name"
+        )
     return str(max(int(v.version) for v in versions))
 
 
-def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | None = None,
-        baseline: BaselineResult | None = None) -> Decision:
+def run(
+    cfg: JobConfig,
+    version: str | None = None,
+    prepared: PreparedData | None = None,
+    baseline: BaselineResult | None = None,
+) -> Decision:
     """Gate `version` (default: the newest) on the held-out test split of `prepared` (default: prepare(cfg)).
 
     `baseline`: the TF-IDF + LR baseline on that split (jobs.run passes the one its training run
@@ -54,10 +59,13 @@ def run(cfg: JobConfig, version: str | None = None, prepared: PreparedData | Non
         if baseline is None and cfg.promotion.require_beats_baseline:
             baseline = fit_on_prepared(prepared.path, cfg.baseline)
         score = Score(baseline.test_metrics, baseline.test_correct) if baseline else None
-        decision = promote_version(client, name, version, texts, labels, list(prepared.manifest.label_names),
-                                   cfg.promotion, baseline=score)
-    say(f"gate: v{version} {'promoted to' if decision.promoted else 'not promoted to'} {cfg.promotion.alias}: "
-        f"{decision.reason}")
+        decision = promote_version(
+            client, name, version, texts, labels, list(prepared.manifest.label_names), cfg.promotion, baseline=score
+        )
+    say(
+        f"gate: v{version} {'promoted to' if decision.promoted else 'not promoted to'} {cfg.promotion.alias}: "
+        f"{decision.reason}"
+    )
     return decision
 
 

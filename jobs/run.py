@@ -44,22 +44,27 @@ class RunSummary:
 
         o, d = self.outcome, self.decision
         local = self.tracking_uri.startswith("sqlite:")
-        ui = (f"mlflow ui --backend-store-uri {self.tracking_uri} --port {UI_PORT}" if local
-              else mask_secrets("tracking_uri", self.tracking_uri))
+        ui = (
+            f"mlflow ui --backend-store-uri {self.tracking_uri} --port {UI_PORT}"
+            if local
+            else mask_secrets("tracking_uri", self.tracking_uri)
+        )
         server = f"http://127.0.0.1:{UI_PORT}" if local else self.tracking_uri
         versus = [f"baseline      : {o.versus_baseline.line()}"] if o.versus_baseline else []
-        return "\n".join([
-            "== summary ==",
-            f"test accuracy : {o.test_metrics['accuracy']:.4f} (f1 {o.test_metrics['f1']:.4f})",
-            *versus,
-            f"parameters    : {o.n_params:,}",
-            f"model version : {o.registered_model} v{o.version} (run {o.run_id})",
-            f"promoted      : {'yes' if d.promoted else 'no'} ({d.reason})",
-            *(f"adapted       : {n}" for n in o.notes),
-            f"wall time     : {self.wall_s:.1f} s",
-            f"MLflow UI     : {ui}",
-            f"run page      : {mask_secrets('url', run_page_url(server, o.experiment_id, o.run_id))}",
-        ])
+        return "\n".join(
+            [
+                "== summary ==",
+                f"test accuracy : {o.test_metrics['accuracy']:.4f} (f1 {o.test_metrics['f1']:.4f})",
+                *versus,
+                f"parameters    : {o.n_params:,}",
+                f"model version : {o.registered_model} v{o.version} (run {o.run_id})",
+                f"promoted      : {'yes' if d.promoted else 'no'} ({d.reason})",
+                *(f"adapted       : {n}" for n in o.notes),
+                f"wall time     : {self.wall_s:.1f} s",
+                f"MLflow UI     : {ui}",
+                f"run page      : {mask_secrets('url', run_page_url(server, o.experiment_id, o.run_id))}",
+            ]
+        )
 
 
 def run(cfg: JobConfig) -> RunSummary | None:
@@ -83,9 +88,14 @@ def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         try:
-            with schedule_lease(client, schedule, new_run_name=f"{schedule}-{stamp}",
-                                fingerprint=schedule_fingerprint(cfg), ttl_s=300.0,
-                                wait_s=cfg.tracking.schedule_wait_s) as lease:
+            with schedule_lease(
+                client,
+                schedule,
+                new_run_name=f"{schedule}-{stamp}",
+                fingerprint=schedule_fingerprint(cfg),
+                ttl_s=300.0,
+                wait_s=cfg.tracking.schedule_wait_s,
+            ) as lease:
                 named = cfg.tracking.model_copy(update={"run_name": lease.run_name})
                 return run_once(cfg.model_copy(update={"tracking": named}))
         except LeaseHeld as e:

@@ -1,6 +1,6 @@
 """Train on the prepared corpus with Ray Train, track the run in MLflow, register a model version.
 
-    python -m jobs.train [--config jobs/configs/embedded.yaml] [section.key=value ...]
+python -m jobs.train [--config jobs/configs/embedded.yaml] [section.key=value ...]
 """
 
 from __future__ import annotations
@@ -32,16 +32,28 @@ def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     prepared = prepared or prepare(cfg)
     cfg, notes = adapt_to_corpus(cfg, prepared.manifest)  # the config logged is the one trained
     run_name, tags = step.run_name(cfg, prepared.manifest), step.lineage_tags(cfg, prepared)
-    with (tracking_store(resolve_tracking_uri(cfg)) as client, named_run_guard(client, cfg),
-          ray_session(cfg.ray), mlflow_run(client, cfg, run_name, tags) as run):
+    with (
+        tracking_store(resolve_tracking_uri(cfg)) as client,
+        named_run_guard(client, cfg),
+        ray_session(cfg.ray),
+        mlflow_run(client, cfg, run_name, tags) as run,
+    ):
         n_params = step.log_inputs(cfg, prepared)
         baseline = step.log_baseline(cfg, prepared)
-        result = fit(cfg, prepared.path, step.ray_run_name(cfg, run), client.tracking_uri, run.info.run_id,
-                     on_epoch=EpochLines(cfg.train.epochs, say))
+        result = fit(
+            cfg,
+            prepared.path,
+            step.ray_run_name(cfg, run),
+            client.tracking_uri,
+            run.info.run_id,
+            on_epoch=EpochLines(cfg.train.epochs, say),
+        )
         evaluation = step.log_evaluation(cfg, prepared, result, baseline, notes)
         outcome = step.publish_model(client, run, cfg, prepared, result, evaluation, n_params, notes)
-    say(f"registered {outcome.registered_model} v{outcome.version}: test accuracy "
-        f"{outcome.test_metrics['accuracy']:.4f} (run {outcome.run_name}, {outcome.run_id})")
+    say(
+        f"registered {outcome.registered_model} v{outcome.version}: test accuracy "
+        f"{outcome.test_metrics['accuracy']:.4f} (run {outcome.run_name}, {outcome.run_id})"
+    )
     if outcome.versus_baseline:
         say(outcome.versus_baseline.line())
     return outcome

@@ -38,8 +38,11 @@ class TuneSummary:
 
     def text(self) -> str:
         s = self.search
-        base = (f" (TF-IDF + LR baseline {s.baseline_validation_accuracy:.4f})"
-                if s.baseline_validation_accuracy is not None else "")
+        base = (
+            f" (TF-IDF + LR baseline {s.baseline_validation_accuracy:.4f})"
+            if s.baseline_validation_accuracy is not None
+            else ""
+        )
         lines = [
             "== search ==",
             f"trials        : {len(s.trials)} ({sum(t.status == 'stopped' for t in s.trials)} stopped by ASHA, "
@@ -75,10 +78,17 @@ def run(cfg: JobConfig, output: Path, register: bool = False) -> TuneSummary:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m jobs.tune", __doc__)
     parser.set_defaults(config=str(DEFAULT_TUNE_CONFIG))
-    parser.add_argument("--output", type=Path, default=Path("best-found.yaml"),
-                        help="where to write the best config (default: %(default)s)")
-    parser.add_argument("--register", action="store_true",
-                        help="then train the best config on scaling.num_workers workers, register and gate it")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("best-found.yaml"),
+        help="where to write the best config (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="then train the best config on scaling.num_workers workers, register and gate it",
+    )
 
     def job(cfg: JobConfig, args: argparse.Namespace) -> TuneSummary:
         return run(cfg, args.output, args.register)

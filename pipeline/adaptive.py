@@ -43,9 +43,11 @@ def truncation_warning(manifest: Manifest) -> str | None:
     if frac <= TRUNCATION_WARN_FRACTION:
         return None
     end = "start" if manifest.truncation_side == "left" else "end"
-    return (f"{100 * frac:.1f}% of training rows are longer than max_length={manifest.max_length} tokens and lose "
-            f"their {end} (median {stats.p50:.0f}, p95 {stats.p95:.0f}, longest {stats.max:.0f}); set "
-            "tokenizer.max_length=auto (a percentile, up to tokenizer.max_length_limit) or a larger number")
+    return (
+        f"{100 * frac:.1f}% of training rows are longer than max_length={manifest.max_length} tokens and lose "
+        f"their {end} (median {stats.p50:.0f}, p95 {stats.p95:.0f}, longest {stats.max:.0f}); set "
+        "tokenizer.max_length=auto (a percentile, up to tokenizer.max_length_limit) or a larger number"
+    )
 
 
 def adapt_to_corpus(cfg: JobConfig, manifest: Manifest) -> tuple[JobConfig, list[str]]:
@@ -57,9 +59,11 @@ def adapt_to_corpus(cfg: JobConfig, manifest: Manifest) -> tuple[JobConfig, list
     if batch != tc.batch_size:
         before = steps_per_epoch(n_train, cfg.scaling.num_workers, tc.batch_size)
         after = steps_per_epoch(n_train, cfg.scaling.num_workers, batch)
-        notes.append(f"train.batch_size {tc.batch_size} -> {batch}: {n_train:,} training rows on "
-                     f"{cfg.scaling.num_workers} worker(s) made {before} optimizer steps per epoch, now {after} "
-                     f"(train.min_steps_per_epoch={tc.min_steps_per_epoch})")
+        notes.append(
+            f"train.batch_size {tc.batch_size} -> {batch}: {n_train:,} training rows on "
+            f"{cfg.scaling.num_workers} worker(s) made {before} optimizer steps per epoch, now {after} "
+            f"(train.min_steps_per_epoch={tc.min_steps_per_epoch})"
+        )
         cfg = cfg.model_copy(update={"train": tc.model_copy(update={"batch_size": batch})})
     warning = truncation_warning(manifest)
     if warning:

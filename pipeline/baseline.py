@@ -51,17 +51,34 @@ class BaselineResult:
     def metrics(self) -> dict[str, float]:
         """Flat metrics for MLflow: `baseline.test_accuracy`, `baseline.c`, ..."""
         out = {f"baseline.test_{k}": v for k, v in self.test_metrics.items()}
-        out.update({"baseline.validation_accuracy": self.validation_accuracy, "baseline.c": self.c,
-                    "baseline.n_features": float(self.n_features), "baseline.fit_s": self.fit_s})
+        out.update(
+            {
+                "baseline.validation_accuracy": self.validation_accuracy,
+                "baseline.c": self.c,
+                "baseline.n_features": float(self.n_features),
+                "baseline.fit_s": self.fit_s,
+            }
+        )
         return out
 
 
 def _vectorizers(cfg: BaselineConfig) -> dict[str, TfidfVectorizer]:
     return {
-        "word": TfidfVectorizer(analyzer="word", ngram_range=(1, cfg.word_ngram_max), token_pattern=WORD_PATTERN,
-                                min_df=cfg.min_df, sublinear_tf=True, lowercase=True),
-        "char": TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(cfg.char_ngram_range), min_df=cfg.min_df,
-                                sublinear_tf=True, lowercase=True),
+        "word": TfidfVectorizer(
+            analyzer="word",
+            ngram_range=(1, cfg.word_ngram_max),
+            token_pattern=WORD_PATTERN,
+            min_df=cfg.min_df,
+            sublinear_tf=True,
+            lowercase=True,
+        ),
+        "char": TfidfVectorizer(
+            analyzer="char_wb",
+            ngram_range=tuple(cfg.char_ngram_range),
+            min_df=cfg.min_df,
+            sublinear_tf=True,
+            lowercase=True,
+        ),
     }
 
 
@@ -104,9 +121,16 @@ def fit_baseline(texts: dict[str, list[str]], labels: dict[str, np.ndarray], cfg
     y_test = np.asarray(labels["test"])
     proba = _full_proba(clf, x_test, n_classes=int(max(y_train.max(), np.max(y_test, initial=0))) + 1)
     pred = proba.argmax(axis=1)
-    return BaselineResult(features=features, c=c, validation_accuracy=val_acc,
-                          test_metrics=classification_metrics(y_test, proba), test_pred=pred,
-                          test_correct=pred == y_test, n_features=x_test.shape[1], fit_s=time.perf_counter() - t0)
+    return BaselineResult(
+        features=features,
+        c=c,
+        validation_accuracy=val_acc,
+        test_metrics=classification_metrics(y_test, proba),
+        test_pred=pred,
+        test_correct=pred == y_test,
+        n_features=x_test.shape[1],
+        fit_s=time.perf_counter() - t0,
+    )
 
 
 def _full_proba(clf: LogisticRegression, x, n_classes: int) -> np.ndarray:
@@ -145,9 +169,11 @@ class Comparison:
             verdict = "beats" if self.p_better < self.significance else "is level with (not significantly above)"
         else:
             verdict = "is below" if self.p_worse < self.significance else "is level with (not significantly below)"
-        return (f"model {self.model_accuracy:.4f} {verdict} baseline {base:.4f} ({self.points:+.1f} points; "
-                f"McNemar p_better={self.p_better:.3g}, p_worse={self.p_worse:.3g}; TF-IDF {b.features} + "
-                f"logistic regression, C={b.c:g})")
+        return (
+            f"model {self.model_accuracy:.4f} {verdict} baseline {base:.4f} ({self.points:+.1f} points; "
+            f"McNemar p_better={self.p_better:.3g}, p_worse={self.p_worse:.3g}; TF-IDF {b.features} + "
+            f"logistic regression, C={b.c:g})"
+        )
 
 
 def compare(model_correct: np.ndarray, baseline: BaselineResult, significance: float = 0.05) -> Comparison:
@@ -157,6 +183,10 @@ def compare(model_correct: np.ndarray, baseline: BaselineResult, significance: f
     model_correct = np.asarray(model_correct, dtype=bool)
     if len(model_correct) != len(baseline.test_correct):
         raise ValueError(f"the model scored {len(model_correct)} test rows, the baseline {len(baseline.test_correct)}")
-    return Comparison(baseline, float(model_correct.mean()) if len(model_correct) else float("nan"),
-                      mcnemar_p(model_correct, baseline.test_correct), mcnemar_p(baseline.test_correct, model_correct),
-                      significance)
+    return Comparison(
+        baseline,
+        float(model_correct.mean()) if len(model_correct) else float("nan"),
+        mcnemar_p(model_correct, baseline.test_correct),
+        mcnemar_p(baseline.test_correct, model_correct),
+        significance,
+    )

@@ -21,14 +21,16 @@ _LIBRARY_LOGGERS = ("ray", "mlflow", "datasets", "alembic", "urllib3", "filelock
 def configure(verbose: bool) -> None:
     """Set the process's console policy; child processes (Ray workers, `mlflow` CLIs) inherit it."""
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for name in _LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     # Ray 2.60 warns on every local start that token auth (its default, kept) is on. Setting
     # RAY_AUTH_MODE=token explicitly would silence it but then Ray does not create the token.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        logging.NOTSET if verbose else logging.ERROR)
+        logging.NOTSET if verbose else logging.ERROR
+    )
     # MLflow sets its own logger's level when it is imported (INFO unless told otherwise).
     os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
     if not progress_bars():

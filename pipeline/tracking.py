@@ -100,8 +100,12 @@ def registered_model_url(server: str, name: str) -> str:
 
 
 def find_run_by_name(client: MlflowClient, experiment_id: str, run_name: str) -> str | None:
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.runName` = '{run_name}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -118,8 +122,9 @@ def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[s
         run = mlflow.start_run(run_id=resume_id, log_system_metrics=cfg.tracking.system_metrics)
         mlflow.set_tags(tags)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
-                               log_system_metrics=cfg.tracking.system_metrics)
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=tags, log_system_metrics=cfg.tracking.system_metrics
+        )
     try:
         yield run
     except KeyboardInterrupt:
@@ -163,8 +168,12 @@ def flatten(cfg: BaseModel, prefix: str = "") -> dict[str, Any]:
 # test/ group would sort before train/). The training loop and the config keep the flat names too
 # (train.early_stopping_metric=val_loss).
 MLFLOW_EPOCH_METRICS = {
-    "train_loss": "train/loss", "val_loss": "val/loss", "val_accuracy": "val/accuracy",
-    "samples_per_s": "train/samples_per_s", "epoch_s": "train/epoch_s", "lr": "train/lr",
+    "train_loss": "train/loss",
+    "val_loss": "val/loss",
+    "val_accuracy": "val/accuracy",
+    "samples_per_s": "train/samples_per_s",
+    "epoch_s": "train/epoch_s",
+    "lr": "train/lr",
 }
 
 
@@ -196,8 +205,14 @@ class RankZeroLogger:
     once, when the logger is made.
     """
 
-    def __init__(self, tracking_uri: str | None, run_id: str | None, rank: int, step_metric: str = "val/loss",
-                 constant_lr: bool = False):
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        run_id: str | None,
+        rank: int,
+        step_metric: str = "val/loss",
+        constant_lr: bool = False,
+    ):
         self.constant_lr = constant_lr
         self.enabled = rank == 0 and bool(tracking_uri and run_id)
         self._client = MlflowClient(tracking_uri) if self.enabled else None

@@ -114,8 +114,10 @@ def check_space(cfg: JobConfig) -> None:
                 apply_sample(cfg, {name: value})
             except ValidationError as e:
                 reason = "; ".join(err["msg"] for err in e.errors())
-                raise UserInputError(f"tune.space.{name}: value {value!r} gives an invalid {SPACE_KEYS[name]} "
-                                     f"({reason}); drop it from tune.space.{name} or change the job config") from None
+                raise UserInputError(
+                    f"tune.space.{name}: value {value!r} gives an invalid {SPACE_KEYS[name]} "
+                    f"({reason}); drop it from tune.space.{name} or change the job config"
+                ) from None
 
 
 def data_variants(cfg: JobConfig) -> list[tuple[str, int | str]]:
@@ -159,8 +161,16 @@ def _log_params_client(client: MlflowClient, run_id: str, params: dict[str, Any]
         client.log_batch(run_id, params=items[i : i + 100])
 
 
-def run_trial(sample: dict[str, Any], *, base: dict[str, Any], data_paths: dict[str, str], tracking_uri: str,
-              experiment_id: str, parent_run_id: str, search_name: str) -> None:
+def run_trial(
+    sample: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    data_paths: dict[str, str],
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    search_name: str,
+) -> None:
     """One Tune trial (runs in a Tune actor): a child MLflow run around one TorchTrainer fit."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -172,13 +182,17 @@ def run_trial(sample: dict[str, Any], *, base: dict[str, Any], data_paths: dict[
     data_path = data_paths[variant_key(cfg.tokenizer.kind, sample["max_length"])]
     cfg, _ = adapt_to_corpus(cfg, load_manifest(data_path))  # as jobs.run will train the best one
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id, run_name=f"{search_name}-{trial_id}",
-                            tags={"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, "data_path": data_path})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{search_name}-{trial_id}",
+        tags={"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, "data_path": data_path},
+    )
     run_id = run.info.run_id
     try:
         _log_params_client(client, run_id, {**flatten(cfg), **{f"sample.{k}": v for k, v in sample.items()}})
-        result = fit(cfg, Path(data_path), f"{search_name}-{trial_id}", tracking_uri, run_id,
-                     callbacks=[TuneReportCallback()])
+        result = fit(
+            cfg, Path(data_path), f"{search_name}-{trial_id}", tracking_uri, run_id, callbacks=[TuneReportCallback()]
+        )
         accs = [h["val_accuracy"] for h in result.history]
         client.log_metric(run_id, "best_val_accuracy", max(accs) if accs else math.nan)
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -216,9 +230,13 @@ def _close_stopped_runs(client: MlflowClient, rows: list[TrialRow]) -> None:
 
 
 def comparison_table(rows: list[TrialRow], metric: str) -> dict[str, list]:
-    table: dict[str, list] = {"trial": [t.trial_id for t in rows], "run_id": [t.run_id or "" for t in rows],
-                              f"best_{metric}": [t.best for t in rows], "epochs": [t.epochs for t in rows],
-                              "status": [t.status for t in rows]}
+    table: dict[str, list] = {
+        "trial": [t.trial_id for t in rows],
+        "run_id": [t.run_id or "" for t in rows],
+        f"best_{metric}": [t.best for t in rows],
+        "epochs": [t.epochs for t in rows],
+        "status": [t.status for t in rows],
+    }
     for name in SPACE_KEYS:
         table[SPACE_KEYS[name]] = [str(t.sample.get(name, "")) for t in rows]
     return table
@@ -230,10 +248,15 @@ def comparison_markdown(rows: list[TrialRow], metric: str, baseline_acc: float |
     sep = "|" + "---|" * (4 + len(cols))
     lines = [head, sep] + [
         f"| {t.trial_id} | {t.best:.4f} | {t.epochs} | {t.status} | "
-        + " | ".join(str(t.sample.get(c, "")) for c in cols) + " |" for t in rows[:top]
+        + " | ".join(str(t.sample.get(c, "")) for c in cols)
+        + " |"
+        for t in rows[:top]
     ]
-    base = (f"TF-IDF + logistic regression baseline, validation accuracy **{baseline_acc:.4f}** (same split)."
-            if baseline_acc is not None else "")
+    base = (
+        f"TF-IDF + logistic regression baseline, validation accuracy **{baseline_acc:.4f}** (same split)."
+        if baseline_acc is not None
+        else ""
+    )
     return "\n".join([f"### Search: {len(rows)} trials, best first", base, "", *lines])
 
 
@@ -266,8 +289,7 @@ def _absolute_paths(cfg: JobConfig) -> JobConfig:
     return cfg.model_copy(update={"output_root": root})
 
 
-def search(cfg: JobConfig, client: MlflowClient, config_path: Path,
-           baseline_acc: float | None = None) -> SearchOutcome:
+def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc: float | None = None) -> SearchOutcome:
     """Run the search on the connected Ray cluster, into `client`'s store (the job's tracking store,
     also MLflow's current URI); write the best config to `config_path`.
 
@@ -284,30 +306,39 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path,
     name = f"tune-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     with mlflow_run(client, cfg, cfg.tracking.run_name or name, {"tune.search": "parent"}) as parent:
         concurrent = max_concurrent(cfg, ray.cluster_resources())
-        log_params({**flatten(cfg.tune, "tune."), "tune.max_concurrent_trials_used": concurrent,
-                    "tune.data_variants": sorted(variants)})
+        log_params(
+            {
+                **flatten(cfg.tune, "tune."),
+                "tune.max_concurrent_trials_used": concurrent,
+                "tune.data_variants": sorted(variants),
+            }
+        )
         if baseline_acc is not None:
             mlflow.log_metric("baseline.validation_accuracy", baseline_acc)
         results = _run_trials(cfg, client, variants, parent, name, concurrent)
         rows = _collect_trials(client, parent, results, cfg.tune.metric)
         scored = [t for t in rows if not math.isnan(t.best)]
         if not scored:
-            raise RuntimeError(f"no trial of {name} reported {cfg.tune.metric}; every trial failed "
-                               f"(see {cfg.output_root}/ray_results/{name})")
+            raise RuntimeError(
+                f"no trial of {name} reported {cfg.tune.metric}; every trial failed "
+                f"(see {cfg.output_root}/ray_results/{name})"
+            )
         best = scored[0]
         best_cfg = apply_sample(cfg, best.sample)
-        header = (f"Found by python -m jobs.tune ({name}, {len(rows)} trials): best {cfg.tune.metric} "
-                  f"{best.best:.4f} in trial {best.trial_id}"
-                  + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
-                  + f".\nRun:  python -m jobs.run --config {config_path}")
+        header = (
+            f"Found by python -m jobs.tune ({name}, {len(rows)} trials): best {cfg.tune.metric} "
+            f"{best.best:.4f} in trial {best.trial_id}"
+            + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
+            + f".\nRun:  python -m jobs.run --config {config_path}"
+        )
         write_config(best_cfg, config_path, header)
         _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc)
-    return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc,
-                         time.perf_counter() - t0)
+    return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc, time.perf_counter() - t0)
 
 
-def _run_trials(cfg: JobConfig, client: MlflowClient, variants: dict[str, PreparedData], parent, name: str,
-                concurrent: int):
+def _run_trials(
+    cfg: JobConfig, client: MlflowClient, variants: dict[str, PreparedData], parent, name: str, concurrent: int
+):
     """Tuner.fit over the search space: random search, ASHA, `concurrent` trials at a time."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -315,22 +346,33 @@ def _run_trials(cfg: JobConfig, client: MlflowClient, variants: dict[str, Prepar
 
     tc = cfg.tune
     trainable = functools.partial(
-        run_trial, base=cfg.model_dump(mode="json"),
-        data_paths={k: str(Path(str(p.path)).resolve()) if "://" not in str(p.path) else str(p.path)
-                    for k, p in variants.items()},
-        tracking_uri=client.tracking_uri, experiment_id=parent.info.experiment_id,
-        parent_run_id=parent.info.run_id, search_name=name)
+        run_trial,
+        base=cfg.model_dump(mode="json"),
+        data_paths={
+            k: str(Path(str(p.path)).resolve()) if "://" not in str(p.path) else str(p.path)
+            for k, p in variants.items()
+        },
+        tracking_uri=client.tracking_uri,
+        experiment_id=parent.info.experiment_id,
+        parent_run_id=parent.info.run_id,
+        search_name=name,
+    )
     tuner = tune.Tuner(
         tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
         param_space=param_space(tc.space),
         tune_config=tune.TuneConfig(
-            metric=tc.metric, mode="max" if tc.metric == "val_accuracy" else "min", num_samples=tc.num_samples,
+            metric=tc.metric,
+            mode="max" if tc.metric == "val_accuracy" else "min",
+            num_samples=tc.num_samples,
             time_budget_s=tc.time_budget_s,
             # max_t one past the last epoch: a trial that trains every epoch returns by itself (and
             # closes its MLflow run); ASHA only stops the ones that lag at a rung.
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=cfg.train.epochs + 1,
-                                    grace_period=min(tc.grace_period, cfg.train.epochs),
-                                    reduction_factor=tc.reduction_factor),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=cfg.train.epochs + 1,
+                grace_period=min(tc.grace_period, cfg.train.epochs),
+                reduction_factor=tc.reduction_factor,
+            ),
             # The generator bounds concurrency itself (TuneConfig's bound applies to Searchers only).
             search_alg=BasicVariantGenerator(random_state=tc.seed, max_concurrent=concurrent),
         ),
@@ -341,20 +383,28 @@ def _run_trials(cfg: JobConfig, client: MlflowClient, variants: dict[str, Prepar
 
 def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[TrialRow]:
     """The trials, best first, their child runs found by tag; runs ASHA cut short are closed here."""
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    rows = _trial_rows(results, metric, "max" if metric == "val_accuracy" else "min",
-                       {r.data.tags.get(TRIAL_TAG): r for r in children})
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    rows = _trial_rows(
+        results, metric, "max" if metric == "val_accuracy" else "min", {r.data.tags.get(TRIAL_TAG): r for r in children}
+    )
     _close_stopped_runs(client, rows)
     return rows
 
 
-def _log_comparison(metric: str, rows: list[TrialRow], results, best: TrialRow, config_path: Path,
-                    baseline_acc: float | None) -> None:
+def _log_comparison(
+    metric: str, rows: list[TrialRow], results, best: TrialRow, config_path: Path, baseline_acc: float | None
+) -> None:
     """Into the parent run: counts, the trial table and plot, the best config, the description."""
-    mlflow.log_metrics({f"best_{metric}": best.best, "n_trials": len(rows),
-                        "n_stopped_early": sum(t.status == "stopped" for t in rows),
-                        "n_failed": sum(t.status == "failed" for t in rows)})
+    mlflow.log_metrics(
+        {
+            f"best_{metric}": best.best,
+            "n_trials": len(rows),
+            "n_stopped_early": sum(t.status == "stopped" for t in rows),
+            "n_failed": sum(t.status == "failed" for t in rows),
+        }
+    )
     mlflow.set_tags({"tune.best_trial": best.trial_id, "tune.best_run_id": best.run_id or ""})
     mlflow.log_table(comparison_table(rows, metric), "trials.json")
     fig = trials_plot(results, metric, baseline_acc)

@@ -30,9 +30,7 @@ class DataConfig(_Frozen):
         None, description="Hub dataset name, e.g. 'stanfordnlp/imdb', or a local dataset folder (source=hub)."
     )
     config_name: str | None = Field(None, description="Hub dataset configuration name (source=hub).")
-    revision: str | None = Field(
-        None, description="Hub dataset revision: pin a commit for reproducible runs."
-    )
+    revision: str | None = Field(None, description="Hub dataset revision: pin a commit for reproducible runs.")
     paths: tuple[str, ...] = Field(
         (), description="Local files, globs or folders (source=files), or the root folder (source=folder)."
     )
@@ -56,9 +54,7 @@ class DataConfig(_Frozen):
         "row and counts it as invalid ('unknown_label').",
     )
     text_column: str = Field("text", description="Column holding the text.")
-    label_column: str = Field(
-        "label", description="Column holding the label (strings or integers, not both)."
-    )
+    label_column: str = Field("label", description="Column holding the label (strings or integers, not both).")
     labels: tuple[str, ...] | None = Field(
         None,
         description="Allowed label names in id order (id = position); integers are read as their decimal "
@@ -74,11 +70,10 @@ class DataConfig(_Frozen):
         "test", description="Split kept as the held-out test set when the source has it; else the job splits."
     )
     validation_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction of rows for validation.")
-    test_fraction: float = Field(
-        0.1, gt=0.0, lt=0.5, description="Fraction of rows for test (if split here)."
-    )
+    test_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Fraction of rows for test (if split here).")
     max_rows: int | None = Field(
-        None, ge=10,
+        None,
+        ge=10,
         description="Keep a seeded random subset of about this many rows after cleaning and splitting (quick "
         "runs; each row kept with the same probability, so label proportions hold up to sampling noise).",
     )
@@ -98,7 +93,9 @@ class DataConfig(_Frozen):
         "removed but not counted as invalid.",
     )
     seed: int = Field(
-        42, ge=0, le=2**32 - 1,
+        42,
+        ge=0,
+        le=2**32 - 1,
         description="Seed of the split and the subsample: the key of the hash that assigns each text a split "
         "(0 to 2**32-1).",
     )
@@ -137,8 +134,10 @@ class DataConfig(_Frozen):
         try:
             codecs.lookup(v)
         except LookupError:
-            raise ValueError(f"unknown text encoding {v!r}; use a Python codec name such as 'utf-8', "
-                             "'utf-8-sig', 'latin-1' or 'gb18030'") from None
+            raise ValueError(
+                f"unknown text encoding {v!r}; use a Python codec name such as 'utf-8', "
+                "'utf-8-sig', 'latin-1' or 'gb18030'"
+            ) from None
         return v
 
     @field_validator("labels", mode="before")
@@ -154,9 +153,7 @@ class DataConfig(_Frozen):
         if self.source == "hub" and not self.name:
             raise ValueError("data.name is required when data.source=hub (e.g. data.name=stanfordnlp/imdb)")
         if self.source in ("files", "folder") and not self.paths:
-            raise ValueError(
-                f"data.paths is required when data.source={self.source} (e.g. data.paths=[reviews.csv])"
-            )
+            raise ValueError(f"data.paths is required when data.source={self.source} (e.g. data.paths=[reviews.csv])")
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError(f"data.labels needs at least two distinct names, got {list(self.labels)}")
         names = [self.train_split] + [n for n in (self.validation_split, self.test_split) if n]
@@ -177,9 +174,7 @@ class TokenizerConfig(_Frozen):
         "such as !!! or ?! is one token). Chinese characters are split one per token by the normalizer, "
         "English words by whitespace and punctuation, whatever the kind.",
     )
-    vocab_size: int = Field(
-        20000, ge=10, le=1_000_000, description="Largest vocabulary, special tokens included."
-    )
+    vocab_size: int = Field(20000, ge=10, le=1_000_000, description="Largest vocabulary, special tokens included.")
     min_frequency: int = Field(
         2, ge=1, description="Drop tokens seen fewer times in the training split (not used by 'unigram')."
     )
@@ -232,11 +227,11 @@ class ModelConfig(_Frozen):
     num_layers: int = Field(1, ge=1, le=8, description="Stacked recurrent layers.")
     bidirectional: bool = Field(False, description="Run a second recurrent pass right-to-left.")
     head_dim: int = Field(64, ge=1, description="Width of the dense layer after the RNN (seed: 64).")
-    dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers and before the head."
-    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout between stacked layers and before the head.")
     embedding_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0,
+        0.0,
+        ge=0.0,
+        lt=1.0,
         description="Dropout on the token embeddings before the RNN (regularizes small corpora, which the "
         "wider models memorize within a few epochs). 0: no dropout module at all, as the seed.",
     )
@@ -261,7 +256,8 @@ class TrainConfig(_Frozen):
     epochs: int = Field(5, ge=1, le=1000, description="Passes over the training split.")
     batch_size: int = Field(128, ge=1, description="Rows per batch on each worker.")
     min_steps_per_epoch: int | None = Field(
-        50, ge=1,
+        50,
+        ge=1,
         description="On a small corpus, shrink batch_size (not below 8) until an epoch makes at least this many "
         "optimizer steps per worker, so that early-stopping patience (counted in validation checks, one per "
         "epoch) does not stop a model that has barely trained. Unset: always batch_size. The embedded corpus "
@@ -276,9 +272,7 @@ class TrainConfig(_Frozen):
         "lr_min_factor * lr at the last epoch), 'plateau' (multiply by lr_decay_factor after an epoch "
         "without improvement of the early-stopping metric).",
     )
-    lr_warmup_fraction: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Linear warm-up share of all steps (cosine)."
-    )
+    lr_warmup_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warm-up share of all steps (cosine).")
     lr_min_factor: float = Field(0.05, ge=0.0, le=1.0, description="Final lr as a fraction of lr (cosine).")
     lr_decay_factor: float = Field(0.5, gt=0.0, lt=1.0, description="Multiplier on a plateau (plateau).")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (RNNs need it).")
@@ -293,9 +287,7 @@ class TrainConfig(_Frozen):
         description="Validation metric watched by early stopping, the plateau schedule and 'best' "
         "(MLflow shows it as val/loss, val/accuracy; those names are accepted too).",
     )
-    early_stopping_min_delta: float = Field(
-        0.0, ge=0.0, description="Smallest change that counts as improvement."
-    )
+    early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
     bucketing: bool = Field(
         False,
         description="Length bucketing: sort rows by length within random chunks of bucket_chunk_batches "
@@ -323,7 +315,8 @@ class TrainConfig(_Frozen):
         1024.0, gt=0.0, description="data_loading=auto streams above this in-memory training split size (MiB)."
     )
     stream_shuffle_buffer_rows: int = Field(
-        10_000, ge=0,
+        10_000,
+        ge=0,
         description="Streaming: rows in each worker's local shuffle buffer, reseeded every epoch (0: no "
         "row shuffle; file order is still reshuffled each epoch).",
     )
@@ -331,7 +324,8 @@ class TrainConfig(_Frozen):
         2, ge=0, description="Streaming: windows (bucket_chunk_batches batches each) fetched ahead per worker."
     )
     stream_block_mb: float = Field(
-        8.0, gt=0.0,
+        8.0,
+        gt=0.0,
         description="Streaming: largest Ray Data block (MiB). A worker holds a few blocks at a time, so this "
         "bounds its memory; smaller blocks also balance shards across workers more evenly.",
     )
@@ -342,8 +336,10 @@ class TrainConfig(_Frozen):
         None, ge=1, description="torch threads per CPU worker (default: the worker's CPUs)."
     )
     max_failures: int = Field(
-        1, ge=-1, description="Worker-group restarts Ray Train may make (-1: unlimited). At least 1 by "
-        "default, so one lost worker restarts the group from its last checkpoint instead of failing the job."
+        1,
+        ge=-1,
+        description="Worker-group restarts Ray Train may make (-1: unlimited). At least 1 by "
+        "default, so one lost worker restarts the group from its last checkpoint instead of failing the job.",
     )
     checkpoints_to_keep: int = Field(
         2, ge=1, description="Checkpoints kept in Ray storage (each holds the best weights too)."
@@ -387,7 +383,9 @@ class TrackingConfig(_Frozen):
     )
     system_metrics: bool = Field(True, description="Log CPU/memory (and GPU) usage of the driver into the run.")
     schedule_wait_s: float = Field(
-        300.0, ge=0.0, description="A scheduled run (env RNN_SCHEDULE_NAME set) that finds its schedule's lease "
+        300.0,
+        ge=0.0,
+        description="A scheduled run (env RNN_SCHEDULE_NAME set) that finds its schedule's lease "
         "held waits this long before it exits 0 without training; the default, one lease TTL, lets a retry "
         "after a crash find the crashed run's lease expired and resume its run.",
     )
@@ -408,22 +406,24 @@ class TrackingConfig(_Frozen):
 class PromotionConfig(_Frozen):
     alias: str = Field("champion", min_length=1, description="Registry alias that serving reads.")
     challenger_alias: str = Field(
-        "challenger", min_length=1,
+        "challenger",
+        min_length=1,
         description="Registry alias for the newest version that passed min_metric but not the gate "
         "(a candidate to compare or canary); never moved by a failed or NaN evaluation.",
     )
     metric: Literal["accuracy", "f1"] = Field(
-        "accuracy", description="Metric the gate compares on the test split (logged as test_<metric>; "
+        "accuracy",
+        description="Metric the gate compares on the test split (logged as test_<metric>; "
         "'test_accuracy' is accepted too).",
     )
-    min_metric: float = Field(
-        0.6, ge=0.0, le=1.0, description="A first version (no champion yet) needs at least this."
-    )
+    min_metric: float = Field(0.6, ge=0.0, le=1.0, description="A first version (no champion yet) needs at least this.")
     min_improvement: float = Field(
         0.005, ge=0.0, le=1.0, description="A new version must beat the champion by at least this."
     )
     significance: float = Field(
-        0.05, gt=0.0, le=1.0,
+        0.05,
+        gt=0.0,
+        le=1.0,
         description="Against a champion, McNemar's exact test on the paired test predictions must give "
         "p < this, so that noise does not move the alias. 1.0 disables the test.",
     )
@@ -447,8 +447,10 @@ class PromotionConfig(_Frozen):
     @model_validator(mode="after")
     def _distinct_aliases(self) -> PromotionConfig:
         if self.challenger_alias == self.alias:
-            raise ValueError(f"challenger_alias must differ from alias (both {self.alias!r}); "
-                             "a rejected version would take the champion's alias")
+            raise ValueError(
+                f"challenger_alias must differ from alias (both {self.alias!r}); "
+                "a rejected version would take the champion's alias"
+            )
         return self
 
 
@@ -501,15 +503,15 @@ class SearchSpace(_Frozen):
     embedding_dim: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="model.embedding_dim.")
     hidden_dim: tuple[int, ...] = Field((64, 96, 128), min_length=1, description="model.hidden_dim.")
     dropout: tuple[float, ...] = Field((0.0, 0.2, 0.3, 0.5), min_length=1, description="model.dropout.")
-    embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1,
-                                                 description="model.embedding_dropout.")
+    embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1, description="model.embedding_dropout.")
     lr: tuple[float, ...] = Field((1e-3, 2e-3, 3e-3, 5e-3), min_length=1, description="train.lr.")
     batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
     tokenizer_kind: tuple[Literal["wordlevel", "bpe", "unigram", "char", "english"], ...] = Field(
         ("english", "bpe"), min_length=1, description="tokenizer.kind (one prepared corpus per kind and length)."
     )
     max_length: tuple[int | Literal["auto"], ...] = Field(
-        ("auto", 256), min_length=1,
+        ("auto", 256),
+        min_length=1,
         description="tokenizer.max_length ('auto': the tokenizer.max_length_percentile of the training lengths).",
     )
 
@@ -520,12 +522,14 @@ class TuneConfig(_Frozen):
         1800.0, gt=0, description="Stop starting trials and end running ones after this many seconds (unset: none)."
     )
     workers_per_trial: int = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="Ray Train workers of each trial (scaling.num_workers is kept for the final run). On a small "
         "cluster, one worker per trial and several trials at once use the CPUs better than DDP for small models.",
     )
     max_concurrent_trials: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Trials running at once. Unset: the cluster's CPUs (GPUs with scaling.use_gpu) divided by "
         "what one trial's workers reserve, at least 1.",
     )
@@ -565,8 +569,10 @@ class JobConfig(_Frozen):
     @model_validator(mode="after")
     def _gate_has_a_baseline(self) -> JobConfig:
         if self.promotion.require_beats_baseline and not self.baseline.enabled:
-            raise ValueError("promotion.require_beats_baseline=true compares each version with its baseline, but "
-                             "baseline.enabled=false fits none; set baseline.enabled=true")
+            raise ValueError(
+                "promotion.require_beats_baseline=true compares each version with its baseline, but "
+                "baseline.enabled=false fits none; set baseline.enabled=true"
+            )
         return self
 
     @model_validator(mode="after")
@@ -583,4 +589,3 @@ class JobConfig(_Frozen):
                 "set model.trim_padding=true, or use model.pooling=packed"
             )
         return self
-

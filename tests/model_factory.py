@@ -21,9 +21,18 @@ from tests.integration.corpus import write_corpus
 
 def prepare_generated(root: Path, rows: int = 800) -> tuple[JobConfig, PreparedData]:
     corpus = write_corpus(root / "reviews.csv", rows=rows)
-    cfg = load_config(None, [f"output_root={root}", "data.source=files", "data.text_column=review",
-                             "data.label_column=sentiment", "data.labels=[neg, pos]", f"data.paths=[{corpus}]",
-                             "tokenizer.max_length=32"])
+    cfg = load_config(
+        None,
+        [
+            f"output_root={root}",
+            "data.source=files",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.labels=[neg, pos]",
+            f"data.paths=[{corpus}]",
+            "tokenizer.max_length=32",
+        ],
+    )
     return cfg, prepare(cfg)
 
 
@@ -35,7 +44,7 @@ def train_state(cfg: JobConfig, prep: PreparedData, epochs: int, seed: int = 0) 
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     for _ in range(epochs):
         for s in range(0, len(y), 64):
-            loss = loss_fn(model(torch.from_numpy(ids[s:s + 64]).long()), torch.from_numpy(y[s:s + 64]))
+            loss = loss_fn(model(torch.from_numpy(ids[s : s + 64]).long()), torch.from_numpy(y[s : s + 64]))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -62,6 +71,7 @@ def register(uri: str, name: str, cfg: JobConfig, prep: PreparedData, state: dic
         # Artifacts under output_root for a local store, not ./mlruns in the working directory.
         experiment_id = ensure_experiment(client, "model-factory", cfg.output_root)
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            info = log_raw_text_model(state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model,
-                                      ["好看", "失望"])
+            info = log_raw_text_model(
+                state, prep.manifest, Path(prep.path) / "tokenizer.json", cfg.model, ["好看", "失望"]
+            )
         return str(register_version(client, name, info.model_uri, run.info.run_id, {}, "test").version)

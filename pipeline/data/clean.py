@@ -50,7 +50,12 @@ from schemas.config import DataConfig
 from schemas.features import CleaningReport
 
 INVALID_REASONS = (
-    "missing_text", "missing_label", "empty_text", "zero_tokens", "conflicting_label", "bad_csv_row",
+    "missing_text",
+    "missing_label",
+    "empty_text",
+    "zero_tokens",
+    "conflicting_label",
+    "bad_csv_row",
     "unknown_label",
 )
 # Label cells that mean "no label" (compared trimmed and lowercased): never a class. Texts keep them.
@@ -105,6 +110,7 @@ class CleanReport:
 
 
 # -- labels: one kind per corpus -------------------------------------------------------------------
+
 
 def _label_kind(value) -> str:
     if isinstance(value, bool):
@@ -163,6 +169,7 @@ def check_label_kinds(kinds: dict[str, object], cfg: DataConfig, where: dict[str
 
 # -- step 1: row checks, per input shard ----------------------------------------------------------
 
+
 @dataclass
 class CheckedRows:
     table: pa.Table  # text (cleaned), label (string), prio (int8)
@@ -199,13 +206,15 @@ def _missing_spelled(labels: pa.Array, cfg: DataConfig) -> pa.Array:
     names that spelling as a class."""
     allowed = {name.strip().lower() for name in cfg.labels or ()}
     spellings = [s for s in MISSING_LABEL_SPELLINGS if s not in allowed]
-    spelled = pc.fill_null(pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(labels)),
-                                    value_set=pa.array(spellings, pa.string())), False)
+    spelled = pc.fill_null(
+        pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(labels)), value_set=pa.array(spellings, pa.string())), False
+    )
     return pc.if_else(spelled, pa.scalar(None, pa.string()), labels)
 
 
-def check_rows(table: pa.Table, cfg: DataConfig, split: str, truncation_side: str = "left",
-               where: str = "the corpus") -> CheckedRows:
+def check_rows(
+    table: pa.Table, cfg: DataConfig, split: str, truncation_side: str = "left", where: str = "the corpus"
+) -> CheckedRows:
     """(text, label) rows of one input shard -> the valid rows (text cut to max_chars and stripped,
     label as a string) and the counts per reason. Each row is counted under its first failing check.
     Raises DataValidationError (naming `where`) when the text column does not hold text."""
@@ -264,6 +273,7 @@ def check_drop_fraction(report: CleanReport, cfg: DataConfig) -> None:
 
 # -- step 2: duplicates and conflicting labels, per hash partition ---------------------------------
 
+
 def _changes(values: pa.Array) -> np.ndarray:
     """bool [n]: row i differs from row i-1 (row 0: True)."""
     out = np.ones(len(values), bool)
@@ -278,10 +288,16 @@ def dedup_partition(table: pa.Table) -> tuple[pa.Table, CleanReport]:
     report = CleanReport()
     if table.num_rows == 0:
         return table, report
-    table = table.take(pc.sort_indices(table, [("h", "ascending"), ("text", "ascending"),
-                                               ("prio", "ascending"), ("label", "ascending")]))
-    text, label, prio = table.column("text").combine_chunks(), table.column("label").combine_chunks(), \
-        table.column("prio").to_numpy()
+    table = table.take(
+        pc.sort_indices(
+            table, [("h", "ascending"), ("text", "ascending"), ("prio", "ascending"), ("label", "ascending")]
+        )
+    )
+    text, label, prio = (
+        table.column("text").combine_chunks(),
+        table.column("label").combine_chunks(),
+        table.column("prio").to_numpy(),
+    )
     first = _changes(text)  # the first row of each group: its best priority (test first)
     group = np.cumsum(first) - 1
     label_changes = _changes(label) & ~first
@@ -299,8 +315,10 @@ def dedup_partition(table: pa.Table) -> tuple[pa.Table, CleanReport]:
 
 # -- step 3: label names, on the driver ------------------------------------------------------------
 
-def name_labels(found: set[str], integer_labels: bool, cfg: DataConfig, known: tuple[str, ...] | None,
-                report: CleanReport) -> tuple[str, ...]:
+
+def name_labels(
+    found: set[str], integer_labels: bool, cfg: DataConfig, known: tuple[str, ...] | None, report: CleanReport
+) -> tuple[str, ...]:
     """Label names in id order: data.labels, else the source's ClassLabel names, else the labels found
     (numeric order for integers). Raises DataValidationError for no rows or a single class."""
     if not found:
@@ -321,7 +339,10 @@ def name_labels(found: set[str], integer_labels: bool, cfg: DataConfig, known: t
 
 
 def clean_splits(
-    splits: dict[str, pd.DataFrame], cfg: DataConfig, known_labels: tuple[str, ...] | None, *,
+    splits: dict[str, pd.DataFrame],
+    cfg: DataConfig,
+    known_labels: tuple[str, ...] | None,
+    *,
     truncation_side: str = "left",
 ) -> tuple[dict[str, pd.DataFrame], tuple[str, ...], CleanReport]:
     """The three steps on in-memory frames (one partition): cleaned frames (text, label id), label names,
@@ -335,12 +356,16 @@ def clean_splits(
             if value is not None and not (isinstance(value, float) and value != value):
                 kinds.setdefault(_label_kind(value), value)
         check_label_kinds(kinds, cfg)
-        labels = [None if v is None or (isinstance(v, float) and v != v) else _label_str(v)
-                  for v in frame["label"].tolist()]
-        texts = pa.array([None if t is None or (isinstance(t, float) and t != t) else str(t)
-                          for t in frame["text"].tolist()], pa.string())
-        checked = check_rows(pa.table({"text": texts, "label": pa.array(labels, pa.string())}), cfg, name,
-                             truncation_side)
+        labels = [
+            None if v is None or (isinstance(v, float) and v != v) else _label_str(v) for v in frame["label"].tolist()
+        ]
+        texts = pa.array(
+            [None if t is None or (isinstance(t, float) and t != t) else str(t) for t in frame["text"].tolist()],
+            pa.string(),
+        )
+        checked = check_rows(
+            pa.table({"text": texts, "label": pa.array(labels, pa.string())}), cfg, name, truncation_side
+        )
         report.merge(checked.report)
         unknown.update(checked.unknown)
         parts.append(checked.table)
@@ -358,8 +383,11 @@ def clean_splits(
     cleaned = {}
     for p, name in by_prio.items():
         part = kept.filter(pa.array(prio == p))
-        cleaned[name] = pd.DataFrame({"text": pd.Series(part.column("text").to_pylist(), dtype=object),
-                                      "label": pd.Series([ids[x] for x in part.column("label").to_pylist()],
-                                                         dtype="int64")})
+        cleaned[name] = pd.DataFrame(
+            {
+                "text": pd.Series(part.column("text").to_pylist(), dtype=object),
+                "label": pd.Series([ids[x] for x in part.column("label").to_pylist()], dtype="int64"),
+            }
+        )
     report.rows_out = kept.num_rows
     return cleaned, names, report

@@ -68,8 +68,9 @@ def encode_table(
     The id matrix becomes a fixed_size_list<int32> column without a copy (it is what
     `schemas.features.encoded_features` declares, so `datasets` has nothing to cast).
     """
-    enc = encode_batch({"text": batch.column("text").to_pylist()}, tokenizer, max_length, pad_id, padding_side,
-                       truncation_side)
+    enc = encode_batch(
+        {"text": batch.column("text").to_pylist()}, tokenizer, max_length, pad_id, padding_side, truncation_side
+    )
     new = {
         "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(enc["input_ids"].reshape(-1)), max_length),
         "length": pa.array(enc["length"]),

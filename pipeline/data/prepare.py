@@ -83,8 +83,12 @@ class PreparedData:
 def cache_key(input_digest: str, cfg: JobConfig) -> str:
     """Content digest of the raw inputs + every data and tokenizer setting + the pipeline version."""
     data = cfg.data.model_dump(mode="json", exclude=_NOT_IN_KEY)  # the content digest stands for the paths
-    payload = {"pipeline": PIPELINE_VERSION, "inputs": input_digest, "data": data,
-               "tokenizer": cfg.tokenizer.model_dump(mode="json")}
+    payload = {
+        "pipeline": PIPELINE_VERSION,
+        "inputs": input_digest,
+        "data": data,
+        "tokenizer": cfg.tokenizer.model_dump(mode="json"),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -128,8 +132,9 @@ def length_stats(parts: list[SplitPart], max_length: int) -> LengthStats:
     counts = np.array([merged[v] for v in values], dtype=np.int64)
     p50, p90, p95, p99 = _percentiles(values, counts, [50, 90, 95, 99])
     truncated = float(counts[values > max_length].sum() / counts.sum())
-    return LengthStats(p50=p50, p90=p90, p95=p95, p99=p99, max=float(values[-1]), truncated_fraction=truncated,
-                       zero_token_rows=zero)
+    return LengthStats(
+        p50=p50, p90=p90, p95=p95, p99=p99, max=float(values[-1]), truncated_fraction=truncated, zero_token_rows=zero
+    )
 
 
 def choose_max_length(tokenizer: Tokenizer, sample: list, tk: TokenizerConfig) -> tuple[int, str]:
@@ -137,22 +142,42 @@ def choose_max_length(tokenizer: Tokenizer, sample: list, tk: TokenizerConfig) -
     tokenizer's training sample (the whole training split when it is smaller than train_sample_rows)."""
     if tk.max_length != "auto":
         return int(tk.max_length), "config"
-    counts = np.concatenate([np.fromiter((len(e.ids) for e in tokenizer.encode_batch(
-        texts.to_pylist(), add_special_tokens=False)), dtype=np.int64, count=len(texts)) for texts in sample]
-        + [np.zeros(0, np.int64)])
+    counts = np.concatenate(
+        [
+            np.fromiter(
+                (len(e.ids) for e in tokenizer.encode_batch(texts.to_pylist(), add_special_tokens=False)),
+                dtype=np.int64,
+                count=len(texts),
+            )
+            for texts in sample
+        ]
+        + [np.zeros(0, np.int64)]
+    )
     counts = counts[counts > 0]
     covered = int(math.ceil(np.percentile(counts, tk.max_length_percentile, method="higher"))) if len(counts) else 1
     chosen = min(max(covered, 1), tk.max_length_limit)
-    return chosen, f"auto: p{tk.max_length_percentile:g} of the tokenizer sample = {covered}, limit " \
-                   f"{tk.max_length_limit}"
+    return (
+        chosen,
+        f"auto: p{tk.max_length_percentile:g} of the tokenizer sample = {covered}, limit {tk.max_length_limit}",
+    )
 
 
 def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
     """map + reduce -> (refs to each partition's unique rows, their label counts, merged report, label names)."""
     d = cfg.data
-    maps = [runner.submit(map_unit, u, d, plan.fmt, partitions, cfg.tokenizer.truncation_side,
-                          runner.put(plan.tables[u.index]) if u.index in plan.tables else None,
-                          num_returns=partitions + 1) for u in plan.units]
+    maps = [
+        runner.submit(
+            map_unit,
+            u,
+            d,
+            plan.fmt,
+            partitions,
+            cfg.tokenizer.truncation_side,
+            runner.put(plan.tables[u.index]) if u.index in plan.tables else None,
+            num_returns=partitions + 1,
+        )
+        for u in plan.units
+    ]
     report, unknown, kinds, where = CleanReport(), Counter(), {}, {}
     for stats in runner.get([m[0] for m in maps]):  # small: counts only; a bad shard raises here
         report.merge(stats.report)
@@ -162,8 +187,7 @@ def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
             where.setdefault(kind, stats.where)
     integer_labels = check_label_kinds(kinds, d, where if len(kinds) > 1 else None)
     check_unknown(unknown, d, report)
-    reduced = [runner.submit(reduce_partition, *[m[p + 1] for m in maps], num_returns=2)
-               for p in range(partitions)]
+    reduced = [runner.submit(reduce_partition, *[m[p + 1] for m in maps], num_returns=2) for p in range(partitions)]
     del maps
     counts = []
     for stats in runner.get([r[1] for r in reduced]):
@@ -181,8 +205,11 @@ def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -
     given = {u.split for u in plan.units}
     pool = sum((c["pool"] for c in counts), Counter())
     quota = plan_split(dict(pool), "validation" in given, "test" in given, cfg.data)
-    by_split = {"test": sum((c["test"] for c in counts), Counter()),
-                "validation": sum((c["validation"] for c in counts), Counter()), "train": Counter()}
+    by_split = {
+        "test": sum((c["test"] for c in counts), Counter()),
+        "validation": sum((c["validation"] for c in counts), Counter()),
+        "train": Counter(),
+    }
     for label, n in pool.items():
         n_test, n_val = quota[label]
         by_split["test"][label] += n_test
@@ -225,9 +252,11 @@ def truncation_warnings(train: LengthStats, max_length: int, chosen_by: str) -> 
     """A warning (logged, and kept in the manifest) when max_length cuts many training rows."""
     if train.truncated_fraction <= TRUNCATED_WARN_FRACTION:
         return []
-    text = (f"{train.truncated_fraction:.1%} of training rows are truncated at tokenizer.max_length={max_length} "
-            f"({chosen_by}; p95 {train.p95:g}, p99 {train.p99:g} tokens): raise tokenizer.max_length or "
-            "tokenizer.max_length_percentile if the cut text matters")
+    text = (
+        f"{train.truncated_fraction:.1%} of training rows are truncated at tokenizer.max_length={max_length} "
+        f"({chosen_by}; p95 {train.p95:g}, p99 {train.p99:g} tokens): raise tokenizer.max_length or "
+        "tokenizer.max_length_percentile if the cut text matters"
+    )
     log.warning(text)
     return [text]
 
@@ -239,8 +268,7 @@ class TrainedTokenizer(NamedTuple):
     sample_rows: int  # training rows it was trained on
 
 
-def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int,
-                     tk: TokenizerConfig) -> TrainedTokenizer:
+def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, tk: TokenizerConfig) -> TrainedTokenizer:
     """Train on a seeded sample of about tokenizer.train_sample_rows training rows, streamed partition by
     partition into `train_from_iterator`: the driver holds one partition's sample at a time."""
     fraction = min(1.0, tk.train_sample_rows / max(n_train, 1))
@@ -263,16 +291,21 @@ def _split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
     shards = [s for p in parts for s in p.shards]
     counts = sum((p.label_counts for p in parts), np.zeros(len(names), np.int64))
     digest = hashlib.sha256(json.dumps([s.digest for s in shards]).encode()).hexdigest()
-    return SplitInfo(rows=sum(s.rows for s in shards), label_counts={n: int(c) for n, c in zip(names, counts,
-                     strict=True)}, digest=digest, shards=shards)
+    return SplitInfo(
+        rows=sum(s.rows for s in shards),
+        label_counts={n: int(c) for n, c in zip(names, counts, strict=True)},
+        digest=digest,
+        shards=shards,
+    )
 
 
 def _finish_report(report: CleanReport, infos: dict[str, SplitInfo], encoded: list[dict[str, SplitPart]]) -> None:
     report.dropped["zero_tokens"] += sum(p.zero_tokens for e in encoded for p in e.values())
     report.rows_out = sum(i.rows for i in infos.values())
     report.rows_per_split = {s: i.rows for s, i in infos.items()}
-    report.label_proportions = {s: {k: round(v / i.rows, 4) if i.rows else 0.0 for k, v in i.label_counts.items()}
-                                for s, i in infos.items()}
+    report.label_proportions = {
+        s: {k: round(v / i.rows, 4) if i.rows else 0.0 for k, v in i.label_counts.items()} for s, i in infos.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -287,17 +320,35 @@ class _Run:
     partitions: int
 
 
-def _encode_and_store(runner, cfg: JobConfig, run: _Run, kept: list, plans: list[SplitPlan], trained: TrainedTokenizer,
-                      names: tuple[str, ...], report: CleanReport, staging: StorePath) -> Manifest:
+def _encode_and_store(
+    runner,
+    cfg: JobConfig,
+    run: _Run,
+    kept: list,
+    plans: list[SplitPlan],
+    trained: TrainedTokenizer,
+    names: tuple[str, ...],
+    report: CleanReport,
+    staging: StorePath,
+) -> Manifest:
     """encode tasks write the shards; the driver checks the merged counts, then writes the small files."""
     tokenizer, max_length, chosen_by, sample_used = trained
     tk = cfg.tokenizer
     tok_digest = tokenizer_digest(tokenizer)
-    settings = EncodeSettings(names, max_length, tokenizer.token_to_id(PAD_TOKEN), tk.padding_side,
-                              tk.truncation_side, int(cfg.data.shard_mb * (1 << 20)), tok_digest)
+    settings = EncodeSettings(
+        names,
+        max_length,
+        tokenizer.token_to_id(PAD_TOKEN),
+        tk.padding_side,
+        tk.truncation_side,
+        int(cfg.data.shard_mb * (1 << 20)),
+        tok_digest,
+    )
     tok_ref = runner.put(tokenizer)
-    refs = [runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
-            for i, (k, p) in enumerate(zip(kept, plans, strict=True))]
+    refs = [
+        runner.submit(encode_partition, i, k, p, tok_ref, settings, staging)
+        for i, (k, p) in enumerate(zip(kept, plans, strict=True))
+    ]
     try:
         encoded = runner.get(refs)
     except BaseException:
@@ -312,8 +363,7 @@ def _encode_and_store(runner, cfg: JobConfig, run: _Run, kept: list, plans: list
     cleaning = report.to_model()
     write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
     write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
-    manifest = _manifest(cfg, run, names, tokenizer, settings, chosen_by, infos, stats, cleaning, sample_used,
-                         warnings)
+    manifest = _manifest(cfg, run, names, tokenizer, settings, chosen_by, infos, stats, cleaning, sample_used, warnings)
     write_file(staging, "manifest.json", json_bytes(manifest.model_dump(mode="json")))
     return manifest
 
@@ -334,8 +384,9 @@ def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData
     runner = runner_for(mode)
     inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
     key = cache_key(digest_of(inputs), cfg)
-    run = _Run(key, inputs, digest_of(inputs), data_dir(cfg.output_root, key), mode,
-               choose_partitions(cfg, plan.input_bytes))
+    run = _Run(
+        key, inputs, digest_of(inputs), data_dir(cfg.output_root, key), mode, choose_partitions(cfg, plan.input_bytes)
+    )
     if not force and is_complete(run.final):
         log.info("reusing prepared data %s", run.final)
         return PreparedData(run.final, load_manifest(run.final), reused=True)
@@ -353,21 +404,44 @@ def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData
     except BaseException:  # an error, disk full, Ctrl-C: remove what this run wrote now, not in 6 hours
         discard(staging)
         raise
-    log.info("prepared %s in %.1fs (%s, %d partitions): %s", run.final, time.perf_counter() - t0, mode,
-             run.partitions, {s: i.rows for s, i in manifest.splits.items()})
+    log.info(
+        "prepared %s in %.1fs (%s, %d partitions): %s",
+        run.final,
+        time.perf_counter() - t0,
+        mode,
+        run.partitions,
+        {s: i.rows for s, i in manifest.splits.items()},
+    )
     return PreparedData(run.final, manifest, reused=False)
 
 
-def _manifest(cfg: JobConfig, run: _Run, names: tuple[str, ...], tokenizer: Tokenizer, s: EncodeSettings,
-              chosen_by: str, infos: dict[str, SplitInfo], stats: dict[str, LengthStats], cleaning: CleaningReport,
-              sample_used: int, warnings: list[str]) -> Manifest:
+def _manifest(
+    cfg: JobConfig,
+    run: _Run,
+    names: tuple[str, ...],
+    tokenizer: Tokenizer,
+    s: EncodeSettings,
+    chosen_by: str,
+    infos: dict[str, SplitInfo],
+    stats: dict[str, LengthStats],
+    cleaning: CleaningReport,
+    sample_used: int,
+    warnings: list[str],
+) -> Manifest:
     d, tk = cfg.data, cfg.tokenizer
     content = hashlib.sha256(json.dumps([s.tokenizer_digest] + [infos[x].digest for x in SPLITS]).encode()).hexdigest()
     return Manifest(
         cache_key=run.key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        source=SourceInfo(kind=d.source, name=d.name, config_name=d.config_name, revision=d.revision,
-                          paths=list(d.paths), text_column=d.text_column, label_column=d.label_column),
+        source=SourceInfo(
+            kind=d.source,
+            name=d.name,
+            config_name=d.config_name,
+            revision=d.revision,
+            paths=list(d.paths),
+            text_column=d.text_column,
+            label_column=d.label_column,
+        ),
         inputs=[InputFile(**i) for i in run.inputs],
         input_digest=run.input_digest,
         label_names=list(names),

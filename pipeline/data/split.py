@@ -31,8 +31,7 @@ _U32 = float(1 << 32)
 def text_hash(texts: pa.Array | pa.ChunkedArray, seed: int) -> np.ndarray:
     """uint64 per text: SipHash-2-4 keyed by the seed (stable across runs, processes and machines)."""
     values = texts.to_numpy(zero_copy_only=False) if len(texts) else np.array([], dtype=object)
-    return pd.util.hash_array(values.astype(object, copy=False), hash_key=f"{seed % 10**16:016d}",
-                              categorize=False)
+    return pd.util.hash_array(values.astype(object, copy=False), hash_key=f"{seed % 10**16:016d}", categorize=False)
 
 
 def partition_of(h: np.ndarray, partitions: int) -> np.ndarray:
@@ -56,8 +55,9 @@ def _carve(n: int, share: float) -> int:
     return min(max(int(round(n * share)), 1 if n >= 3 and share > 0 else 0), n)
 
 
-def plan_split(pool: dict[str, int], has_validation: bool, has_test: bool,
-               cfg: DataConfig) -> dict[str, tuple[int, int]]:
+def plan_split(
+    pool: dict[str, int], has_validation: bool, has_test: bool, cfg: DataConfig
+) -> dict[str, tuple[int, int]]:
     """Rows of each label carved from the training pool: label -> (to test, to validation)."""
     test_share = 0.0 if has_test else cfg.test_fraction
     val_share = 0.0 if has_validation else cfg.validation_fraction
@@ -72,8 +72,9 @@ def plan_split(pool: dict[str, int], has_validation: bool, has_test: bool,
     return out
 
 
-def split_codes(labels: pa.Array, prio: np.ndarray, quota: dict[str, tuple[int, int]],
-                offset: dict[str, int]) -> np.ndarray:
+def split_codes(
+    labels: pa.Array, prio: np.ndarray, quota: dict[str, tuple[int, int]], offset: dict[str, int]
+) -> np.ndarray:
     """Split code per row of one partition (rows sorted by h). `offset[label]`: the label's pool rows
     in earlier partitions. A source's own test/validation rows (prio 0/1) stay where they are."""
     codes = np.where(prio == 0, TEST, np.where(prio == 1, VALIDATION, TRAIN)).astype(np.int8)

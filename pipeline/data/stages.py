@@ -41,6 +41,7 @@ SUBSAMPLE_SALT, TOKENIZER_SAMPLE_SALT = 1, 2
 
 # -- map ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class MapStats:
     report: CleanReport
@@ -49,8 +50,9 @@ class MapStats:
     where: str
 
 
-def map_unit(unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_side: str,
-             table: pa.Table | None = None) -> tuple[Any, ...]:
+def map_unit(
+    unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_side: str, table: pa.Table | None = None
+) -> tuple[Any, ...]:
     """One input shard -> (MapStats, partition 0, ..., partition P-1), each partition (text, label, prio, h)."""
     loaded, dropped, examples = load_unit(unit, cfg, fmt, table)
     checked: CheckedRows = check_rows(loaded, cfg, unit.split, truncation_side, unit.where)
@@ -71,6 +73,7 @@ def map_unit(unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_
 
 # -- reduce ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class ReduceStats:
     report: CleanReport
@@ -90,6 +93,7 @@ def reduce_partition(*parts: pa.Table) -> tuple[pa.Table, ReduceStats]:
 
 
 # -- split + sample ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SplitPlan:
@@ -118,6 +122,7 @@ def sample_partition(kept: pa.Table, plan: SplitPlan, sample_fraction: float) ->
 
 # -- encode ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class EncodeSettings:
     label_names: tuple[str, ...]
@@ -140,17 +145,29 @@ class SplitPart:
 def encode_rows(table: pa.Table, tokenizer: Tokenizer, s: EncodeSettings, name: str) -> pa.Table:
     """(text, label id) rows -> the stored Arrow table, through `Dataset.map` with Arrow batches."""
     if table.num_rows == 0:  # `map` over no rows returns no new columns
-        return encoded_features(s.max_length).arrow_schema.empty_table().select(
-            ["text", "label", "input_ids", "length", "n_tokens"])
-    ds = Dataset(table).with_format("arrow").map(
-        encode_table,
-        batched=True,
-        batch_size=4096,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": s.max_length, "pad_id": s.pad_id,
-                   "padding_side": s.padding_side, "truncation_side": s.truncation_side},
-        features=encoded_features(s.max_length),
-        new_fingerprint=f"encode-{name}-{s.tokenizer_digest[:16]}-{s.max_length}-{s.padding_side}"
-        f"-{s.truncation_side}-{table.num_rows}",  # skip hashing the tokenizer object
+        return (
+            encoded_features(s.max_length)
+            .arrow_schema.empty_table()
+            .select(["text", "label", "input_ids", "length", "n_tokens"])
+        )
+    ds = (
+        Dataset(table)
+        .with_format("arrow")
+        .map(
+            encode_table,
+            batched=True,
+            batch_size=4096,
+            fn_kwargs={
+                "tokenizer": tokenizer,
+                "max_length": s.max_length,
+                "pad_id": s.pad_id,
+                "padding_side": s.padding_side,
+                "truncation_side": s.truncation_side,
+            },
+            features=encoded_features(s.max_length),
+            new_fingerprint=f"encode-{name}-{s.tokenizer_digest[:16]}-{s.max_length}-{s.padding_side}"
+            f"-{s.truncation_side}-{table.num_rows}",  # skip hashing the tokenizer object
+        )
     )
     return ds.data.table.select(["text", "label", "input_ids", "length", "n_tokens"])
 
@@ -161,8 +178,9 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def encode_partition(index: int, kept: pa.Table, plan: SplitPlan, tokenizer: Tokenizer, s: EncodeSettings,
-                     staging: StorePath) -> dict[str, SplitPart]:
+def encode_partition(
+    index: int, kept: pa.Table, plan: SplitPlan, tokenizer: Tokenizer, s: EncodeSettings, staging: StorePath
+) -> dict[str, SplitPart]:
     """Encode one partition's rows and write each split's Parquet shards (`<split>/part-<p>-<k>.parquet`).
 
     Rows whose text becomes zero tokens are dropped here and counted (`zero_tokens`). A shard's digest
@@ -194,6 +212,7 @@ def encode_partition(index: int, kept: pa.Table, plan: SplitPlan, tokenizer: Tok
 
 
 # -- runners -----------------------------------------------------------------------------------------
+
 
 class LocalRunner:
     """Runs each stage inline, in order, in this process."""
@@ -274,5 +293,7 @@ def fingerprint(runner, units: list[Unit], cfg: DataConfig, fmt: str) -> list[di
 
 
 def tokenizer_settings(tk: TokenizerConfig) -> dict:
-    return tk.model_dump(mode="json", include={"kind", "vocab_size", "min_frequency", "nfkc", "lowercase",
-                                               "max_length", "train_sample_rows"})
+    return tk.model_dump(
+        mode="json",
+        include={"kind", "vocab_size", "min_frequency", "nfkc", "lowercase", "max_length", "train_sample_rows"},
+    )

@@ -50,7 +50,7 @@ def is_remote(path: StorePath) -> bool:
 
 def _local(path: StorePath) -> Path:
     s = str(path)
-    return Path(s[len("file://"):]) if s.startswith("file://") else Path(s)
+    return Path(s[len("file://") :]) if s.startswith("file://") else Path(s)
 
 
 def _s3(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -42,19 +42,25 @@ def build_untrained(cfg: TokenizerConfig) -> tuple[Tokenizer, trainers.Trainer]:
     if cfg.kind in ("wordlevel", "char", "english"):
         tok = Tokenizer(models.WordLevel(unk_token=UNK_TOKEN))
         trainer: trainers.Trainer = trainers.WordLevelTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=SPECIAL_TOKENS,
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
             show_progress=False,
         )
     elif cfg.kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
         trainer = trainers.BpeTrainer(
-            vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency, special_tokens=SPECIAL_TOKENS,
+            vocab_size=cfg.vocab_size,
+            min_frequency=cfg.min_frequency,
+            special_tokens=SPECIAL_TOKENS,
             show_progress=False,
         )
     else:
         tok = Tokenizer(models.Unigram())
         trainer = trainers.UnigramTrainer(
-            vocab_size=cfg.vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK_TOKEN,
+            vocab_size=cfg.vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            unk_token=UNK_TOKEN,
             show_progress=False,
         )
     tok.normalizer = _normalizer(cfg)

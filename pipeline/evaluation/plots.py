@@ -27,8 +27,15 @@ def confusion(labels: np.ndarray, pred: np.ndarray, names: list[str]):
     cm = confusion_matrix(labels, pred, labels=list(range(len(names))))
     fig, ax = plt.subplots(figsize=(4, 3.5))
     ax.imshow(cm, cmap="Blues")
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title="Test confusion matrix")
+    ax.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title="Test confusion matrix",
+    )
     for i in range(len(names)):
         for j in range(len(names)):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center")
@@ -58,8 +65,11 @@ def token_lengths(n_tokens: np.ndarray, max_length: int):
     if longest > 4 * max_length:  # a long tail: counts on a log scale so its few rows stay visible
         ax.set_yscale("log")
     ax.axvline(max_length, color="tab:red", label=f"max_length={max_length}: {truncated:.1%} of rows truncated")
-    ax.set(xlabel="tokens per training row (before truncation)", ylabel="rows",
-           title=f"Token lengths (train), longest {longest:,}")
+    ax.set(
+        xlabel="tokens per training row (before truncation)",
+        ylabel="rows",
+        title=f"Token lengths (train), longest {longest:,}",
+    )
     ax.legend()
     fig.tight_layout()
     return fig

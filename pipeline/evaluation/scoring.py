@@ -25,8 +25,7 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512,
-                  device: str = "cpu") -> np.ndarray:
+def predict_proba(model: nn.Module, ids: np.ndarray, batch_size: int = 512, device: str = "cpu") -> np.ndarray:
     """[n, L] int ids -> [n, classes] probabilities (in the rows' order), in eval mode, in batches.
 
     Rows are scored in order of length, so a model with trim_padding sees batches of similar

@@ -31,8 +31,9 @@ def already_exists(e: mlflow.exceptions.MlflowException) -> bool:
 
 
 @contextmanager
-def registry_lock(client: MlflowClient, model_name: str, ttl_s: float, wait_s: float,
-                  poll_s: float = 0.5) -> Iterator[str]:
+def registry_lock(
+    client: MlflowClient, model_name: str, ttl_s: float, wait_s: float, poll_s: float = 0.5
+) -> Iterator[str]:
     """Hold the promotion lock of `model_name`; yields the owner id. Raises LockTimeout."""
     name = lock_name(model_name)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -40,7 +41,8 @@ def registry_lock(client: MlflowClient, model_name: str, ttl_s: float, wait_s: f
     while True:
         try:
             client.create_registered_model(
-                name, tags={"owner": owner, "expires_at": f"{time.time() + ttl_s:.0f}"},
+                name,
+                tags={"owner": owner, "expires_at": f"{time.time() + ttl_s:.0f}"},
                 description=f"promotion lock of {model_name}; held by {owner}",
             )
             break
@@ -49,8 +51,10 @@ def registry_lock(client: MlflowClient, model_name: str, ttl_s: float, wait_s: f
                 raise
         break_if_expired(client, name)
         if time.monotonic() > deadline:
-            raise LockTimeout(f"promotion lock {name!r} still held after {wait_s}s; if its job is gone, "
-                              f"delete the registered model {name!r} or wait for promotion.lock_ttl_s")
+            raise LockTimeout(
+                f"promotion lock {name!r} still held after {wait_s}s; if its job is gone, "
+                f"delete the registered model {name!r} or wait for promotion.lock_ttl_s"
+            )
         time.sleep(poll_s)
     try:
         yield owner

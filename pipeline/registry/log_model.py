@@ -94,8 +94,12 @@ def _stage_code(files: set[Path], dest: Path) -> list[str]:
 
 
 def log_raw_text_model(
-    state_dict: dict[str, Any], manifest: Manifest, tokenizer_file: Path, model_cfg: ModelConfig,
-    example_texts: list[str], step: int = 0,
+    state_dict: dict[str, Any],
+    manifest: Manifest,
+    tokenizer_file: Path,
+    model_cfg: ModelConfig,
+    example_texts: list[str],
+    step: int = 0,
 ) -> mlflow.models.model.ModelInfo:
     """Log the pyfunc into the active run at `step`: MLflow links the run's metrics of that step to the
     logged model. Returns MLflow's ModelInfo (its model_uri)."""

@@ -49,14 +49,13 @@ class Decision:
 
     def tags(self, metric: str) -> dict[str, str]:
         extra = {f"promotion.baseline_{metric}": f"{self.baseline.get(metric, math.nan):.6f}"} if self.baseline else {}
-        return {**extra,
+        return {
+            **extra,
             "promotion.decision": self.outcome,
             "promotion.reason": self.reason,
             f"promotion.candidate_{metric}": f"{self.candidate.get(metric, math.nan):.6f}",
             "promotion.champion_version": self.champion_version or "none",
-            f"promotion.champion_{metric}": (
-                f"{self.champion.get(metric, math.nan):.6f}" if self.champion else "none"
-            ),
+            f"promotion.champion_{metric}": (f"{self.champion.get(metric, math.nan):.6f}" if self.champion else "none"),
             "promotion.time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
@@ -105,8 +104,9 @@ def mcnemar_p(candidate_correct: np.ndarray, champion_correct: np.ndarray) -> fl
     return float(binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue)
 
 
-def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: PromotionConfig,
-           p_value: float = 0.0) -> tuple[bool, str]:
+def decide(
+    candidate: dict[str, float], champion: dict[str, float] | None, cfg: PromotionConfig, p_value: float = 0.0
+) -> tuple[bool, str]:
     """The gate. `p_value`: McNemar's, candidate vs champion (ignored without a champion)."""
     m = cfg.metric
     cand = candidate.get(m, math.nan)
@@ -124,8 +124,10 @@ def decide(candidate: dict[str, float], champion: dict[str, float] | None, cfg: 
     if cand - champ < cfg.min_improvement:
         return False, f"{m} {cand:.4f} does not beat champion {champ:.4f} by {cfg.min_improvement}"
     if cfg.significance < 1.0 and not p_value < cfg.significance:
-        return False, (f"{m} {cand:.4f} beats champion {champ:.4f} but not significantly "
-                       f"(McNemar p={p_value:.3g} >= {cfg.significance})")
+        return False, (
+            f"{m} {cand:.4f} beats champion {champ:.4f} but not significantly "
+            f"(McNemar p={p_value:.3g} >= {cfg.significance})"
+        )
     return True, f"{m} {cand:.4f} beats champion {champ:.4f} by >= {cfg.min_improvement} (McNemar p={p_value:.3g})"
 
 
@@ -133,8 +135,10 @@ def baseline_gate(candidate: Score, baseline: Score, cfg: PromotionConfig) -> tu
     """promotion.require_beats_baseline: the candidate's metric above the baseline's on the same test
     rows AND McNemar's one-sided p < significance (as against a champion). The reason names both."""
     if len(candidate.correct) != len(baseline.correct):
-        raise ValueError(f"candidate scored {len(candidate.correct)} test rows, its baseline {len(baseline.correct)}: "
-                         "they must be scored on the same split")
+        raise ValueError(
+            f"candidate scored {len(candidate.correct)} test rows, its baseline {len(baseline.correct)}: "
+            "they must be scored on the same split"
+        )
     m = cfg.metric
     cand, base = candidate.metrics.get(m, math.nan), baseline.metrics.get(m, math.nan)
     p = mcnemar_p(candidate.correct, baseline.correct)
@@ -142,8 +146,10 @@ def baseline_gate(candidate: Score, baseline: Score, cfg: PromotionConfig) -> tu
     if above and (cfg.significance >= 1.0 or p < cfg.significance):
         return True, f"{m} {cand:.4f} beats its baseline {base:.4f} (TF-IDF + LR; McNemar p={p:.3g})"
     how = "is above but not significantly better than" if above else "does not beat"
-    return False, (f"{m} {cand:.4f} {how} its baseline {base:.4f} (TF-IDF + LR on the same test rows; "
-                   f"McNemar p={p:.3g}, needs < {cfg.significance})")
+    return False, (
+        f"{m} {cand:.4f} {how} its baseline {base:.4f} (TF-IDF + LR on the same test rows; "
+        f"McNemar p={p:.3g}, needs < {cfg.significance})"
+    )
 
 
 def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -153,8 +159,7 @@ def current_alias_version(client: MlflowClient, name: str, alias: str) -> str | 
         return None
 
 
-def _champion_score(name: str, version: str, texts, labels, label_names,
-                    cfg: PromotionConfig) -> Score:
+def _champion_score(name: str, version: str, texts, labels, label_names, cfg: PromotionConfig) -> Score:
     try:
         return score_model(f"models:/{name}/{version}", texts, labels, label_names)
     except Exception as e:  # a broken champion counts as NaN: a good candidate may replace it
@@ -163,8 +168,14 @@ def _champion_score(name: str, version: str, texts, labels, label_names,
 
 
 def promote_version(
-    client: MlflowClient, name: str, version: str, texts: list[str], labels: np.ndarray, label_names: list[str],
-    cfg: PromotionConfig, baseline: Score | None = None,
+    client: MlflowClient,
+    name: str,
+    version: str,
+    texts: list[str],
+    labels: np.ndarray,
+    label_names: list[str],
+    cfg: PromotionConfig,
+    baseline: Score | None = None,
 ) -> Decision:
     """Evaluate `version` against the alias holder and move the alias if the gate passes.
 
@@ -212,23 +223,38 @@ def _score_candidate(client: MlflowClient, name: str, version: str, texts, label
         raise
 
 
-def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: Score,
-                     champion_score: Callable[[str], Score], cfg: PromotionConfig,
-                     baseline: Score | None = None, label_names: list[str] | None = None) -> Decision:
+def _decide_and_move(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    candidate: Score,
+    champion_score: Callable[[str], Score],
+    cfg: PromotionConfig,
+    baseline: Score | None = None,
+    label_names: list[str] | None = None,
+) -> Decision:
     """Compare-and-set, under the lock: re-read the alias, judge against whoever holds it now, move it.
     With a baseline, its comparison joins the reason; with cfg.require_beats_baseline it is a gate.
     A candidate whose label names differ from the champion's is refused: their metrics measure
     different tasks (the champion, unable to score these labels, would otherwise count as NaN)."""
     champion_version = current_alias_version(client, name, cfg.alias)
     if champion_version == version:
-        return Decision(version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics,
-                        unchanged=True)
+        return Decision(
+            version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics, unchanged=True
+        )
     if champion_version is not None and label_names is not None:
         theirs = label_names_of(name, champion_version)
         if list(theirs) != list(label_names):
-            return Decision(version, False, f"label names {list(label_names)} differ from champion "
-                            f"v{champion_version}'s {theirs}; register it under another "
-                            "tracking.registered_model_name", candidate.metrics, champion_version, None)
+            return Decision(
+                version,
+                False,
+                f"label names {list(label_names)} differ from champion "
+                f"v{champion_version}'s {theirs}; register it under another "
+                "tracking.registered_model_name",
+                candidate.metrics,
+                champion_version,
+                None,
+            )
     champion, p_value = None, 0.0
     if champion_version is not None:
         champ = champion_score(champion_version)  # if the alias moved while we scored: the new holder
@@ -246,11 +272,22 @@ def _decide_and_move(client: MlflowClient, name: str, version: str, candidate: S
         client.set_registered_model_alias(name, cfg.alias, version)
         if champion_version is not None:
             mark_superseded(client, name, champion_version, version, cfg.alias)
-    elif beats_baseline and math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan)) \
-            and value >= cfg.min_metric:  # a version below its baseline is not even challenger
+    elif (
+        beats_baseline
+        and math.isfinite(value := candidate.metrics.get(cfg.metric, math.nan))
+        and value >= cfg.min_metric
+    ):  # a version below its baseline is not even challenger
         client.set_registered_model_alias(name, cfg.challenger_alias, version)
-    return Decision(version, promoted, reason, candidate.metrics, champion_version, champion,
-                    baseline.metrics if baseline else None, p_value if champion_version is not None else None)
+    return Decision(
+        version,
+        promoted,
+        reason,
+        candidate.metrics,
+        champion_version,
+        champion,
+        baseline.metrics if baseline else None,
+        p_value if champion_version is not None else None,
+    )
 
 
 def mark_superseded(client: MlflowClient, name: str, old: str, new: str, alias: str) -> None:
@@ -264,8 +301,11 @@ def mark_superseded(client: MlflowClient, name: str, old: str, new: str, alias: 
 
 def registry_description(name: str, cfg: PromotionConfig) -> str:
     """The registered model's description: what the aliases mean and how a version earns them."""
-    test = "" if cfg.significance >= 1.0 else (
-        f" and McNemar's exact test on the paired test predictions gives p < {cfg.significance}")
+    test = (
+        ""
+        if cfg.significance >= 1.0
+        else (f" and McNemar's exact test on the paired test predictions gives p < {cfg.significance}")
+    )
     # One line per paragraph: the UI keeps source line breaks, so wrapped lines would show wrapped.
     paragraphs = [
         "Raw-text classifier trained by `jobs.train` (rnn-textcls); each version is one training run.",
@@ -286,9 +326,12 @@ def record_on_run(client: MlflowClient, run_id: str | None, decision: Decision, 
     """The gate's outcome on the version's run: tags, and a "Promotion" section in its description."""
     if not run_id:
         return
-    for k, v in {**decision.tags(cfg.metric), "promotion.version": decision.version,
-                 "promotion.p_value": "none" if decision.p_value is None else f"{decision.p_value:.4g}",
-                 "promotion.min_improvement": str(cfg.min_improvement)}.items():
+    for k, v in {
+        **decision.tags(cfg.metric),
+        "promotion.version": decision.version,
+        "promotion.p_value": "none" if decision.p_value is None else f"{decision.p_value:.4g}",
+        "promotion.min_improvement": str(cfg.min_improvement),
+    }.items():
         client.set_tag(run_id, k, v)
     note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
     note = note.split(PROMOTION_HEADING)[0].rstrip()  # a re-run of the gate replaces the section
@@ -300,14 +343,17 @@ PROMOTION_HEADING = "### Promotion"
 
 def promotion_section(d: Decision, cfg: PromotionConfig) -> str:
     m = cfg.metric
-    champion = ("none (first version)" if d.champion_version is None
-                else f"v{d.champion_version}, test {m} {(d.champion or {}).get(m, math.nan):.4f}")
+    champion = (
+        "none (first version)"
+        if d.champion_version is None
+        else f"v{d.champion_version}, test {m} {(d.champion or {}).get(m, math.nan):.4f}"
+    )
     p = "-" if d.p_value is None else f"{d.p_value:.3g} (needs < {cfg.significance})"
     baseline = f"| TF-IDF baseline test {m} | {d.baseline.get(m, math.nan):.4f} |\n" if d.baseline else ""
     return f"""{PROMOTION_HEADING}
 | | |
 |---|---|
-| decision | **{'promoted to @' + cfg.alias if d.promoted else 'not promoted'}** (v{d.version}) |
+| decision | **{"promoted to @" + cfg.alias if d.promoted else "not promoted"}** (v{d.version}) |
 | reason | {d.reason} |
 | candidate test {m} | {d.candidate.get(m, math.nan):.4f} |
 | compared against | {champion} |
@@ -355,9 +401,16 @@ def history(client: MlflowClient, name: str) -> list[dict[str, str]]:
     rows = []
     for r in runs:
         t, v = r.data.tags, r.data.tags.get("promotion.version", "-")
-        rows.append({"version": v, "aliases": ",".join(sorted(aliases.get(v, []))),
-                     "decision": t.get("promotion.decision", "-"), "reason": t.get("promotion.reason", "-"),
-                     "time": t.get("promotion.time", "-"), "run_id": r.info.run_id})
+        rows.append(
+            {
+                "version": v,
+                "aliases": ",".join(sorted(aliases.get(v, []))),
+                "decision": t.get("promotion.decision", "-"),
+                "reason": t.get("promotion.reason", "-"),
+                "time": t.get("promotion.time", "-"),
+                "run_id": r.info.run_id,
+            }
+        )
     return rows
 
 

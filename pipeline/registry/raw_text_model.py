@@ -60,7 +60,9 @@ class RawTextClassifier(PythonModel):
             self.spec = json.load(f)
         self.tokenizer = Tokenizer.from_file(context.artifacts[TOKENIZER])
         self.model = build_model(
-            self.spec["vocab_size"], self.spec["pad_id"], len(self.spec["label_names"]),
+            self.spec["vocab_size"],
+            self.spec["pad_id"],
+            len(self.spec["label_names"]),
             ModelConfig.model_validate(self.spec["model"]),
         )
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
@@ -69,8 +71,15 @@ class RawTextClassifier(PythonModel):
 
     def predict_proba(self, texts: list[str], batch_size: int = 512) -> np.ndarray:
         s = self.spec
-        ids, _ = encode_texts(texts, self.tokenizer, s["max_length"], s["pad_id"], s["padding_side"],
-                              s["truncation_side"], s.get("max_chars"))
+        ids, _ = encode_texts(
+            texts,
+            self.tokenizer,
+            s["max_length"],
+            s["pad_id"],
+            s["padding_side"],
+            s["truncation_side"],
+            s.get("max_chars"),
+        )
         return predict_proba(self.model, ids, batch_size)
 
     # Type-hinted: MLflow validates the input against the hint (and stops warning that it cannot).

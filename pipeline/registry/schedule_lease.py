@@ -168,8 +168,9 @@ def run_name_lease(client: MlflowClient, experiment: str, run_name: str, ttl_s: 
     apply: a crashed holder's lease expires after `ttl_s`, a failed one's at once (a rerun resumes).
     Raises UserInputError naming the holder and the fix."""
     try:
-        with schedule_lease(client, f"{experiment}.run.{run_name}", new_run_name=run_name, fingerprint=run_name,
-                            ttl_s=ttl_s, wait_s=0) as lease:
+        with schedule_lease(
+            client, f"{experiment}.run.{run_name}", new_run_name=run_name, fingerprint=run_name, ttl_s=ttl_s, wait_s=0
+        ) as lease:
             yield lease
     except LeaseHeld:
         held = _tags(client, lease_name(f"{experiment}.run.{run_name}")) or {}

@@ -85,8 +85,17 @@ def load_train_data(data_path: str | Path, rank: int, world_size: int) -> TrainD
     manifest = load_manifest(data_path)
     train_ids, train_y, train_len = read_split_arrays(data_path, "train")
     val_ids, val_y, _ = read_split_arrays(data_path, "validation")
-    return TrainData(train_ids, train_y, train_len, val_ids[rank::world_size], val_y[rank::world_size],
-                     manifest.vocab_size, manifest.pad_id, len(manifest.label_names), manifest.padding_side)
+    return TrainData(
+        train_ids,
+        train_y,
+        train_len,
+        val_ids[rank::world_size],
+        val_y[rank::world_size],
+        manifest.vocab_size,
+        manifest.pad_id,
+        len(manifest.label_names),
+        manifest.padding_side,
+    )
 
 
 def shard_indices(n: int, rank: int, world_size: int, seed: int, epoch: int) -> np.ndarray:
@@ -117,9 +126,11 @@ def plan_batches(
         full = int(lengths.max(initial=1)) if n else 1
         return np.arange(n), [(s, min(s + batch_size, n), full) for s in starts]
     chunk = batch_size * chunk_batches
-    order = np.concatenate(
-        [c + np.argsort(-lengths[c : c + chunk], kind="stable") for c in range(0, n, chunk)]
-    ) if n else np.zeros(0, dtype=np.int64)
+    order = (
+        np.concatenate([c + np.argsort(-lengths[c : c + chunk], kind="stable") for c in range(0, n, chunk)])
+        if n
+        else np.zeros(0, dtype=np.int64)
+    )
     sorted_len = lengths[order]
     batches = [(s, min(s + batch_size, n), max(int(sorted_len[s]), 1)) for s in starts]  # longest first
     perm = rng.permutation(len(batches))
@@ -143,9 +154,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     """The configured LR schedule. Cosine steps per batch; plateau steps per epoch on the metric."""
     if cfg.lr_schedule == "plateau":
         mode = "min" if cfg.early_stopping_metric == "val_loss" else "max"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_decay_factor,
-                                                          patience=0, threshold=cfg.early_stopping_min_delta,
-                                                          threshold_mode="abs")
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode=mode,
+            factor=cfg.lr_decay_factor,
+            patience=0,
+            threshold=cfg.early_stopping_min_delta,
+            threshold_mode="abs",
+        )
     total = max(steps_per_epoch * cfg.epochs, 1)
     warmup = int(cfg.lr_warmup_fraction * total)
 
@@ -278,8 +294,9 @@ class PlacedData:
         """This rank's batches of epoch `epoch`, trimmed to their longest row (CPU or device tensors)."""
         idx = shard_indices(len(self.train_y), ctx.rank, ctx.world_size, cfg.seed, epoch)
         rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
-        order, batches = plan_batches(self.train_lengths[idx], cfg.batch_size, cfg.bucketing,
-                                      cfg.bucket_chunk_batches, rng)
+        order, batches = plan_batches(
+            self.train_lengths[idx], cfg.batch_size, cfg.bucketing, cfg.bucket_chunk_batches, rng
+        )
         # One gather per epoch; every batch is then a contiguous slice of these tensors.
         rows = torch.from_numpy(idx[order]).to(self.train_ids.device)
         epoch_ids, epoch_y = self.train_ids.index_select(0, rows), self.train_y.index_select(0, rows)
@@ -310,9 +327,16 @@ def place_data(data: TrainData, ctx: WorkerContext, cfg: TrainConfig) -> PlacedD
 
     val_order = length_order(data.val_ids, data.pad_id)
     train_ids = tensor(data.train_ids).long()
-    return PlacedData(train_ids, tensor(data.train_y), data.train_lengths, tensor(data.val_ids[val_order]).long(),
-                      tensor(data.val_y[val_order]), train_ids.shape[1] if train_ids.dim() == 2 else 0,
-                      data.padding_side == "left", on_gpu and store.type == "cpu")
+    return PlacedData(
+        train_ids,
+        tensor(data.train_y),
+        data.train_lengths,
+        tensor(data.val_ids[val_order]).long(),
+        tensor(data.val_y[val_order]),
+        train_ids.shape[1] if train_ids.dim() == 2 else 0,
+        data.padding_side == "left",
+        on_gpu and store.type == "cpu",
+    )
 
 
 @dataclass
@@ -336,8 +360,13 @@ class WorkerRun:
         return not isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
-def setup(cfg: JobConfig, data: TrainData | StreamData, ctx: WorkerContext, resume: TrainState | None,
-          wrap_model: Callable[[nn.Module], nn.Module]) -> WorkerRun:
+def setup(
+    cfg: JobConfig,
+    data: TrainData | StreamData,
+    ctx: WorkerContext,
+    resume: TrainState | None,
+    wrap_model: Callable[[nn.Module], nn.Module],
+) -> WorkerRun:
     """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one."""
     tc = cfg.train
     seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
@@ -420,9 +449,16 @@ def checkpoint_state(run: WorkerRun, epoch: int) -> TrainState | None:
     if run.ctx.rank != 0:
         return None
     # A snapshot: the optimizer's state dict references tensors that the next step mutates.
-    return TrainState(model=_cpu_state(run.core), optimizer=copy.deepcopy(run.optimizer.state_dict()),
-                      scheduler=copy.deepcopy(run.scheduler.state_dict()), epoch=epoch, history=list(run.history),
-                      early_stopping=run.stopper.state, rng=rng, world_size=run.ctx.world_size)
+    return TrainState(
+        model=_cpu_state(run.core),
+        optimizer=copy.deepcopy(run.optimizer.state_dict()),
+        scheduler=copy.deepcopy(run.scheduler.state_dict()),
+        epoch=epoch,
+        history=list(run.history),
+        early_stopping=run.stopper.state,
+        rng=rng,
+        world_size=run.ctx.world_size,
+    )
 
 
 def train_worker(
@@ -478,8 +514,12 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
     cfg = JobConfig.model_validate(loop_config["job"])  # re-validated: workers never trust a loose dict
     train_ctx = ray.train.get_context()
     ctx = WorkerContext(train_ctx.get_world_rank(), train_ctx.get_world_size(), ray.train.torch.get_device())
-    tracker = RankZeroLogger(loop_config.get("tracking_uri"), loop_config.get("run_id"), ctx.rank,
-                             constant_lr=cfg.train.lr_schedule == "constant")
+    tracker = RankZeroLogger(
+        loop_config.get("tracking_uri"),
+        loop_config.get("run_id"),
+        ctx.rank,
+        constant_lr=cfg.train.lr_schedule == "constant",
+    )
     if ctx.device.type == "cpu":
         configure_cpu(cfg)
     else:
@@ -491,5 +531,6 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             resume = load_newest_usable(d)
-    train_worker(cfg, data, ctx, report, resume=resume, wrap_model=ray.train.torch.prepare_model,
-                 log_metrics=tracker.log_metrics)
+    train_worker(
+        cfg, data, ctx, report, resume=resume, wrap_model=ray.train.torch.prepare_model, log_metrics=tracker.log_metrics
+    )

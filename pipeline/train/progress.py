@@ -24,8 +24,13 @@ def format_epoch(m: Metrics, total: int, eta_s: float | None) -> str:
     """`epoch 3/8  train_loss 0.561  val_acc 0.702  9.1k samples/s  eta 12s` (epochs counted from 1)."""
     rate = m.get("samples_per_s", 0.0)
     rate_s = f"{rate / 1000:.1f}k" if rate >= 1000 else f"{rate:.0f}"
-    parts = [f"epoch {int(m['epoch']) + 1}/{total}", f"train_loss {m['train_loss']:.3f}",
-             f"val_loss {m['val_loss']:.3f}", f"val_acc {m['val_accuracy']:.3f}", f"{rate_s} samples/s"]
+    parts = [
+        f"epoch {int(m['epoch']) + 1}/{total}",
+        f"train_loss {m['train_loss']:.3f}",
+        f"val_loss {m['val_loss']:.3f}",
+        f"val_acc {m['val_accuracy']:.3f}",
+        f"{rate_s} samples/s",
+    ]
     if eta_s is not None:
         parts.append(f"eta {eta_s:.0f}s")
     return "  ".join(parts)

@@ -89,7 +89,6 @@ def load_checkpoint(checkpoint_dir: str) -> TrainState:
     return TrainState.from_dict(torch.load(path, map_location="cpu", weights_only=True), where=path)
 
 
-
 def load_newest_usable(newest_dir: str) -> TrainState:
     """The state in `newest_dir`, else in the newest earlier checkpoint of the same run that loads.
 
@@ -99,8 +98,9 @@ def load_newest_usable(newest_dir: str) -> TrainState:
     folder and the fix when no kept checkpoint loads.
     """
     newest = Path(newest_dir)
-    earlier = sorted((p for p in newest.parent.glob("checkpoint_*") if p.is_dir() and p.name < newest.name),
-                     reverse=True)  # not checkpoint_manager_snapshot.json
+    earlier = sorted(
+        (p for p in newest.parent.glob("checkpoint_*") if p.is_dir() and p.name < newest.name), reverse=True
+    )  # not checkpoint_manager_snapshot.json
     bad: list[str] = []
     for folder in [newest, *earlier]:
         try:

@@ -105,9 +105,17 @@ def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, 
     return state.model, state.epoch
 
 
-def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None, run_id: str | None,
-        *, train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
-        callbacks: list | None = None, on_epoch: Callable[[Metrics], None] | None = None) -> TrainResult:
+def fit(
+    cfg: JobConfig,
+    data_path: Path,
+    run_name: str,
+    tracking_uri: str | None,
+    run_id: str | None,
+    *,
+    train_loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
+    callbacks: list | None = None,
+    on_epoch: Callable[[Metrics], None] | None = None,
+) -> TrainResult:
     """Train on the prepared data at `data_path`. Rank 0 logs epoch metrics into MLflow run `run_id`.
 
     Every epoch is checkpointed into `<output_root>/ray_results/<run_name>`; after a worker dies the
@@ -144,7 +152,8 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
     with epoch_progress(on_epoch) if on_epoch else nullcontext() as progress:
         callbacks = [*(callbacks or []), *([progress] if progress else [])]
         trainer = _JobTrainer(
-            train_loop, train_loop_config=loop_config,
+            train_loop,
+            train_loop_config=loop_config,
             # Streaming: Ray Data reads the shards and Ray Train splits them; in memory, workers read them.
             datasets=stream_datasets(data_path, cfg.train) if streaming else None,
             dataset_config=data_config() if streaming else None,
@@ -170,12 +179,17 @@ def fit(cfg: JobConfig, data_path: Path, run_name: str, tracking_uri: str | None
 
 
 def _scaling(cfg: JobConfig, resources: dict[str, float]) -> ScalingConfig:
-    return ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                         resources_per_worker=resources, placement_strategy=cfg.scaling.placement_strategy)
+    return ScalingConfig(
+        num_workers=cfg.scaling.num_workers,
+        use_gpu=cfg.scaling.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=cfg.scaling.placement_strategy,
+    )
 
 
-def _run_config(cfg: JobConfig, run_name: str, storage: str, storage_fs: pafs.FileSystem | None,
-                callbacks: list) -> RunConfig:
+def _run_config(
+    cfg: JobConfig, run_name: str, storage: str, storage_fs: pafs.FileSystem | None, callbacks: list
+) -> RunConfig:
     return RunConfig(
         name=run_name,
         storage_path=storage,
@@ -186,4 +200,3 @@ def _run_config(cfg: JobConfig, run_name: str, storage: str, storage_fs: pafs.Fi
         # Ray Train's INFO lines (worker group start, each report's checkpoint path) only with --verbose.
         logging_config=LoggingConfig(log_level="INFO" if console.verbose() else "WARNING"),
     )
-

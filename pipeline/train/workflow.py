@@ -59,8 +59,9 @@ class TrainOutcome:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -91,9 +92,13 @@ def _log_datasets(prepared: PreparedData) -> None:
         info = prepared.manifest.splits[split]
         texts, labels = read_texts(prepared.path, split)
         frame = pd.DataFrame({"text": texts, "label": [names[int(i)] for i in labels]})
-        ds = mlflow.data.from_pandas(frame, source=_dataset_source(f"{prepared.path}/{split}"),  # its shards
-                                     targets="label", name=f"{prepared.manifest.source.kind}-{split}",
-                                     digest=info.digest[:16])
+        ds = mlflow.data.from_pandas(
+            frame,
+            source=_dataset_source(f"{prepared.path}/{split}"),  # its shards
+            targets="label",
+            name=f"{prepared.manifest.source.kind}-{split}",
+            digest=info.digest[:16],
+        )
         mlflow.log_input(ds, context={"validation": "eval"}.get(split, split))
 
 
@@ -148,8 +153,14 @@ def log_inputs(cfg: JobConfig, prepared: PreparedData) -> int:
     log_params({"data.max_length": manifest.max_length, "data.max_length_chosen_by": manifest.max_length_chosen_by})
     mlflow.log_text(format_parameter_table(model, f"{cfg.model.cell} classifier"), "model_parameters.txt")
     table = parameter_table(model)
-    mlflow.log_table({"name": [n for n, _, _ in table], "shape": [str(list(s)) for _, s, _ in table],
-                      "count": [c for _, _, c in table]}, "model_parameters.json")
+    mlflow.log_table(
+        {
+            "name": [n for n, _, _ in table],
+            "shape": [str(list(s)) for _, s, _ in table],
+            "count": [c for _, _, c in table],
+        },
+        "model_parameters.json",
+    )
     mlflow.log_dict(manifest.model_dump(mode="json"), "data/manifest.json")
     mlflow.log_dict(manifest.cleaning.model_dump(mode="json"), "data/cleaning_report.json")
     _log_datasets(prepared)
@@ -166,14 +177,25 @@ def log_baseline(cfg: JobConfig, prepared: PreparedData) -> BaselineResult | Non
     baseline = fit_on_prepared(prepared.path, cfg.baseline)
     mlflow.log_metrics(baseline.metrics())
     mlflow.set_tag("baseline.features", baseline.features)
-    mlflow.log_dict({"features": baseline.features, "c": baseline.c,
-                     "test_digest": prepared.manifest.splits["test"].digest,
-                     "pred": baseline.test_pred.tolist()}, "baseline/test_predictions.json")
+    mlflow.log_dict(
+        {
+            "features": baseline.features,
+            "c": baseline.c,
+            "test_digest": prepared.manifest.splits["test"].digest,
+            "pred": baseline.test_pred.tolist(),
+        },
+        "baseline/test_predictions.json",
+    )
     return baseline
 
 
-def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
-                   baseline: BaselineResult | None = None, notes: tuple[str, ...] = ()) -> Evaluation:
+def log_evaluation(
+    cfg: JobConfig,
+    prepared: PreparedData,
+    result: TrainResult,
+    baseline: BaselineResult | None = None,
+    notes: tuple[str, ...] = (),
+) -> Evaluation:
     """Score the trained weights on the test split; log the metrics, plots, the comparison with the
     baseline (McNemar p-values) and the run's description, which also lists `notes`."""
     manifest = prepared.manifest
@@ -193,11 +215,17 @@ def log_evaluation(cfg: JobConfig, prepared: PreparedData, result: TrainResult,
         _log_figure(plots.roc(labels, proba[:, 1], test["roc_auc"]), "plots/roc.png")
     versus = compare(proba.argmax(1) == labels, baseline, cfg.promotion.significance) if baseline else None
     if versus is not None:
-        mlflow.log_metrics({"baseline.p_model_better": versus.p_better, "baseline.p_model_worse": versus.p_worse,
-                            "test_accuracy_minus_baseline": versus.points / 100})
-    mlflow.set_tag("mlflow.note.content",
-                   run_description(cfg, manifest, model, test, result.history, versus, notes,
-                                   result.best_epoch))
+        mlflow.log_metrics(
+            {
+                "baseline.p_model_better": versus.p_better,
+                "baseline.p_model_worse": versus.p_worse,
+                "test_accuracy_minus_baseline": versus.points / 100,
+            }
+        )
+    mlflow.set_tag(
+        "mlflow.note.content",
+        run_description(cfg, manifest, model, test, result.history, versus, notes, result.best_epoch),
+    )
     return Evaluation(test, versus)
 
 
@@ -206,37 +234,74 @@ def final_step(result: TrainResult) -> int:
     return int(result.history[-1]["epoch"]) if result.history else 0
 
 
-def publish_model(client: MlflowClient, run: mlflow.ActiveRun, cfg: JobConfig, prepared: PreparedData,
-                  result: TrainResult, evaluation: Evaluation, n_params: int,
-                  notes: tuple[str, ...] = ()) -> TrainOutcome:
+def publish_model(
+    client: MlflowClient,
+    run: mlflow.ActiveRun,
+    cfg: JobConfig,
+    prepared: PreparedData,
+    result: TrainResult,
+    evaluation: Evaluation,
+    n_params: int,
+    notes: tuple[str, ...] = (),
+) -> TrainOutcome:
     """Log the raw-text model into the run and register it as a version: the run's last step."""
     manifest, run_id, name = prepared.manifest, run.info.run_id, cfg.tracking.registered_model_name
     test = evaluation.metrics
     texts, _ = read_texts(prepared.path, "test")
-    info = log_raw_text_model(result.model, manifest, local_file(prepared.path, manifest.tokenizer_file),
-                              cfg.model, texts[:2], step=final_step(result))
+    info = log_raw_text_model(
+        result.model,
+        manifest,
+        local_file(prepared.path, manifest.tokenizer_file),
+        cfg.model,
+        texts[:2],
+        step=final_step(result),
+    )
     description = f"test accuracy {test['accuracy']:.4f}, f1 {test['f1']:.4f}; run {run.info.run_name}"
     tags = {**lineage_tags(cfg, prepared), "run_id": run_id}
     mv = register_version(client, name, info.model_uri, run_id, tags=tags, description=description)
-    return TrainOutcome(run_id, run.info.run_name, info.model_uri, name, str(mv.version), test, n_params,
-                        result.history, evaluation.versus_baseline, notes, run.info.experiment_id)
+    return TrainOutcome(
+        run_id,
+        run.info.run_name,
+        info.model_uri,
+        name,
+        str(mv.version),
+        test,
+        n_params,
+        result.history,
+        evaluation.versus_baseline,
+        notes,
+        run.info.experiment_id,
+    )
 
 
 def training_settings(cfg: JobConfig, history: list[dict], best_epoch: int | None) -> str:
     """The training section of the run's description: what a reviewer compares between runs."""
     t, s = cfg.train, cfg.scaling
-    device = (f"{s.num_workers} GPU worker(s)" if s.use_gpu
-              else f"{s.num_workers} CPU worker(s) x {s.cpus_per_worker:g} CPU")
-    stopping = (f"early stopping on {t.early_stopping_metric} (patience {t.early_stopping_patience})"
-                if t.early_stopping_patience is not None else "no early stopping")
+    device = (
+        f"{s.num_workers} GPU worker(s)" if s.use_gpu else f"{s.num_workers} CPU worker(s) x {s.cpus_per_worker:g} CPU"
+    )
+    stopping = (
+        f"early stopping on {t.early_stopping_metric} (patience {t.early_stopping_patience})"
+        if t.early_stopping_patience is not None
+        else "no early stopping"
+    )
     best = f"; weights of epoch {best_epoch + 1}" if best_epoch is not None else ""
-    return (f"epochs {len(history)} of {t.epochs}{best}; lr {t.lr:g} ({t.lr_schedule}); batch size {t.batch_size} "
-            f"per worker; {device}; {stopping}; seed {t.seed}.")
+    return (
+        f"epochs {len(history)} of {t.epochs}{best}; lr {t.lr:g} ({t.lr_schedule}); batch size {t.batch_size} "
+        f"per worker; {device}; {stopping}; seed {t.seed}."
+    )
 
 
-def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], history: list[dict],
-                    versus: Comparison | None = None, notes: tuple[str, ...] = (),
-                    best_epoch: int | None = None) -> str:
+def run_description(
+    cfg: JobConfig,
+    manifest,
+    model,
+    test: dict[str, float],
+    history: list[dict],
+    versus: Comparison | None = None,
+    notes: tuple[str, ...] = (),
+    best_epoch: int | None = None,
+) -> str:
     """The Markdown a reviewer reads first in the MLflow UI (the run's description)."""
     sizes = ", ".join(f"{s} {i.rows:,}" for s, i in manifest.splits.items())
     dropped = ", ".join(f"{k} {v:,}" for k, v in manifest.cleaning.dropped.items()) or "none"
@@ -249,7 +314,7 @@ def run_description(cfg: JobConfig, manifest, model, test: dict[str, float], his
     adapted = "".join(f"\n- {n}" for n in notes)
     adapted = f"\n### Adapted to the corpus{adapted}\n" if notes else ""
     return f"""### Result
-test accuracy **{test['accuracy']:.4f}**, F1 {test['f1']:.4f}, ROC AUC {test.get('roc_auc', float('nan')):.4f};
+test accuracy **{test["accuracy"]:.4f}**, F1 {test["f1"]:.4f}, ROC AUC {test.get("roc_auc", float("nan")):.4f};
 best validation accuracy {best:.4f} over {len(history)} epoch(s).
 {baseline}{adapted}
 
@@ -257,12 +322,12 @@ best validation accuracy {best:.4f} over {len(history)} epoch(s).
 {training_settings(cfg, history, best_epoch)}
 
 ### Data
-source `{manifest.source.kind}` {manifest.source.name or ''}; rows: {sizes}; labels {manifest.label_names};
+source `{manifest.source.kind}` {manifest.source.name or ""}; rows: {sizes}; labels {manifest.label_names};
 vocabulary {manifest.vocab_size:,}, max length {manifest.max_length} ({manifest.padding_side} padding);
 dropped: {dropped}; content digest `{manifest.content_digest[:16]}`.
 
 ### Model
-{m.cell.upper()} x{m.num_layers}{' bidirectional' if m.bidirectional else ''}, embedding {m.embedding_dim},
+{m.cell.upper()} x{m.num_layers}{" bidirectional" if m.bidirectional else ""}, embedding {m.embedding_dim},
 hidden {m.hidden_dim}, head {m.head_dim}; {total:,} parameters.
 
 | parameter | shape | count |

@@ -69,8 +69,10 @@ def test_single_class_corpus(tmp_path, capsys):
 
 def test_stray_quote_stops_with_one_line_naming_the_lines(tmp_path, capsys):
     rows = [f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)]
-    path = _csv(tmp_path, "text,label\n" + "".join(rows[:5]) + '"a stray quote,pos\nswallowed,neg\nends "here",pos\n'
-                + "".join(rows[5:]))
+    path = _csv(
+        tmp_path,
+        "text,label\n" + "".join(rows[:5]) + '"a stray quote,pos\nswallowed,neg\nends "here",pos\n' + "".join(rows[5:]),
+    )
     code, err = _run(tmp_path, capsys, "data.source=files", f"data.paths=[{path}]")
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "Traceback" not in err
@@ -80,8 +82,11 @@ def test_stray_quote_stops_with_one_line_naming_the_lines(tmp_path, capsys):
 
 def test_broken_jsonl_line_stops_with_one_line(tmp_path, capsys):
     path = tmp_path / "reviews.jsonl"
-    path.write_text("".join(f'{{"text": "t {i}", "label": "{"pos" if i % 2 else "neg"}"}}\n' for i in range(20))
-                    + '{"text": "x", "label": "pos"} junk\n', encoding="utf-8")
+    path.write_text(
+        "".join(f'{{"text": "t {i}", "label": "{"pos" if i % 2 else "neg"}"}}\n' for i in range(20))
+        + '{"text": "x", "label": "pos"} junk\n',
+        encoding="utf-8",
+    )
     code, err = _run(tmp_path, capsys, "data.source=files", f"data.paths=[{path}]")
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "reviews.jsonl: line 21 is not valid JSON" in errors[0]

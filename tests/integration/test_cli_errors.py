@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _job(tmp_path: Path, job: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-m", f"jobs.{job}", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", f"jobs.{job}", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 CASES = {

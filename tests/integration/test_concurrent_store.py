@@ -29,8 +29,16 @@ def test_fresh_sqlite_store_opened_by_four_jobs_at_once(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start = f"{time.time() + 15:.3f}"  # after every interpreter has imported mlflow
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_STORE, uri, start], env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_STORE, uri, start],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
     results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     for code, out, err in results:
         assert code == 0 and out.strip() == "ok", err[-2000:]

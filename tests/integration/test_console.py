@@ -20,18 +20,40 @@ def _job(args: list[str], timeout: float, **env: str) -> subprocess.CompletedPro
     environ = {**os.environ, "PYTHONPATH": str(REPO), **env}
     environ.pop("MLFLOW_TRACKING_URI", None)
     environ.pop("RAY_ADDRESS", None)  # the job starts its own local cluster, as `make run` does
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=environ, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_run_prints_one_line_per_epoch_and_at_most_30_lines(tmp_path):
     corpus = write_corpus(tmp_path / "reviews.csv", rows=600)
-    out = _job(["-m", "jobs.run", f"output_root={tmp_path}", "data.source=files", f"data.paths=[{corpus}]",
-                "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
-                "tokenizer.max_length=32", f"train.epochs={EPOCHS}", "train.lr=0.01", "promotion.min_metric=0.5",
-                "tracking.system_metrics=false", "ray.num_cpus=2"], timeout=900)
+    out = _job(
+        [
+            "-m",
+            "jobs.run",
+            f"output_root={tmp_path}",
+            "data.source=files",
+            f"data.paths=[{corpus}]",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.labels=[neg, pos]",
+            "tokenizer.max_length=32",
+            f"train.epochs={EPOCHS}",
+            "train.lr=0.01",
+            "promotion.min_metric=0.5",
+            "tracking.system_metrics=false",
+            "ray.num_cpus=2",
+        ],
+        timeout=900,
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]
     lines = [line for line in text.splitlines() if line.strip()]

@@ -31,21 +31,30 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "infra" / "local_stack.sh"
-TINY = ["data.source=files", "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
-        "tokenizer.max_length=32", "train.epochs=2", "promotion.min_metric=0.0", "scaling.num_workers=1"]
+TINY = [
+    "data.source=files",
+    "data.text_column=review",
+    "data.label_column=sentiment",
+    "data.labels=[neg, pos]",
+    "tokenizer.max_length=32",
+    "train.epochs=2",
+    "promotion.min_metric=0.0",
+    "scaling.num_workers=1",
+]
 HAS_PG = bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
 
 def _script(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def _read_env(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
         if line.startswith("export "):
-            k, _, v = line[len("export "):].partition("=")
+            k, _, v = line[len("export ") :].partition("=")
             out[k] = v
     return out
 
@@ -84,8 +93,14 @@ def stack():
         info = _read_env(stack_dir / "stack.env")
         corpus = write_corpus(stack_dir / "reviews.csv", rows=600)
         passwords = {u: (stack_dir / f"mlflow_{u}_password").read_text() for u in ("admin", "trainer")}
-        yield {"env": env, "info": info, "dir": stack_dir, "corpus": corpus,
-               "password": (stack_dir / "pgpass.raw").read_text().strip(), "mlflow_passwords": passwords}
+        yield {
+            "env": env,
+            "info": info,
+            "dir": stack_dir,
+            "corpus": corpus,
+            "password": (stack_dir / "pgpass.raw").read_text().strip(),
+            "mlflow_passwords": passwords,
+        }
     finally:
         stopped = _script(env, "stop", timeout=180)
         info = _read_env(stack_dir / "stack.env") if (stack_dir / "stack.env").exists() else {}
@@ -98,8 +113,7 @@ def stack():
 
 
 def test_job_runs_against_postgres_backed_mlflow(stack):
-    res = _script(stack["env"], "submit", *TINY, f"data.paths=[{stack['corpus']}]",
-                  "tracking.experiment_name=stack")
+    res = _script(stack["env"], "submit", *TINY, f"data.paths=[{stack['corpus']}]", "tracking.experiment_name=stack")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "SUCCEEDED" in res.stdout
     with mlflow_user(stack, "trainer") as client:
@@ -110,8 +124,12 @@ def test_job_runs_against_postgres_backed_mlflow(stack):
     import psycopg2
 
     info = stack["info"]
-    with psycopg2.connect(host="127.0.0.1", port=int(info["PG_PORT"]), user="mlflow", dbname="mlflow",
-                          password=stack["password"]) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host="127.0.0.1", port=int(info["PG_PORT"]), user="mlflow", dbname="mlflow", password=stack["password"]
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT count(*) FROM model_versions WHERE name = 'rnn-textcls'")
         assert cur.fetchone()[0] >= 1
     # no password reached the MLflow server's command line, log or the job's output
@@ -126,13 +144,32 @@ def test_no_secret_in_params_tags_or_output(stack):
     info, pw = stack["info"], stack["password"]
     uri = f"postgresql+psycopg2://mlflow:{pw}@127.0.0.1:{info['PG_PORT']}/mlflow"
     token = (stack["dir"] / "ray_auth_token").read_text().strip()
-    env = {**stack["env"], "RAY_ADDRESS": info["RAY_GCS_ADDRESS"], "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": token, "MLFLOW_TRACKING_PASSWORD": pw, "MLFLOW_TRACKING_TOKEN": pw}
+    env = {
+        **stack["env"],
+        "RAY_ADDRESS": info["RAY_GCS_ADDRESS"],
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "MLFLOW_TRACKING_PASSWORD": pw,
+        "MLFLOW_TRACKING_TOKEN": pw,
+    }
     env.pop("PGPASSFILE", None)
     res = subprocess.run(
-        [sys.executable, "-m", "jobs.run", f"output_root={stack['dir'] / 'direct'}", *TINY,
-         f"data.paths=[{stack['corpus']}]", f"tracking.tracking_uri={uri}", "tracking.experiment_name=secrets"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "jobs.run",
+            f"output_root={stack['dir'] / 'direct'}",
+            *TINY,
+            f"data.paths=[{stack['corpus']}]",
+            f"tracking.tracking_uri={uri}",
+            "tracking.experiment_name=secrets",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     printed = res.stdout + res.stderr
     assert "== summary ==" in printed
@@ -148,8 +185,11 @@ def test_no_secret_in_params_tags_or_output(stack):
         assert secret not in blob
         assert not any(secret in v for v in versions)
     ray_logs = Path(info["RAY_TEMP_DIR"])
-    leaked = [str(p) for p in ray_logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt")
-              and pw in p.read_text(errors="replace")]
+    leaked = [
+        str(p)
+        for p in ray_logs.rglob("*")
+        if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt") and pw in p.read_text(errors="replace")
+    ]
     assert not leaked, leaked
 
 
@@ -159,8 +199,9 @@ def test_basic_auth_is_enforced(stack):
     assert requests.get(search, params={"max_results": 1}, timeout=30).status_code == 401
     wrong = requests.get(search, params={"max_results": 1}, auth=("trainer", "not-the-password"), timeout=30)
     assert wrong.status_code == 401
-    good = requests.get(search, params={"max_results": 1}, auth=("trainer", stack["mlflow_passwords"]["trainer"]),
-                        timeout=30)
+    good = requests.get(
+        search, params={"max_results": 1}, auth=("trainer", stack["mlflow_passwords"]["trainer"]), timeout=30
+    )
     assert good.status_code == 200, good.text
 
 
@@ -175,17 +216,20 @@ def test_trainer_gets_manage_on_what_the_admin_created_first(stack):
             trainer.create_run(experiment_id)
         with pytest.raises(MlflowException, match="PERMISSION_DENIED|403"):
             trainer.set_registered_model_tag("admin-first-model", "k", "v")
-    res = _script(stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model",
-                  timeout=120)
+    res = _script(
+        stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model", timeout=120
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    again = _script(stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model",
-                    timeout=120)
+    again = _script(
+        stack["env"], "grant", "--experiment", "admin-first", "--registered-model", "admin-first-model", timeout=120
+    )
     assert again.returncode == 0, again.stderr[-3000:]  # safe to repeat
     with mlflow_user(stack, "trainer") as trainer:
         run = trainer.create_run(experiment_id)
         trainer.set_terminated(run.info.run_id)
-        version = trainer.create_model_version("admin-first-model", f"runs:/{run.info.run_id}/model",
-                                               run_id=run.info.run_id)
+        version = trainer.create_model_version(
+            "admin-first-model", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
         trainer.set_registered_model_alias("admin-first-model", "champion", version.version)
         assert trainer.get_model_version_by_alias("admin-first-model", "champion").version == version.version
 

@@ -39,12 +39,25 @@ def browser():
 def job(ray_cluster, mlflow_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("ui-job")
     corpus = write_corpus(root / "reviews.csv", rows=600)
-    cfg = load_config(None, [
-        f"output_root={root}", "data.source=files", f"data.paths=[{corpus}]", "data.text_column=review",
-        "data.label_column=sentiment", "data.labels=[neg, pos]", "tokenizer.max_length=32", "train.epochs=3",
-        "train.lr=0.01", "promotion.min_metric=0.5", "tracking.experiment_name=ui", "tracking.system_metrics=false",
-        f"tracking.tracking_uri={mlflow_server}", f"tracking.registered_model_name={MODEL}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"output_root={root}",
+            "data.source=files",
+            f"data.paths=[{corpus}]",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.labels=[neg, pos]",
+            "tokenizer.max_length=32",
+            "train.epochs=3",
+            "train.lr=0.01",
+            "promotion.min_metric=0.5",
+            "tracking.experiment_name=ui",
+            "tracking.system_metrics=false",
+            f"tracking.tracking_uri={mlflow_server}",
+            f"tracking.registered_model_name={MODEL}",
+        ],
+    )
     return run_job.run(cfg)
 
 

@@ -22,9 +22,17 @@ def test_a_second_job_with_the_same_run_name_refuses(tmp_path, capsys, monkeypat
         _wait_for_checkpoint(tmp_path, first)
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         corpus = write_corpus(tmp_path / "second.csv")
-        code = train_job.main([f"output_root={tmp_path / 'out'}", "data.source=files", f"data.paths=[{corpus}]",
-                               "data.text_column=review", "data.label_column=sentiment",
-                               "tokenizer.max_length=32", "tracking.run_name=stopped"])
+        code = train_job.main(
+            [
+                f"output_root={tmp_path / 'out'}",
+                "data.source=files",
+                f"data.paths=[{corpus}]",
+                "data.text_column=review",
+                "data.label_column=sentiment",
+                "tokenizer.max_length=32",
+                "tracking.run_name=stopped",
+            ]
+        )
         err = capsys.readouterr().err
         assert first.poll() is None  # the first job still trains
     finally:

@@ -30,8 +30,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-TINY = ["data.source=files", "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
-        "tokenizer.max_length=32", "train.epochs=2", "promotion.min_metric=0.0"]
+TINY = [
+    "data.source=files",
+    "data.text_column=review",
+    "data.label_column=sentiment",
+    "data.labels=[neg, pos]",
+    "tokenizer.max_length=32",
+    "train.epochs=2",
+    "promotion.min_metric=0.0",
+]
 
 
 def _dashboard_up(url: str, token: str) -> bool:
@@ -64,8 +71,10 @@ def cluster(tmp_path_factory):
 
     missing = get_dashboard_dependency_error()
     if missing:
-        pytest.fail(f"the Ray Jobs API needs ray[default] (dashboard dependencies): {missing}; "
-                    "install the project with ray[default,train]")
+        pytest.fail(
+            f"the Ray Jobs API needs ray[default] (dashboard dependencies): {missing}; "
+            "install the project with ray[default,train]"
+        )
     root = tmp_path_factory.mktemp("rayjobs")
     token = secrets.token_hex(32)
     gcs, dash = free_port(), free_port()
@@ -73,17 +82,40 @@ def cluster(tmp_path_factory):
     # working_dir, and the second node's runtime-env agent deletes it under the driver's feet.
     # Short paths: Ray's unix socket paths must stay under ~107 characters.
     temp_dirs = [Path(f"/tmp/rj-{secrets.token_hex(4)}-{n}") for n in ("a", "b")]
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "RAY_DEDUP_LOGS": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_DEDUP_LOGS": "0",
+    }
     for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
-    common = ["--block", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-              f"--dashboard-agent-listen-port={free_port()}"]
+    common = [
+        "--block",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        f"--dashboard-agent-listen-port={free_port()}",
+    ]
     head_log, node_log = open(root / "head.log", "w"), open(root / "node_b.log", "w")
     head = subprocess.Popen(
-        [str(VENV_BIN / "ray"), "start", "--head", f"--port={gcs}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", '--resources={"node_a": 1}', f"--temp-dir={temp_dirs[0]}", *common],
-        env=env, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            '--resources={"node_a": 1}',
+            f"--temp-dir={temp_dirs[0]}",
+            *common,
+        ],
+        env=env,
+        stdout=head_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     procs = [head]
     url = f"http://127.0.0.1:{dash}"
     try:
@@ -93,9 +125,19 @@ def cluster(tmp_path_factory):
             assert time.monotonic() < deadline, "ray head dashboard did not come up in 180 s"
             time.sleep(1)
         node_b = subprocess.Popen(
-            [str(VENV_BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", '--resources={"node_b": 1}',
-             f"--temp-dir={temp_dirs[1]}", *common],
-            env=env, stdout=node_log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(VENV_BIN / "ray"),
+                "start",
+                f"--address=127.0.0.1:{gcs}",
+                '--resources={"node_b": 1}',
+                f"--temp-dir={temp_dirs[1]}",
+                *common,
+            ],
+            env=env,
+            stdout=node_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(node_b)
         deadline = time.monotonic() + 180
         while len(_nodes(url, env)) < 2:
@@ -114,8 +156,9 @@ def cluster(tmp_path_factory):
 
 
 def _ray_cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "ray"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [str(VENV_BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def _nodes(url: str, env: dict) -> list[dict]:
@@ -132,10 +175,28 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
     out = cluster["root"] / "cli"
     runtime_env = {"working_dir": str(REPO), "excludes": [".git", ".venv", "outputs", "tests", "mlruns"]}
     res = _ray_cli(
-        ["job", "submit", "--address", cluster["url"], "--runtime-env-json", json.dumps(runtime_env), "--",
-         "python", "-m", "jobs.run", "--config", "jobs/configs/embedded.yaml", f"output_root={out}", *TINY,
-         f"data.paths=[{cluster['corpus']}]", "scaling.num_workers=1", "tracking.experiment_name=cli"],
-        cluster["env"], timeout=600)
+        [
+            "job",
+            "submit",
+            "--address",
+            cluster["url"],
+            "--runtime-env-json",
+            json.dumps(runtime_env),
+            "--",
+            "python",
+            "-m",
+            "jobs.run",
+            "--config",
+            "jobs/configs/embedded.yaml",
+            f"output_root={out}",
+            *TINY,
+            f"data.paths=[{cluster['corpus']}]",
+            "scaling.num_workers=1",
+            "tracking.experiment_name=cli",
+        ],
+        cluster["env"],
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "succeeded" in (res.stdout + res.stderr).lower()
     client = _tracking(out)
@@ -149,11 +210,26 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
     reading the prepared data and writing checkpoints under the one output_root both nodes reach."""
     out = cluster["root"] / "spread"
     res = subprocess.run(
-        [sys.executable, "-m", "jobs.submit", "--address", cluster["url"], f"output_root={out}", *TINY,
-         f"data.paths=[{cluster['corpus']}]", "scaling.num_workers=2", "scaling.cpus_per_worker=1",
-         "scaling.placement_strategy=SPREAD",
-         "tracking.experiment_name=spread"],
-        env=cluster["env"], capture_output=True, text=True, timeout=600, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "jobs.submit",
+            "--address",
+            cluster["url"],
+            f"output_root={out}",
+            *TINY,
+            f"data.paths=[{cluster['corpus']}]",
+            "scaling.num_workers=2",
+            "scaling.cpus_per_worker=1",
+            "scaling.placement_strategy=SPREAD",
+            "tracking.experiment_name=spread",
+        ],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     assert "SUCCEEDED" in res.stdout
     client = _tracking(out)
@@ -162,12 +238,28 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
     assert list((out / "data").glob("*/manifest.json")), "prepared data is not under output_root"
     assert list((out / "ray_results").rglob("checkpoint_*")), "no checkpoint under output_root/ray_results"
-    actors = json.loads(_ray_cli(["list", "actors", "--address", cluster["url"], "--format", "json", "--detail",
-                                  "--filter", "class_name=RayTrainWorker", "--limit", "1000"],
-                                 cluster["env"]).stdout)
+    actors = json.loads(
+        _ray_cli(
+            [
+                "list",
+                "actors",
+                "--address",
+                cluster["url"],
+                "--format",
+                "json",
+                "--detail",
+                "--filter",
+                "class_name=RayTrainWorker",
+                "--limit",
+                "1000",
+            ],
+            cluster["env"],
+        ).stdout
+    )
     submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
-    jobs = json.loads(_ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"],
-                               cluster["env"]).stdout)
+    jobs = json.loads(
+        _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
+    )
     job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
     workers = [a for a in actors if a.get("job_id") == job_id]
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
@@ -176,21 +268,51 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
 def test_jobs_submit_reports_a_failed_job(cluster):
     """A job that fails on the cluster (a data path that only exists nowhere) gives exit status 1."""
     res = subprocess.run(
-        [sys.executable, "-m", "jobs.submit", "--address", cluster["url"], f"output_root={cluster['root'] / 'bad'}",
-         *TINY, "data.paths=[/nonexistent/reviews.csv]", "scaling.num_workers=1"],
-        env=cluster["env"], capture_output=True, text=True, timeout=300, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "jobs.submit",
+            "--address",
+            cluster["url"],
+            f"output_root={cluster['root'] / 'bad'}",
+            *TINY,
+            "data.paths=[/nonexistent/reviews.csv]",
+            "scaling.num_workers=1",
+        ],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
     assert "FAILED" in res.stdout and "driver exit code 2" in res.stdout
 
 
 def test_jobs_api_refuses_a_wrong_token(cluster):
     env = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    res = subprocess.run([sys.executable, "-m", "jobs.submit", "--address", cluster["url"], *TINY,
-                          f"output_root={cluster['root'] / 'denied'}", f"data.paths=[{cluster['corpus']}]"],
-                         env=env, capture_output=True, text=True, timeout=120, cwd=REPO)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.submit",
+            "--address",
+            cluster["url"],
+            *TINY,
+            f"output_root={cluster['root'] / 'denied'}",
+            f"data.paths=[{cluster['corpus']}]",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert res.returncode != 0
     assert "SUCCEEDED" not in res.stdout
     assert cluster["token"] not in res.stdout + res.stderr
-    listed = _ray_cli(["job", "list", "--address", cluster["url"]], {**cluster["env"], "RAY_AUTH_MODE": "disabled",
-                                                                     "RAY_AUTH_TOKEN": ""})
+    listed = _ray_cli(
+        ["job", "list", "--address", cluster["url"]],
+        {**cluster["env"], "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": ""},
+    )
     assert listed.returncode != 0, "the Jobs API answered a client without a token"

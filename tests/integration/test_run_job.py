@@ -19,9 +19,18 @@ from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SMALL = ["data.source=files", "data.text_column=review", "data.label_column=sentiment", "data.labels=[neg, pos]",
-         "tokenizer.max_length=32", "train.epochs=6", "train.lr=0.01", "promotion.min_metric=0.7",
-         "tracking.experiment_name=it", "tracking.registered_model_name=it-model"]
+SMALL = [
+    "data.source=files",
+    "data.text_column=review",
+    "data.label_column=sentiment",
+    "data.labels=[neg, pos]",
+    "tokenizer.max_length=32",
+    "train.epochs=6",
+    "train.lr=0.01",
+    "promotion.min_metric=0.7",
+    "tracking.experiment_name=it",
+    "tracking.registered_model_name=it-model",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +53,11 @@ def test_one_finished_run_with_params_metrics_and_artifacts(first_run):
     run = runs[0]
     assert run.info.status == "FINISHED" and run.info.run_id == summary.outcome.run_id
     p = run.data.params
-    per_param = {k: int(v) for k, v in p.items() if k.startswith("n_params.") and k not in
-                 ("n_params.total", "n_params.trainable")}
+    per_param = {
+        k: int(v)
+        for k, v in p.items()
+        if k.startswith("n_params.") and k not in ("n_params.total", "n_params.trainable")
+    }
     assert "n_params.rnn.weight_ih_l0" in per_param and per_param["n_params.rnn.weight_ih_l0"] == 64 * 16
     assert sum(per_param.values()) == int(p["n_params.total"]) == summary.outcome.n_params
     assert p["train.epochs"] == "6" and p["model.cell"] == "rnn"
@@ -97,8 +109,17 @@ def test_registered_version_scores_raw_text_and_holds_the_alias(first_run):
 
 def test_worse_model_is_not_promoted(first_run, ray_cluster):
     cfg, summary = first_run
-    worse = load_config(None, [f"output_root={cfg.output_root}", *SMALL, f"data.paths=[{cfg.data.paths[0]}]",
-                               "train.epochs=1", "train.lr=1e-7", "promotion.min_metric=0.0"])
+    worse = load_config(
+        None,
+        [
+            f"output_root={cfg.output_root}",
+            *SMALL,
+            f"data.paths=[{cfg.data.paths[0]}]",
+            "train.epochs=1",
+            "train.lr=1e-7",
+            "promotion.min_metric=0.0",
+        ],
+    )
     second = run_job.run(worse)
     print("champion", summary.decision.candidate, "worse", second.decision.candidate)
     assert second.outcome.version != summary.outcome.version
@@ -117,8 +138,12 @@ def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(ray_clust
     from pipeline.data.store import split_files
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    overrides = [f"output_root={tmp_path}", *SMALL, f"data.paths=[{corpus}]",
-                 "tracking.registered_model_name=crash-model"]
+    overrides = [
+        f"output_root={tmp_path}",
+        *SMALL,
+        f"data.paths=[{corpus}]",
+        "tracking.registered_model_name=crash-model",
+    ]
     cfg = load_config(None, overrides)
     prepared = prepare(cfg)
     split_files(prepared.path, "train")[0].write_bytes(b"not parquet")  # the run fails reading its data
@@ -139,9 +164,15 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     from pipeline.train import trainer
 
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    overrides = [f"output_root={tmp_path}", *SMALL,
-                 f"data.paths=[{corpus}]", "train.epochs=3", "tracking.run_name=nightly",
-                 "tracking.registered_model_name=resume-model", "train.max_failures=0"]
+    overrides = [
+        f"output_root={tmp_path}",
+        *SMALL,
+        f"data.paths=[{corpus}]",
+        "train.epochs=3",
+        "tracking.run_name=nightly",
+        "tracking.registered_model_name=resume-model",
+        "train.max_failures=0",
+    ]
     cfg = load_config(None, overrides)
     crash = kill_rank_once(rank=1, after_epoch=0, marker=tmp_path / "crashed")
     monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
@@ -172,4 +203,5 @@ def test_the_logged_model_shows_the_final_metrics_and_its_registered_version(fir
     assert metrics["test_accuracy"].step == metrics["val_accuracy"].step == last_epoch  # not epoch 0's
     assert metrics["test_accuracy"].value == summary.outcome.test_metrics["accuracy"]
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [
-        {"name": "it-model", "version": summary.outcome.version}]  # as mlflow.register_model links it
+        {"name": "it-model", "version": summary.outcome.version}
+    ]  # as mlflow.register_model links it

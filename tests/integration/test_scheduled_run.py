@@ -17,9 +17,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _overrides(tmp_path):
     corpus = write_corpus(tmp_path / "reviews.csv", rows=400)
-    return [f"output_root={tmp_path / 'out'}", "data.source=files", f"data.paths=[{corpus}]",
-            "data.text_column=review", "data.label_column=sentiment", "tokenizer.max_length=32", "train.epochs=2",
-            "tracking.system_metrics=false", "promotion.min_metric=0.0", "ray.num_cpus=2"]
+    return [
+        f"output_root={tmp_path / 'out'}",
+        "data.source=files",
+        f"data.paths=[{corpus}]",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        "tokenizer.max_length=32",
+        "train.epochs=2",
+        "tracking.system_metrics=false",
+        "promotion.min_metric=0.0",
+        "ray.num_cpus=2",
+    ]
 
 
 def test_a_second_scheduled_run_exits_0_with_one_line(tmp_path, capsys, monkeypatch):

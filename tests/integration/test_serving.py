@@ -50,8 +50,16 @@ def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     root, uri = champion
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"body": "x"}) + "\n", encoding="utf-8")
-    code = predict_job.main(["--input", str(src), "--output", str(tmp_path / "o.csv"),
-                             f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    code = predict_job.main(
+        [
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.csv"),
+            f"tracking.tracking_uri={uri}",
+            "tracking.registered_model_name=served",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "text column 'text' not found" in err and "--text-column" in err
     assert not (tmp_path / "o.csv").exists()
@@ -65,15 +73,34 @@ def test_models_serve_answers_raw_text_like_predict(champion, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served@champion", "--env-manager",
-         "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/served@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout_s=180, proc=proc)
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in REVIEWS]}}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             served = pd.DataFrame(json.load(r)["predictions"])
     finally:
@@ -103,8 +130,14 @@ print(json.dumps({"labels": list(out["label"]), "pipeline": pipeline.__file__, "
 def test_the_served_model_loads_from_only_what_it_ships(champion, tmp_path):
     root, uri = champion
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"MLFLOW_TRACKING_URI": uri}
-    proc = subprocess.run([sys.executable, "-c", _BARE_LOAD, json.dumps(REVIEWS)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BARE_LOAD, json.dumps(REVIEWS)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["labels"] == ["pos", "neg"]
@@ -113,5 +146,12 @@ def test_the_served_model_loads_from_only_what_it_ships(champion, tmp_path):
     assert "pipeline.train" not in got["modules"] and "pipeline.data.prepare" not in got["modules"]
     with tracking_store(uri):
         reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/served@champion")).read_text().split()
-    assert {r.split("==")[0] for r in reqs} == {"mlflow", "torch", "tokenizers", "numpy", "pandas", "pyarrow",
-                                                 "pydantic"}
+    assert {r.split("==")[0] for r in reqs} == {
+        "mlflow",
+        "torch",
+        "tokenizers",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "pydantic",
+    }

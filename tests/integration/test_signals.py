@@ -24,11 +24,27 @@ def _start_training(tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(var, None)
-    args = [f"output_root={tmp_path / 'out'}", "data.source=files", f"data.paths=[{corpus}]",
-            "data.text_column=review", "data.label_column=sentiment", "tokenizer.max_length=32",
-            "train.epochs=500", "tracking.run_name=stopped", "tracking.system_metrics=false", "ray.num_cpus=2"]
-    return subprocess.Popen([sys.executable, "-m", "jobs.train", *args], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    args = [
+        f"output_root={tmp_path / 'out'}",
+        "data.source=files",
+        f"data.paths=[{corpus}]",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        "tokenizer.max_length=32",
+        "train.epochs=500",
+        "tracking.run_name=stopped",
+        "tracking.system_metrics=false",
+        "ray.num_cpus=2",
+    ]
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.train", *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout_s: float = 300) -> None:

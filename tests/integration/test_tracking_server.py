@@ -21,10 +21,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def _overrides(tmp_path, server, experiment, model):
     corpus = write_corpus(tmp_path / "reviews.csv", rows=400)
-    return [f"output_root={tmp_path}", f"tracking.tracking_uri={server}", f"tracking.experiment_name={experiment}",
-            f"tracking.registered_model_name={model}", "data.source=files", "data.text_column=review",
-            "data.label_column=sentiment", "data.labels=[neg, pos]", f"data.paths=[{corpus}]",
-            "tokenizer.max_length=32", "train.epochs=2", "promotion.min_metric=0.0"]
+    return [
+        f"output_root={tmp_path}",
+        f"tracking.tracking_uri={server}",
+        f"tracking.experiment_name={experiment}",
+        f"tracking.registered_model_name={model}",
+        "data.source=files",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        "data.labels=[neg, pos]",
+        f"data.paths=[{corpus}]",
+        "tokenizer.max_length=32",
+        "train.epochs=2",
+        "promotion.min_metric=0.0",
+    ]
 
 
 def test_run_contents_over_rest(ray_cluster, mlflow_server, tmp_path):
@@ -38,15 +48,20 @@ def test_run_contents_over_rest(ray_cluster, mlflow_server, tmp_path):
     contexts = sorted(i.tags[0].value for i in run.inputs.dataset_inputs)
     assert contexts == ["eval", "test", "train"]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} >= {
-        "plots/learning_curves.png", "plots/confusion_matrix.png", "plots/roc.png", "plots/token_lengths.png"}
+        "plots/learning_curves.png",
+        "plots/confusion_matrix.png",
+        "plots/roc.png",
+        "plots/token_lengths.png",
+    }
     mv = client.get_model_version_by_alias("rest-model", "champion")
     assert mv.run_id == run.info.run_id and mv.tags["data_digest"] == run.data.tags["data_digest"]
 
 
 def test_worker_crash_over_rest_ends_failed(ray_cluster, mlflow_server, tmp_path, monkeypatch):
     """A worker dies (a wrapped loop the test passes to fit) with no retries left: FAILED, nothing registered."""
-    cfg = load_config(None, [*_overrides(tmp_path, mlflow_server, "rest-crash", "rest-crash-model"),
-                             "train.max_failures=0"])
+    cfg = load_config(
+        None, [*_overrides(tmp_path, mlflow_server, "rest-crash", "rest-crash-model"), "train.max_failures=0"]
+    )
     crash = kill_rank_once(rank=0, after_epoch=0, marker=tmp_path / "crashed")
     monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):

@@ -14,15 +14,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp_path):
     corpus = write_corpus(tmp_path / "reviews.csv", rows=300)
-    cfg = load_config(tune_job.DEFAULT_TUNE_CONFIG, [
-        f"output_root={tmp_path}", "data.source=files", f"data.paths=[{corpus}]", "data.text_column=review",
-        "data.label_column=sentiment", "data.labels=[neg, pos]", "train.epochs=2", "tracking.experiment_name=tune-it",
-        "tune.num_samples=2", "tune.time_budget_s=null", "tune.space.cell=[gru]", "tune.space.bidirectional=[false]",
-        "tune.space.pooling=[max]", "tune.space.embedding_dim=[8]", "tune.space.hidden_dim=[8]",
-        "tune.space.dropout=[0.0]", "tune.space.embedding_dropout=[0.0]", "tune.space.lr=[0.01]",
-        "tune.space.batch_size=[32, 64]", "tune.space.tokenizer_kind=[wordlevel]", "tune.space.max_length=[32]",
-        "tune.seed=3",
-    ])
+    cfg = load_config(
+        tune_job.DEFAULT_TUNE_CONFIG,
+        [
+            f"output_root={tmp_path}",
+            "data.source=files",
+            f"data.paths=[{corpus}]",
+            "data.text_column=review",
+            "data.label_column=sentiment",
+            "data.labels=[neg, pos]",
+            "train.epochs=2",
+            "tracking.experiment_name=tune-it",
+            "tune.num_samples=2",
+            "tune.time_budget_s=null",
+            "tune.space.cell=[gru]",
+            "tune.space.bidirectional=[false]",
+            "tune.space.pooling=[max]",
+            "tune.space.embedding_dim=[8]",
+            "tune.space.hidden_dim=[8]",
+            "tune.space.dropout=[0.0]",
+            "tune.space.embedding_dropout=[0.0]",
+            "tune.space.lr=[0.01]",
+            "tune.space.batch_size=[32, 64]",
+            "tune.space.tokenizer_kind=[wordlevel]",
+            "tune.space.max_length=[32]",
+            "tune.seed=3",
+        ],
+    )
     out = tmp_path / "best-found.yaml"
     summary = tune_job.run(cfg, out, register=True)
 

@@ -10,8 +10,9 @@ from schemas.features import LengthStats, Manifest, SplitInfo
 def _manifest(train_rows: int, truncated: float = 0.0, max_length: int = 128) -> Manifest:
     split = SplitInfo(rows=train_rows, label_counts={}, digest="x", file="train.parquet")
     stats = LengthStats(p50=90.0, p95=400.0, max=2000.0, truncated_fraction=truncated)
-    return Manifest.model_construct(splits={"train": split}, max_length=max_length, truncation_side="left",
-                                    length_stats=stats)
+    return Manifest.model_construct(
+        splits={"train": split}, max_length=max_length, truncation_side="left", length_stats=stats
+    )
 
 
 def test_the_issue_corpus_gets_enough_steps():

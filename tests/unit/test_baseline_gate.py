@@ -54,8 +54,9 @@ def test_a_version_that_does_not_beat_its_baseline_is_refused(registered):
     uri, version, prep, texts, labels = registered
     strong = _baseline(prep, BaselineConfig())  # the corpus is one sentiment word per row: ~perfect
     with tracking_store(uri) as client:  # as a job does: models:/ URIs resolve through it
-        decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
-                                   baseline=strong)
+        decision = promote_version(
+            client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE, baseline=strong
+        )
     assert not decision.promoted
     cand, base = decision.candidate["accuracy"], strong.metrics["accuracy"]
     assert f"{cand:.4f}" in decision.reason and f"its baseline {base:.4f}" in decision.reason
@@ -75,8 +76,9 @@ def test_a_version_that_beats_its_baseline_is_promoted(registered):
     weak = _baseline(prep, BaselineConfig(word_ngram_max=1, char_ngram_range=(8, 8)))
     assert weak.metrics["accuracy"] < 0.7
     with tracking_store(uri) as client:
-        decision = promote_version(client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE,
-                                   baseline=weak)
+        decision = promote_version(
+            client, "gated", version, texts, labels, list(prep.manifest.label_names), GATE, baseline=weak
+        )
     assert decision.promoted, decision.reason
     assert "first version" in decision.reason and "beats its baseline" in decision.reason
     assert current_alias_version(client, "gated", "champion") == version

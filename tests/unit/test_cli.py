@@ -18,8 +18,15 @@ from tests.conftest import REPO
 
 def _job(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_help_is_fast_and_shows_the_config_files_values():
@@ -29,9 +36,14 @@ def test_help_is_fast_and_shows_the_config_files_values():
     assert out.returncode == 0, out.stderr
     assert "train.epochs=8   (embedded.yaml; schema default 5)" in out.stdout  # embedded.yaml runs 8
     assert elapsed < 3.0 or os.getloadavg()[0] > 4 * (os.cpu_count() or 1), elapsed  # a loaded machine is slower
-    modules = _job(["-c", "import sys, jobs.run, jobs.train, jobs.promote, jobs.predict, jobs.params, jobs.prepare;"
-                    "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'datasets', 'pandas') if m in sys.modules))"],
-                   timeout=60)
+    modules = _job(
+        [
+            "-c",
+            "import sys, jobs.run, jobs.train, jobs.promote, jobs.predict, jobs.params, jobs.prepare;"
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'datasets', 'pandas') if m in sys.modules))",
+        ],
+        timeout=60,
+    )
     assert modules.stdout.strip() == "[]", modules.stdout + modules.stderr  # imported on use, not for --help
 
 
@@ -56,9 +68,11 @@ def test_a_failed_job_ends_with_the_cause_the_run_and_the_resume_command(tmp_pat
     assert rc == 1 and len(err) == 1, err
     run = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("rnn-textcls").experiment_id])[0]
     assert run.info.status == "FAILED"
-    assert err[0] == (f"error: RuntimeError: worker group died; MLflow run {run.info.run_id} ended FAILED; "
-                      f"resume with: python -m jobs.train output_root={tmp_path} train.epochs=2 "
-                      "tracking.run_name=rnn-files-20260101-000000")
+    assert err[0] == (
+        f"error: RuntimeError: worker group died; MLflow run {run.info.run_id} ended FAILED; "
+        f"resume with: python -m jobs.train output_root={tmp_path} train.epochs=2 "
+        "tracking.run_name=rnn-files-20260101-000000"
+    )
     with tracking_store(uri):
         text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error.txt")
     assert "second line of detail" in text and "Traceback" in text  # the whole story stays on the run

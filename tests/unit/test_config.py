@@ -36,8 +36,9 @@ def test_default_config_is_the_seed_model_on_the_embedded_corpus():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(DEFAULT_CONFIG, ["train.epochs=3", "model.bidirectional=true", "train.lr=1e-4",
-                                       "data.labels=[a, b, c]"])
+    cfg = load_config(
+        DEFAULT_CONFIG, ["train.epochs=3", "model.bidirectional=true", "train.lr=1e-4", "data.labels=[a, b, c]"]
+    )
     assert cfg.train.epochs == 3 and cfg.model.bidirectional is True
     assert cfg.train.lr == pytest.approx(1e-4)
     assert cfg.data.labels == ("a", "b", "c")
@@ -114,8 +115,16 @@ def test_one_lost_worker_restarts_by_default():
     assert JobConfig().train.max_failures >= 1
 
 
-@pytest.mark.parametrize("override", ["data.encoding=no-such-codec", "data.seed=-1", f"data.seed={2**32}",
-                                      "tracking.run_name=it's", 'tracking.run_name=a"b'])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "data.encoding=no-such-codec",
+        "data.seed=-1",
+        f"data.seed={2**32}",
+        "tracking.run_name=it's",
+        'tracking.run_name=a"b',
+    ],
+)
 def test_bad_values_are_one_line_user_errors(override):
     with pytest.raises(UserInputError) as e:
         load_config(None, [override])

@@ -49,9 +49,7 @@ EXPECTED_DOCUMENTS = 19
 
 # Env/config names that carry credentials.
 # Matched per name segment, so TOKENIZERS_PARALLELISM or KEYCLOAK_URL are not credentials.
-SECRET_NAME_RE = re.compile(
-    r"PASSW(OR)?D|(^|[_.-])(TOKEN|SECRET|KEY|APIKEY|CREDENTIALS?)([_.-]|$)", re.IGNORECASE
-)
+SECRET_NAME_RE = re.compile(r"PASSW(OR)?D|(^|[_.-])(TOKEN|SECRET|KEY|APIKEY|CREDENTIALS?)([_.-]|$)", re.IGNORECASE)
 # scheme://user:password@host, unless the password is only $(VAR) references expanded by the kubelet.
 URI_CREDENTIALS_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s/]+)@", re.IGNORECASE)
 PYTHON_MODULE_RE = re.compile(r"\bpython(?:3(?:\.\d+)?)?\s+-m\s+([A-Za-z_][\w.]*)")
@@ -89,9 +87,7 @@ def manifests(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
 
 
 def one(docs_by_file, file: str, kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [
-        d for d in docs_by_file[file] if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
+    found = [d for d in docs_by_file[file] if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"{file}: expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 
@@ -108,9 +104,7 @@ def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def pyproject_pin(package: str) -> str:
-    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
-        "dependencies"
-    ]
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     for dep in deps:
         m = re.fullmatch(rf"{re.escape(package)}(\[[^\]]*\])?==([\w.]+)", dep.replace(" ", ""))
         if m:
@@ -187,11 +181,7 @@ def literal_secret_findings(doc: Any, where: str) -> list[str]:
     """Places in a manifest where a credential is written out instead of referenced."""
     found: list[str] = []
     for path, node in walk(doc):
-        if (
-            isinstance(node, dict)
-            and isinstance(node.get("name"), str)
-            and SECRET_NAME_RE.search(node["name"])
-        ):
+        if isinstance(node, dict) and isinstance(node.get("name"), str) and SECRET_NAME_RE.search(node["name"]):
             # an env var (or anything shaped like one) named like a credential
             if "value" in node:
                 found.append(f"{where}{path}: {node['name']} has a literal value")
@@ -378,9 +368,7 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
 
     env = runtime_env(spec)
     assert isinstance(env.get("env_vars"), dict) and env["env_vars"], f"{label}: runtimeEnvYAML.env_vars"
-    assert all(isinstance(v, str) for v in env["env_vars"].values()), (
-        f"{label}: env_vars values must be strings"
-    )
+    assert all(isinstance(v, str) for v in env["env_vars"].values()), f"{label}: env_vars values must be strings"
     assert env["env_vars"].get("MLFLOW_TRACKING_URI", "").startswith("http://mlflow:5000"), label
     # The schedule lease key (infra/README.md, "Runs never overlap"): one key for manual and nightly runs.
     assert env["env_vars"].get("RNN_SCHEDULE_NAME") == "rnn-textcls-train", f"{label}: RNN_SCHEDULE_NAME"
@@ -394,9 +382,7 @@ def check_rayjob_spec(label: str, spec: dict[str, Any]) -> None:
     head = cluster["headGroupSpec"]
     assert head.get("serviceType", "ClusterIP") == "ClusterIP", label
     params = head.get("rayStartParams")
-    assert isinstance(params, dict) and params.get("dashboard-host"), (
-        f"{label}: head rayStartParams.dashboard-host"
-    )
+    assert isinstance(params, dict) and params.get("dashboard-host"), f"{label}: head rayStartParams.dashboard-host"
     assert all(isinstance(v, str) for v in params.values()), f"{label}: rayStartParams values must be strings"
 
     groups = cluster.get("workerGroupSpecs")
@@ -499,9 +485,7 @@ def test_mlflow_server_postgres_s3_basic_auth(docs_by_file):
     assert dep["spec"]["template"]["spec"]["securityContext"].get("runAsNonRoot") is True
 
     svc = one(docs_by_file, "k8s/mlflow.yaml", "Service", "mlflow")
-    assert selector_matches(
-        {"matchLabels": svc["spec"]["selector"]}, dep["spec"]["template"]["metadata"]["labels"]
-    )
+    assert selector_matches({"matchLabels": svc["spec"]["selector"]}, dep["spec"]["template"]["metadata"]["labels"])
     container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     (port,) = svc["spec"]["ports"]
     assert port["port"] == 5000
@@ -650,14 +634,11 @@ def test_network_policies_restrict_ports(docs_by_file, port, pods):
     if pods == "ray-head":
         labels = ray_pod_templates(ray_job_specs(docs_by_file)[0][1])[0][1]["metadata"]["labels"]
     else:
-        labels = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")["spec"]["template"]["metadata"][
-            "labels"
-        ]
+        labels = one(docs_by_file, "k8s/mlflow.yaml", "Deployment", "mlflow")["spec"]["template"]["metadata"]["labels"]
     selecting = [
         p
         for p in _policies(docs_by_file)
-        if selector_matches(p["spec"]["podSelector"], labels)
-        and "Ingress" in p["spec"].get("policyTypes", [])
+        if selector_matches(p["spec"]["podSelector"], labels) and "Ingress" in p["spec"].get("policyTypes", [])
     ]
     assert selecting, f"no NetworkPolicy selects the pods serving {port}"
     admitting = [r for p in selecting for r in p["spec"].get("ingress", []) if _admits(r, port)]
@@ -677,9 +658,7 @@ def test_network_policies_restrict_ports(docs_by_file, port, pods):
 
 def test_default_deny_ingress(docs_by_file):
     assert any(
-        p["spec"]["podSelector"] == {}
-        and p["spec"].get("policyTypes") == ["Ingress"]
-        and not p["spec"].get("ingress")
+        p["spec"]["podSelector"] == {} and p["spec"].get("policyTypes") == ["Ingress"] and not p["spec"].get("ingress")
         for p in _policies(docs_by_file)
     )
 
@@ -693,8 +672,7 @@ def test_network_policy_peers_match_real_pods(docs_by_file):
                 if "namespaceSelector" in peer:
                     continue
                 assert any(
-                    selector_matches(peer["podSelector"], t.get("metadata", {}).get("labels", {}))
-                    for _, t in templates
+                    selector_matches(peer["podSelector"], t.get("metadata", {}).get("labels", {})) for _, t in templates
                 ), f"{policy['metadata']['name']}: {peer} matches no pod in infra/k8s"
         assert any(
             selector_matches(policy["spec"]["podSelector"], t.get("metadata", {}).get("labels", {}))
@@ -716,9 +694,7 @@ def test_placeholders_only_in_secrets_example():
     offenders = [
         p.relative_to(REPO_ROOT).as_posix()
         for p in INFRA.rglob("*")
-        if p.is_file()
-        and p != SECRETS_EXAMPLE
-        and PLACEHOLDER in p.read_text(encoding="utf-8", errors="ignore")
+        if p.is_file() and p != SECRETS_EXAMPLE and PLACEHOLDER in p.read_text(encoding="utf-8", errors="ignore")
     ]
     assert offenders == []
 
@@ -804,9 +780,7 @@ def test_entrypoint_modules_exist(manifests):
     assert {m for _, m in modules} >= {"jobs.run"}, "jobs.run is not run anywhere"
     for where, module in modules:
         path = REPO_ROOT / (module.replace(".", "/") + ".py")
-        assert path.is_file(), (
-            f"{where}: `python -m {module}` but {path.relative_to(REPO_ROOT)} does not exist"
-        )
+        assert path.is_file(), f"{where}: `python -m {module}` but {path.relative_to(REPO_ROOT)} does not exist"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -844,9 +818,7 @@ def test_dockerfile_cpu_default_cuda_by_build_arg_and_pins():
     stage = final_stage()
     assert "${BASE_IMAGE}" in stage[0][1], "final stage must be FROM ${BASE_IMAGE}"
     runs = [a for ins, a in stage if ins == "RUN"]
-    torch_at = next(
-        i for i, r in enumerate(runs) if "--index-url" in r and "${TORCH_INDEX}" in r and "torch==" in r
-    )
+    torch_at = next(i for i, r in enumerate(runs) if "--index-url" in r and "${TORCH_INDEX}" in r and "torch==" in r)
     project_at = next(i for i, r in enumerate(runs) if re.search(r"pip install (\S+ )*\.(\s|$)", r))
     assert torch_at < project_at, "torch must be installed before the project"
     copies = [a for ins, a in stage if ins == "COPY"]
@@ -967,14 +939,27 @@ def test_kubernetes_validate_strict_catches_unknown_fields(docs_by_file):
 
 # The standard's allowed volume types under "restricted".
 RESTRICTED_VOLUME_TYPES = {
-    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
 }
 # Baseline's allowed added capabilities; restricted allows only NET_BIND_SERVICE to be added back.
 RESTRICTED_ADDABLE_CAPS = {"NET_BIND_SERVICE"}
 SAFE_SYSCTLS = {
-    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
     "net.ipv4.tcp_keepalive_probes",
 }
 
@@ -1021,8 +1006,14 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
             out.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost (pod or container)")
         if sc.get("procMount", "Default") != "Default":
             out.append(f"{name}: procMount")
-        if (sc.get("seLinuxOptions") or {}).get("type") not in (None, "", "container_t", "container_init_t",
-                                                                "container_kvm_t", "container_engine_t"):
+        if (sc.get("seLinuxOptions") or {}).get("type") not in (
+            None,
+            "",
+            "container_t",
+            "container_init_t",
+            "container_kvm_t",
+            "container_engine_t",
+        ):
             out.append(f"{name}: seLinuxOptions.type")
         if any(p.get("hostPort") for p in c.get("ports") or []):
             out.append(f"{name}: hostPort")

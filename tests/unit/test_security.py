@@ -22,27 +22,36 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Pa55"
 
 
-@pytest.mark.parametrize("key,value", [
-    ("tracking.tracking_uri", f"postgresql://mlflow:{SECRET}@db:5432/mlflow"),
-    ("tracking.tracking_uri", f"postgresql+psycopg2://mlflow:{SECRET}@127.0.0.1/mlflow"),
-    ("tracking.tracking_uri", f"https://trainer:{SECRET}@mlflow.example.com"),
-    ("data.paths", f"['s3://key:{SECRET}@bucket/reviews.csv']"),
-    ("MLFLOW_TRACKING_PASSWORD", SECRET),
-    ("MLFLOW_TRACKING_TOKEN", SECRET),
-    ("RAY_AUTH_TOKEN", SECRET),
-    ("AWS_SECRET_ACCESS_KEY", SECRET),
-    ("db_password", SECRET),
-    ("openai_api_key", SECRET),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("tracking.tracking_uri", f"postgresql://mlflow:{SECRET}@db:5432/mlflow"),
+        ("tracking.tracking_uri", f"postgresql+psycopg2://mlflow:{SECRET}@127.0.0.1/mlflow"),
+        ("tracking.tracking_uri", f"https://trainer:{SECRET}@mlflow.example.com"),
+        ("data.paths", f"['s3://key:{SECRET}@bucket/reviews.csv']"),
+        ("MLFLOW_TRACKING_PASSWORD", SECRET),
+        ("MLFLOW_TRACKING_TOKEN", SECRET),
+        ("RAY_AUTH_TOKEN", SECRET),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ("db_password", SECRET),
+        ("openai_api_key", SECRET),
+    ],
+)
 def test_mask_secrets_hides_the_secret(key, value):
     assert SECRET not in str(mask_secrets(key, value))
 
 
-@pytest.mark.parametrize("key,value", [
-    ("tokenizer.max_length", 32), ("tokenizer.kind", "wordlevel"), ("tokenizer_digest", "ab12"),
-    ("tracking.tracking_uri", "http://127.0.0.1:5000"), ("data.paths", "['/data/reviews.csv']"),
-    ("TOKENIZERS_PARALLELISM", "false"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("tokenizer.max_length", 32),
+        ("tokenizer.kind", "wordlevel"),
+        ("tokenizer_digest", "ab12"),
+        ("tracking.tracking_uri", "http://127.0.0.1:5000"),
+        ("data.paths", "['/data/reviews.csv']"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ],
+)
 def test_mask_secrets_keeps_ordinary_values(key, value):
     assert mask_secrets(key, value) == value
 
@@ -71,9 +80,17 @@ def test_printed_summary_holds_no_secret():
 
 # -- paths from config ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("override", ["output_root=../outside", "output_root=outputs/../../etc",
-                                      "tracking.run_name=../../escape", "tracking.run_name=a/b",
-                                      "tracking.run_name=/abs"])
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "output_root=../outside",
+        "output_root=outputs/../../etc",
+        "tracking.run_name=../../escape",
+        "tracking.run_name=a/b",
+        "tracking.run_name=/abs",
+    ],
+)
 def test_config_paths_cannot_leave_output_root(override):
     with pytest.raises(UserInputError):
         load_config(None, [override])
@@ -81,20 +98,24 @@ def test_config_paths_cannot_leave_output_root(override):
 
 # -- jobs.submit: what goes to the Jobs API ----------------------------------------------------------------
 
+
 def _args(*argv: str) -> argparse.Namespace:
     return submit.build_parser().parse_args(list(argv))
 
 
 def test_submission_runtime_env_and_entrypoint():
-    sub = submit.build_submission(_args("--env", "MY_SETTING", "output_root=/mnt/shared/rnn", "train.epochs=2",
-                                        "data.labels=[neg, pos]"),
-                                  environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MY_SETTING": "x"})
+    sub = submit.build_submission(
+        _args("--env", "MY_SETTING", "output_root=/mnt/shared/rnn", "train.epochs=2", "data.labels=[neg, pos]"),
+        environ={"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MY_SETTING": "x"},
+    )
     env = sub["runtime_env"]
     assert env["working_dir"] == str(REPO)
     assert {".git", ".venv", "outputs"} <= set(env["excludes"])
     assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MY_SETTING": "x"}
-    assert sub["entrypoint"] == ("python -m jobs.run --config jobs/configs/embedded.yaml "
-                                 "output_root=/mnt/shared/rnn train.epochs=2 'data.labels=[neg, pos]'")
+    assert sub["entrypoint"] == (
+        "python -m jobs.run --config jobs/configs/embedded.yaml "
+        "output_root=/mnt/shared/rnn train.epochs=2 'data.labels=[neg, pos]'"
+    )
     shown = submit.describe(sub)
     assert "MLFLOW_TRACKING_URI" in shown and "http://mlflow:5000" not in shown
 
@@ -112,11 +133,14 @@ def test_working_dir_upload_stays_small():
     assert sum(p.stat().st_size for p in files) < 20 * 2**20
 
 
-@pytest.mark.parametrize("environ,argv", [
-    ({"MLFLOW_TRACKING_URI": f"postgresql://u:{SECRET}@db/mlflow"}, []),
-    ({"MLFLOW_TRACKING_PASSWORD": SECRET}, ["--env", "MLFLOW_TRACKING_PASSWORD"]),
-    ({}, [f"tracking.tracking_uri=postgresql://u:{SECRET}@db/mlflow"]),
-])
+@pytest.mark.parametrize(
+    "environ,argv",
+    [
+        ({"MLFLOW_TRACKING_URI": f"postgresql://u:{SECRET}@db/mlflow"}, []),
+        ({"MLFLOW_TRACKING_PASSWORD": SECRET}, ["--env", "MLFLOW_TRACKING_PASSWORD"]),
+        ({}, [f"tracking.tracking_uri=postgresql://u:{SECRET}@db/mlflow"]),
+    ],
+)
 def test_submission_refuses_secrets(environ, argv, capsys):
     with pytest.raises(UserInputError) as e:
         submit.build_submission(_args("output_root=/mnt/shared/rnn", *argv), environ=environ)

@@ -33,8 +33,9 @@ def test_store_is_set_for_the_job_and_restored_after(tmp_path, monkeypatch):
 
 
 def _job(tmp_path, *overrides):
-    return load_config(None, [f"output_root={tmp_path}", "tracking.experiment_name=t", "tracking.system_metrics=false",
-                              *overrides])
+    return load_config(
+        None, [f"output_root={tmp_path}", "tracking.experiment_name=t", "tracking.system_metrics=false", *overrides]
+    )
 
 
 @pytest.mark.parametrize("error,status", [(None, "FINISHED"), (ValueError, "FAILED"), (KeyboardInterrupt, "KILLED")])
@@ -81,11 +82,24 @@ def test_only_rank_zero_writes(tmp_path):
 
 
 def test_epoch_metrics_are_grouped_and_constants_are_not_series():
-    report = {"epoch": 2, "train_loss": 0.5, "val_loss": 0.6, "val_accuracy": 0.7, "samples_per_s": 9e3,
-              "epoch_s": 1.0, "lr": 0.003, "best_epoch": 1}
+    report = {
+        "epoch": 2,
+        "train_loss": 0.5,
+        "val_loss": 0.6,
+        "val_accuracy": 0.7,
+        "samples_per_s": 9e3,
+        "epoch_s": 1.0,
+        "lr": 0.003,
+        "best_epoch": 1,
+    }
     named = epoch_metric_names(report, constant_lr=True)
-    assert named == {"train/loss": 0.5, "val/loss": 0.6, "val/accuracy": 0.7, "train/samples_per_s": 9e3,
-                     "train/epoch_s": 1.0}
+    assert named == {
+        "train/loss": 0.5,
+        "val/loss": 0.6,
+        "val/accuracy": 0.7,
+        "train/samples_per_s": 9e3,
+        "train/epoch_s": 1.0,
+    }
     assert epoch_metric_names(report, constant_lr=False)["train/lr"] == 0.003
     assert held_out_metric_names({"accuracy": 0.9}) == {"test_accuracy": 0.9}
 

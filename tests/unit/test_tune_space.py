@@ -19,9 +19,19 @@ from pipeline.tune import (
 from schemas.config import SearchSpace
 
 TUNE = CONFIG_DIR / "tune.yaml"
-SAMPLE = {"cell": "lstm", "bidirectional": True, "pooling": "mean", "embedding_dim": 32, "hidden_dim": 96,
-          "dropout": 0.2, "embedding_dropout": 0.1, "lr": 0.002, "batch_size": 64, "tokenizer_kind": "english",
-          "max_length": 256}
+SAMPLE = {
+    "cell": "lstm",
+    "bidirectional": True,
+    "pooling": "mean",
+    "embedding_dim": 32,
+    "hidden_dim": 96,
+    "dropout": 0.2,
+    "embedding_dropout": 0.1,
+    "lr": 0.002,
+    "batch_size": 64,
+    "tokenizer_kind": "english",
+    "max_length": 256,
+}
 
 
 def test_every_space_field_sets_a_config_key():
@@ -32,8 +42,12 @@ def test_every_space_field_sets_a_config_key():
 def test_a_sample_sets_the_config_and_trials_run_on_their_own_workers():
     base = load_config(TUNE)
     cfg = apply_sample(base, SAMPLE)
-    assert (cfg.model.cell, cfg.model.bidirectional, cfg.model.pooling, cfg.tokenizer.kind) == \
-        ("lstm", True, "mean", "english")
+    assert (cfg.model.cell, cfg.model.bidirectional, cfg.model.pooling, cfg.tokenizer.kind) == (
+        "lstm",
+        True,
+        "mean",
+        "english",
+    )
     assert (cfg.train.lr, cfg.train.batch_size, cfg.tokenizer.max_length) == (0.002, 64, 256)
     assert cfg.scaling.num_workers == base.scaling.num_workers == 2
     assert trial_config(base, SAMPLE).scaling.num_workers == base.tune.workers_per_trial == 1

@@ -36,10 +36,13 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 
 # -- item 1: a stray double quote, a row with too few fields -------------------------------------------
 
+
 def _stray_quote_csv(tmp_path: Path) -> str:
     # line 12 opens a quote that line 15 closes: lines 12-15 would read as one record labelled 'pos'.
-    body = _csv_lines(_rows()[:10]) + '"stray quote review,neg\nswallowed one,pos\nswallowed two,neg\n' \
+    body = (
+        _csv_lines(_rows()[:10]) + '"stray quote review,neg\nswallowed one,pos\nswallowed two,neg\n'
         'closing "here" review,pos\n' + _csv_lines(_rows()[10:])
+    )
     return _write(tmp_path, "stray.csv", "text,label\n" + body)
 
 
@@ -52,8 +55,9 @@ def test_stray_quote_swallowing_lines_stops_naming_file_and_lines(tmp_path, job)
 
 
 def test_stray_quote_skipped_counts_every_swallowed_line(tmp_path, job):
-    m = prepare(job(source="files", paths=(_stray_quote_csv(tmp_path),), on_bad_csv_row="skip",
-                    max_drop_fraction=0.2)).manifest
+    m = prepare(
+        job(source="files", paths=(_stray_quote_csv(tmp_path),), on_bad_csv_row="skip", max_drop_fraction=0.2)
+    ).manifest
     assert m.cleaning.dropped["bad_csv_row"] == 4  # the 4 physical lines of the bad record
     assert m.cleaning.rows_in == 44  # every data line of the file is accounted for
     assert m.cleaning.rows_out == 40
@@ -87,6 +91,7 @@ def test_unclosed_quote_at_end_of_file_names_the_line_without_advising_skip(tmp_
 
 # -- item 2: spellings of a missing label -------------------------------------------------------------
 
+
 def test_missing_label_spellings_are_missing_not_classes(tmp_path, job):
     spellings = ["NaN", "nan", "null", "None", "NA", "", "  "]
     extra = "".join(f"{s} is a word here {i},{s}\n" for i, s in enumerate(spellings))
@@ -99,13 +104,15 @@ def test_missing_label_spellings_are_missing_not_classes(tmp_path, job):
 
 def test_missing_label_spellings_in_json(tmp_path, job):
     records = [{"text": t, "label": lab} for t, lab in _rows()] + [
-        {"text": f"json row {s}", "label": s} for s in ("NaN", "null", "None", "NA")]
+        {"text": f"json row {s}", "label": s} for s in ("NaN", "null", "None", "NA")
+    ]
     path = _write(tmp_path, "na.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     m = prepare(job(source="files", paths=(path,), max_drop_fraction=0.2)).manifest
     assert m.label_names == ["neg", "pos"] and m.cleaning.dropped == {"missing_label": 4}
 
 
 # -- item 3: text values that are not strings ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("values", [list(range(40)), [[i, i + 1] for i in range(40)], [i / 2 for i in range(40)]])
 def test_non_string_text_in_parquet_stops_naming_file_column_and_value(tmp_path, job, values):
@@ -129,13 +136,17 @@ def test_number_among_string_texts_in_jsonl_names_the_line(tmp_path, job):
 
 # -- item 4: empty, header-only and broken files ------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "content", "words"), [
-    ("empty.csv", "", "is empty"),
-    ("blank.csv", "\n\n", "is empty"),
-    ("header.csv", "text,label\n", "only a header"),
-    ("empty.jsonl", "", "is empty"),
-    ("empty.json", "[]", "no rows"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("empty.csv", "", "is empty"),
+        ("blank.csv", "\n\n", "is empty"),
+        ("header.csv", "text,label\n", "only a header"),
+        ("empty.jsonl", "", "is empty"),
+        ("empty.json", "[]", "no rows"),
+    ],
+)
 def test_empty_files_stop_with_one_line(tmp_path, job, name, content, words):
     path = _write(tmp_path, name, content)
     with pytest.raises(DataValidationError) as e:
@@ -146,8 +157,11 @@ def test_empty_files_stop_with_one_line(tmp_path, job, name, content, words):
 
 def test_broken_jsonl_line_names_file_line_and_value(tmp_path, job):
     good = "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in _rows())
-    path = _write(tmp_path, "broken.jsonl", good[: len(good) // 2] + '{"text": "x", "label": "pos"} junk\n'
-                  + good[len(good) // 2:])
+    path = _write(
+        tmp_path,
+        "broken.jsonl",
+        good[: len(good) // 2] + '{"text": "x", "label": "pos"} junk\n' + good[len(good) // 2 :],
+    )
     lines = Path(path).read_text().splitlines()
     bad_line = next(i for i, line in enumerate(lines, 1) if "junk" in line)
     with pytest.raises(DataValidationError) as e:

@@ -49,8 +49,11 @@ def test_none_and_nan_are_missing():
 
 
 def test_missing_label_column_names_file_columns_and_fix(fx, job):
-    with pytest.raises(DataValidationError, match=r"label column 'label' not found in .*no_label_column\.csv.*"
-                                                  r"\['text', 'stars'\].*data\.label_column"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"label column 'label' not found in .*no_label_column\.csv.*"
+        r"\['text', 'stars'\].*data\.label_column",
+    ):
         prepare(job(source="files", paths=_bad(fx, "no_label_column.csv")))
 
 
@@ -60,8 +63,7 @@ def test_label_outside_configured_set_stops_with_value_and_fix(fx, job):
 
 
 def test_label_outside_configured_set_dropped_on_request(fx, job):
-    cfg = job(source="files", paths=_bad(fx, "unknown_label.csv"), labels=("neg", "pos"),
-              on_unknown_label="drop")
+    cfg = job(source="files", paths=_bad(fx, "unknown_label.csv"), labels=("neg", "pos"), on_unknown_label="drop")
     assert _report(prepare(cfg))["dropped"]["unknown_label"] == 1
 
 
@@ -78,16 +80,23 @@ def test_mixed_label_types_in_a_table_stop():
 
 def test_non_utf8_strict_names_file_and_byte_offset(fx, job):
     offset = (fx / "bad/latin1.offset").read_text()
-    with pytest.raises(DataValidationError, match=rf"latin1\.csv: byte {offset} \(line 42, value 0xe9\).*"
-                                                  r"data\.encoding_errors=replace"):
+    with pytest.raises(
+        DataValidationError,
+        match=rf"latin1\.csv: byte {offset} \(line 42, value 0xe9\).*"
+        r"data\.encoding_errors=replace",
+    ):
         prepare(job(source="files", paths=_bad(fx, "latin1.csv")))
 
 
 def test_non_utf8_replace_counts_the_row(fx, job):
     prepared = prepare(job(source="files", paths=_bad(fx, "latin1.csv"), encoding_errors="replace"))
     assert _report(prepared)["counted"]["replaced_bytes"] == 1
-    assert prepared.manifest.splits["train"].rows + prepared.manifest.splits["test"].rows + \
-        prepared.manifest.splits["validation"].rows == 41
+    assert (
+        prepared.manifest.splits["train"].rows
+        + prepared.manifest.splits["test"].rows
+        + prepared.manifest.splits["validation"].rows
+        == 41
+    )
 
 
 def test_non_utf8_under_another_wrong_encoding_still_stops(fx, job):
@@ -155,14 +164,18 @@ def test_too_many_invalid_rows_stop_the_job(fx, job):
 def test_split_is_stratified_by_hash_rank_and_recorded(fx, job):
     m = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),))).manifest
     assert {s: i.label_counts for s, i in m.splits.items()} == {
-        "train": {"neg": 16, "pos": 16}, "validation": {"neg": 2, "pos": 2}, "test": {"neg": 2, "pos": 2}}
+        "train": {"neg": 16, "pos": 16},
+        "validation": {"neg": 2, "pos": 2},
+        "test": {"neg": 2, "pos": 2},
+    }
     assert m.cleaning.label_proportions["test"] == {"neg": 0.5, "pos": 0.5}
 
 
 def test_tokenizer_trains_on_a_bounded_sample(fx, job):
     full = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),))).manifest
-    sampled = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),),
-                          tokenizer={"train_sample_rows": 10})).manifest
+    sampled = prepare(
+        job(source="files", paths=(str(fx / "formats/reviews.tsv"),), tokenizer={"train_sample_rows": 10})
+    ).manifest
     assert full.tokenizer_settings.sample_rows_used == 32
     assert 0 < sampled.tokenizer_settings.sample_rows_used < 32 and sampled.tokenizer_settings.train_sample_rows == 10
     assert sampled.vocab_size < full.vocab_size

@@ -55,10 +55,19 @@ def test_disk_full_in_a_task_is_one_line_and_no_task_writes_after_cleanup(job, t
     import time
 
     path = tmp_path / "varied.csv"
-    path.write_text("text,label\n" + "".join(f"{' '.join(f'w{j}' for j in range(i + 1))},{'pos' if i % 2 else 'neg'}\n"
-                                             for i in range(400)), encoding="utf-8")
-    cfg = job(output_root=str(tiny_disk), source="files", paths=(str(path),), tokenizer={"max_length": 256},
-              prepare_mode="ray", partitions=4)  # 4 encode tasks write at once; ~400 KiB of ids for 64 KiB
+    path.write_text(
+        "text,label\n"
+        + "".join(f"{' '.join(f'w{j}' for j in range(i + 1))},{'pos' if i % 2 else 'neg'}\n" for i in range(400)),
+        encoding="utf-8",
+    )
+    cfg = job(
+        output_root=str(tiny_disk),
+        source="files",
+        paths=(str(path),),
+        tokenizer={"max_length": 256},
+        prepare_mode="ray",
+        partitions=4,
+    )  # 4 encode tasks write at once; ~400 KiB of ids for 64 KiB
     with pytest.raises(UserInputError, match=r"^[^\n]*no space left[^\n]*output_root[^\n]*$"):
         prepare(cfg)
     time.sleep(2)  # a task still running would write here after the cleanup
@@ -70,8 +79,9 @@ def test_disk_full_in_a_task_is_one_line_and_no_task_writes_after_cleanup(job, t
 def test_stray_quote_and_empty_file_same_outcome_in_ray_tasks(job, tmp_path, ray_cluster):
     rows = [f"review {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40)]
     stray = tmp_path / "stray.csv"
-    stray.write_text("text,label\n" + "".join(rows[:10]) + '"stray,neg\nswallowed,pos\nclosed "here",pos\n'
-                     + "".join(rows[10:]))
+    stray.write_text(
+        "text,label\n" + "".join(rows[:10]) + '"stray,neg\nswallowed,pos\nclosed "here",pos\n' + "".join(rows[10:])
+    )
     common = {"source": "files", "paths": (str(stray),), "partitions": 2}
     with pytest.raises(DataValidationError, match=r"^\S*stray\.csv: line \d+-\d+: a double quote[^\n]*$"):
         prepare(job(output_root=str(tmp_path / "e"), prepare_mode="ray", **common))
@@ -82,5 +92,13 @@ def test_stray_quote_and_empty_file_same_outcome_in_ray_tasks(job, tmp_path, ray
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(DataValidationError, match=r"^\S*empty\.csv is empty[^\n]*data\.paths$"):
-        prepare(job(output_root=str(tmp_path / "x"), source="files", paths=(str(stray), str(empty)),
-                    prepare_mode="ray", on_bad_csv_row="skip", max_drop_fraction=0.2))
+        prepare(
+            job(
+                output_root=str(tmp_path / "x"),
+                source="files",
+                paths=(str(stray), str(empty)),
+                prepare_mode="ray",
+                on_bad_csv_row="skip",
+                max_drop_fraction=0.2,
+            )
+        )

@@ -48,8 +48,14 @@ def test_prepare_reads_and_writes_s3(fx, job, s3_bucket, tmp_path):
     again = prepare(cfg)
     assert again.reused and again.manifest == first.manifest
     # the same corpus from local files gives the same split and content
-    local = prepare(job(output_root=str(tmp_path / "local"), source="files", partitions=2,
-                        paths=(str(fx / "shards/part-0.csv"), str(fx / "shards/part-1.csv"))))
+    local = prepare(
+        job(
+            output_root=str(tmp_path / "local"),
+            source="files",
+            partitions=2,
+            paths=(str(fx / "shards/part-0.csv"), str(fx / "shards/part-1.csv")),
+        )
+    )
     assert local.manifest.content_digest == first.manifest.content_digest
     assert read_texts(local.path, "test")[0] == read_texts(first.path, "test")[0]
 
@@ -78,8 +84,14 @@ def test_ray_tasks_in_another_process_write_the_same_dataset_to_s3(fx, job, s3_b
     paths = _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
     local = prepare(job(output_root=f"{s3_bucket}/local", source="files", paths=paths, partitions=3))
     cfg = job(output_root=f"{s3_bucket}/ray", source="files", paths=paths, partitions=3, prepare_mode="ray")
-    proc = subprocess.run([sys.executable, "-c", _RAY_PREPARE, cfg.model_dump_json()], cwd=REPO, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAY_PREPARE, cfg.model_dump_json()],
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     manifest = json.loads(proc.stdout.strip().splitlines()[-1])
     assert manifest["prepare_mode"] == "ray" and manifest["content_digest"] == local.manifest.content_digest
@@ -104,12 +116,20 @@ print(json.dumps({"epochs": len(result.history)}))
 def test_training_reads_s3_data_and_checkpoints_to_s3(fx, job, s3_bucket):
     """Ray Train's storage_path and checkpoints on the object store (trainer.checkpoint_storage)."""
     paths = _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
-    cfg = job(output_root=f"{s3_bucket}/job", source="files", paths=paths).model_copy(update={
-        "train": job().train.model_copy(update={"epochs": 1, "batch_size": 8}),
-        "scaling": job().scaling.model_copy(update={"num_workers": 1}),
-    })
-    proc = subprocess.run([sys.executable, "-c", _RAY_TRAIN, cfg.model_dump_json()], cwd=REPO, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    cfg = job(output_root=f"{s3_bucket}/job", source="files", paths=paths).model_copy(
+        update={
+            "train": job().train.model_copy(update={"epochs": 1, "batch_size": 8}),
+            "scaling": job().scaling.model_copy(update={"num_workers": 1}),
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _RAY_TRAIN, cfg.model_dump_json()],
+        cwd=REPO,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["epochs"] == 1
@@ -130,10 +150,26 @@ def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
     port = free_port()
     log = open(tmp_path / "mlflow.log", "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", f"{s3_bucket}/mlartifacts", "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"{s3_bucket}/mlartifacts",
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(os.environ),
     )
     try:
         uri = f"http://127.0.0.1:{port}"

@@ -27,17 +27,23 @@ def _leftovers(out: Path) -> list[Path]:
 
 # -- item 5: the memory guard, max_length=auto ---------------------------------------------------------
 
+
 def test_memory_guard_stops_before_encoding_naming_max_length(tmp_path, job):
-    cfg = job(source="files", paths=(_varied_csv(tmp_path),), memory_budget_mb=0.05,
-              tokenizer={"max_length": 1000})  # 60 rows x 1000 x 4 bytes = 0.23 MiB > 0.05
+    cfg = job(
+        source="files", paths=(_varied_csv(tmp_path),), memory_budget_mb=0.05, tokenizer={"max_length": 1000}
+    )  # 60 rows x 1000 x 4 bytes = 0.23 MiB > 0.05
     with pytest.raises(DataValidationError) as e:
         prepare(cfg)
     msg = str(e.value)
     assert "\n" not in msg and "tokenizer.max_length=1000" in msg and "data.memory_budget_mb" in msg
     assert "60 rows" in msg
     assert _leftovers(tmp_path / "out") == []  # stopped before any shard was written
-    assert prepare(job(source="files", paths=(_varied_csv(tmp_path),), memory_budget_mb=0.05,
-                       tokenizer={"max_length": 100})).manifest.max_length == 100  # fits: runs
+    assert (
+        prepare(
+            job(source="files", paths=(_varied_csv(tmp_path),), memory_budget_mb=0.05, tokenizer={"max_length": 100})
+        ).manifest.max_length
+        == 100
+    )  # fits: runs
 
 
 def test_default_budget_comes_from_available_memory():
@@ -53,16 +59,23 @@ def test_default_budget_comes_from_available_memory():
 
 
 def test_auto_length_warns_when_many_training_rows_are_truncated(tmp_path, job, caplog):
-    cfg = job(source="files", paths=(_varied_csv(tmp_path),),
-              tokenizer={"max_length": "auto", "max_length_percentile": 50})
+    cfg = job(
+        source="files", paths=(_varied_csv(tmp_path),), tokenizer={"max_length": "auto", "max_length_percentile": 50}
+    )
     with caplog.at_level(logging.WARNING):
         m = prepare(cfg).manifest
     assert m.length_stats.truncated_fraction > 0.1
     assert any("truncat" in r.getMessage() and "tokenizer.max_length" in r.getMessage() for r in caplog.records)
     assert m.warnings and "truncat" in m.warnings[0]
     assert m.max_length_chosen_by.startswith("auto")
-    quiet = prepare(job(output_root=str(tmp_path / "q"), source="files", paths=(_varied_csv(tmp_path),),
-                        tokenizer={"max_length": "auto", "max_length_percentile": 100})).manifest
+    quiet = prepare(
+        job(
+            output_root=str(tmp_path / "q"),
+            source="files",
+            paths=(_varied_csv(tmp_path),),
+            tokenizer={"max_length": "auto", "max_length_percentile": 100},
+        )
+    ).manifest
     assert quiet.length_stats.truncated_fraction == 0 and quiet.warnings == []
 
 
@@ -84,9 +97,15 @@ def test_chosen_length_is_an_mlflow_param(tmp_path, job, sqlite_tracking_uri):
 
 # -- item 6: disk full, staging removed at once -------------------------------------------------------
 
+
 def test_disk_full_is_one_line_and_leaves_no_staging_folder(tmp_path, job, tiny_disk):
-    cfg = job(output_root=str(tiny_disk), source="files", paths=(_varied_csv(tmp_path, 400),),
-              tokenizer={"max_length": 256}, partitions=3)  # 400 x 256 x 4 bytes: ~400 KiB of ids
+    cfg = job(
+        output_root=str(tiny_disk),
+        source="files",
+        paths=(_varied_csv(tmp_path, 400),),
+        tokenizer={"max_length": 256},
+        partitions=3,
+    )  # 400 x 256 x 4 bytes: ~400 KiB of ids
     with pytest.raises(UserInputError) as e:
         prepare(cfg)
     msg = str(e.value)
@@ -98,8 +117,12 @@ def test_failed_prepare_removes_its_staging_folder_at_once(tmp_path, job):
     # every text but a few becomes zero tokens: found by the encode step, after shards are written
     path = tmp_path / "zero.csv"
     zero_width = "\u200b"
-    path.write_text("text,label\n" + "".join(f"{zero_width * (i + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
-                    + "good one,pos\nbad one,neg\n", encoding="utf-8")
+    path.write_text(
+        "text,label\n"
+        + "".join(f"{zero_width * (i + 1)},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+        + "good one,pos\nbad one,neg\n",
+        encoding="utf-8",
+    )
     with pytest.raises(DataValidationError, match="zero_tokens"):
         prepare(job(source="files", paths=(str(path),), partitions=3))
     assert _leftovers(tmp_path / "out") == []

@@ -26,8 +26,7 @@ def test_text_formats_prepare_all_rows(fx, job, name):
 
 
 def test_csv_with_configured_columns(fx, job):
-    cfg = job(source="files", paths=(str(fx / "formats/reviews.csv"),), text_column="review",
-              label_column="sentiment")
+    cfg = job(source="files", paths=(str(fx / "formats/reviews.csv"),), text_column="review", label_column="sentiment")
     prepared = prepare(cfg)
     texts, _ = read_texts(prepared.path, "test")
     assert _rows(prepared) == 40 and all("number" in t for t in texts)

@@ -68,8 +68,9 @@ p.prepare(JobConfig.model_validate_json(sys.argv[1]))
 def test_killed_midway_leaves_nothing_that_is_loaded(csv_copy, job):
     cfg = job(source="files", paths=(str(csv_copy),))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", _KILL_MIDWAY, cfg.model_dump_json()], env=env, cwd=REPO,
-                          capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILL_MIDWAY, cfg.model_dump_json()], env=env, cwd=REPO, capture_output=True, timeout=120
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     data_root = Path(cfg.output_root) / "data"
     staged = list(data_root.glob(".staging-*"))

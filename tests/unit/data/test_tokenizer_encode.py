@@ -68,8 +68,13 @@ def test_encode_texts_bounds_characters_like_training():
 
 
 def test_max_length_auto_covers_the_percentile(fx, job):
-    prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),),
-                           tokenizer={"max_length": "auto", "max_length_percentile": 100}))
+    prepared = prepare(
+        job(
+            source="files",
+            paths=(str(fx / "formats/reviews.tsv"),),
+            tokenizer={"max_length": "auto", "max_length_percentile": 100},
+        )
+    )
     m = prepared.manifest
     assert m.max_length_chosen_by.startswith("auto: p100")
     assert m.max_length == m.length_stats.max and m.length_stats.truncated_fraction == 0.0

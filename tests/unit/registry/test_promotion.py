@@ -29,6 +29,7 @@ GATE = PromotionConfig(min_metric=0.6, min_improvement=0.01, significance=0.05, 
 
 # ---- the gate, as a pure function ------------------------------------------------------------
 
+
 def test_first_version_needs_min_metric():
     assert decide({"accuracy": 0.7}, None, GATE)[0]
     ok, reason = decide({"accuracy": 0.5}, None, GATE)
@@ -66,6 +67,7 @@ def test_mcnemar_counts_only_disagreements():
 
 
 # ---- a real registry (the tests that train models or start a server are integration) ---------
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
@@ -156,8 +158,7 @@ def test_rollback_restores_the_previous_champion(tracking_uri, store, prepared, 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_outcome_is_on_the_run_the_replaced_version_and_the_registered_model(
-        sqlite_tracking_uri, prepared, states):
+def test_the_outcome_is_on_the_run_the_replaced_version_and_the_registered_model(sqlite_tracking_uri, prepared, states):
     name = "outcome"
     with tracking_store(sqlite_tracking_uri) as client:
         v1 = _register(sqlite_tracking_uri, name, prepared, states["untrained"])
@@ -231,8 +232,7 @@ def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri
     cfg, prep = prepared
     with tracking_store(sqlite_tracking_uri) as client:
         with mlflow.start_run(experiment_id=ensure_experiment(client, "dup", cfg.output_root)) as run:
-            info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model,
-                                      ["好看"])
+            info = log_raw_text_model(states["good"], prep.manifest, prep.path / "tokenizer.json", cfg.model, ["好看"])
         first = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
         again = register_version(client, "dup", info.model_uri, run.info.run_id, {}, "")
     assert first.version == again.version
@@ -242,8 +242,7 @@ def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept(
-        sqlite_tracking_uri, prepared, states):
+def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept(sqlite_tracking_uri, prepared, states):
     name = "history-model"
     with tracking_store(sqlite_tracking_uri) as client:
         v_good = _register(sqlite_tracking_uri, name, prepared, states["good"])
@@ -260,7 +259,10 @@ def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept
         rows = history(client, name)
         # Durable: one record per decision (the no-op included), newest first, none overwritten.
         assert [(r["version"], r["decision"]) for r in rows] == [
-            (v_bad, "rejected"), (v_good, "unchanged"), (v_good, "promoted")]
+            (v_bad, "rejected"),
+            (v_good, "unchanged"),
+            (v_good, "promoted"),
+        ]
         aliases = {r["version"]: r["aliases"] for r in rows}
         assert aliases[v_good] == "champion" and aliases[v_bad] == ""  # below min_metric: not even challenger
 

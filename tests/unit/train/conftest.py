@@ -33,36 +33,55 @@ def word_order_corpus(n: int, seed: int, max_len: int = 10, vocab_size: int = 16
     return ids, labels
 
 
-def train_data(train, val, vocab_size: int = 16, padding_side: str = "left",
-               num_classes: int = 2) -> TrainData:
+def train_data(train, val, vocab_size: int = 16, padding_side: str = "left", num_classes: int = 2) -> TrainData:
     (tx, ty), (vx, vy) = train, val
-    return TrainData(tx, ty, (tx != PAD).sum(1).astype(np.int32), vx, vy, vocab_size, PAD, num_classes,
-                     padding_side)
+    return TrainData(tx, ty, (tx != PAD).sum(1).astype(np.int32), vx, vy, vocab_size, PAD, num_classes, padding_side)
 
 
-def write_prepared(root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], vocab_size: int = 16,
-                   padding_side: str = "left") -> Path:
+def write_prepared(
+    root: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], vocab_size: int = 16, padding_side: str = "left"
+) -> Path:
     """The layout `pipeline.data.store` reads (Parquet splits, manifest, completion marker)."""
     root.mkdir(parents=True, exist_ok=True)
     width = next(iter(splits.values()))[0].shape[1]
     infos = {}
     for name, (ids, y) in splits.items():
-        table = pa.table({
-            "text": pa.array([" ".join(map(str, r)) for r in ids]),
-            "label": pa.array(y, pa.int64()),
-            "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), pa.int32()), width),
-            "length": pa.array((ids != PAD).sum(1), pa.int32()),
-            "n_tokens": pa.array((ids != PAD).sum(1), pa.int32()),
-        })
+        table = pa.table(
+            {
+                "text": pa.array([" ".join(map(str, r)) for r in ids]),
+                "label": pa.array(y, pa.int64()),
+                "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1), pa.int32()), width),
+                "length": pa.array((ids != PAD).sum(1), pa.int32()),
+                "n_tokens": pa.array((ids != PAD).sum(1), pa.int32()),
+            }
+        )
         pq.write_table(table, root / f"{name}.parquet")
         counts = np.bincount(y, minlength=2)
-        infos[name] = SplitInfo(rows=len(y), label_counts={"neg": int(counts[0]), "pos": int(counts[1])},
-                                digest=name, file=f"{name}.parquet")
+        infos[name] = SplitInfo(
+            rows=len(y),
+            label_counts={"neg": int(counts[0]), "pos": int(counts[1])},
+            digest=name,
+            file=f"{name}.parquet",
+        )
     manifest = Manifest(
-        cache_key="test", created_at="2026-01-01T00:00:00+00:00", source={"kind": "generated"}, inputs=[],
-        input_digest="test", label_names=["neg", "pos"], vocab_size=vocab_size, pad_id=PAD, unk_id=1,
-        max_length=width, padding_side=padding_side, truncation_side="left", tokenizer_file="tokenizer.json",
-        tokenizer_digest="test", splits=infos, length_stats={}, cleaning={}, content_digest="test",
+        cache_key="test",
+        created_at="2026-01-01T00:00:00+00:00",
+        source={"kind": "generated"},
+        inputs=[],
+        input_digest="test",
+        label_names=["neg", "pos"],
+        vocab_size=vocab_size,
+        pad_id=PAD,
+        unk_id=1,
+        max_length=width,
+        padding_side=padding_side,
+        truncation_side="left",
+        tokenizer_file="tokenizer.json",
+        tokenizer_digest="test",
+        splits=infos,
+        length_stats={},
+        cleaning={},
+        content_digest="test",
         versions={},
     )
     (root / "manifest.json").write_text(json.dumps(manifest.model_dump(mode="json")))

@@ -21,9 +21,16 @@ from pipeline.train.state import (
 
 
 def _state(epoch: int) -> TrainState:
-    return TrainState(model={"w": torch.full((2,), float(epoch))}, optimizer={}, scheduler={}, epoch=epoch,
-                      history=[{"epoch": e} for e in range(epoch + 1)], early_stopping=EarlyStoppingState(),
-                      rng={"cpu": torch.zeros(1, 4, dtype=torch.uint8)}, world_size=1)
+    return TrainState(
+        model={"w": torch.full((2,), float(epoch))},
+        optimizer={},
+        scheduler={},
+        epoch=epoch,
+        history=[{"epoch": e} for e in range(epoch + 1)],
+        early_stopping=EarlyStoppingState(),
+        rng={"cpu": torch.zeros(1, 4, dtype=torch.uint8)},
+        world_size=1,
+    )
 
 
 def _kept(run_dir: Path, n: int) -> list[Path]:

@@ -109,8 +109,7 @@ def test_resuming_from_a_checkpoint_continues_exactly_where_it_stopped(corpus):
 
 def test_early_stopping_stops_on_every_rank_and_ships_the_best_weights(corpus):
     # An improvement of 2.0 in accuracy is impossible: only the first epoch counts as best.
-    cfg = _cfg(epochs=6, early_stopping_patience=2, early_stopping_metric="val_accuracy",
-               early_stopping_min_delta=2.0)
+    cfg = _cfg(epochs=6, early_stopping_patience=2, early_stopping_metric="val_accuracy", early_stopping_min_delta=2.0)
     reports = _train(cfg, train_data(*corpus))
     assert [m["epoch"] for m, _ in reports] == [0, 1, 2]
     last = reports[-1][1]
@@ -125,13 +124,17 @@ def test_early_stopping_stops_on_every_rank_and_ships_the_best_weights(corpus):
     assert _train(cfg, train_data(*corpus), resume=last) == []  # a finished run does not restart
 
 
-@pytest.mark.parametrize("metric,values,best,stopped_at", [
-    ("val_loss", [1.0, 0.95, 0.91, 0.92, 0.905], 2, 4),  # 0.905 is lower than 0.91, but by under 0.01
-    ("val_accuracy", [0.5, float("nan"), 0.6, 0.605, 0.609], 2, 4),  # NaN is never an improvement
-])
+@pytest.mark.parametrize(
+    "metric,values,best,stopped_at",
+    [
+        ("val_loss", [1.0, 0.95, 0.91, 0.92, 0.905], 2, 4),  # 0.905 is lower than 0.91, but by under 0.01
+        ("val_accuracy", [0.5, float("nan"), 0.6, 0.605, 0.609], 2, 4),  # NaN is never an improvement
+    ],
+)
 def test_early_stopping_counts_epochs_without_a_large_enough_improvement(metric, values, best, stopped_at):
-    stopper = EarlyStopping(TrainConfig(early_stopping_patience=2, early_stopping_metric=metric,
-                                        early_stopping_min_delta=0.01))
+    stopper = EarlyStopping(
+        TrainConfig(early_stopping_patience=2, early_stopping_metric=metric, early_stopping_min_delta=0.01)
+    )
     model = torch.nn.Linear(1, 1)
     for epoch, value in enumerate(values):
         state = stopper.step(value, epoch, model)
@@ -139,8 +142,9 @@ def test_early_stopping_counts_epochs_without_a_large_enough_improvement(metric,
             break
     assert (state.best_epoch, epoch) == (best, stopped_at)
     assert set(state.best_model) == {"weight", "bias"}
-    resumed = EarlyStopping(TrainConfig(early_stopping_patience=2, early_stopping_metric=metric,
-                                        early_stopping_min_delta=0.01), state)
+    resumed = EarlyStopping(
+        TrainConfig(early_stopping_patience=2, early_stopping_metric=metric, early_stopping_min_delta=0.01), state
+    )
     assert resumed.state is state and resumed.step(float("nan"), 5, model).bad_epochs == 3  # it keeps counting
 
 
@@ -171,8 +175,9 @@ def test_last_pooling_refuses_right_padding(corpus):
 
 def test_lr_schedules():
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    cos = build_scheduler(opt, TrainConfig(epochs=2, lr_schedule="cosine", lr_warmup_fraction=0.25,
-                                           lr_min_factor=0.1), steps_per_epoch=4)
+    cos = build_scheduler(
+        opt, TrainConfig(epochs=2, lr_schedule="cosine", lr_warmup_fraction=0.25, lr_min_factor=0.1), steps_per_epoch=4
+    )
     lrs = []
     for _ in range(8):
         lrs.append(opt.param_groups[0]["lr"])

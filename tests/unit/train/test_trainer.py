@@ -24,20 +24,22 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
 ):
     # 24 training rows and batch_size 64: fewer batches (1) than workers (2); 3 validation rows
     # split 2/1 between the ranks (streaming: the 3 rows are one batch, which rank 0 scores).
-    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1),
-              "test": word_order_corpus(3, 2)}
+    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1), "test": word_order_corpus(3, 2)}
     data = write_prepared(tmp_path / "data", splits)
-    cfg = JobConfig.model_validate({
-        "output_root": str(tmp_path / "out"),
-        "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
-        "train": {"epochs": 3, "batch_size": 64, "max_failures": 1, "data_loading": loading},
-        "scaling": {"num_workers": 2},
-    })
+    cfg = JobConfig.model_validate(
+        {
+            "output_root": str(tmp_path / "out"),
+            "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
+            "train": {"epochs": 3, "batch_size": 64, "max_failures": 1, "data_loading": loading},
+            "scaling": {"num_workers": 2},
+        }
+    )
     client = MlflowClient(sqlite_tracking_uri)
     run_id = client.create_run(client.create_experiment("t")).info.run_id
     marker = tmp_path / "killed"
-    result = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id,
-                 train_loop=kill_rank_once(rank=1, after_epoch=0, marker=marker))
+    result = fit(
+        cfg, data, "job-a", sqlite_tracking_uri, run_id, train_loop=kill_rank_once(rank=1, after_epoch=0, marker=marker)
+    )
     assert marker.read_text() == "rank 1 killed after epoch 0\n"  # rank 1 did die, once
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert result.metrics["epoch"] == 2 and result.best_epoch == result.state.epoch == 2
@@ -62,16 +64,18 @@ def test_a_config_the_data_cannot_serve_stops_before_ray(tmp_path):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_a_rerun_skips_a_corrupt_newest_checkpoint_and_refuses_when_none_loads(ray_cluster, tmp_path):
-    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1),
-              "test": word_order_corpus(3, 2)}
+    splits = {"train": word_order_corpus(24, 0), "validation": word_order_corpus(3, 1), "test": word_order_corpus(3, 2)}
     data = write_prepared(tmp_path / "data", splits)
 
     def cfg(epochs: int) -> JobConfig:
-        return JobConfig.model_validate({
-            "output_root": str(tmp_path / "out"), "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4,
-                                                            "head_dim": 8},
-            "train": {"epochs": epochs, "batch_size": 64}, "scaling": {"num_workers": 2},
-        })
+        return JobConfig.model_validate(
+            {
+                "output_root": str(tmp_path / "out"),
+                "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
+                "train": {"epochs": epochs, "batch_size": 64},
+                "scaling": {"num_workers": 2},
+            }
+        )
 
     fit(cfg(2), data, "torn", None, None)
     kept = sorted((tmp_path / "out" / "ray_results" / "torn").glob("checkpoint_*/"))
