@@ -58,7 +58,12 @@ def _config_arg(argv: list[str], default: str) -> str:
 
 def failure_line(prog: str, argv: list[str], error: BaseException) -> str:
     """`error: <cause>; MLflow run <id> FAILED; resume: <command>`: the job's last line on a failure."""
-    cause = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    from pipeline.masking import mask_secrets
+
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    cause = mask_secrets("error", f"{type(error).__name__}: {first}")
+    # The command is printed for copying, so a password in an override (a database URI) must not be.
+    argv = [_masked_arg(a, mask_secrets) for a in argv]
     run = getattr(error, "mlflow_run", None)  # (run id, run name), set by pipeline.tracking.mlflow_run
     if run is None:
         return f"error: {cause}; no MLflow run was started; rerun: {shlex.join([*prog.split(), *argv])}"
@@ -66,6 +71,11 @@ def failure_line(prog: str, argv: list[str], error: BaseException) -> str:
     kept = [a for a in argv if not a.startswith("tracking.run_name=")]
     resume = shlex.join([*prog.split(), *kept, f"tracking.run_name={run_name}"])
     return f"error: {cause}; MLflow run {run_id} ended FAILED; resume with: {resume}"
+
+
+def _masked_arg(arg: str, mask) -> str:
+    key, sep, value = arg.partition("=")
+    return f"{key}{sep}{mask(key, value)}" if sep else arg
 
 
 def run_main(

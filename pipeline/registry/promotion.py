@@ -83,9 +83,14 @@ def score_model(model_uri: str, texts: list[str], labels: np.ndarray, label_name
     return Score(classification_metrics(labels, proba), correct)
 
 
-def label_names_of(name: str, version: str) -> list[str]:
-    """A registered version's label names, read from its signature's `p_<label>` outputs."""
-    signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+def label_names_of(name: str, version: str) -> list[str] | None:
+    """A registered version's label names, read from its signature's `p_<label>` outputs; None when its
+    model cannot be read from here (then it cannot be scored either, and counts as NaN in the gate)."""
+    try:
+        signature = mlflow.models.get_model_info(f"models:/{name}/{version}").signature
+    except Exception as e:  # e.g. mlflow-artifacts:/ files while this job talks to the database directly
+        log.warning("labels of %s/%s could not be read: %s", name, version, str(e).splitlines()[0])
+        return None
     return [c.removeprefix("p_") for c in signature.outputs.input_names() if c.startswith("p_")]
 
 
@@ -244,7 +249,7 @@ def _decide_and_move(
         )
     if champion_version is not None and label_names is not None:
         theirs = label_names_of(name, champion_version)
-        if list(theirs) != list(label_names):
+        if theirs is not None and list(theirs) != list(label_names):
             return Decision(
                 version,
                 False,

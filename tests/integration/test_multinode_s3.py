@@ -145,7 +145,7 @@ def test_prepare_stream_train_register_and_promote_over_two_nodes_on_object_stor
     client = MlflowClient(mlflow_server)
     run = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])[0]
     assert run.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
     assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == run.info.run_id
 
     keys = [

@@ -175,7 +175,9 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     ]
     cfg = load_config(None, overrides)
     crash = kill_rank_once(rank=1, after_epoch=0, marker=tmp_path / "crashed")
-    monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
+    # jobs.train imports fit when it runs (lazily, for a fast --help): patch it where it lives
+    fit = trainer.fit
+    monkeypatch.setattr(trainer, "fit", functools.partial(fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -183,7 +185,7 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     (failed,) = client.search_runs([exp])
     assert failed.info.status == "FAILED"
 
-    monkeypatch.setattr(train_job, "fit", trainer.fit)
+    monkeypatch.setattr(trainer, "fit", fit)
     outcome = train_job.run(cfg)
     (run,) = client.search_runs([exp])  # still one run: the same one, now finished
     assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"
@@ -200,7 +202,7 @@ def test_the_logged_model_shows_the_final_metrics_and_its_registered_version(fir
     logged = client.get_logged_model(model_id)
     metrics = {m.key: m for m in logged.metrics}
     last_epoch = summary.outcome.history[-1]["epoch"]
-    assert metrics["test_accuracy"].step == metrics["val_accuracy"].step == last_epoch  # not epoch 0's
+    assert metrics["test_accuracy"].step == metrics["val/accuracy"].step == last_epoch  # not epoch 0's
     assert metrics["test_accuracy"].value == summary.outcome.test_metrics["accuracy"]
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [
         {"name": "it-model", "version": summary.outcome.version}

@@ -18,7 +18,7 @@ from jobs import predict as predict_job
 from jobs.config_loader import load_config
 from pipeline.tracking import tracking_store
 from tests.conftest import free_port, stop_process, wait_http
-from tests.model_factory import prepare_generated, register, train_state
+from tests.model_factory import learned_state, prepare_generated, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REVIEWS = ["这本书的内容很好看，推荐", "我们都很失望，退货了"]
@@ -29,7 +29,7 @@ def champion(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     cfg, prep = prepare_generated(root)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    version = register(uri, "served", cfg, prep, train_state(cfg, prep, epochs=6))
+    version = register(uri, "served", cfg, prep, learned_state(cfg, prep))
     MlflowClient(uri).set_registered_model_alias("served", "champion", version)
     return root, uri
 

@@ -63,7 +63,9 @@ def test_worker_crash_over_rest_ends_failed(ray_cluster, mlflow_server, tmp_path
         None, [*_overrides(tmp_path, mlflow_server, "rest-crash", "rest-crash-model"), "train.max_failures=0"]
     )
     crash = kill_rank_once(rank=0, after_epoch=0, marker=tmp_path / "crashed")
-    monkeypatch.setattr(train_job, "fit", functools.partial(trainer.fit, train_loop=crash))
+    # jobs.train imports fit when it runs (lazily, for a fast --help): patch it where it lives
+    fit = trainer.fit
+    monkeypatch.setattr(trainer, "fit", functools.partial(fit, train_loop=crash))
     with pytest.raises(TrainingFailedError):
         train_job.run(cfg)
     client = MlflowClient(mlflow_server)

@@ -76,3 +76,15 @@ def test_a_failed_job_ends_with_the_cause_the_run_and_the_resume_command(tmp_pat
     with tracking_store(uri):
         text = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/error.txt")
     assert "second line of detail" in text and "Traceback" in text  # the whole story stays on the run
+
+
+def test_the_failure_line_masks_passwords_in_the_command_and_the_cause():
+    from jobs.cli import failure_line
+
+    line = failure_line(
+        "python -m jobs.run",
+        ["tracking.tracking_uri=postgresql+psycopg2://mlflow:s3cret@db:5432/mlflow", "train.epochs=2"],
+        RuntimeError("could not connect to postgresql://mlflow:s3cret@db:5432/mlflow"),
+    )
+    assert "s3cret" not in line
+    assert "postgresql+psycopg2://mlflow:***@db:5432/mlflow" in line and "train.epochs=2" in line

@@ -148,5 +148,5 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
     assert ranks[0]["reports"] == ranks[1]["reports"] == 6
     assert [a + b for a, b in zip(ranks[0]["val_rows"], ranks[1]["val_rows"], strict=True)] == [37] * 6
     assert [h["epoch"] for h in result.history] == list(range(6))
-    assert sorted(m.step for m in client.get_metric_history(run_id, "val_loss")) == list(range(6))
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val/loss")) == list(range(6))
     assert result.history[-1]["val_accuracy"] > 0.8  # word order is learnt from streamed batches
