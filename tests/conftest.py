@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -103,13 +104,13 @@ def stop_process(proc, log=None, timeout_s: float = 20.0) -> None:
         log.close()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on loopback with a sqlite backend; yields its http:// URI."""
+@contextmanager
+def mlflow_server_process(root: Path, artifacts_destination: str):
+    """`mlflow server` on loopback over a sqlite store in `root`; yields its http:// URI, then stops the
+    whole process group. The environment is inherited (S3 endpoint and credentials included)."""
     import subprocess
     import sys
 
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
@@ -125,7 +126,7 @@ def mlflow_server(tmp_path_factory):
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
-            (root / "artifacts").as_uri(),
+            artifacts_destination,
             "--workers",
             "1",
         ],
@@ -139,6 +140,14 @@ def mlflow_server(tmp_path_factory):
         yield uri
     finally:
         stop_process(proc, log)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback with a sqlite backend; yields its http:// URI."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with mlflow_server_process(root, (root / "artifacts").as_uri()) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

@@ -141,39 +141,11 @@ def test_training_reads_s3_data_and_checkpoints_to_s3(fx, job, s3_bucket):
 def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
     """`mlflow server --artifacts-destination s3://...` (MLFLOW_S3_ENDPOINT_URL set): clients upload through
     the server, which stores the files in the bucket."""
-    import signal
-
     from mlflow.tracking import MlflowClient
 
-    from tests.conftest import free_port, wait_http
+    from tests.conftest import mlflow_server_process
 
-    port = free_port()
-    log = open(tmp_path / "mlflow.log", "wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination",
-            f"{s3_bucket}/mlartifacts",
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=dict(os.environ),
-    )
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        wait_http(f"{uri}/health", proc=server)
+    with mlflow_server_process(tmp_path, f"{s3_bucket}/mlartifacts") as uri:
         client = MlflowClient(uri)
         run = client.create_run(client.create_experiment("s3-artifacts"))
         note = tmp_path / "note.txt"
@@ -182,7 +154,3 @@ def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
         client.set_terminated(run.info.run_id)
         keys = _keys(s3_bucket, "mlartifacts/")
         assert [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/data/note.txt")], keys
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
