@@ -2,7 +2,9 @@
 
     python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
 
-Input: CSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`). Output: the
+Input: CSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`), read as
+written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
+naming its 0-based row index. Output: the
 input columns plus `label`, `probability` and one `p_<label>` column per label, written
 atomically (temporary file, then rename) in the format of the output's extension.
 """
@@ -23,10 +25,13 @@ from schemas.signature import TEXT_COLUMN
 if TYPE_CHECKING:
     import pandas as pd
 
+# Texts are read as written: a review that says "NA", "null" or "None" is text, not a missing value
+# (pandas' CSV default), and "123" or "2024-01-01" stay strings (read_json's default dtype guessing).
+# A CSV text column is read as strings even where every value looks like a number.
 _READERS = {
-    ".csv": lambda p: _pd().read_csv(p),
-    ".jsonl": lambda p: _pd().read_json(p, lines=True),
-    ".parquet": lambda p: _pd().read_parquet(p),
+    ".csv": lambda p, col: _pd().read_csv(p, keep_default_na=False, dtype={col: str}),
+    ".jsonl": lambda p, col: _pd().read_json(p, lines=True, dtype=False, convert_dates=False),
+    ".parquet": lambda p, col: _pd().read_parquet(p),
 }
 
 
@@ -56,7 +61,7 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
     from pyarrow.lib import ArrowException
 
     try:
-        frame = reader(path)
+        frame = reader(path, text_column)
     except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(
@@ -70,6 +75,18 @@ def read_input(path: Path, text_column: str) -> pd.DataFrame:
     return frame
 
 
+def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
+    """The column's texts, checked by the served model's own rule before any model is loaded."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.registry.raw_text_model import input_texts
+
+    try:
+        return input_texts(frame[text_column].tolist())
+    except MlflowException as e:
+        raise UserInputError(f"--input {path}, column {text_column!r}: {e.message}") from None
+
+
 def predict_file(
     model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN, batch_size: int = 2048
 ) -> pd.DataFrame:
@@ -80,6 +97,7 @@ def predict_file(
 
     write = _writer(output_path)
     frame = read_input(input_path, text_column)
+    texts = _texts_of(frame, input_path, text_column)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as e:  # no such model, version or alias
@@ -87,7 +105,6 @@ def predict_file(
             f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
             "first (jobs.run) or pass an existing --model-uri"
         ) from None
-    texts = frame[text_column].fillna("").astype(str).tolist()
     parts = []
     for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress_bars()):
         parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))

@@ -17,4 +17,7 @@ def model_signature(label_names: list[str]) -> ModelSignature:
 
     outputs = [ColSpec("string", "label"), ColSpec("double", "probability")]
     outputs += [ColSpec("double", f"p_{name}") for name in label_names]
-    return ModelSignature(inputs=Schema([ColSpec("string", TEXT_COLUMN)]), outputs=Schema(outputs))
+    # No input schema on purpose: MLflow enforces one before the model sees its input, and a
+    # `text: string` column makes a plain list fail and a dict of lists arrive as ONE row holding the
+    # list. The model reads every shape itself (raw_text_model.input_texts) and refuses non-text rows.
+    return ModelSignature(outputs=Schema(outputs))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import PythonModel
 from tokenizers import Tokenizer
 
@@ -41,17 +42,55 @@ def model_spec(manifest, model_cfg: ModelConfig) -> dict[str, Any]:
     }
 
 
-def _texts(model_input: Any) -> list[str]:
-    if isinstance(model_input, pd.DataFrame):
-        col = TEXT_COLUMN if TEXT_COLUMN in model_input.columns else model_input.columns[0]
-        values = model_input[col]
-    elif isinstance(model_input, dict):
-        values = model_input.get(TEXT_COLUMN, [])
-    elif isinstance(model_input, str):
-        values = [model_input]
-    else:
-        values = model_input
-    return ["" if v is None else str(v) for v in list(values)]
+_SHOWN = 5  # bad rows named in the one-line error; the rest are counted
+
+
+def _column(model_input: Any) -> Any:
+    """The text values of any shape MLflow hands over (no input schema: it converts nothing)."""
+    if isinstance(model_input, pd.DataFrame | dict):
+        keys = list(model_input.columns if isinstance(model_input, pd.DataFrame) else model_input.keys())
+        # The 'text' column; else a lone column (a plain list becomes MLflow's column 0).
+        key = TEXT_COLUMN if TEXT_COLUMN in keys else keys[0] if len(keys) == 1 else None
+        if key is None:
+            kind = "column" if isinstance(model_input, pd.DataFrame) else "key"
+            raise MlflowException.invalid_parameter_value(
+                f"input has no {TEXT_COLUMN!r} {kind} (it has {keys}); send the texts as a {TEXT_COLUMN!r} "
+                "column (dataframe_split/dataframe_records), a list (inputs) or a DataFrame with one column"
+            )
+        model_input = model_input[key]
+    if isinstance(model_input, np.ndarray) and model_input.ndim == 2 and model_input.shape[1] == 1:
+        return model_input[:, 0]  # `inputs: [["a"], ["b"]]`
+    if isinstance(model_input, list | tuple | pd.Series) or (isinstance(model_input, np.ndarray) and model_input.ndim):
+        return model_input
+    if isinstance(model_input, np.ndarray):
+        return [model_input.item()]  # a 0-d array: one value
+    return [model_input]  # one value: a string is one text, anything else one row that is not text
+
+
+def _why_not_text(value: Any) -> str | None:
+    if isinstance(value, str | np.str_):
+        return None if value.strip() else "empty"
+    if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return "missing"
+    return f"{type(value).__name__}, not a string"
+
+
+def input_texts(model_input: Any) -> list[str]:
+    """One text per input row. A row that is missing (None/NaN), empty or not a string is never
+    scored (str(None) would be scored as the word "None"): the whole input is refused naming the rows.
+
+    Raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400 from the scoring server).
+    """
+    values = list(_column(model_input))
+    bad = [(i, why) for i, v in enumerate(values) if (why := _why_not_text(v))]
+    if bad:
+        shown = ", ".join(f"row {i} ({why})" for i, why in bad[:_SHOWN])
+        more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise MlflowException.invalid_parameter_value(
+            f"{len(bad)} of {len(values)} input rows hold no text: {shown}{more} (0-based); send a non-empty string "
+            "for every row, or drop those rows"
+        )
+    return [str(v) for v in values]
 
 
 class RawTextClassifier(PythonModel):
@@ -82,10 +121,11 @@ class RawTextClassifier(PythonModel):
         )
         return predict_proba(self.model, ids, batch_size)
 
-    # Type-hinted: MLflow validates the input against the hint (and stops warning that it cannot).
-    # A list of strings or a dict is still accepted: MLflow converts it to a DataFrame first.
+    # The signature declares no input schema: MLflow's enforcement would turn a list into a frame
+    # without a 'text' column and a dict of lists into ONE row holding the list. Every shape comes
+    # here unconverted and `input_texts` reads it. (The hint only stops MLflow warning about none.)
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        proba = self.predict_proba(_texts(model_input))
+        proba = self.predict_proba(input_texts(model_input))
         names = self.spec["label_names"]
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
         out = {"label": [names[i] for i in best], "probability": proba[np.arange(len(best)), best].astype(float)}

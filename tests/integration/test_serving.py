@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from jobs import predict as predict_job
@@ -65,13 +68,15 @@ def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_models_serve_answers_raw_text_like_predict(champion, tmp_path):
+@pytest.fixture(scope="module")
+def server(champion, tmp_path_factory):
+    """One `mlflow models serve` of the champion for every REST case of this module (its start is slow)."""
     root, uri = champion
     port = free_port()
     # The scoring server execs `uvicorn` from PATH: put this interpreter's bin folder first.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
-    log = open(tmp_path / "serve.log", "wb")
+    log = open(tmp_path_factory.mktemp("serve-log") / "serve.log", "wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -97,20 +102,138 @@ def test_models_serve_answers_raw_text_like_predict(champion, tmp_path):
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", timeout_s=180, proc=proc)
-        body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in REVIEWS]}}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=60) as r:
-            served = pd.DataFrame(json.load(r)["predictions"])
+        yield f"http://127.0.0.1:{port}/invocations"
     finally:
         stop_process(proc, log)
+
+
+def _post(url: str, payload: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_models_serve_answers_raw_text_like_predict(champion, server, tmp_path):
+    root, uri = champion
+    status, body = _post(server, {"dataframe_split": {"columns": ["text"], "data": [[t] for t in REVIEWS]}})
+    assert status == 200, body
+    served = pd.DataFrame(body["predictions"])
     src = tmp_path / "in.parquet"
     pd.DataFrame({"text": REVIEWS}).to_parquet(src)
     cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
     local = predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text")
     assert list(served["label"]) == list(local["label"]) == ["pos", "neg"]
     assert served["probability"].round(5).tolist() == local["probability"].round(5).tolist()
+
+
+# Three texts, the first repeated: every route must answer three rows, the repeats identical.
+THREE = [REVIEWS[0], REVIEWS[1], REVIEWS[0]]
+PROBS = ["p_neg", "p_pos"]
+
+
+def _probs(frame: pd.DataFrame) -> np.ndarray:
+    return frame[PROBS].to_numpy(dtype=float)
+
+
+@pytest.fixture(scope="module")
+def reference(champion) -> pd.DataFrame:
+    """The in-process answer to THREE as a DataFrame, which every other route must match."""
+    root, uri = champion
+    with tracking_store(uri):
+        model = mlflow.pyfunc.load_model("models:/served@champion")
+    return model, model.predict(pd.DataFrame({"text": THREE}))
+
+
+def test_every_in_process_input_shape_gives_one_row_per_text(reference):
+    model, ref = reference
+    assert len(ref) == 3 and (_probs(ref)[0] == _probs(ref)[2]).all() and list(ref["label"]) == ["pos", "neg", "pos"]
+    for given in (THREE, {"text": THREE}, np.array(THREE), pd.Series(THREE)):
+        got = model.predict(given)
+        assert len(got) == 3, type(given)
+        np.testing.assert_allclose(_probs(got), _probs(ref), atol=1e-6, err_msg=str(type(given)))
+    single = model.predict(THREE[1])
+    assert len(single) == 1
+    np.testing.assert_allclose(_probs(single)[0], _probs(ref)[1], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"dataframe_split": {"columns": ["text"], "data": [[t] for t in THREE]}},
+        {"dataframe_records": [{"text": t} for t in THREE]},
+        {"inputs": THREE},
+        {"inputs": {"text": THREE}},
+    ],
+    ids=["dataframe_split", "dataframe_records", "inputs-list", "inputs-dict"],
+)
+def test_every_rest_route_gives_the_in_process_answer(server, reference, payload):
+    _, ref = reference
+    status, body = _post(server, payload)
+    assert status == 200, body
+    got = pd.DataFrame(body["predictions"])
+    assert list(got["label"]) == list(ref["label"])
+    np.testing.assert_allclose(_probs(got), _probs(ref), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "payload,why",
+    [
+        ({"dataframe_split": {"columns": ["text"], "data": [[THREE[0]], [None]]}}, "missing"),
+        ({"dataframe_records": [{"text": THREE[0]}, {"text": ""}]}, "empty"),
+        ({"inputs": [THREE[0], None]}, "missing"),
+        ({"dataframe_split": {"columns": ["text"], "data": [[THREE[0]], [5]]}}, "int"),
+    ],
+    ids=["null", "empty", "inputs-null", "number"],
+)
+def test_rows_without_text_are_refused_the_same_way_in_process_and_over_rest(server, reference, payload, why):
+    model, _ = reference
+    status, body = _post(server, payload)
+    assert status == 400, body
+    assert "row 1 " in body["message"] and why in body["message"] and "send a non-empty string" in body["message"]
+    rows = payload.get("inputs") or [r[0] for r in payload.get("dataframe_split", {}).get("data", [])]
+    rows = rows or [r["text"] for r in payload["dataframe_records"]]
+    with pytest.raises(MlflowException) as e:
+        model.predict(pd.DataFrame({"text": rows}))
+    assert "row 1 " in e.value.message and why in e.value.message
+
+
+def test_predict_job_reads_na_words_as_text_in_every_format(champion, reference, tmp_path):
+    root, uri = champion
+    model, _ = reference
+    words = ["NA", "null", "None", "NaN", "N/A", "nan"]
+    expected = model.predict(words)
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    frame = pd.DataFrame({"id": range(len(words)), "text": words})
+    inputs = {"in.csv": frame.to_csv, "in.jsonl": None, "in.parquet": frame.to_parquet}
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    for name, write in inputs.items():
+        if write is not None:
+            write(tmp_path / name, index=False)
+        out = predict_job.run(cfg, str(tmp_path / name), str(tmp_path / f"out-{name}"), None, "text")
+        assert list(out["text"]) == words, name
+        np.testing.assert_allclose(_probs(out), _probs(expected), atol=1e-6, err_msg=name)
+
+
+def test_predict_job_refuses_rows_without_text_naming_them(champion, tmp_path, capsys):
+    root, uri = champion
+    src = tmp_path / "in.csv"
+    src.write_text(f"id,text\n1,{THREE[0]}\n2,\n3,{THREE[1]}\n", encoding="utf-8")
+    code = predict_job.main(
+        [
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.csv"),
+            f"tracking.tracking_uri={uri}",
+            "tracking.registered_model_name=served",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and str(src) in err and "row 1 " in err and "empty" in err, err
+    assert "Traceback" not in err and not (tmp_path / "o.csv").exists()
 
 
 # Run in a fresh interpreter with no checkout on its path (no PYTHONPATH, the editable install's
