@@ -216,6 +216,16 @@ class DataConfig(_Frozen):
                 f"data.paths={list(self.paths)} is read only by data.source=files or folder, but "
                 f"data.source={self.source} ignores it; set data.source=files (or folder), or remove data.paths"
             )
+        if self.name and self.source != "hub":
+            raise ValueError(
+                f"data.name={self.name!r} is read only by data.source=hub, but data.source={self.source} "
+                "ignores it; set data.source=hub, or remove data.name"
+            )
+        if self.source == "folder" and len(self.paths) > 1:
+            raise ValueError(
+                f"data.source=folder reads one root folder, got data.paths={list(self.paths)}; give one "
+                "<root> of <split>/<label>/*.txt, or use data.source=files for many files"
+            )
         repeated = sorted({n for n in self.labels or () if self.labels.count(n) > 1})
         if repeated:
             # Two ids for one name: the second class could never be predicted under its name.

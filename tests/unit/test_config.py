@@ -204,6 +204,20 @@ def test_paths_with_a_source_that_ignores_them_is_an_error(source):
     assert "data.source=files" in msg  # the fix
 
 
+def test_a_hub_name_without_the_hub_source_is_an_error():
+    # Silently ignored, it would train on the built-in corpus instead of the dataset the user named.
+    with pytest.raises(UserInputError) as e:
+        load_config(None, ["data.name=stanfordnlp/imdb"])
+    msg = str(e.value)
+    assert "\n" not in msg and "data.name='stanfordnlp/imdb'" in msg and "data.source=hub" in msg, msg
+
+
+def test_the_folder_source_takes_one_root():
+    with pytest.raises(UserInputError) as e:
+        load_config(None, ["data.source=folder", "data.paths=[a,b]"])
+    assert "data.source=folder reads one root folder" in str(e.value)
+
+
 def test_a_single_string_is_a_one_item_list(tmp_path):
     cfg = load_config(None, ["data.source=files", "data.paths=x.csv"])
     assert cfg.data.paths == ("x.csv",)
