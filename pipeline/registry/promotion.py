@@ -41,7 +41,7 @@ class Decision:
     champion: dict[str, float] | None
     baseline: dict[str, float] | None = None  # the baseline's test metrics, when the gate was given one
     p_value: float | None = None  # McNemar's, candidate vs champion; None without a champion
-    unchanged: bool = False  # the version already held the alias: nothing was decided or tagged
+    unchanged: bool = False  # the version held the alias or was decided before: nothing was decided or tagged
 
     @property
     def outcome(self) -> str:
@@ -209,7 +209,7 @@ def promote_version(
         champion_score(seen)
     with registry_lock(client, name, cfg.lock_ttl_s, cfg.lock_wait_s):
         decision = _decide_and_move(client, name, version, candidate, champion_score, cfg, baseline, label_names)
-        if not decision.unchanged:  # the champion judged again keeps its "promoted" record
+        if not decision.unchanged:  # a version judged again keeps its first record
             for k, v in decision.tags(cfg.metric).items():
                 client.set_model_version_tag(name, version, k, v)
         record_decision(client, name, decision, cfg.metric)
@@ -247,6 +247,9 @@ def _decide_and_move(
         return Decision(
             version, False, f"already {cfg.alias}", candidate.metrics, version, candidate.metrics, unchanged=True
         )
+    earlier = _earlier_decision(client, name, version)
+    if earlier is not None:  # decided before: nothing moves, nothing is rewritten
+        return Decision(version, False, earlier, candidate.metrics, champion_version, None, unchanged=True)
     if champion_version is not None and label_names is not None:
         theirs = label_names_of(name, champion_version)
         if theirs is not None and list(theirs) != list(label_names):
@@ -293,6 +296,18 @@ def _decide_and_move(
         baseline.metrics if baseline else None,
         p_value if champion_version is not None else None,
     )
+
+
+def _earlier_decision(client: MlflowClient, name: str, version: str) -> str | None:
+    """'already rejected (<its reason>)' when the version was judged before (promoted or rejected); None
+    when it never was or its evaluation failed ("error": a rerun retries it). A decided version keeps its
+    record: a rerun of a finished job, or jobs.promote on a rejected or replaced version, must not rewrite
+    it (--rollback moves the alias back to a replaced champion)."""
+    tags = client.get_model_version(name, version).tags
+    decision = tags.get("promotion.decision")
+    if decision not in ("promoted", "rejected"):
+        return None
+    return f"already {decision} ({tags.get('promotion.reason', 'no reason recorded')})"
 
 
 def mark_superseded(client: MlflowClient, name: str, old: str, new: str, alias: str) -> None:

@@ -242,7 +242,7 @@ def test_rerun_after_registering_finds_the_version_by_run_id(sqlite_tracking_uri
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept(sqlite_tracking_uri, prepared, states):
+def test_promoting_the_champion_or_a_rejected_version_again_changes_no_tags(sqlite_tracking_uri, prepared, states):
     name = "history-model"
     with tracking_store(sqlite_tracking_uri) as client:
         v_good = _register(sqlite_tracking_uri, name, prepared, states["good"])
@@ -256,9 +256,16 @@ def test_promoting_the_champion_again_changes_no_tags_and_every_decision_is_kept
         client.set_model_version_tag(name, v_bad, "data_digest", "b" * 64)
         rejected = _promote(client, name, v_bad, prepared)
         assert not rejected.promoted and f"trained on other data than champion v{v_good}" in rejected.reason
+        before = dict(client.get_model_version(name, v_bad).tags)
+        run_before = client.get_run(client.get_model_version(name, v_bad).run_id).data.tags
+        again = _promote(client, name, v_bad, prepared)  # a rerun of the finished job, or jobs.promote on it
+        assert again.unchanged and not again.promoted and again.reason.startswith("already rejected (")
+        assert dict(client.get_model_version(name, v_bad).tags) == before  # the first decision stands
+        assert client.get_run(client.get_model_version(name, v_bad).run_id).data.tags == run_before
         rows = history(client, name)
-        # Durable: one record per decision (the no-op included), newest first, none overwritten.
+        # Durable: one record per decision (the no-ops included), newest first, none overwritten.
         assert [(r["version"], r["decision"]) for r in rows] == [
+            (v_bad, "unchanged"),
             (v_bad, "rejected"),
             (v_good, "unchanged"),
             (v_good, "promoted"),
