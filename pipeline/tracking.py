@@ -188,6 +188,22 @@ def held_out_metric_names(metrics: dict[str, float]) -> dict[str, float]:
     return {f"test_{k}": v for k, v in metrics.items()}
 
 
+def log_held_out_metrics(
+    client: MlflowClient, run_id: str, model_id: str, metrics: dict[str, float], step: int, dataset: tuple[str, str]
+) -> None:
+    """The test scores (`test_<name>`), at `step`, into the run and onto its logged model `model_id` in one
+    batch, each naming the test dataset `(name, digest)`: MLflow links a logged model to the datasets its
+    metrics name (the model's page lists them). Logged after the model, because the copy MLflow makes of
+    the run's metrics when a model is logged drops the dataset (run metrics do not keep it)."""
+    ts = mlflow.utils.time.get_current_time_millis()
+    name, digest = dataset
+    batch = [
+        Metric(k, float(v), ts, step, model_id=model_id, dataset_name=name, dataset_digest=digest, run_id=run_id)
+        for k, v in held_out_metric_names(metrics).items()
+    ]
+    client.log_batch(run_id, metrics=batch)
+
+
 def log_params(params: dict[str, Any]) -> None:
     """Log params into the active run, masked and in batches (MLflow caps 100 per call). Unset
     (None) values are left out: a `None` in the UI's parameter table says nothing."""

@@ -30,7 +30,7 @@ from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model, format_parameter_table, parameter_counts, parameter_table
 from pipeline.registry.log_model import log_raw_text_model
 from pipeline.registry.versions import register_version
-from pipeline.tracking import flatten, held_out_metric_names, log_params, mask_secrets
+from pipeline.tracking import flatten, log_held_out_metrics, log_params, mask_secrets
 from pipeline.train.trainer import TrainResult
 from schemas.config import JobConfig
 from schemas.features import SPLITS, Manifest
@@ -83,21 +83,26 @@ def _dataset_source(uri: str):
     return uri
 
 
+def dataset_ref(prepared: PreparedData, split: str) -> tuple[str, str]:
+    """(name, digest) of a split's MLflow dataset, as _log_datasets logs it: what a metric names to link it."""
+    return f"{prepared.manifest.source.kind}-{split}", prepared.manifest.splits[split].digest[:16]
+
+
 def _log_datasets(prepared: PreparedData) -> None:
     """mlflow.data inputs for each split, with our digest over the full content (MLflow's own
     digest samples only the first rows). Labels are logged by name: readable in the UI, and a
     string column needs no integer-schema caveat (integers cannot hold a missing value)."""
     names = list(prepared.manifest.label_names)
     for split in SPLITS:
-        info = prepared.manifest.splits[split]
         texts, labels = read_texts(prepared.path, split)
         frame = pd.DataFrame({"text": texts, "label": [names[int(i)] for i in labels]})
+        name, digest = dataset_ref(prepared, split)
         ds = mlflow.data.from_pandas(
             frame,
             source=_dataset_source(f"{prepared.path}/{split}"),  # its shards
             targets="label",
-            name=f"{prepared.manifest.source.kind}-{split}",
-            digest=info.digest[:16],
+            name=name,
+            digest=digest,
         )
         mlflow.log_input(ds, context={"validation": "eval"}.get(split, split))
 
@@ -203,10 +208,7 @@ def log_evaluation(
     model.load_state_dict(result.model)
     ids, labels, _ = read_split_arrays(prepared.path, "test")
     proba = predict_proba(model, ids)
-    test = classification_metrics(labels, proba)
-    # At the final epoch's step: the logged model (publish_model, same step) links the run's metrics of
-    # its step, so its page shows these and the last epoch's, not epoch 0's.
-    mlflow.log_metrics(held_out_metric_names(test), step=final_step(result))
+    test = classification_metrics(labels, proba)  # logged by publish_model, with the model they score
     if result.best_epoch is not None:  # one value, not a time series: a tag (and in the description)
         mlflow.set_tag("best_epoch", f"{result.best_epoch + 1} of {len(result.history)} (step {result.best_epoch})")
     _log_figure(plots.learning_curves(result.history), "plots/learning_curves.png")
@@ -244,7 +246,11 @@ def publish_model(
     n_params: int,
     notes: tuple[str, ...] = (),
 ) -> TrainOutcome:
-    """Log the raw-text model into the run and register it as a version: the run's last step."""
+    """Log the raw-text model into the run and register it as a version: the run's last step.
+
+    The model is logged at the final epoch's step, so MLflow links it to the run's metrics of that step
+    (the last epoch's, not epoch 0's); its test metrics are logged next, at that step, onto the run and the
+    model at once and naming the test dataset: the model's page lists them and that dataset."""
     manifest, run_id, name = prepared.manifest, run.info.run_id, cfg.tracking.registered_model_name
     test = evaluation.metrics
     texts, _ = read_texts(prepared.path, "test")
@@ -256,6 +262,7 @@ def publish_model(
         texts[:2],
         step=final_step(result),
     )
+    log_held_out_metrics(client, run_id, info.model_id, test, final_step(result), dataset_ref(prepared, "test"))
     description = f"test accuracy {test['accuracy']:.4f}, f1 {test['f1']:.4f}; run {run.info.run_name}"
     tags = {**lineage_tags(cfg, prepared), "run_id": run_id}
     mv = register_version(client, name, info.model_uri, run_id, tags=tags, description=description)

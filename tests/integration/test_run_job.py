@@ -193,7 +193,7 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     assert sorted(steps) == [0, 1, 2]  # epoch 0 from the first attempt, 1-2 after resuming; none twice
 
 
-def test_the_logged_model_shows_the_final_metrics_and_its_registered_version(first_run):
+def test_the_logged_model_shows_the_final_metrics_its_test_dataset_and_its_registered_version(first_run):
     import json
 
     cfg, summary = first_run
@@ -204,6 +204,10 @@ def test_the_logged_model_shows_the_final_metrics_and_its_registered_version(fir
     last_epoch = summary.outcome.history[-1]["epoch"]
     assert metrics["test_accuracy"].step == metrics["val/accuracy"].step == last_epoch  # not epoch 0's
     assert metrics["test_accuracy"].value == summary.outcome.test_metrics["accuracy"]
+    # linked to the test dataset the run logged as an input (the model page's "Datasets" column)
+    inputs = {d.dataset.name: d.dataset.digest for d in client.get_run(summary.outcome.run_id).inputs.dataset_inputs}
+    test = metrics["test_accuracy"]
+    assert test.dataset_name.endswith("-test") and inputs[test.dataset_name] == test.dataset_digest
     assert json.loads(logged.tags["mlflow.modelVersions"]) == [
         {"name": "it-model", "version": summary.outcome.version}
     ]  # as mlflow.register_model links it
