@@ -69,34 +69,38 @@ class RunSummary:
 
 def run(cfg: JobConfig) -> RunSummary | None:
     """The whole job; under a schedule (env RNN_SCHEDULE_NAME) inside that schedule's lease, see scheduled()."""
-    from pipeline.registry.schedule_lease import SCHEDULE_ENV
+    from pipeline.registry.schedule_lease import SCHEDULE_ENV, with_run_identity
 
     schedule = os.environ.get(SCHEDULE_ENV)
-    return scheduled(cfg, schedule) if schedule else run_once(cfg)
+    return scheduled(cfg, schedule) if schedule else run_once(with_run_identity(cfg))
 
 
 def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
     """One run of `schedule` at a time, one run name across its retries (pipeline/registry/schedule_lease.py).
 
     The lease is taken before any work. A run that finds it held by a live run returns None (exit 0, so
-    KubeRay does not retry); a retry after a failed or crashed run of the same configuration gets that
-    run's name back, so it resumes its MLflow run and its `ray_results/<run name>` checkpoints.
+    KubeRay does not retry); a retry after a failed or crashed run of the same configuration (keys that may
+    change on resume aside: more epochs) gets that run's name back, so it resumes its MLflow run and its
+    `ray_results/<run name>` checkpoints. A new run is named after its Ray job submission id (else
+    `<schedule>-<UTC time>`); KubeRay gives a retry a new id, so the lease's name is the one that survives.
+    A run name the user set wins over both.
     """
-    from pipeline.registry.schedule_lease import LeaseHeld, schedule_lease
+    from pipeline.registry.schedule_lease import LeaseHeld, schedule_lease, with_run_identity
     from pipeline.tracking import resolve_tracking_uri, tracking_store
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    proposed = with_run_identity(cfg).tracking.run_name or f"{schedule}-{stamp}"
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         try:
             with schedule_lease(
                 client,
                 schedule,
-                new_run_name=f"{schedule}-{stamp}",
+                new_run_name=proposed,
                 fingerprint=schedule_fingerprint(cfg),
                 ttl_s=300.0,
                 wait_s=cfg.tracking.schedule_wait_s,
             ) as lease:
-                named = cfg.tracking.model_copy(update={"run_name": lease.run_name})
+                named = cfg.tracking.model_copy(update={"run_name": cfg.tracking.run_name or lease.run_name})
                 return run_once(cfg.model_copy(update={"tracking": named}))
         except LeaseHeld as e:
             print(f"skipped: {e}", file=sys.stderr)
@@ -104,10 +108,15 @@ def scheduled(cfg: JobConfig, schedule: str) -> RunSummary | None:
 
 
 def schedule_fingerprint(cfg: JobConfig) -> str:
-    """The configuration a retry must share to resume a run: everything but the run's name."""
-    from pipeline.train.workflow import config_digest
+    """The configuration a retry must share to resume a run: everything but the keys a resumed run may change
+    (pipeline.tracking.RESUMABLE_KEYS, the run's name among them), so the lease and check_resume agree."""
+    import hashlib
+    import json
 
-    return config_digest(cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"run_name": None})}))
+    from pipeline.tracking import RESUMABLE_KEYS, requested_config
+
+    kept = {k: v for k, v in requested_config(cfg).items() if not k.startswith(RESUMABLE_KEYS)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
 def run_once(cfg: JobConfig) -> RunSummary:
@@ -116,6 +125,7 @@ def run_once(cfg: JobConfig) -> RunSummary:
     # file changes while the job runs, and the inputs are hashed once.
     from pipeline.tracking import resolve_tracking_uri
 
+    train_job.resume_check(cfg)  # before prepare: a named run resumed with a changed config stops here
     prepared = prepare_job.run(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
     baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run

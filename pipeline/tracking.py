@@ -7,7 +7,11 @@ FAILED or KILLED instead of leaving it RUNNING); inside Ray workers only rank 0 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import threading
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +24,8 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
+from pipeline.console import say
+from pipeline.errors import UserInputError
 from pipeline.masking import mask_secrets
 from schemas.config import JobConfig
 
@@ -126,7 +132,9 @@ def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[s
             experiment_id=experiment_id, run_name=run_name, tags=tags, log_system_metrics=cfg.tracking.system_metrics
         )
     try:
-        yield run
+        with run_heartbeat(client, run.info.run_id):
+            close_abandoned_runs(client, experiment_id, run.info.run_id)
+            yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")
         raise
@@ -135,6 +143,125 @@ def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[s
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+# A live job pushes its run's `heartbeat.expires_at` (epoch seconds) forward every TTL/4; a run still
+# RUNNING after it passed was left by a driver that died (SIGKILL, OOM, a lost node): nothing else would
+# ever end it. The TTL is long enough that a stalled store or a GC pause does not make a live run look dead.
+HEARTBEAT_TAG = "heartbeat.expires_at"
+HEARTBEAT_TTL_S = 120.0
+
+
+@contextmanager
+def run_heartbeat(client: MlflowClient, run_id: str, ttl_s: float = HEARTBEAT_TTL_S) -> Iterator[None]:
+    """Keep `run_id`'s heartbeat tag `ttl_s` ahead of now while the block runs (a daemon thread)."""
+
+    def beat() -> None:
+        client.set_tag(run_id, HEARTBEAT_TAG, f"{time.time() + ttl_s:.0f}")
+
+    def loop() -> None:
+        while not stop.wait(ttl_s / 4):
+            try:
+                beat()
+            except Exception:  # the next beat retries; the TTL covers a few missed ones
+                pass
+
+    beat()
+    stop = threading.Event()
+    thread = threading.Thread(target=loop, name="mlflow-run-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def close_abandoned_runs(client: MlflowClient, experiment_id: str, closer_run_id: str) -> list[str]:
+    """End FAILED the runs of the experiment that a dead driver left RUNNING: their heartbeat expired.
+
+    Each is tagged `closed_by=<closer_run_id>` and `closed_reason`, with one console line. A run without a
+    heartbeat tag (written by an older version, or by another tool) is left alone: nothing proves its owner
+    gone. A named run left this way is also resumed by its next job (same name); either way it ends.
+    Returns the closed run ids."""
+    now = time.time()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    closed = []
+    for r in running:
+        try:
+            expired_at = float(r.data.tags[HEARTBEAT_TAG])
+        except (KeyError, ValueError):
+            continue
+        if r.info.run_id == closer_run_id or expired_at >= now:
+            continue
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expired_at))
+        client.set_tag(r.info.run_id, "closed_by", closer_run_id)
+        client.set_tag(r.info.run_id, "closed_reason", f"left RUNNING by a driver whose heartbeat stopped ({stamp})")
+        client.set_terminated(r.info.run_id, "FAILED")
+        say(f"closed run {r.info.run_name} ({r.info.run_id}) FAILED: left RUNNING, heartbeat expired at {stamp}")
+        closed.append(r.info.run_id)
+    return closed
+
+
+# ---- resuming a named run: which configuration changes it accepts ----------------------------------
+
+REQUESTED_CONFIG_TAG = "config.requested"
+CHANGED_ON_RESUME_TAG = "config.changed_on_resume"
+# Keys a resumed run may change: they do not alter what the checkpoints hold or how the data was cut.
+# More epochs continue from the last checkpoint; retries, where the run is tracked and registered, the
+# workers (checkpoints load on CPU first, then move to the device), the cluster and the gate are
+# settings of this attempt.
+RESUMABLE_KEYS = ("train.epochs", "train.max_failures", "tracking.", "scaling.", "ray.", "promotion.", "tune.")
+
+
+def _encoded(key: str, value: Any) -> str:
+    """A config value as stored in the tag: JSON, secrets masked, long ones (data.paths) as a digest."""
+    text = json.dumps(mask_secrets(key, value), default=str, sort_keys=True)
+    return text if len(text) <= 200 else f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def requested_config(cfg: JobConfig) -> dict[str, str]:
+    """The configuration a job was asked to run (before adapt_to_corpus), as the keys that differ from
+    JobConfig's defaults: what `config.requested` stores (it must fit a tag's 8000 characters)."""
+    defaults = flatten(JobConfig())
+    return {k: _encoded(k, v) for k, v in flatten(cfg).items() if k != "tracking.run_name" and v != defaults.get(k)}
+
+
+def config_changes(stored: dict[str, str], cfg: JobConfig) -> dict[str, tuple[str, str]]:
+    """{key: (old, new)} between a run's stored requested config and `cfg`; a missing key is the default."""
+    defaults = {k: _encoded(k, v) for k, v in flatten(JobConfig()).items()}
+    new = requested_config(cfg)
+    changes = {}
+    for key in sorted(stored.keys() | new.keys()):
+        old_value, new_value = stored.get(key, defaults.get(key, "unset")), new.get(key, defaults.get(key, "unset"))
+        if old_value != new_value:
+            changes[key] = (old_value, new_value)
+    return changes
+
+
+def check_resume(client: MlflowClient, cfg: JobConfig) -> str | None:
+    """Before any work: may a job named `tracking.run_name` resume that run with this configuration?
+
+    Returns None (nothing to resume, or the same configuration) or a line listing the changes of keys that
+    may change (RESUMABLE_KEYS). Raises UserInputError, one line listing every other changed key (old ->
+    new): the checkpoints and metrics of that run belong to its first configuration. A run logged before
+    the configuration was stored on it is not checked."""
+    name = cfg.tracking.run_name
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment_name) if name else None
+    run_id = find_run_by_name(client, experiment.experiment_id, name) if experiment else None
+    stored = client.get_run(run_id).data.tags.get(REQUESTED_CONFIG_TAG) if run_id else None
+    if stored is None:
+        return None
+    changes = config_changes(json.loads(stored), cfg)
+    listed = {k: f"{k}: {old} -> {new}" for k, (old, new) in changes.items()}
+    refused = [line for k, line in listed.items() if not k.startswith(RESUMABLE_KEYS)]
+    if refused:
+        raise UserInputError(
+            f"tracking.run_name {name!r} resumes run {run_id}, which was started with another configuration "
+            f"({'; '.join(refused)}); only train.epochs, train.max_failures, tracking.*, scaling.*, ray.*, "
+            f"promotion.* may change on resume: set those keys back or use another tracking.run_name"
+        )
+    return "; ".join(listed.values()) or None
 
 
 def _record_failure(error: BaseException, run: mlflow.ActiveRun) -> None:
@@ -206,10 +333,15 @@ def log_held_out_metrics(
 
 def log_params(params: dict[str, Any]) -> None:
     """Log params into the active run, masked and in batches (MLflow caps 100 per call). Unset
-    (None) values are left out: a `None` in the UI's parameter table says nothing."""
-    items = [(k, mask_secrets(k, v)) for k, v in params.items() if v is not None]
+    (None) values are left out: a `None` in the UI's parameter table says nothing. A param the run
+    already holds with another value (a resumed run whose train.epochs changed: MLflow never changes a
+    param) keeps its first value; the change is the run's `config.changed_on_resume` tag."""
+    run = mlflow.active_run()
+    held = mlflow.get_run(run.info.run_id).data.params if run else {}
+    items = [(k, str(mask_secrets(k, v))[:6000]) for k, v in params.items() if v is not None]
+    items = [(k, v) for k, v in items if held.get(k, v) == v]
     for i in range(0, len(items), 100):
-        mlflow.log_params({k: str(v)[:6000] for k, v in items[i : i + 100]})
+        mlflow.log_params(dict(items[i : i + 100]))
 
 
 class RankZeroLogger:

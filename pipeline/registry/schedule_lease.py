@@ -20,6 +20,7 @@ deletes the lease: the next tick starts fresh.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -34,8 +35,47 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import UserInputError
 from pipeline.registry.lock import already_exists, break_if_expired
+from schemas.config import JobConfig
 
 SCHEDULE_ENV = "RNN_SCHEDULE_NAME"
+
+# Ray Jobs starts an entrypoint with its job config in this variable, `{"runtime_env": ..., "metadata":
+# {"job_submission_id": <id>, ...}}` (ray/dashboard/modules/job/job_supervisor.py, _get_driver_env_vars;
+# the names are ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR and
+# ray.dashboard.modules.job.common.JOB_ID_METADATA_KEY). Ray sets no plain submission-id variable for the
+# driver (KubeRay's RAY_JOB_SUBMISSION_ID is set in its submitter pod only). Read without importing Ray.
+RAY_JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+SUBMISSION_ID_KEY = "job_submission_id"
+
+
+def ray_submission_id() -> str | None:
+    """The Ray Jobs submission id of this driver, or None outside Ray Jobs."""
+    raw = os.environ.get(RAY_JOB_CONFIG_ENV)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)["metadata"][SUBMISSION_ID_KEY]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return str(value) if value else None
+
+
+def with_run_identity(cfg: JobConfig) -> JobConfig:
+    """`cfg` with tracking.run_name defaulted to the Ray Jobs submission id: a job resubmitted under the same
+    id (KubeRay's RayJob `spec.jobId`, `ray job submit --submission-id`) resumes that MLflow run and its
+    `ray_results/<id>` checkpoints instead of starting over. A name the user set wins; outside Ray Jobs
+    nothing changes. Raises UserInputError when the id cannot be a run name."""
+    submission_id = None if cfg.tracking.run_name else ray_submission_id()
+    if submission_id is None:
+        return cfg
+    try:
+        tracking = type(cfg.tracking).model_validate({**cfg.tracking.model_dump(), "run_name": submission_id})
+    except ValueError:
+        raise UserInputError(
+            f"the Ray job submission id {submission_id!r} cannot name the MLflow run (no '/', '\\', quotes "
+            "or leading '.'); set tracking.run_name or submit with another --submission-id"
+        ) from None
+    return cfg.model_copy(update={"tracking": tracking})
 
 
 class LeaseHeld(RuntimeError):
