@@ -125,7 +125,7 @@ def run_once(cfg: JobConfig) -> RunSummary:
     # file changes while the job runs, and the inputs are hashed once.
     from pipeline.tracking import resolve_tracking_uri
 
-    train_job.resume_check(cfg)  # before prepare: a named run resumed with a changed config stops here
+    train_job.resume_check(cfg, announce=False)  # before prepare: a named run resumed with a changed config stops here
     prepared = prepare_job.run(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
     baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run

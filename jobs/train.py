@@ -80,16 +80,16 @@ def run(cfg: JobConfig, prepared: PreparedData | None = None) -> TrainOutcome:
     return outcome
 
 
-def resume_check(cfg: JobConfig) -> str | None:
+def resume_check(cfg: JobConfig, announce: bool = True) -> str | None:
     """Before prepare and Ray: a named run resumed with changed keys that may not change stops here with one
-    line (UserInputError); allowed changes come back as a line (said, and tagged on the run)."""
+    line (UserInputError); allowed changes come back as a line (said when `announce`, and tagged on the run)."""
     if not cfg.tracking.run_name:
         return None
     from pipeline.tracking import check_resume, resolve_tracking_uri, tracking_store
 
     with tracking_store(resolve_tracking_uri(cfg)) as client:
         changed = check_resume(client, cfg)
-    if changed:
+    if changed and announce:
         say(f"resuming run {cfg.tracking.run_name!r} with {changed}")
     return changed
 

@@ -133,7 +133,10 @@ def mlflow_run(client: MlflowClient, cfg: JobConfig, run_name: str, tags: dict[s
         )
     try:
         with run_heartbeat(client, run.info.run_id):
-            close_abandoned_runs(client, experiment_id, run.info.run_id)
+            try:
+                close_abandoned_runs(client, experiment_id, run.info.run_id)
+            except mlflow.exceptions.MlflowException as e:  # housekeeping (e.g. another user's run): never fatal
+                say(f"runs left RUNNING were not closed: {str(e).splitlines()[0]}")
             yield run
     except KeyboardInterrupt:
         mlflow.end_run("KILLED")

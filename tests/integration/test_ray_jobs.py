@@ -182,6 +182,8 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
             cluster["url"],
             "--runtime-env-json",
             json.dumps(runtime_env),
+            "--submission-id",
+            "rnn-cli-1",
             "--",
             "python",
             "-m",
@@ -202,6 +204,7 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
     client = _tracking(out)
     runs = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].info.run_name == "rnn-cli-1"  # named after its submission id: resubmitting it resumes the run
     assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == runs[0].info.run_id
 
 

@@ -156,8 +156,8 @@ def test_a_failure_inside_the_run_ends_it_failed_and_registers_nothing(ray_clust
 
 
 def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_path, monkeypatch):
-    """Worker dies at epoch 1 with no retries left -> run FAILED; the rerun of the same name continues
-    the same MLflow run from the Ray checkpoint, logging each epoch once."""
+    """Worker dies at epoch 1 with no retries left -> run FAILED; the rerun of the same name, with more
+    epochs and retries, continues the same MLflow run from the Ray checkpoint, logging each epoch once."""
     import functools
 
     from jobs import train as train_job
@@ -186,11 +186,14 @@ def test_a_named_job_rerun_after_a_crash_resumes_the_same_run(ray_cluster, tmp_p
     assert failed.info.status == "FAILED"
 
     monkeypatch.setattr(trainer, "fit", fit)
-    outcome = train_job.run(cfg)
+    more = load_config(None, [*overrides, "train.epochs=4", "train.max_failures=1"])  # keys a resume may change
+    outcome = train_job.run(more)
     (run,) = client.search_runs([exp])  # still one run: the same one, now finished
     assert run.info.run_id == failed.info.run_id == outcome.run_id and run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")]
-    assert sorted(steps) == [0, 1, 2]  # epoch 0 from the first attempt, 1-2 after resuming; none twice
+    assert sorted(steps) == [0, 1, 2, 3]  # epoch 0 from the first attempt, 1-3 after resuming; none twice
+    assert run.data.tags["config.changed_on_resume"] == "train.epochs: 3 -> 4; train.max_failures: 0 -> 1"
+    assert run.data.params["train.epochs"] == "3"  # MLflow never changes a param: the tag says what changed
 
 
 def test_the_logged_model_shows_the_final_metrics_its_test_dataset_and_its_registered_version(first_run):
