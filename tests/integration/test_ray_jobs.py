@@ -1,10 +1,14 @@
-"""`jobs.run` as a Ray job on a real two-node Ray cluster on loopback, with token auth on.
+"""`jobs.run` as a Ray job on a real two-node Ray cluster on loopback, with token auth on; and the whole
+job on those two nodes with nothing shared but object storage.
 
-One cluster per module: a head (`ray start --head`, dashboard/Jobs API on 127.0.0.1, 1 CPU) and a
-second node joined to it (`ray start --address=...`, 1 CPU, its own `node_b` resource). Each node
-is owned by a `ray start --block` process that this module starts and stops by pid (never `ray stop`,
-which would stop every Ray cluster on the machine). Every client is a subprocess with the cluster's
-token in its environment, so the token of this test never mixes with the test session's Ray.
+One cluster per module, shared by every test here (starting two nodes costs tens of seconds): a head
+(`ray start --head`, dashboard/Jobs API on 127.0.0.1) and a second node joined to it (`ray start
+--address=...`), 2 CPUs each (a training worker, and a CPU for Ray Data's reads when a job streams).
+Each node is owned by a `ray start --block` process that this module starts and stops by pid (never
+`ray stop`, which would stop every Ray cluster on the machine). Every client is a subprocess with the
+cluster's token in its environment, so the token of this test never mixes with the test session's Ray.
+Both nodes get the local S3 server's endpoint and credentials in their environment, as a Kubernetes
+Secret would give them.
 """
 
 from __future__ import annotations
@@ -65,8 +69,12 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+BUCKET = "multinode"
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, s3_server):
+    import boto3
     from ray._private.utils import get_dashboard_dependency_error
 
     missing = get_dashboard_dependency_error()
@@ -88,6 +96,14 @@ def cluster(tmp_path_factory):
         "RAY_AUTH_TOKEN": token,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
         "RAY_DEDUP_LOGS": "0",
+        # On SIGTERM a `ray start --block` node first drains for up to 30 s (so that Ray Serve can move
+        # its replicas); nothing here serves, and two nodes made teardown take over a minute.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_S3_ENDPOINT_URL": s3_server,
     }
     for k in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(k, None)
@@ -95,7 +111,7 @@ def cluster(tmp_path_factory):
         "--block",
         "--disable-usage-stats",
         "--node-ip-address=127.0.0.1",
-        "--num-cpus=1",
+        "--num-cpus=2",
         f"--dashboard-agent-listen-port={free_port()}",
     ]
     head_log, node_log = open(root / "head.log", "w"), open(root / "node_b.log", "w")
@@ -145,7 +161,16 @@ def cluster(tmp_path_factory):
             assert time.monotonic() < deadline, "second Ray node did not join in 180 s"
             time.sleep(2)
         corpus = write_corpus(root / "reviews.csv", rows=600)
-        yield {"url": url, "env": env, "token": token, "root": root, "corpus": corpus}
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=s3_server,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket=BUCKET)
+        s3.upload_file(str(corpus), BUCKET, "corpus/reviews.csv")
+        yield {"url": url, "env": env, "token": token, "root": root, "corpus": corpus, "s3": s3}
     finally:
         for p in reversed(procs):
             _stop(p)
@@ -209,8 +234,9 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
 
 
 def test_jobs_submit_spreads_training_over_both_nodes(cluster):
-    """The Python client (`jobs.submit`): 2 workers of 1 CPU on 2 nodes of 1 CPU must land one per node,
-    reading the prepared data and writing checkpoints under the one output_root both nodes reach."""
+    """The Python client (`jobs.submit`): 2 workers of 1 CPU placed SPREAD land one per node (each node
+    could hold both), reading the prepared data and writing checkpoints under the one output_root both
+    nodes reach."""
     out = cluster["root"] / "spread"
     res = subprocess.run(
         [
@@ -319,3 +345,74 @@ def test_jobs_api_refuses_a_wrong_token(cluster):
         {**cluster["env"], "RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": ""},
     )
     assert listed.returncode != 0, "the Jobs API answered a client without a token"
+
+
+def test_prepare_stream_train_register_and_promote_over_two_nodes_on_object_storage(cluster, mlflow_server):
+    """The whole job over two nodes that share no folder: corpus, prepared data and checkpoints on the
+    local S3 server (moto), MLflow on a tracking server, workers streaming their shards through Ray Data
+    (one training worker and one read CPU per node)."""
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.submit",
+            "--address",
+            cluster["url"],
+            f"output_root=s3://{BUCKET}/job",
+            *TINY,
+            f"data.paths=[s3://{BUCKET}/corpus/reviews.csv]",
+            f"tracking.tracking_uri={mlflow_server}",
+            "tracking.experiment_name=multinode",
+            "train.data_loading=stream",
+            "scaling.num_workers=2",
+            "scaling.cpus_per_worker=1",
+            "scaling.placement_strategy=SPREAD",
+        ],
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    assert "SUCCEEDED" in res.stdout
+
+    client = MlflowClient(mlflow_server)
+    run = client.search_runs([client.get_experiment_by_name("multinode").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
+    assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == run.info.run_id
+
+    keys = [
+        o["Key"]
+        for page in cluster["s3"].get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.startswith("job/data/") and k.endswith("/manifest.json") for k in keys), keys
+    assert any(k.startswith("job/ray_results/") and "checkpoint_" in k for k in keys), keys
+
+    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
+    jobs = json.loads(
+        _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
+    )
+    job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
+    actors = json.loads(
+        _ray_cli(
+            [
+                "list",
+                "actors",
+                "--address",
+                cluster["url"],
+                "--format",
+                "json",
+                "--detail",
+                "--filter",
+                "class_name=RayTrainWorker",
+                "--limit",
+                "1000",
+            ],
+            cluster["env"],
+        ).stdout
+    )
+    workers = [a for a in actors if a.get("job_id") == job_id]
+    assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
