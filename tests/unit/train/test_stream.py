@@ -126,7 +126,7 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
             "output_root": str(tmp_path / "out"),
             "model": {"cell": "gru", "hidden_dim": 16, "embedding_dim": 8, "head_dim": 16, "trim_padding": True},
             "train": {
-                "epochs": 6,
+                "epochs": 2,  # two: the per-epoch reshuffle still gives equal steps; each epoch costs seconds
                 "batch_size": 16,
                 "eval_batch_size": 8,
                 "lr": 0.02,
@@ -144,9 +144,9 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
     counts.mkdir()
     result = fit(cfg, data, "stream-a", sqlite_tracking_uri, run_id, train_loop=_counting_loop(counts))
     ranks = [json.loads((counts / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["steps"] == ranks[1]["steps"] == [10] * 6
-    assert ranks[0]["reports"] == ranks[1]["reports"] == 6
-    assert [a + b for a, b in zip(ranks[0]["val_rows"], ranks[1]["val_rows"], strict=True)] == [37] * 6
-    assert [h["epoch"] for h in result.history] == list(range(6))
-    assert sorted(m.step for m in client.get_metric_history(run_id, "val/loss")) == list(range(6))
+    assert ranks[0]["steps"] == ranks[1]["steps"] == [10] * 2
+    assert ranks[0]["reports"] == ranks[1]["reports"] == 2
+    assert [a + b for a, b in zip(ranks[0]["val_rows"], ranks[1]["val_rows"], strict=True)] == [37] * 2
+    assert [h["epoch"] for h in result.history] == [0, 1]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val/loss")) == [0, 1]
     assert result.history[-1]["val_accuracy"] > 0.8  # word order is learnt from streamed batches
