@@ -104,10 +104,16 @@ def stop_process(proc, log=None, timeout_s: float = 20.0) -> None:
         log.close()
 
 
+# `mlflow server` also starts a job runner (seven more Python processes that import MLflow, seconds of
+# CPU each) for server-side jobs such as trace rollups; no job or test here uses them.
+QUIET_MLFLOW_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextmanager
 def mlflow_server_process(root: Path, artifacts_destination: str):
     """`mlflow server` on loopback over a sqlite store in `root`; yields its http:// URI, then stops the
-    whole process group. The environment is inherited (S3 endpoint and credentials included)."""
+    whole process group. The environment is inherited (S3 endpoint and credentials included), without the
+    server's job runner."""
     import subprocess
     import sys
 
@@ -133,6 +139,7 @@ def mlflow_server_process(root: Path, artifacts_destination: str):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **QUIET_MLFLOW_SERVER},
     )
     uri = f"http://127.0.0.1:{port}"
     try:

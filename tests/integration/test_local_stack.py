@@ -25,6 +25,7 @@ import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import QUIET_MLFLOW_SERVER
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,6 +88,7 @@ def stack():
     stack_dir.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN")}
     env.update(STACK_DIR=str(stack_dir), PYTHON=sys.executable, RAY_NUM_CPUS="1", STACK_EXPERIMENT="stack")
+    env.update(QUIET_MLFLOW_SERVER)  # the script's `mlflow server` inherits it
     try:
         started = _script(env, "start")
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
