@@ -12,6 +12,9 @@ Measures samples/s (training steps only, the "in-loop" rate) of
   stream-1     the same 1-worker fit fed by Ray Data (train.data_loading=stream),
   rss          one streaming worker's peak RSS over a 1-epoch fit of the corpus and of the corpus
                repeated 4 times (and the in-memory worker's, for contrast),
+  data only    rows/s one worker's input delivers on each path with no model (and the wait for each
+               epoch's first batch): what bounds a path once the model is fast (goal: well above the
+               model's samples/s, e.g. > 100k rows/s per worker for a GPU),
 and the fixed overhead of the Ray job in seconds (cluster start, then each fit's wall time minus
 its epochs). The last line is
 `ray/plain=<r> stream/memory=<r> worker_rss_growth=<g> bucketing_speedup=<r>`, where ray/plain is the
@@ -38,6 +41,7 @@ import pyarrow.parquet as pq
 import torch
 from mlflow.tracking import MlflowClient
 
+from bench.gpu_check import data_only
 from jobs.config_loader import load_config
 from pipeline.cluster import ray_session
 from pipeline.data.prepare import prepare
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             s1, over_s, _ = ray_fit(cfg, base, 1, "bench-stream-1", uri, loading="stream")
             _, _, rss_base = ray_fit(cfg, base, 1, "bench-rss-1x", uri, loading="stream", epochs=1)
             _, _, rss_big = ray_fit(cfg, big, 1, "bench-rss-4x", uri, loading="stream", epochs=1)
+            probes = {path: data_only(cfg, base, path, Path(tmp)) for path in ("memory", "stream")}
             in_task = plain_in_ray_task(cfg, data, args.epochs, args.threads)  # the cluster is settled by now
         # Measured again after the Ray fits, so that drift in a shared machine's speed over the run
         # hits the baseline as much as the Ray rows; the baseline is the mean of the two.
@@ -236,6 +241,12 @@ def main(argv: list[str] | None = None) -> None:
             f"worker peak RSS: streaming {rss_base:.0f} MiB ({len(data.train_y)} rows), {rss_big:.0f} MiB "
             f"(4x rows); in memory {rss_memory:.0f} MiB ({len(data.train_y)} rows)"
         )
+        for path, p in probes.items():
+            print(
+                f"data only {path:<6}          {p['rows_per_s']:9.0f} rows/s     "
+                f"first batch {p['first_batch_s']:.2f}s, validation {p['val_s']:.2f}s "
+                "(no model; median over epochs after the first)"
+            )
         print(
             f"ray/plain={r1 / plain:.2f} stream/memory={s1 / r1:.2f} worker_rss_growth={rss_big / rss_base:.2f} "
             f"bucketing_speedup={bucket / loop:.2f}"

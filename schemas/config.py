@@ -396,8 +396,16 @@ class TrainConfig(_Frozen):
     stream_shuffle_buffer_rows: int = Field(
         10_000,
         ge=0,
-        description="Streaming: rows in each worker's local shuffle buffer, reseeded every epoch (0: no "
-        "row shuffle; file order is still reshuffled each epoch).",
+        description="Streaming: rows in each worker's Ray Data local shuffle buffer, reseeded every epoch, which "
+        "mixes rows across windows (0: none; rows are still permuted inside each window and the file order is "
+        "reshuffled each epoch).",
+    )
+    stream_val_cache_mb: float = Field(
+        256.0,
+        ge=0.0,
+        description="Streaming: a worker keeps its share of the validation split (ids as int64) in memory after "
+        "the first epoch when it is at most this size (MiB), instead of reading the split through Ray Data "
+        "every epoch (0: always read).",
     )
     stream_prefetch_batches: int = Field(
         2, ge=0, description="Streaming: windows (bucket_chunk_batches batches each) fetched ahead per worker."

@@ -150,3 +150,25 @@ def test_streaming_fit_gives_every_rank_equal_steps_scores_each_validation_row_o
     assert [h["epoch"] for h in result.history] == [0, 1]
     assert sorted(m.step for m in client.get_metric_history(run_id, "val/loss")) == [0, 1]
     assert result.history[-1]["val_accuracy"] > 0.8  # word order is learnt from streamed batches
+
+
+@pytest.mark.parametrize("bucketing", [False, True])
+def test_a_window_is_permuted_by_its_epoch_generator_and_keeps_every_row(bucketing):
+    ids, y = word_order_corpus(200, 0)
+    ids[np.arange(200), -1] = np.arange(200) + 100  # a row id in the last column
+    table = pa.table(
+        {
+            "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.reshape(-1)), ids.shape[1]),
+            "label": pa.array(y),
+            "length": pa.array((ids != PAD).sum(1).astype(np.int32)),
+        }
+    )
+
+    def rows(seed):
+        window = collate_window(table, bucketing, np.random.default_rng(seed))
+        assert torch.equal(window["label"], torch.from_numpy(y[window["ids"][:, -1].numpy() - 100]))
+        return window["ids"][:, -1].numpy() - 100
+
+    assert sorted(rows(1)) == list(range(200))
+    assert list(rows(1)) == list(rows(1))  # seeded: the same epoch and rank give the same order
+    assert list(rows(1)) != list(rows(2))  # another epoch, another order (ties in length too)
