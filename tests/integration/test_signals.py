@@ -89,7 +89,7 @@ def test_a_second_job_with_the_same_run_name_refuses_and_sigterm_ends_the_first_
     try:
         _wait_for_checkpoint(tmp_path, first)
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        corpus = write_corpus(tmp_path / "second.csv")
+        corpus = tmp_path / "reviews.csv"  # the first job's data: a changed config would be refused first
         code = train_job.main(
             [
                 f"output_root={tmp_path / 'out'}",
