@@ -22,8 +22,10 @@ install: $(STAMP)
 run: install
 	$(BIN)/python -m jobs.run $(ARGS)
 
+# Two workers (pytest-xdist), each module whole on one of them (module fixtures start once): much of the
+# suite waits on subprocesses, servers and Ray actors, so two streams fill the 2 cores better than one.
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" $(ARGS)

@@ -87,7 +87,7 @@ def stack():
     stack_dir = Path(tempfile.mkdtemp(prefix="stack-", dir="/tmp"))
     stack_dir.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN")}
-    env.update(STACK_DIR=str(stack_dir), PYTHON=sys.executable, RAY_NUM_CPUS="1", STACK_EXPERIMENT="stack")
+    env.update(STACK_DIR=str(stack_dir), PYTHON=sys.executable, RAY_NUM_CPUS="2", STACK_EXPERIMENT="stack")
     env.update(QUIET_MLFLOW_SERVER)  # the script's `mlflow server` inherits it
     try:
         started = _script(env, "start")
