@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         prepared = prepare(cfg)
         cfg = cfg.model_copy(update={"output_root": tmp})
-        base = Path(prepared.path)
+        base = Path(prepared.path).resolve()  # Ray workers run in another directory
         if args.train_rows:
             base = resized_copy(base, Path(tmp) / "base", args.train_rows)
         data = load_train_data(base, 0, 1)
