@@ -504,12 +504,11 @@ def _keyed(splits: dict) -> dict:
     return {"all": splits["train"]} if set(splits) == {"train"} else splits
 
 
-def load_hub(cfg: DataConfig) -> RawCorpus:
-    """A Hub dataset by name (or a local dataset folder given as the name), its own splits kept."""
-    from datasets import load_dataset
-
+def _from_hub(load, cfg: DataConfig):
+    """`load(data.name, data.config_name, revision=data.revision)` (`load_dataset` or
+    `load_dataset_builder`), its failures as one-line user errors."""
     try:
-        dsd = load_dataset(cfg.name, cfg.config_name, revision=cfg.revision)
+        return load(cfg.name, cfg.config_name, revision=cfg.revision)
     except FileNotFoundError as e:
         raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
     except Exception as e:
@@ -518,6 +517,13 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
             f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {cause}); check "
             "data.config_name and data.revision"
         ) from e
+
+
+def load_hub(cfg: DataConfig) -> RawCorpus:
+    """A Hub dataset by name (or a local dataset folder given as the name), its own splits kept."""
+    from datasets import load_dataset
+
+    dsd = _from_hub(load_dataset, cfg)
     if cfg.train_split not in dsd:
         raise DataValidationError(
             f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; set data.train_split"
@@ -718,16 +724,7 @@ HUB_FILE_BUILDERS = frozenset({"parquet", "csv", "json", "arrow"})
 def _hub_builder(cfg: DataConfig):
     from datasets import load_dataset_builder
 
-    try:
-        return load_dataset_builder(cfg.name, cfg.config_name, revision=cfg.revision)
-    except FileNotFoundError as e:
-        raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
-    except Exception as e:
-        cause = _causes(e)[-1]
-        raise DataValidationError(
-            f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {cause}); check "
-            "data.config_name and data.revision"
-        ) from e
+    return _from_hub(load_dataset_builder, cfg)
 
 
 def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] | None] | None:
