@@ -191,6 +191,34 @@ def _nodes(url: str, env: dict) -> list[dict]:
     return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
 
 
+def _train_workers(cluster: dict, res: subprocess.CompletedProcess) -> list[dict]:
+    """The Ray Train worker actors of the job that `jobs.submit` printed it submitted (with their node ids)."""
+    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
+    jobs = json.loads(
+        _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
+    )
+    job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
+    actors = json.loads(
+        _ray_cli(
+            [
+                "list",
+                "actors",
+                "--address",
+                cluster["url"],
+                "--format",
+                "json",
+                "--detail",
+                "--filter",
+                "class_name=RayTrainWorker",
+                "--limit",
+                "1000",
+            ],
+            cluster["env"],
+        ).stdout
+    )
+    return [a for a in actors if a.get("job_id") == job_id]
+
+
 def _tracking(out: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
 
@@ -267,30 +295,7 @@ def test_jobs_submit_spreads_training_over_both_nodes(cluster):
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
     assert list((out / "data").glob("*/manifest.json")), "prepared data is not under output_root"
     assert list((out / "ray_results").rglob("checkpoint_*")), "no checkpoint under output_root/ray_results"
-    actors = json.loads(
-        _ray_cli(
-            [
-                "list",
-                "actors",
-                "--address",
-                cluster["url"],
-                "--format",
-                "json",
-                "--detail",
-                "--filter",
-                "class_name=RayTrainWorker",
-                "--limit",
-                "1000",
-            ],
-            cluster["env"],
-        ).stdout
-    )
-    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
-    jobs = json.loads(
-        _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
-    )
-    job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
-    workers = [a for a in actors if a.get("job_id") == job_id]
+    workers = _train_workers(cluster, res)
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
 
 
@@ -391,28 +396,5 @@ def test_prepare_stream_train_register_and_promote_over_two_nodes_on_object_stor
     assert any(k.startswith("job/data/") and k.endswith("/manifest.json") for k in keys), keys
     assert any(k.startswith("job/ray_results/") and "checkpoint_" in k for k in keys), keys
 
-    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
-    jobs = json.loads(
-        _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
-    )
-    job_id = next(j["job_id"] for j in jobs if j.get("submission_id") == submission_id)
-    actors = json.loads(
-        _ray_cli(
-            [
-                "list",
-                "actors",
-                "--address",
-                cluster["url"],
-                "--format",
-                "json",
-                "--detail",
-                "--filter",
-                "class_name=RayTrainWorker",
-                "--limit",
-                "1000",
-            ],
-            cluster["env"],
-        ).stdout
-    )
-    workers = [a for a in actors if a.get("job_id") == job_id]
+    workers = _train_workers(cluster, res)
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
