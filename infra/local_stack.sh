@@ -148,11 +148,15 @@ start_mlflow() {
   PGPASSFILE="$STACK_DIR/pgpass" "$VENV_BIN/mlflow" db upgrade "$uri" >"$LOGS/db_upgrade.log" 2>&1 \
     || { tail -n 20 "$LOGS/db_upgrade.log" >&2; die "mlflow db upgrade failed"; }
   # Basic auth: the users/permissions database is the second PostgreSQL database, also via PGPASSFILE.
+  # auth_cache_ttl_seconds: MLflow checks the password hash (scrypt, ~0.1 s of CPU) on every request
+  # unless a good login is cached; a training job makes hundreds of requests. One worker here, so a
+  # password changed over the API takes effect at once; one changed in the database, within 60 s.
   cat > "$STACK_DIR/basic_auth.ini" <<EOF
 [mlflow]
 default_permission = READ
 database_uri = postgresql+psycopg2://$PG_USER@127.0.0.1:$PG_PORT/$PG_AUTH_DB
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 EOF
   log "mlflow server on http://127.0.0.1:$MLFLOW_PORT (backend $uri, basic auth)"
   PGPASSFILE="$STACK_DIR/pgpass" MLFLOW_AUTH_CONFIG_PATH="$STACK_DIR/basic_auth.ini" \

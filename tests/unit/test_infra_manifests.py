@@ -528,6 +528,15 @@ def test_postgres_password_lives_in_one_secret(docs_by_file, manifests):
     )
 
 
+def test_the_auth_app_caches_good_logins_briefly(docs_by_file):
+    """Every request would otherwise re-check the scrypt password hash (~0.1 s of server CPU); a revoked
+    password must stop working within minutes, so the cache's lifetime is bounded."""
+    auth = one(docs_by_file, "k8s/mlflow.yaml", "ConfigMap", "mlflow-auth-config")
+    ini = configparser.ConfigParser()
+    ini.read_string(auth["data"]["basic_auth.ini"])
+    assert 0 < ini["mlflow"].getint("auth_cache_ttl_seconds", 0) <= 300
+
+
 def test_mlflow_waits_for_postgres_then_upgrades_the_schema(docs_by_file):
     """A newer MLflow image on an existing database migrates it (`mlflow db upgrade`) before the server
     starts, after PostgreSQL accepts connections; Recreate, so two server versions never run at once."""
