@@ -286,6 +286,9 @@ class PlacedData:
     left_padded: bool
     pin: bool  # GPU training from CPU-held rows: each epoch's rows go through pinned memory
 
+    def close(self) -> None:
+        """Nothing runs in the background (StreamData reads ahead and stops here)."""
+
     def steps_per_epoch(self, world_size: int, batch_size: int) -> int:
         per_rank = -(-len(self.train_y) // world_size)
         return -(-per_rank // batch_size)
@@ -486,14 +489,17 @@ def train_worker(
     """
     check_padding_side(cfg.model, data.padding_side)
     run = setup(cfg, data, ctx, resume, wrap_model)
-    for epoch in range(run.start_epoch, cfg.train.epochs):
-        metrics = run_epoch(run, epoch)
-        run.history.append(metrics)
-        report(metrics, checkpoint_state(run, epoch))
-        if log_metrics is not None:
-            log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
-        if run.stopper.state.stopped:
-            break
+    try:
+        for epoch in range(run.start_epoch, cfg.train.epochs):
+            metrics = run_epoch(run, epoch)
+            run.history.append(metrics)
+            report(metrics, checkpoint_state(run, epoch))
+            if log_metrics is not None:
+                log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, epoch)
+            if run.stopper.state.stopped:
+                break
+    finally:
+        run.data.close()
 
 
 def load_worker_data(loop_config: dict[str, Any], ctx: WorkerContext) -> TrainData | StreamData:

@@ -163,6 +163,42 @@ class WindowCollate(ArrowBatchCollateFn):
         return collate_window(batch, self.bucketing, rng)
 
 
+class _Started:
+    """An iterator whose first item is fetched at once, in a background thread when asked: iterating
+    it yields that item (waiting for it, re-raising its error) and then the rest, in this thread."""
+
+    def __init__(self, items: Iterator[Any], background: bool = False):
+        self._items, self._first, self._error = items, None, None
+        self._thread = threading.Thread(target=self._fetch, daemon=True, name="stream-read-ahead")
+        if background:
+            self._thread.start()
+        else:
+            self._fetch()
+
+    def _fetch(self) -> None:
+        try:
+            self._first = [next(self._items)]
+        except StopIteration:
+            self._first = []
+        except BaseException as e:  # re-raised in the consuming thread
+            self._error = e
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._thread.ident is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first or ()
+        yield from self._items
+
+    def close(self) -> None:
+        if self._thread.ident is not None:
+            self._thread.join()
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+
 @dataclass(frozen=True)
 class StreamData:
     """One worker's streamed view of the prepared data (the loop's counterpart of TrainData)."""
@@ -177,8 +213,12 @@ class StreamData:
     num_classes: int
     padding_side: str
     val_cache_mb: float = 0.0  # keep this rank's validation batches in memory when under this size
+    val_share_mb: float = 0.0  # this rank's validation share as int64 ids (the manifest's estimate)
     # This rank's validation batches after the first full read (filled once, then reused).
     _val_cache: list[Batch] = field(default_factory=list, compare=False, repr=False)
+    # The next epoch's windows, started while this epoch's validation, report and checkpoint run.
+    _ahead: dict[int, _Started] = field(default_factory=dict, compare=False, repr=False)
+    _filling: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the cache's reader
 
     @classmethod
     def from_ray(cls, manifest: Manifest, ctx: WorkerContext, cfg: TrainConfig) -> StreamData:
@@ -196,6 +236,7 @@ class StreamData:
             len(manifest.label_names),
             manifest.padding_side,
             cfg.stream_val_cache_mb,
+            manifest.splits["validation"].rows * manifest.max_length * 8 / ctx.world_size / MIB,
         )
 
     def place(self, ctx: WorkerContext, cfg: TrainConfig) -> StreamData:
@@ -207,7 +248,26 @@ class StreamData:
 
     def train_batches(self, epoch: int, ctx: WorkerContext, cfg: TrainConfig) -> Iterator[Batch]:
         """This rank's batches of epoch `epoch`. Windows are multiples of batch_size rows and every
-        rank has the same number of rows, so every rank takes the same number of steps."""
+        rank has the same number of rows, so every rank takes the same number of steps.
+
+        Once the epoch's last batch is taken, the next epoch's reading starts in the background: every
+        epoch is a new Ray Data execution (the equal split starts one per epoch), whose start and first
+        window (bucket_chunk_batches batches) would otherwise stall the next epoch's first step."""
+        self._start_val_cache(cfg.eval_batch_size)
+        started = self._ahead.pop(epoch, None) or _Started(self._windows(epoch, ctx, cfg))
+        rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
+        for window in started:
+            yield from window_batches(window, cfg, rng, self.padding_side == "left")
+        if epoch + 1 < cfg.epochs:
+            self._ahead[epoch + 1] = _Started(self._windows(epoch + 1, ctx, cfg), background=True)
+
+    def close(self) -> None:
+        """Stop reading ahead (the loop ended early: early stopping, or an error)."""
+        for started in self._ahead.values():
+            started.close()
+        self._ahead.clear()
+
+    def _windows(self, epoch: int, ctx: WorkerContext, cfg: TrainConfig) -> Iterator[dict[str, torch.Tensor]]:
         seed = int(np.random.default_rng([cfg.seed, epoch, ctx.rank]).integers(2**31))
         shuffle = cfg.stream_shuffle_buffer_rows or None
         pin = ctx.device.type == "cuda"
@@ -220,26 +280,42 @@ class StreamData:
             local_shuffle_buffer_size=shuffle,
             local_shuffle_seed=seed if shuffle else None,
         )
-        rng = np.random.default_rng([cfg.seed, epoch, ctx.rank])
-        for window in windows:
-            yield from window_batches(window, cfg, rng, self.padding_side == "left")
+        return iter(windows)
 
     def val_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Every world_size-th validation batch, starting at this rank's: read through Ray Data the
-        first time, then from memory when this rank's share fits train.stream_val_cache_mb."""
+        """Every world_size-th validation batch, starting at this rank's: from memory once the background
+        read (started with the first epoch) cached this rank's share, else read through Ray Data."""
+        filling = self._filling.pop("validation", None)
+        if filling is not None:
+            filling.join()
         if self._val_cache:
             yield from self._val_cache
             return
-        kept, size, limit = [], 0, self.val_cache_mb * MIB
+        yield from self._read_val(batch_size)
+
+    def _read_val(self, batch_size: int) -> Iterator[Batch]:
         tables = self.validation.iter_batches(batch_size=batch_size, batch_format="pyarrow", prefetch_batches=2)
         for i, table in enumerate(tables):
             if i % self.world_size == self.rank:
                 ids, labels, _ = table_arrays(table)
-                batch = torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
+                yield torch.from_numpy(ids.astype(np.int64)), torch.from_numpy(labels.astype(np.int64))
+
+    def _start_val_cache(self, batch_size: int) -> None:
+        """Read this rank's validation share into memory in the background while the first epoch trains
+        (its first read would otherwise stall the first validation), when it fits stream_val_cache_mb."""
+        if self._val_cache or self._filling.get("done") or self.val_share_mb > self.val_cache_mb:
+            return
+        self._filling["done"] = True
+
+        def fill() -> None:
+            kept, size = [], 0
+            for batch in self._read_val(batch_size):
                 size += batch[0].nbytes + batch[1].nbytes
-                if kept is not None:
-                    kept.append(batch)
-                    kept = kept if size <= limit else None  # over the bound: read it again every epoch
-                yield batch
-        if kept:
+                if size > self.val_cache_mb * MIB:
+                    return  # longer rows than estimated: validation reads the split every epoch
+                kept.append(batch)
             self._val_cache.extend(kept)
+
+        thread = threading.Thread(target=fill, daemon=True, name="stream-validation-cache")
+        self._filling["validation"] = thread
+        thread.start()

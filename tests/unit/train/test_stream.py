@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.data.store import load_manifest
 from pipeline.train.loop import ray_report, train_loop_per_worker
-from pipeline.train.stream import choose_loading, collate_window, window_batches
+from pipeline.train.stream import _Started, choose_loading, collate_window, window_batches
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig, TrainConfig
 
@@ -172,3 +172,20 @@ def test_a_window_is_permuted_by_its_epoch_generator_and_keeps_every_row(bucketi
     assert sorted(rows(1)) == list(range(200))
     assert list(rows(1)) == list(rows(1))  # seeded: the same epoch and rank give the same order
     assert list(rows(1)) != list(rows(2))  # another epoch, another order (ties in length too)
+
+
+def test_a_started_iterator_yields_its_first_item_then_the_rest_and_reraises_in_the_consumer():
+    def items(fail_at=None):
+        for i in range(4):
+            if i == fail_at:
+                raise RuntimeError(f"read failed at {i}")
+            yield i
+
+    assert list(_Started(items(), background=True)) == [0, 1, 2, 3]
+    assert list(_Started(iter([]), background=True)) == []
+    with pytest.raises(RuntimeError, match="read failed at 0"):
+        list(_Started(items(fail_at=0), background=True))  # raised in the reading thread, seen here
+    gen = items()
+    started = _Started(gen, background=True)
+    started.close()  # the loop stopped early: the reader is closed, nothing more is read
+    assert list(gen) == []
