@@ -180,9 +180,10 @@ cmd_grant() {  # the trainer user, and MANAGE on an experiment and a registered 
   log "$(tail -n 1 "$LOGS/bootstrap.log")"
 }
 
-ray_ready() {
-  curl -sf -H "Authorization: Bearer $(cat "$STACK_DIR/ray_auth_token")" \
-    "http://127.0.0.1:$RAY_DASHBOARD_PORT/api/version"
+ray_ready() {  # the dashboard (Jobs API) and the head's dashboard agent, which runs submitted jobs
+  local auth="Authorization: Bearer $(cat "$STACK_DIR/ray_auth_token")"
+  curl -sf -H "$auth" "http://127.0.0.1:$RAY_DASHBOARD_PORT/api/version" \
+    && curl -sf -H "$auth" "http://127.0.0.1:$RAY_AGENT_PORT/api/local_raylet_healthz"
 }
 
 start_ray() {

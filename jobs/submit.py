@@ -213,6 +213,24 @@ def wait_for(client, job_id: str, follow: bool = True, timeout: float | None = N
         time.sleep(1.0)
 
 
+AGENT_NOT_READY = "No available agent to submit job"
+
+
+def submit_when_ready(client, wait_s: float = 120.0, retry_s: float = 5.0, **submission: Any) -> str:
+    """`client.submit_job(**submission)`, retried while the head's job agent is not up yet: a cluster that
+    just started (a fresh RayCluster, `ray start --head` under load) answers that for ~10-60 s, and the
+    job was not accepted, so submitting again cannot run it twice."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return client.submit_job(**submission)
+        except RuntimeError as e:
+            if AGENT_NOT_READY not in str(e) or time.monotonic() + retry_s > deadline:
+                raise
+            print(f"[jobs.submit] the cluster's job agent is not up yet; retrying in {retry_s:g} s", file=sys.stderr)
+            time.sleep(retry_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -224,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"[jobs.submit] {args.address}\n{describe(submission)}", flush=True)
     client = JobSubmissionClient(args.address)
-    job_id = client.submit_job(
+    job_id = submit_when_ready(
+        client,
         entrypoint=submission["entrypoint"],
         runtime_env=submission["runtime_env"],
         submission_id=args.submission_id,
