@@ -257,6 +257,14 @@ class TokenizerConfig(_Frozen):
     min_frequency: int = Field(
         2, ge=1, description="Drop tokens seen fewer times in the training split (not used by 'unigram')."
     )
+    cjk: Literal["characters", "runs"] = Field(
+        "characters",
+        description="Chinese/Japanese (CJK) text: 'characters' makes every CJK character a piece of its own (the "
+        "seed model's input); 'runs' keeps a run of CJK characters between punctuation and spaces as one piece, "
+        "so that 'bpe' learns multi-character words from it (Chinese has no spaces). Only with kind 'bpe': a "
+        "word-level kind would make whole clauses tokens, and the unigram trainer orders the characters it adds "
+        "for such runs differently from run to run (the vocabulary would not be reproducible).",
+    )
     lowercase: bool = Field(True, description="Lowercase before tokenizing.")
     nfkc: bool = Field(True, description="Apply Unicode NFKC normalization (full-width to half-width, etc.).")
     max_length: int | Literal["auto"] = Field(
@@ -293,6 +301,16 @@ class TokenizerConfig(_Frozen):
         if isinstance(v, int) and not 1 <= v <= 100_000:
             raise ValueError(f"tokenizer.max_length must be 'auto' or an integer in [1, 100000], got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _runs_need_subwords(self) -> TokenizerConfig:
+        if self.cjk == "runs" and self.kind != "bpe":
+            raise ValueError(
+                f"tokenizer.cjk='runs' needs tokenizer.kind=bpe, got {self.kind!r} (a word-level kind makes whole "
+                "CJK clauses single tokens; unigram's vocabulary is not reproducible on them): set "
+                "tokenizer.kind=bpe or tokenizer.cjk=characters"
+            )
+        return self
 
 
 class ModelConfig(_Frozen):

@@ -2,7 +2,8 @@
 
 Chinese has no spaces, so the BERT normalizer's `handle_chinese_chars` puts spaces around
 every CJK character: Chinese becomes one token per character while English stays split into
-words by whitespace and punctuation, whatever the model kind (word-level, BPE, unigram).
+words by whitespace and punctuation, whatever the model kind (word-level, BPE, unigram), unless
+tokenizer.cjk='runs' keeps runs of CJK characters whole for BPE to learn words in them.
 The 'char' kind then splits every piece into characters (one id per character). The 'english'
 kind is word-level on English-aware pieces (see `english_pre_tokenizer`).
 
@@ -32,7 +33,10 @@ def _normalizer(cfg: TokenizerConfig) -> normalizers.Normalizer:
         steps.append(normalizers.Replace("\u2019", "'"))
     steps.append(
         normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=cfg.lowercase
+            clean_text=True,
+            handle_chinese_chars=cfg.cjk == "characters",  # spaces around each CJK character
+            strip_accents=False,
+            lowercase=cfg.lowercase,
         )
     )
     return normalizers.Sequence(steps)
@@ -130,9 +134,10 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, batch_size: int 
 
 
 def _canonical_unigram(tok: Tokenizer) -> Tokenizer:
-    """Order pieces by (score desc, piece): the trainer leaves equal-score pieces in hash order."""
+    """Order pieces by (score desc, piece): the trainer leaves equal-score pieces in hash order. Scores
+    are rounded to 1e-9 first: its threads sum in varying order, so equal scores differ in the last bit."""
     data = json.loads(tok.to_str())
-    vocab = data["model"]["vocab"]
+    vocab = [[piece, round(score, 9)] for piece, score in data["model"]["vocab"]]
     special = [p for p in vocab if p[0] in SPECIAL_TOKENS]
     rest = sorted((p for p in vocab if p[0] not in SPECIAL_TOKENS), key=lambda p: (-p[1], p[0]))
     special.sort(key=lambda p: SPECIAL_TOKENS.index(p[0]))

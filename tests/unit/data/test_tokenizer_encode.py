@@ -37,6 +37,25 @@ def test_chinese_per_character_english_by_word_normalized(kind):
         assert tokens[:5] == ["g", "r", "e", "a", "t"]
 
 
+def test_cjk_runs_let_bpe_learn_chinese_words():
+    words = ["电影", "质量", "不错", "非常", "满意", "失望", "手机"]
+    texts = [f"{a}{b}{c}，{c}{a}!" for a in words for b in words for c in words if len({a, b, c}) == 3]
+    cfg = TokenizerConfig(kind="bpe", cjk="runs", vocab_size=30, min_frequency=1)  # characters + a few words
+    tok = train_tokenizer(texts, cfg)
+    assert all(train_tokenizer(texts, cfg).to_str() == tok.to_str() for _ in range(4))  # deterministic
+    tokens = tok.encode("手机质量不错，非常满意!", add_special_tokens=False).tokens
+    assert {"质量", "不错", "满意"} <= set(tokens), tokens  # words, not characters
+    assert "".join(tokens) == "手机质量不错,非常满意!"  # nothing lost (NFKC makes the comma ASCII)
+    chars = train_tokenizer(texts, cfg.model_copy(update={"cjk": "characters"}))
+    assert "质" in chars.encode("质量", add_special_tokens=False).tokens  # the default: one per character
+
+
+@pytest.mark.parametrize("kind", ["wordlevel", "unigram", "char", "english"])
+def test_cjk_runs_with_another_kind_is_refused(kind):
+    with pytest.raises(ValueError, match=f"tokenizer.cjk='runs' needs tokenizer.kind=bpe, got '{kind}'"):
+        TokenizerConfig(kind=kind, cjk="runs")
+
+
 def test_piece_counter_finds_zero_token_texts():
     count = piece_counter(TokenizerConfig())
     assert count(["\u200b\u200b", "\x00", "a b", "很好"]) == [0, 0, 2, 2]
