@@ -191,9 +191,13 @@ class _Started:
         yield from self._first or ()
         yield from self._items
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
         if self._thread.ident is not None:
-            self._thread.join()
+            # A rank that failed mid-epoch never reaches the next epoch's barrier: then the reader
+            # waits there and is left to end with the worker (a daemon thread).
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                return
         close = getattr(self._items, "close", None)
         if close is not None:
             close()
