@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SPLITS = ("train", "validation", "test")
 # 3: splits stored as shards (SplitInfo.shards), typed source/inputs/cleaning/length stats (1, 2 still load)
 MANIFEST_VERSION = 3
+ID_BYTES = 4  # input_ids are int32 in the prepared data (workers widen them to int64 per batch)
+
+
+def ids_mib(rows: int, max_length: int, item_bytes: int = ID_BYTES) -> float:
+    """MiB that `rows` padded rows of ids take at `item_bytes` per id: what the memory guard, the
+    streaming threshold and the validation cache compare against their budgets."""
+    return rows * max_length * item_bytes / (1 << 20)
 
 
 def encoded_features(max_length: int) -> Features:

@@ -55,6 +55,7 @@ from pipeline.data.tokenizer import PAD_TOKEN, UNK_TOKEN, tokenizer_digest, trai
 from pipeline.errors import DataValidationError
 from schemas.config import DataConfig, JobConfig, TokenizerConfig
 from schemas.features import (
+    ID_BYTES,
     SPLITS,
     CleaningReport,
     InputFile,
@@ -63,6 +64,7 @@ from schemas.features import (
     SourceInfo,
     SplitInfo,
     TokenizerSettings,
+    ids_mib,
 )
 
 log = logging.getLogger(__name__)
@@ -226,7 +228,6 @@ def _plan_splits(counts: list[dict[str, Counter]], plan: Plan, cfg: JobConfig) -
 
 
 TRUNCATED_WARN_FRACTION = 0.1  # warn when more training rows than this are cut by max_length
-ID_BYTES = 4  # input_ids are int32
 
 
 def check_memory(rows: int, max_length: int, d: DataConfig) -> None:
@@ -234,16 +235,16 @@ def check_memory(rows: int, max_length: int, d: DataConfig) -> None:
     available memory; each training worker holds its whole split). Raises DataValidationError."""
     import psutil
 
-    need = rows * max_length * ID_BYTES
+    need = ids_mib(rows, max_length)
     if d.memory_budget_mb is not None:
-        budget, what = int(d.memory_budget_mb * (1 << 20)), f"data.memory_budget_mb={d.memory_budget_mb:g}"
+        budget, what = d.memory_budget_mb, f"data.memory_budget_mb={d.memory_budget_mb:g}"
     else:
-        budget = psutil.virtual_memory().available // 2
+        budget = psutil.virtual_memory().available / 2 / (1 << 20)
         what = "half the available memory; set data.memory_budget_mb to change it"
     if need > budget:
         raise DataValidationError(
-            f"encoding {rows} rows at tokenizer.max_length={max_length} needs about {need / (1 << 20):,.1f} MiB "
-            f"({rows} x {max_length} x {ID_BYTES} bytes), above the budget of {budget / (1 << 20):,.1f} MiB "
+            f"encoding {rows} rows at tokenizer.max_length={max_length} needs about {need:,.1f} MiB "
+            f"({rows} x {max_length} x {ID_BYTES} bytes), above the budget of {budget:,.1f} MiB "
             f"({what}); lower tokenizer.max_length (or set it to 'auto'), or set data.max_rows"
         )
 

@@ -36,7 +36,7 @@ from pipeline.data.store import StorePath, arrow_paths, split_files, table_array
 from pipeline.errors import UserInputError
 from pipeline.train.loop import Batch, WorkerContext
 from schemas.config import ScalingConfig, TrainConfig
-from schemas.features import Manifest
+from schemas.features import Manifest, ids_mib
 
 COLUMNS = ["input_ids", "label", "length"]
 MIB = 1 << 20
@@ -44,7 +44,7 @@ MIB = 1 << 20
 
 def in_memory_mb(manifest: Manifest) -> float:
     """What one worker would hold with data_loading=memory: the training ids as int32 (MiB)."""
-    return manifest.splits["train"].rows * manifest.max_length * 4 / MIB
+    return ids_mib(manifest.splits["train"].rows, manifest.max_length)
 
 
 def choose_loading(cfg: TrainConfig, manifest: Manifest) -> str:
@@ -240,7 +240,7 @@ class StreamData:
             len(manifest.label_names),
             manifest.padding_side,
             cfg.stream_val_cache_mb,
-            manifest.splits["validation"].rows * manifest.max_length * 8 / ctx.world_size / MIB,
+            ids_mib(manifest.splits["validation"].rows, manifest.max_length, item_bytes=8) / ctx.world_size,
         )
 
     def place(self, ctx: WorkerContext, cfg: TrainConfig) -> StreamData:
