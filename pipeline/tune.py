@@ -105,6 +105,18 @@ def trial_config(base: JobConfig, sample: dict[str, Any]) -> JobConfig:
     return cfg.model_copy(update={"scaling": scaling})
 
 
+def start_point(cfg: JobConfig) -> dict[str, Any]:
+    """The job config's own values of the searched keys, where tune.space holds them: the first trial
+    (tune.start_from_config). Keys whose value the space lacks are left for the search to draw."""
+    point = {}
+    for name, key in SPACE_KEYS.items():
+        section, field_name = key.split(".")
+        value = getattr(getattr(cfg, section), field_name)
+        if value in getattr(cfg.tune.space, name):
+            point[name] = value
+    return point
+
+
 def check_space(cfg: JobConfig) -> None:
     """Every value of the search space, each on the job config, must make a valid config: a trial
     should not be the first to find out. Raises UserInputError naming the value and the reason."""
@@ -374,7 +386,11 @@ def _run_trials(
                 reduction_factor=tc.reduction_factor,
             ),
             # The generator bounds concurrency itself (TuneConfig's bound applies to Searchers only).
-            search_alg=BasicVariantGenerator(random_state=tc.seed, max_concurrent=concurrent),
+            search_alg=BasicVariantGenerator(
+                points_to_evaluate=[start_point(cfg)] if tc.start_from_config else None,
+                random_state=tc.seed,
+                max_concurrent=concurrent,
+            ),
         ),
         run_config=tune.RunConfig(name=name, storage_path=str(Path(cfg.output_root) / "ray_results"), verbose=1),
     )

@@ -644,6 +644,12 @@ class TuneConfig(_Frozen):
     grace_period: int = Field(2, ge=1, description="ASHA: epochs every trial runs before it may be stopped.")
     reduction_factor: int = Field(3, ge=2, description="ASHA: keep about 1/this of the trials at each rung.")
     seed: int = Field(0, description="Seed of the random search (the same seed draws the same trials).")
+    start_from_config: bool = Field(
+        True,
+        description="The first trial takes the job config's own value of every searched key that tune.space "
+        "holds (the rest drawn), so the search also scores the configuration it starts from: the best trial "
+        "is never worse on validation than that configuration (with tune.yaml: best.yaml's model and training).",
+    )
     space: SearchSpace = Field(default_factory=SearchSpace, description="Values the trials draw from.")
 
 

@@ -36,6 +36,7 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
             "tune.space.embedding_dropout=[0.0]",
             "tune.space.lr=[0.01]",
             "tune.space.batch_size=[32, 64]",
+            "train.batch_size=64",  # the first trial's (tune.start_from_config)
             "tune.space.tokenizer_kind=[wordlevel]",
             "tune.space.max_length=[32]",
             "tune.seed=3",
@@ -55,6 +56,7 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
         assert sorted(steps) == [0, 1]
         assert child.data.params["tokenizer.max_length"] == "32" and child.data.params["scaling.num_workers"] == "1"
     assert {c.data.params["sample.batch_size"] for c in children} <= {"32", "64"}
+    assert "64" in {c.data.params["sample.batch_size"] for c in children}  # the job config's own value was tried
     # 240 training rows on one worker: the batch shrinks until an epoch makes train.min_steps_per_epoch steps
     assert {c.data.params["train.batch_size"] for c in children} == {"8"}
     arts = {a.path for a in client.list_artifacts(parent.info.run_id)}

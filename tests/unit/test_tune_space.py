@@ -13,6 +13,7 @@ from pipeline.tune import (
     data_variants,
     max_concurrent,
     param_space,
+    start_point,
     trial_config,
     write_config,
 )
@@ -81,3 +82,17 @@ def test_the_written_config_loads_as_a_job_config(tmp_path):
     assert text.startswith("# Found by a test.\n# Run:  python -m jobs.run") and "tune:" not in text
     loaded = load_config(path)
     assert loaded.model_dump(exclude={"tune"}) == best.model_dump(exclude={"tune"})
+
+
+def test_the_first_trial_is_the_job_configs_own_values_where_the_space_holds_them():
+    cfg = load_config(TUNE)
+    point = start_point(cfg)
+    best = load_config(CONFIG_DIR / "best.yaml")
+    for name, key in SPACE_KEYS.items():  # tune.yaml starts from best.yaml's model and training
+        section, field = key.split(".")
+        if section != "tokenizer":
+            assert point[name] == getattr(getattr(best, section), field), name
+    assert point["tokenizer_kind"] == "english" and point["max_length"] == "auto"
+    narrowed = load_config(TUNE, ["tune.space.lr=[0.001, 0.002]", "tune.space.hidden_dim=[96]"])
+    assert "lr" not in start_point(narrowed) and start_point(narrowed)["hidden_dim"] == 96  # lr left to the draw
+    apply_sample(cfg, point)  # a valid config
