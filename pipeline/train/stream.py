@@ -14,8 +14,10 @@ with bucketing a window is sorted by length, cut into batches, the batches shuff
 trimmed to its longest row (as `plan_batches` does in memory). Converting, permuting, sorting and
 pinning a window run in Ray Data's prefetch threads. A worker holds a few Ray Data blocks
 (train.stream_block_mb), the prefetched windows, any shuffle buffer, and its share of the
-validation split once it is read when that share is under train.stream_val_cache_mb (later epochs
-score it from memory instead of reading the split again): bounded by the config, not by the corpus.
+validation split when that share is under train.stream_val_cache_mb (read in the background during
+the first epoch; every validation scores it from memory instead of reading the split again):
+bounded by the config, not by the corpus. The next epoch's read starts as soon as an epoch's last
+batch is taken, while the epoch's validation, report and checkpoint run.
 
 The row order is seeded but not reproducible bit for bit: which blocks reach which rank depends on
 which read finishes first. The in-memory path is the one to use for exact reruns.
@@ -218,7 +220,7 @@ class StreamData:
     padding_side: str
     val_cache_mb: float = 0.0  # keep this rank's validation batches in memory when under this size
     val_share_mb: float = 0.0  # this rank's validation share as int64 ids (the manifest's estimate)
-    # This rank's validation batches after the first full read (filled once, then reused).
+    # This rank's validation batches, read once in the background during the first epoch, then reused.
     _val_cache: list[Batch] = field(default_factory=list, compare=False, repr=False)
     # The next epoch's windows, started while this epoch's validation, report and checkpoint run.
     _ahead: dict[int, _Started] = field(default_factory=dict, compare=False, repr=False)
