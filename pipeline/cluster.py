@@ -43,8 +43,7 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
         yield
         return
     address = cfg.address or os.environ.get("RAY_ADDRESS")
-    # Quiet by default: the workers' and Ray Train controller's stdout/stderr (per-rank reports,
-    # the placement-group cleaner's State-API warnings, which need the dashboard we do not start)
+    # Quiet by default: the workers' and Ray Train controller's stdout/stderr (per-rank reports)
     # stay in the session's log files; the job prints its own epoch lines (pipeline.train.progress).
     # --verbose streams them all again. Errors still reach the driver as exceptions.
     verbose = console.verbose()
@@ -54,7 +53,10 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
             ray.init(address=address, **opts)
         else:
             # address="local": a bare ray.init() would join the last `ray start` cluster on this machine.
-            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, **opts)
+            # The dashboard (on loopback) serves the State API, which Ray Train's placement-group cleaner
+            # asks whether a fit's controller is still alive: without it, the CPUs of a fit whose driver
+            # died (a Tune trial that ASHA stopped) stay reserved for good and the next fits never start.
+            ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=True, **opts)
     try:
         yield
     finally:

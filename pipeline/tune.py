@@ -38,6 +38,7 @@ from pipeline.data.prepare import PreparedData, prepare
 from pipeline.data.store import load_manifest
 from pipeline.errors import UserInputError
 from pipeline.evaluation import plots
+from pipeline.leaked_workers import LeakedWorkerGroups
 from pipeline.tracking import flatten, log_params, mask_secrets, mlflow_run
 from schemas.config import JobConfig, SearchSpace
 
@@ -357,6 +358,7 @@ def _run_trials(
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     tc = cfg.tune
+    leaks = LeakedWorkerGroups()
     trainable = functools.partial(
         run_trial,
         base=cfg.model_dump(mode="json"),
@@ -392,9 +394,39 @@ def _run_trials(
                 max_concurrent=concurrent,
             ),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(Path(cfg.output_root) / "ray_results"), verbose=1),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(Path(cfg.output_root) / "ray_results"),
+            verbose=1,
+            callbacks=[_release_leaked_workers(leaks)],
+        ),
     )
-    return tuner.fit()
+    results = tuner.fit()
+    _guarded(leaks.drain)  # the trials the time budget ended: their CPUs back for --register's fit
+    return results
+
+
+def _guarded(check) -> None:
+    """Run a leaked-worker check; a cluster without the State API (no dashboard) only loses the fix."""
+    try:
+        check()
+    except Exception as e:  # the State API is an HTTP service: it may be absent or slow
+        log.warning("could not check for leaked Ray Train worker groups: %s", e)
+
+
+def _release_leaked_workers(leaks: LeakedWorkerGroups, every_s: float = 5.0):
+    """A Tune callback: every few seconds of the search, remove the worker groups of killed trials."""
+    from ray.tune import Callback
+
+    class ReleaseLeakedWorkers(Callback):
+        last = 0.0
+
+        def on_step_begin(self, iteration, trials, **info):
+            if time.monotonic() - self.last >= every_s:
+                self.last = time.monotonic()
+                _guarded(leaks.check)
+
+    return ReleaseLeakedWorkers()
 
 
 def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[TrialRow]:

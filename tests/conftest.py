@@ -37,8 +37,9 @@ def ray_cluster():
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not ray.is_initialized():
-        # 3 CPUs: two 1-CPU training workers and one for Ray Data's reads when they stream.
-        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
+        # 3 CPUs: two 1-CPU training workers and one for Ray Data's reads when they stream. With the
+        # dashboard, as pipeline.cluster starts it (Ray Train's cleanup of a dead fit needs its State API).
+        ray.init(address="local", num_cpus=3, include_dashboard=True, log_to_driver=False)
     yield ray
     ray.shutdown()
 
