@@ -31,11 +31,12 @@ def worker_groups() -> tuple[set[str], set[str]]:
     actor), as IDs."""
     from ray.util.state import list_actors, list_placement_groups
 
-    live = list_actors(limit=10_000, detail=True, filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
+    # This session's cluster by its GCS address: with no address the State API looks for "the" Ray
+    # instance on the machine and refuses when there are several (two jobs, a test's cluster).
+    query = {"address": ray.get_runtime_context().gcs_address, "limit": 10_000, "detail": True}
+    live = list_actors(filters=[("state", "!=", "DEAD")], raise_on_missing_output=False, **query)
     used = {a.placement_group_id for a in live if a.placement_group_id}
-    groups = list_placement_groups(
-        limit=10_000, detail=True, filters=[("state", "=", "CREATED")], raise_on_missing_output=False
-    )
+    groups = list_placement_groups(filters=[("state", "=", "CREATED")], raise_on_missing_output=False, **query)
     reserving = set()
     for pg in groups:
         bundles = [b.get("unit_resources", {}) for b in pg.bundles or []]
