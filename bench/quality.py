@@ -1,6 +1,6 @@
 """Test accuracy of the baseline, the seed config, best.yaml and a jobs.tune search, per corpus.
 
-    python -m bench.quality [--corpus builtin sentences reviews] [--search-minutes 30] [--threads 1]
+    python -m bench.quality [--corpus builtin sentences reviews] [--search-minutes 30] [--threads 1] [--search-only]
                             [--max-rows N] [--epochs N]   (the last two: a quick smoke run only)
 
 Corpora, all read offline:
@@ -154,7 +154,7 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
         line("baseline", baseline.test_correct, None, baseline.fit_s, f"{baseline.features}, C={baseline.c:g}"),
         flush=True,
     )
-    for label, yaml_name in (("seed", "embedded.yaml"), ("best.yaml", "best.yaml")):
+    for label, yaml_name in () if args.search_only else (("seed", "embedded.yaml"), ("best.yaml", "best.yaml")):
         cfg = load_config(CONFIG_DIR / yaml_name, [*common, *epochs])
         pred, wall, best_epoch = train_and_score(cfg)
         print(line(label, pred == y, baseline.test_correct, wall, f"best epoch {best_epoch}"), flush=True)
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--trials", type=int, default=64, help="most trials per search (the time budget ends it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads_per_worker)")
+    parser.add_argument(
+        "--search-only", action="store_true", help="baseline and search only (seed and best.yaml measured before)"
+    )
     parser.add_argument("--output-root", default="outputs", help="prepared data, corpora, MLflow store")
     parser.add_argument("--max-rows", type=int, default=None, help="subsample each corpus (smoke runs)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (smoke runs)")
