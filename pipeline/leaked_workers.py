@@ -8,7 +8,8 @@ none: a 30-minute search on 2 CPUs ran 6 trials, then its trials waited for CPUs
 with it the cleaner still left the group in place when the trial actor was killed outright (Ray 2.60;
 tests/integration/test_cluster.py). The CPUs then stay reserved for good and the next worker groups
 never start. pipeline.cluster starts the dashboard; this finds the groups the cleaner missed through
-the same State API and removes them (jobs.tune checks every few seconds and after its search).
+the same State API and removes them (jobs.tune checks every few seconds through `tune_callback` and
+`drain`s after its search).
 
 A placement group counts as leaked when it reserves CPUs or GPUs in every bundle (a Train worker
 group; Tune's own trial groups reserve only memory here), no live actor is placed in it, and both
@@ -70,6 +71,30 @@ class LeakedWorkerGroups:
         remove(due)
         self.removed |= due
         return reserving - due
+
+    def checked(self, check) -> None:
+        """Run `check` (self.check or self.drain); a cluster without the State API (no dashboard) only
+        loses this fix, with a warning."""
+        try:
+            check()
+        except Exception as e:  # the State API is an HTTP service: it may be absent or slow
+            log.warning("could not check for leaked Ray Train worker groups: %s", e)
+
+    def tune_callback(self, every_s: float = 5.0):
+        """A Ray Tune callback that checks every `every_s` seconds of a search."""
+        from ray.tune import Callback
+
+        leaks = self
+
+        class ReleaseLeakedWorkers(Callback):
+            last = 0.0
+
+            def on_step_begin(self, iteration, trials, **info):
+                if time.monotonic() - self.last >= every_s:
+                    self.last = time.monotonic()
+                    leaks.checked(leaks.check)
+
+        return ReleaseLeakedWorkers()
 
     def drain(self, timeout_s: float = 60.0) -> None:
         """After the last fit of this search: check until no worker group is left, or only ones in use

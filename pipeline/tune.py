@@ -398,35 +398,12 @@ def _run_trials(
             name=name,
             storage_path=str(Path(cfg.output_root) / "ray_results"),
             verbose=1,
-            callbacks=[_release_leaked_workers(leaks)],
+            callbacks=[leaks.tune_callback()],
         ),
     )
     results = tuner.fit()
-    _guarded(leaks.drain)  # the trials the time budget ended: their CPUs back for --register's fit
+    leaks.checked(leaks.drain)  # the trials the time budget ended: their CPUs back for --register's fit
     return results
-
-
-def _guarded(check) -> None:
-    """Run a leaked-worker check; a cluster without the State API (no dashboard) only loses the fix."""
-    try:
-        check()
-    except Exception as e:  # the State API is an HTTP service: it may be absent or slow
-        log.warning("could not check for leaked Ray Train worker groups: %s", e)
-
-
-def _release_leaked_workers(leaks: LeakedWorkerGroups, every_s: float = 5.0):
-    """A Tune callback: every few seconds of the search, remove the worker groups of killed trials."""
-    from ray.tune import Callback
-
-    class ReleaseLeakedWorkers(Callback):
-        last = 0.0
-
-        def on_step_begin(self, iteration, trials, **info):
-            if time.monotonic() - self.last >= every_s:
-                self.last = time.monotonic()
-                _guarded(leaks.check)
-
-    return ReleaseLeakedWorkers()
 
 
 def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[TrialRow]:
