@@ -5,12 +5,13 @@ Seed: Embedding(vocab, 16, padding_idx=pad) -> nn.RNN(16, 64) -> output at the l
 word order ("我让你" vs "你让我"); reading the last step of an RNN keeps order, and left padding
 makes that last step the last real token.
 
-The family (schemas.config.ModelConfig): rnn/gru/lstm cells, stacked, bidirectional, and five
+The family (schemas.config.ModelConfig): rnn/gru/lstm cells, stacked, bidirectional, and six
 poolings. 'last' is the seed's; 'gather' reads each row's last real token (exact for one direction
 with right padding; a backward pass still reads the padding after the row); 'packed' runs the RNN
 over pack_padded_sequence, so padding never enters the recurrence on either side; 'mean'/'max'
-pool over real tokens. `MeanEmbeddingClassifier` is the order-blind baseline. Every model takes
-`(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
+pool over real tokens, and 'max-mean' puts the two side by side. `MeanEmbeddingClassifier` is the
+order-blind baseline. Every model takes `(input_ids, lengths=None)`; lengths default to the count of
+non-pad ids.
 
 Padding that is not excluded still moves the state: an RNN fed 100 pad steps before a short text
 does not start that text from zero. `trim_padding` drops the padding a whole batch shares, so a
@@ -96,7 +97,8 @@ class RNNClassifier(_Embed):
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(cfg.hidden_dim * directions, cfg.head_dim)
+        pooled = 2 if cfg.pooling == "max-mean" else 1  # max-mean: the two pooled vectors side by side
+        self.fc = nn.Linear(cfg.hidden_dim * directions * pooled, cfg.head_dim)
         # Two classes: one logit and BCE, as the seed. More: one logit per class and softmax CE.
         self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
 
@@ -127,10 +129,12 @@ class RNNClassifier(_Embed):
             last = torch.where(mask, positions, 0).max(dim=1).values
             return outputs[torch.arange(len(outputs), device=outputs.device), last]
         m = mask.unsqueeze(-1)
+        mean = (outputs * m).sum(1) / m.sum(1).clamp(min=1) if self.pooling != "max" else None
         if self.pooling == "mean":
-            return (outputs * m).sum(1) / m.sum(1).clamp(min=1)
-        pooled = outputs.masked_fill(~m, float("-inf")).max(dim=1).values  # max
-        return torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))  # all-pad rows -> 0
+            return mean
+        pooled = outputs.masked_fill(~m, float("-inf")).max(dim=1).values
+        pooled = torch.where(torch.isfinite(pooled), pooled, torch.zeros_like(pooled))  # all-pad rows -> 0
+        return pooled if mean is None else torch.cat([pooled, mean], dim=-1)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, seq] ids (and optional true lengths) -> logits [batch] (binary) or [batch, classes]."""

@@ -217,27 +217,41 @@ CHANGED_ON_RESUME_TAG = "config.changed_on_resume"
 RESUMABLE_KEYS = ("train.epochs", "train.max_failures", "tracking.", "scaling.", "ray.", "promotion.", "tune.")
 
 
-def _encoded(key: str, value: Any) -> str:
+TAG_LIMIT = 8000  # characters of an MLflow tag value: a longer one fails the run's creation
+
+
+def _digest(text: str) -> str:
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def _encoded(key: str, value: Any, limit: int = 200) -> str:
     """A config value as stored in the tag: JSON, secrets masked, long ones (data.paths) as a digest."""
     text = json.dumps(mask_secrets(key, value), default=str, sort_keys=True)
-    return text if len(text) <= 200 else f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    return text if len(text) <= limit else _digest(text)
 
 
 def requested_config(cfg: JobConfig) -> dict[str, str]:
     """The configuration a job was asked to run (before adapt_to_corpus), as the keys that differ from
-    JobConfig's defaults: what `config.requested` stores (it must fit a tag's 8000 characters)."""
+    JobConfig's defaults: what `config.requested` stores. It must fit a tag (TAG_LIMIT): when the values
+    as JSON do not, every value longer than its digest is stored as the digest (config_changes compares
+    either form)."""
     defaults = flatten(JobConfig())
-    return {k: _encoded(k, v) for k, v in flatten(cfg).items() if k != "tracking.run_name" and v != defaults.get(k)}
+    changed = {k: v for k, v in flatten(cfg).items() if k != "tracking.run_name" and v != defaults.get(k)}
+    encoded = {k: _encoded(k, v) for k, v in changed.items()}
+    if len(json.dumps(encoded)) > TAG_LIMIT:
+        encoded = {k: _encoded(k, v, limit=len(_digest(""))) for k, v in changed.items()}
+    return encoded
 
 
 def config_changes(stored: dict[str, str], cfg: JobConfig) -> dict[str, tuple[str, str]]:
-    """{key: (old, new)} between a run's stored requested config and `cfg`; a missing key is the default."""
+    """{key: (old, new)} between a run's stored requested config and `cfg`; a missing key is the default.
+    A stored digest matches the same value written out."""
     defaults = {k: _encoded(k, v) for k, v in flatten(JobConfig()).items()}
     new = requested_config(cfg)
     changes = {}
     for key in sorted(stored.keys() | new.keys()):
         old_value, new_value = stored.get(key, defaults.get(key, "unset")), new.get(key, defaults.get(key, "unset"))
-        if old_value != new_value:
+        if old_value not in (new_value, _digest(new_value)) and _digest(old_value) != new_value:
             changes[key] = (old_value, new_value)
     return changes
 

@@ -55,6 +55,7 @@ SPACE_KEYS: dict[str, str] = {
     "embedding_dropout": "model.embedding_dropout",
     "lr": "train.lr",
     "batch_size": "train.batch_size",
+    "ema_decay": "train.ema_decay",
     "tokenizer_kind": "tokenizer.kind",
     "max_length": "tokenizer.max_length",
 }

@@ -339,13 +339,14 @@ class ModelConfig(_Frozen):
         "Required with train.bucketing (which trains on trimmed batches): validation, test and serving "
         "then see batches like the training ones. Off for the seed, which reads full-width rows.",
     )
-    pooling: Literal["last", "gather", "packed", "mean", "max"] = Field(
+    pooling: Literal["last", "gather", "packed", "mean", "max", "max-mean"] = Field(
         "last",
         description="How a sequence becomes one vector: 'last' is the output at the last time step (the "
         "seed; correct only with tokenizer.padding_side=left), 'gather' the output at each row's last real "
         "token, "
         "'packed' runs the RNN on pack_padded_sequence (padding never enters the recurrence) and takes the "
-        "final state, 'mean'/'max' pool the outputs over real tokens only.",
+        "final state, 'mean'/'max' pool the outputs over real tokens only, 'max-mean' concatenates both (the "
+        "head's input doubles).",
     )
 
 
@@ -385,6 +386,15 @@ class TrainConfig(_Frozen):
         "(MLflow shows it as val/loss, val/accuracy; those names are accepted too).",
     )
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Keep an exponential moving average of the weights (torch.optim.swa_utils, updated after "
+        "every optimizer step with this decay, e.g. 0.99: a horizon of ~100 steps) and validate, keep and ship "
+        "the averaged weights. Smooths the noise of small-batch training on small corpora. Unset: the raw "
+        "weights, as the seed.",
+    )
     bucketing: bool = Field(
         False,
         description="Length bucketing: sort rows by length within random chunks of bucket_chunk_batches "
@@ -602,7 +612,7 @@ class SearchSpace(_Frozen):
 
     cell: tuple[Literal["rnn", "gru", "lstm"], ...] = Field(("gru", "lstm"), min_length=1, description="model.cell.")
     bidirectional: tuple[bool, ...] = Field((True, False), min_length=1, description="model.bidirectional.")
-    pooling: tuple[Literal["last", "gather", "packed", "mean", "max"], ...] = Field(
+    pooling: tuple[Literal["last", "gather", "packed", "mean", "max", "max-mean"], ...] = Field(
         ("max", "mean", "last"), min_length=1, description="model.pooling."
     )
     embedding_dim: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="model.embedding_dim.")
@@ -611,6 +621,9 @@ class SearchSpace(_Frozen):
     embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1, description="model.embedding_dropout.")
     lr: tuple[float, ...] = Field((1e-3, 2e-3, 3e-3, 5e-3), min_length=1, description="train.lr.")
     batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
+    ema_decay: tuple[float | None, ...] = Field(
+        (None, 0.99, 0.995), min_length=1, description="train.ema_decay (null: no weight averaging)."
+    )
     tokenizer_kind: tuple[Literal["wordlevel", "bpe", "unigram", "char", "english"], ...] = Field(
         ("english", "bpe"), min_length=1, description="tokenizer.kind (one prepared corpus per kind and length)."
     )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from datasets import Features, Sequence, Value
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPLITS = ("train", "validation", "test")
 # 3: splits stored as shards (SplitInfo.shards), typed source/inputs/cleaning/length stats (1, 2 still load)
 MANIFEST_VERSION = 3
 ID_BYTES = 4  # input_ids are int32 in the prepared data (workers widen them to int64 per batch)
+
+if TYPE_CHECKING:
+    from datasets import Features
 
 
 def ids_mib(rows: int, max_length: int, item_bytes: int = ID_BYTES) -> float:
@@ -21,6 +23,9 @@ def ids_mib(rows: int, max_length: int, item_bytes: int = ID_BYTES) -> float:
 
 def encoded_features(max_length: int) -> Features:
     """Fixed-length int32 rows (an Arrow fixed_size_list, read by workers without per-row Python)."""
+    # Imported here: the manifest contract is read by jobs that never touch datasets (jobs.submit, 0.5 s).
+    from datasets import Features, Sequence, Value
+
     return Features(
         {
             "text": Value("string"),

@@ -31,6 +31,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.evaluation.scoring import length_order, loss_fn
@@ -355,8 +356,14 @@ class WorkerRun:
     scheduler: Any  # cosine/constant: stepped per batch; plateau: per epoch on the watched metric
     stopper: EarlyStopping
     amp: Callable[[], Any]  # a fresh autocast context per forward pass
+    ema: AveragedModel | None = None  # train.ema_decay: the moving average that is validated and kept
     start_epoch: int = 0
     history: list[Metrics] = field(default_factory=list)
+
+    @property
+    def scored(self) -> nn.Module:
+        """The weights validation scores and early stopping keeps: the moving average, if any."""
+        return self.core if self.ema is None else self.ema.module
 
     @property
     def per_step(self) -> bool:
@@ -385,7 +392,9 @@ def setup(
     core = model.module if hasattr(model, "module") else model
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = build_scheduler(optimizer, tc, placed.steps_per_epoch(ctx.world_size, tc.batch_size))
-    run = WorkerRun(tc, ctx, placed, model, core, optimizer, scheduler, EarlyStopping(tc), amp)
+    # Every rank holds the same weights after each DDP step, so every rank's average is the same too.
+    ema = None if tc.ema_decay is None else AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
+    run = WorkerRun(tc, ctx, placed, model, core, optimizer, scheduler, EarlyStopping(tc), amp, ema)
     if resume is not None:  # a restarted worker group, or a rerun of the same job name
         _resume(run, resume)
     return run
@@ -395,6 +404,8 @@ def _resume(run: WorkerRun, state: TrainState) -> None:
     run.core.load_state_dict(state.model)
     run.optimizer.load_state_dict(state.optimizer)
     run.scheduler.load_state_dict(state.scheduler)
+    if run.ema is not None and state.ema is not None:  # else the average restarts from the resumed weights
+        run.ema.load_state_dict(state.ema)
     run.start_epoch = run.cfg.epochs if state.early_stopping.stopped else state.epoch + 1
     run.history = list(state.history)
     run.stopper.state = state.early_stopping
@@ -423,6 +434,8 @@ def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     if run.cfg.grad_clip:
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.core)
     if run.steps_lr:
         run.scheduler.step()
     return loss
@@ -434,12 +447,12 @@ def run_epoch(run: WorkerRun, epoch: int) -> Metrics:
     loss_sum, rows = _train_shard(run, epoch)
     train_s = time.perf_counter() - t0
     train_loss, train_seen, train_time = _all_reduce_sum([float(loss_sum), float(rows), train_s], run.ctx.device)
-    val = evaluate_shard(run.core, run.data.val_batches(run.cfg.eval_batch_size), run.ctx, run.amp)
+    val = evaluate_shard(run.scored, run.data.val_batches(run.cfg.eval_batch_size), run.ctx, run.amp)
     watched = val["loss"] if run.stopper.metric == "val_loss" else val["accuracy"]
     lr = run.optimizer.param_groups[0]["lr"]
     if not run.per_step:
         run.scheduler.step(watched)
-    stop = run.stopper.step(watched, epoch, run.core)
+    stop = run.stopper.step(watched, epoch, run.scored)
     return {
         "epoch": epoch,
         "train_loss": train_loss / max(train_seen, 1),
@@ -468,6 +481,7 @@ def checkpoint_state(run: WorkerRun, epoch: int) -> TrainState | None:
         early_stopping=run.stopper.state,
         rng=rng,
         world_size=run.ctx.world_size,
+        ema=None if run.ema is None else _cpu_state(run.ema),
     )
 
 

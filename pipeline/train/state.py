@@ -53,6 +53,15 @@ class TrainState:
     early_stopping: EarlyStoppingState
     rng: StateDict  # every rank's generator state, stacked [world_size, n] ("cpu", and "cuda" on GPU)
     world_size: int  # the rng rows are restored only under the same world size
+    # train.ema_decay: the AveragedModel's state dict ("module.*" weights and "n_averaged"); None without it
+    ema: StateDict | None = None
+
+    @property
+    def averaged_model(self) -> StateDict | None:
+        """The moving average of the weights, keyed as the bare model's (None without train.ema_decay)."""
+        if self.ema is None:
+            return None
+        return {k.removeprefix("module."): v for k, v in self.ema.items() if k.startswith("module.")}
 
     def to_dict(self) -> dict[str, Any]:
         """Tensors and primitives only, as `torch.load(weights_only=True)` reads them."""

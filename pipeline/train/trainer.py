@@ -99,10 +99,12 @@ def check_resumable(run_dir: Path) -> None:
 
 
 def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, int | None]:
-    """(weights to ship, their epoch): the best epoch's under early stopping, else the last epoch's."""
+    """(weights to ship, their epoch): the best epoch's under early stopping, else the last epoch's
+    (with train.ema_decay, the averaged weights: those were validated, and are what early stopping kept)."""
     if early_stopping and state.early_stopping.best_model is not None:
         return state.early_stopping.best_model, state.early_stopping.best_epoch
-    return state.model, state.epoch
+    averaged = state.averaged_model
+    return (state.model if averaged is None else averaged), state.epoch
 
 
 def fit(

@@ -39,7 +39,7 @@ def test_help_is_fast_and_shows_the_config_files_values():
     modules = _job(
         [
             "-c",
-            "import sys, jobs.run, jobs.train, jobs.promote, jobs.predict, jobs.params, jobs.prepare;"
+            "import sys, jobs.run, jobs.train, jobs.promote, jobs.predict, jobs.params, jobs.prepare, jobs.submit;"
             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'datasets', 'pandas') if m in sys.modules))",
         ],
         timeout=60,

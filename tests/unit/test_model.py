@@ -13,7 +13,7 @@ from pipeline.model import MeanEmbeddingClassifier, RNNClassifier, build_model, 
 from schemas.config import JobConfig, ModelConfig
 
 PAD = 0
-POOLINGS = ["last", "gather", "packed", "mean", "max"]
+POOLINGS = ["last", "gather", "packed", "mean", "max", "max-mean"]
 
 
 def _count(cfg: ModelConfig, vocab: int = 10000) -> int:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from jobs import run as run_job
 from jobs import train as train_job
 from jobs.config_loader import load_config
+from pipeline import tracking
 from pipeline.errors import UserInputError
 from pipeline.registry.schedule_lease import (
     RAY_JOB_CONFIG_ENV,
@@ -155,6 +156,34 @@ def test_a_resumed_run_may_change_epochs_but_not_the_model(job, uri):
     line = str(refused.value)
     assert "\n" not in line and run_id in line
     assert "model.hidden_dim: 16 -> 8" in line and "train.lr: 0.003 -> 0.5" in line and "train.epochs:" not in line
+
+
+def test_a_requested_config_too_long_for_a_tag_is_stored_with_digests_and_still_compared(job, uri, monkeypatch):
+    monkeypatch.setattr(tracking, "TAG_LIMIT", 400)  # the real limit (8000) takes dozens of long values
+    column = "c" * 150
+
+    def named(epochs: int, text_column: str):
+        return job(
+            "tracking.run_name=nightly",
+            f"train.epochs={epochs}",
+            f"data.text_column={text_column}",
+            f"data.label_column=l{column}",
+        )
+
+    first = named(2, column)
+    stored = requested_config(first)
+    assert len(json.dumps(stored)) <= 400 and stored["data.text_column"].startswith("sha256:")
+    assert stored["train.epochs"] == "2"  # short values stay readable
+    run_id = _earlier_run(first)
+    with tracking_store(uri) as client:
+        assert check_resume(client, first) is None
+        monkeypatch.setattr(tracking, "TAG_LIMIT", 8000)  # the same config, now written out: still the same
+        assert check_resume(client, first) is None
+        assert check_resume(client, named(4, column)) == "train.epochs: 2 -> 4"
+        with pytest.raises(UserInputError) as refused:
+            check_resume(client, named(2, f"x{column}"))
+    assert run_id in str(refused.value) and "data.text_column: sha256:" in str(refused.value)
+    assert "data.label_column" not in str(refused.value)
 
 
 @pytest.mark.parametrize("entry", ["train", "run"])

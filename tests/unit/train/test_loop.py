@@ -124,6 +124,28 @@ def test_early_stopping_stops_on_every_rank_and_ships_the_best_weights(corpus):
     assert _train(cfg, train_data(*corpus), resume=last) == []  # a finished run does not restart
 
 
+def test_ema_weights_are_validated_kept_shipped_and_resumed(corpus):
+    cfg = _cfg(epochs=3, ema_decay=0.9, model={"cell": "gru", "dropout": 0.2}, lr_schedule="cosine")
+    straight = _train(cfg, train_data(*corpus))
+    last = straight[-1][1]
+    averaged = last.averaged_model
+    assert set(averaged) == set(last.model)
+    assert any(not torch.equal(averaged[k], last.model[k]) for k in averaged)  # an average, not the weights
+    weights, _ = choose_weights(last, early_stopping=False)
+    assert all(torch.equal(weights[k], v) for k, v in averaged.items())  # the validated weights ship
+    model = build_model(16, PAD, 2, cfg.model)
+    model.load_state_dict(averaged)
+    val_ids, val_y = corpus[1]
+    accuracy = classification_metrics(val_y, predict_proba(model, val_ids))["accuracy"]
+    assert straight[-1][0]["val_accuracy"] == pytest.approx(accuracy)  # validation scored the average
+    # The average's state (its step count included) is in the checkpoint: a resumed run matches.
+    resumed = _train(cfg, train_data(*corpus), resume=load_checkpoint(save_checkpoint_dir(straight[0][1])))
+    assert [_strip(m) for m, _ in resumed] == [_strip(m) for m, _ in straight[1:]]
+    for k, v in averaged.items():
+        assert torch.equal(resumed[-1][1].averaged_model[k], v), k
+    assert _train(_cfg(epochs=1), train_data(*corpus))[-1][1].ema is None  # off by default
+
+
 @pytest.mark.parametrize(
     "metric,values,best,stopped_at",
     [
