@@ -56,6 +56,7 @@ SPACE_KEYS: dict[str, str] = {
     "lr": "train.lr",
     "batch_size": "train.batch_size",
     "ema_decay": "train.ema_decay",
+    "adversarial_epsilon": "train.adversarial_epsilon",
     "tokenizer_kind": "tokenizer.kind",
     "max_length": "tokenizer.max_length",
 }

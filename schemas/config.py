@@ -386,6 +386,14 @@ class TrainConfig(_Frozen):
         "(MLflow shows it as val/loss, val/accuracy; those names are accepted too).",
     )
     early_stopping_min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
+    adversarial_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        description="Adversarial training on the embeddings (Miyato et al., 2017): each step also trains on "
+        "the batch with its token embeddings moved by this L2 norm per row in the direction that raises the "
+        "loss most (one extra forward and backward pass per step). A regularizer for small corpora. Unset: "
+        "off, as the seed.",
+    )
     ema_decay: float | None = Field(
         None,
         gt=0.0,
@@ -623,6 +631,11 @@ class SearchSpace(_Frozen):
     batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
     ema_decay: tuple[float | None, ...] = Field(
         (None, 0.99, 0.995), min_length=1, description="train.ema_decay (null: no weight averaging)."
+    )
+    adversarial_epsilon: tuple[float | None, ...] = Field(
+        (None, 0.5, 1.0, 2.0),
+        min_length=1,
+        description="train.adversarial_epsilon (null: no adversarial training; on, a trial's steps cost twice).",
     )
     tokenizer_kind: tuple[Literal["wordlevel", "bpe", "unigram", "char", "english"], ...] = Field(
         ("english", "bpe"), min_length=1, description="tokenizer.kind (one prepared corpus per kind and length)."
