@@ -37,6 +37,7 @@ from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.evaluation.scoring import length_order, loss_fn
 from pipeline.model import build_model, check_padding_side
 from pipeline.tracking import RankZeroLogger
+from pipeline.train.adversarial import EmbeddingPerturbation
 from pipeline.train.state import (
     EarlyStoppingState,
     Metrics,
@@ -428,47 +429,6 @@ def _train_shard(run: WorkerRun, epoch: int) -> tuple[torch.Tensor, int]:
     return loss_sum, rows
 
 
-class EmbeddingPerturbation:
-    """train.adversarial_epsilon: a forward hook on the model's token embedding that keeps the clean
-    pass's embeddings (for their gradient) and adds the adversarial perturbation on the second pass."""
-
-    def __init__(self, embedding: nn.Module, epsilon: float):
-        self.epsilon = epsilon
-        self.delta: torch.Tensor | None = None
-        self.clean: torch.Tensor | None = None
-        self.capture = False
-        embedding.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor | None:
-        if self.delta is not None:
-            return out + self.delta
-        if self.capture and out.requires_grad:
-            out.retain_grad()
-            self.clean = out
-        return None
-
-    def perturbation(self, grad: torch.Tensor) -> torch.Tensor:
-        """epsilon times each row's embedding gradient scaled to unit L2 norm: the step of that length
-        that raises the row's loss most (to first order)."""
-        g = grad.detach().float()
-        norm = g.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, *([1] * (g.dim() - 1)))
-        return self.epsilon * g / norm
-
-    def backward_adversarial(self, run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> None:
-        """After the clean pass's backward: the loss of `x` with its embeddings moved along the normalized
-        gradient, backpropagated into the same .grad (DDP all-reduces each backward; the sums add up)."""
-        clean, self.clean = self.clean, None
-        if clean is None or clean.grad is None:
-            return
-        self.delta = self.perturbation(clean.grad).to(clean.dtype)
-        try:
-            with run.amp():
-                logits = run.model(x)
-            loss_fn(logits, y).backward()
-        finally:
-            self.delta = None
-
-
 def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     adversarial = run.adversarial
     if adversarial is not None:
@@ -480,7 +440,7 @@ def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     loss.backward()
     if adversarial is not None:
         adversarial.capture = False
-        adversarial.backward_adversarial(run, x, y)
+        adversarial.backward_adversarial(run.model, run.amp, x, y)
     if run.cfg.grad_clip:
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.optimizer.step()

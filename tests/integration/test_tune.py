@@ -36,6 +36,9 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
             "tune.space.embedding_dropout=[0.0]",
             "tune.space.lr=[0.01]",
             "tune.space.batch_size=[32, 64]",
+            # the final --register run trains these on 2 DDP workers: two backward passes per step, averaged
+            "tune.space.ema_decay=[0.99]",
+            "tune.space.adversarial_epsilon=[1.0]",
             "train.batch_size=64",  # the first trial's (tune.start_from_config)
             "tune.space.tokenizer_kind=[wordlevel]",
             "tune.space.max_length=[32]",
@@ -76,5 +79,6 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert registered.outcome.run_id not in {c.info.run_id for c in children}
     assert client.get_run(registered.outcome.run_id).data.params["scaling.num_workers"] == "2"
     assert client.get_run(registered.outcome.run_id).data.params["model.hidden_dim"] == "8"
+    assert client.get_run(registered.outcome.run_id).data.params["train.adversarial_epsilon"] == "1.0"
     version = client.get_model_version(cfg.tracking.registered_model_name, registered.outcome.version)
     assert version.tags["promotion.decision"] in ("promoted", "rejected")

@@ -3,20 +3,16 @@ determinism, and the word-order task that separates an RNN from averaged embeddi
 
 from __future__ import annotations
 
-import contextlib
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from pipeline.errors import UserInputError
 from pipeline.evaluation.metrics import classification_metrics
-from pipeline.evaluation.scoring import loss_fn, predict_proba
+from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.train.loop import (
     EarlyStopping,
-    EmbeddingPerturbation,
     WorkerContext,
     _restore_rng,
     build_scheduler,
@@ -148,40 +144,6 @@ def test_ema_weights_are_validated_kept_shipped_and_resumed(corpus):
     for k, v in averaged.items():
         assert torch.equal(resumed[-1][1].averaged_model[k], v), k
     assert _train(_cfg(epochs=1), train_data(*corpus))[-1][1].ema is None  # off by default
-
-
-def test_the_adversarial_step_raises_the_loss_and_adds_its_gradient(corpus):
-    torch.manual_seed(0)
-    model = build_model(16, PAD, 2, JobConfig.model_validate({"model": {"cell": "gru"}}).model)
-    perturb = EmbeddingPerturbation(model.embedding, epsilon=0.5)
-    x, y = torch.from_numpy(corpus[0][0][:32]).long(), torch.from_numpy(corpus[0][1][:32])
-    perturb.capture = True
-    clean_loss = loss_fn(model(x), y)
-    clean_loss.backward()
-    perturb.capture = False
-    clean_grads = [p.grad.clone() for p in model.parameters()]
-    delta = perturb.perturbation(perturb.clean.grad)
-    torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), 0.5))  # epsilon per row
-    perturb.delta = delta
-    with torch.no_grad():
-        assert float(loss_fn(model(x), y)) > float(clean_loss)  # the direction that raises the loss
-    perturb.delta = None
-    with torch.no_grad():  # the hook is inert outside the adversarial pass (validation, serving)
-        torch.testing.assert_close(loss_fn(model(x), y), clean_loss.detach())
-    perturb.capture = True  # the loop's order: clean pass and backward, then the adversarial pass
-    loss_fn(model(x), y).backward()
-    perturb.capture = False
-    before = [p.grad.clone() for p in model.parameters()]
-    perturb.backward_adversarial(SimpleNamespace(amp=contextlib.nullcontext, model=model), x, y)
-    assert perturb.delta is None and perturb.clean is None
-    added = [p.grad - b for p, b in zip(model.parameters(), before, strict=True)]
-    assert all(torch.isfinite(a).all() for a in added)
-    assert any(not torch.allclose(a, c) for a, c in zip(added, clean_grads, strict=True))  # not the clean one
-
-
-def test_adversarial_training_still_learns_word_order(corpus):
-    reports = _train(_cfg(epochs=3, adversarial_epsilon=1.0, model={"cell": "gru"}), train_data(*corpus))
-    assert reports[-1][0]["val_accuracy"] > 0.9, [m["val_accuracy"] for m, _ in reports]
 
 
 @pytest.mark.parametrize(
