@@ -224,6 +224,11 @@ def _digest(text: str) -> str:
     return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
+def _as_digest(encoded: str) -> str:
+    """One form for comparing a stored value: its digest (JSON text never starts with "sha256:")."""
+    return encoded if encoded.startswith("sha256:") else _digest(encoded)
+
+
 def _encoded(key: str, value: Any, limit: int = 200) -> str:
     """A config value as stored in the tag: JSON, secrets masked, long ones (data.paths) as a digest."""
     text = json.dumps(mask_secrets(key, value), default=str, sort_keys=True)
@@ -251,7 +256,7 @@ def config_changes(stored: dict[str, str], cfg: JobConfig) -> dict[str, tuple[st
     changes = {}
     for key in sorted(stored.keys() | new.keys()):
         old_value, new_value = stored.get(key, defaults.get(key, "unset")), new.get(key, defaults.get(key, "unset"))
-        if old_value not in (new_value, _digest(new_value)) and _digest(old_value) != new_value:
+        if _as_digest(old_value) != _as_digest(new_value):
             changes[key] = (old_value, new_value)
     return changes
 

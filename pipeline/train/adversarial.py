@@ -21,19 +21,19 @@ from pipeline.evaluation.scoring import loss_fn
 
 class EmbeddingPerturbation:
     """train.adversarial_epsilon: a forward hook on the model's token embedding that keeps the clean
-    pass's embeddings (for their gradient) and adds the adversarial perturbation on the second pass."""
+    pass's embeddings (for their gradient) and adds the adversarial perturbation on the second pass.
+    Forward passes without autograd (validation, serving: torch.no_grad) pass through untouched."""
 
     def __init__(self, embedding: nn.Module, epsilon: float):
         self.epsilon = epsilon
         self.delta: torch.Tensor | None = None
         self.clean: torch.Tensor | None = None
-        self.capture = False
         embedding.register_forward_hook(self._hook)
 
     def _hook(self, module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor | None:
         if self.delta is not None:
             return out + self.delta
-        if self.capture and out.requires_grad:
+        if out.requires_grad:  # a training pass: keep its embeddings for their gradient
             out.retain_grad()
             self.clean = out
         return None

@@ -430,17 +430,13 @@ def _train_shard(run: WorkerRun, epoch: int) -> tuple[torch.Tensor, int]:
 
 
 def _train_step(run: WorkerRun, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    adversarial = run.adversarial
-    if adversarial is not None:
-        adversarial.capture = True
     with run.amp():
         logits = run.model(x)
     loss = loss_fn(logits, y)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if adversarial is not None:
-        adversarial.capture = False
-        adversarial.backward_adversarial(run.model, run.amp, x, y)
+    if run.adversarial is not None:
+        run.adversarial.backward_adversarial(run.model, run.amp, x, y)
     if run.cfg.grad_clip:
         nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
     run.optimizer.step()

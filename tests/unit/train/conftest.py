@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline.data.store import MARKER
 from pipeline.train.loop import TrainData
@@ -31,6 +32,12 @@ def word_order_corpus(n: int, seed: int, max_len: int = 10, vocab_size: int = 16
         row[lo], row[hi] = (FIRST, SECOND) if labels[i] == 1 else (SECOND, FIRST)
         ids[i, max_len - length :] = row
     return ids, labels
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """(train, validation) word-order splits: 600 and 200 rows."""
+    return word_order_corpus(600, 0), word_order_corpus(200, 1)
 
 
 def train_data(train, val, vocab_size: int = 16, padding_side: str = "left", num_classes: int = 2) -> TrainData:

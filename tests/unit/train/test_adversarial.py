@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 
-import pytest
 import torch
 
 from pipeline.evaluation.scoring import loss_fn
@@ -14,12 +13,7 @@ from pipeline.train.adversarial import EmbeddingPerturbation
 from pipeline.train.loop import WorkerContext, train_worker
 from schemas.config import JobConfig
 
-from .conftest import PAD, train_data, word_order_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return word_order_corpus(600, 0), word_order_corpus(200, 1)
+from .conftest import PAD, train_data
 
 
 def test_the_adversarial_step_raises_the_loss_and_adds_its_gradient(corpus):
@@ -27,10 +21,8 @@ def test_the_adversarial_step_raises_the_loss_and_adds_its_gradient(corpus):
     model = build_model(16, PAD, 2, JobConfig.model_validate({"model": {"cell": "gru"}}).model)
     perturb = EmbeddingPerturbation(model.embedding, epsilon=0.5)
     x, y = torch.from_numpy(corpus[0][0][:32]).long(), torch.from_numpy(corpus[0][1][:32])
-    perturb.capture = True
     clean_loss = loss_fn(model(x), y)
     clean_loss.backward()
-    perturb.capture = False
     clean_grads = [p.grad.clone() for p in model.parameters()]
     delta = perturb.perturbation(perturb.clean.grad)
     torch.testing.assert_close(delta.flatten(1).norm(dim=1), torch.full((32,), 0.5))  # epsilon per row
@@ -40,9 +32,7 @@ def test_the_adversarial_step_raises_the_loss_and_adds_its_gradient(corpus):
     perturb.delta = None
     with torch.no_grad():  # the hook is inert outside the adversarial pass (validation, serving)
         torch.testing.assert_close(loss_fn(model(x), y), clean_loss.detach())
-    perturb.capture = True  # the loop's order: clean pass and backward, then the adversarial pass
-    loss_fn(model(x), y).backward()
-    perturb.capture = False
+    loss_fn(model(x), y).backward()  # the loop's order: clean pass and backward, then the adversarial pass
     before = [p.grad.clone() for p in model.parameters()]
     perturb.backward_adversarial(model, contextlib.nullcontext, x, y)
     assert perturb.delta is None and perturb.clean is None

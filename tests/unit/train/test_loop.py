@@ -46,11 +46,6 @@ def _strip(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING}
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    return word_order_corpus(600, 0), word_order_corpus(200, 1)
-
-
 @pytest.mark.parametrize("n,world", [(10, 3), (2, 4), (1, 2), (0, 2), (64, 2)])
 def test_every_rank_gets_the_same_number_of_rows_and_all_rows_are_covered(n, world):
     shards = [shard_indices(n, r, world, seed=1, epoch=3) for r in range(world)]
