@@ -69,9 +69,16 @@ class _Embed(nn.Module):
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=pad_id)
         # Only when asked for, so the seed model's modules stay exactly the tutorial's.
         self.embedding_dropout = nn.Dropout(cfg.embedding_dropout) if cfg.embedding_dropout else None
+        self.word_dropout = cfg.word_dropout
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding(input_ids)
+        if self.word_dropout and self.training:
+            # Whole tokens dropped (their vectors zeroed, not rescaled: a missing word, not a louder
+            # one), so the model cannot lean on a few memorized words. No random draw when off: the
+            # seed model's random stream stays the tutorial's.
+            keep = torch.rand(x.shape[:2], device=x.device) >= self.word_dropout
+            x = x * keep.unsqueeze(-1).to(x.dtype)
         return x if self.embedding_dropout is None else self.embedding_dropout(x)
 
 

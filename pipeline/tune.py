@@ -53,6 +53,7 @@ SPACE_KEYS: dict[str, str] = {
     "hidden_dim": "model.hidden_dim",
     "dropout": "model.dropout",
     "embedding_dropout": "model.embedding_dropout",
+    "word_dropout": "model.word_dropout",
     "lr": "train.lr",
     "batch_size": "train.batch_size",
     "ema_decay": "train.ema_decay",

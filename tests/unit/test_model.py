@@ -131,6 +131,33 @@ def test_embedding_dropout_adds_no_parameters_and_is_off_in_eval():
         torch.testing.assert_close(m(ids), m(ids))
 
 
+def test_word_dropout_zeroes_whole_tokens_in_training_only():
+    cfg = ModelConfig(cell="gru", pooling="max", word_dropout=0.5)
+    assert _count(cfg) == _count(cfg.model_copy(update={"word_dropout": 0.0}))
+    torch.manual_seed(0)
+    m = build_model(50, PAD, 2, cfg)
+    ids = torch.randint(1, 50, (64, 20))
+    clean = m.embedding(ids)
+    x = m.embed(ids)
+    dropped = (x == 0).all(dim=-1)
+    # a token is either kept exactly (not rescaled) or dropped as a whole vector
+    torch.testing.assert_close(x[~dropped], clean[~dropped])
+    assert 0.4 < dropped.float().mean().item() < 0.6
+    m.eval()
+    torch.testing.assert_close(m.embed(ids), clean)
+
+
+def test_word_dropout_off_draws_no_random_numbers():
+    """The seed model must reproduce exactly: with word_dropout=0 a training forward pass leaves the
+    random stream where it was (no mask drawn)."""
+    torch.manual_seed(0)
+    m = build_model(30, PAD, 2, ModelConfig())
+    state = torch.get_rng_state()
+    m.train()
+    m(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_trim_padding_makes_results_independent_of_max_length():
     torch.manual_seed(0)
     rows = [[5, 9, 3], [7, 2, 8, 8, 4], [11]]
