@@ -10,8 +10,8 @@ poolings. 'last' is the seed's; 'gather' reads each row's last real token (exact
 with right padding; a backward pass still reads the padding after the row); 'packed' runs the RNN
 over pack_padded_sequence, so padding never enters the recurrence on either side; 'mean'/'max'
 pool over real tokens, and 'max-mean' puts the two side by side. `MeanEmbeddingClassifier` is the
-order-blind baseline. Every model takes `(input_ids, lengths=None)`; lengths default to the count of
-non-pad ids.
+order-blind baseline. Either may add `NgramBag`, a linear bag of hashed token n-grams, to its
+logits. Every model takes `(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
 
 Padding that is not excluded still moves the state: an RNN fed 100 pad steps before a short text
 does not start that text from zero. `trim_padding` drops the padding a whole batch shares, so a
@@ -60,6 +60,37 @@ def trim_shared_padding(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return input_ids[:, int(cols[0]) : int(cols[-1]) + 1]
 
 
+class NgramBag(nn.Module):
+    """A fastText-style wide path: a text's token unigrams and bigrams, hashed into `buckets`, each
+    bucket one learned weight per logit; the text's logits are the mean over its n-grams.
+
+    On a few thousand English sentences the n-grams that occur carry most of what can be learned, and
+    a randomly initialised RNN learns them slowly and noisily; trained jointly, this linear part
+    takes them and the RNN adds what order tells (as wide-and-deep models pair a linear model with a
+    network). The hash is plain arithmetic on the ids, so training, evaluation and serving see the
+    same buckets; padding is excluded. Zero-initialised: at the first step the model is its RNN.
+    """
+
+    _PRIME = 1_000_003  # odd, so (a * _PRIME) mod 2^k is a bijection on a: bigrams spread over buckets
+
+    def __init__(self, buckets: int, n_out: int, pad_id: int):
+        super().__init__()
+        self.buckets = buckets
+        self.pad_id = pad_id
+        # torch.zeros draws no random numbers: the other layers initialise as without this path
+        self.weight = nn.Parameter(torch.zeros(buckets, n_out))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] ids -> [batch, n_out]: the mean weight of each row's n-grams (0 for an empty row)."""
+        ids = input_ids.long()
+        real = ids != self.pad_id
+        bigrams = ids[:, :-1] * self._PRIME + ids[:, 1:]
+        grams = torch.cat([ids, bigrams], dim=1) % self.buckets
+        present = torch.cat([real, real[:, :-1] & real[:, 1:]], dim=1).unsqueeze(-1)
+        summed = (nn.functional.embedding(grams, self.weight) * present).sum(1)
+        return summed / present.sum(1).clamp(min=1)
+
+
 class _Embed(nn.Module):
     """Shared by both classifiers: the token embedding, then embedding dropout if configured.
     Attribute names keep the seed's parameter names (`embedding.weight`)."""
@@ -70,6 +101,15 @@ class _Embed(nn.Module):
         # Only when asked for, so the seed model's modules stay exactly the tutorial's.
         self.embedding_dropout = nn.Dropout(cfg.embedding_dropout) if cfg.embedding_dropout else None
         self.word_dropout = cfg.word_dropout
+
+    def _init_ngrams(self, pad_id: int, n_logits: int, cfg: ModelConfig) -> None:
+        # Registered last, and only when asked for: the seed's parameters keep their names and order.
+        self.ngrams = NgramBag(cfg.ngram_buckets, n_logits, pad_id) if cfg.ngram_buckets else None
+
+    def _logits(self, head_out: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The head's logits plus the n-gram path's (on the untrimmed ids); [batch] for two classes."""
+        logits = head_out if self.ngrams is None else head_out + self.ngrams(input_ids)
+        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.embedding(input_ids)
@@ -108,6 +148,7 @@ class RNNClassifier(_Embed):
         self.fc = nn.Linear(cfg.hidden_dim * directions * pooled, cfg.head_dim)
         # Two classes: one logit and BCE, as the seed. More: one logit per class and softmax CE.
         self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
+        self._init_ngrams(pad_id, self.out.out_features, cfg)
 
     def _packed(self, input_ids: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids = _left_align(input_ids, mask)
@@ -145,8 +186,7 @@ class RNNClassifier(_Embed):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, seq] ids (and optional true lengths) -> logits [batch] (binary) or [batch, classes]."""
-        logits = self.out(self.fc(self.dropout(self.encode(input_ids, lengths))))
-        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+        return self._logits(self.out(self.fc(self.dropout(self.encode(input_ids, lengths)))), input_ids)
 
 
 class MeanEmbeddingClassifier(_Embed):
@@ -162,12 +202,12 @@ class MeanEmbeddingClassifier(_Embed):
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.embedding_dim, cfg.head_dim)
         self.out = nn.Linear(cfg.head_dim, 1 if num_classes == 2 else num_classes)
+        self._init_ngrams(pad_id, self.out.out_features, cfg)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         mask = (input_ids != self.pad_id).unsqueeze(-1)
         pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
-        logits = self.out(self.fc(self.dropout(pooled)))
-        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+        return self._logits(self.out(self.fc(self.dropout(pooled))), input_ids)
 
 
 def build_model(vocab_size: int, pad_id: int, num_classes: int, cfg: ModelConfig) -> nn.Module:

@@ -54,6 +54,7 @@ SPACE_KEYS: dict[str, str] = {
     "dropout": "model.dropout",
     "embedding_dropout": "model.embedding_dropout",
     "word_dropout": "model.word_dropout",
+    "ngram_buckets": "model.ngram_buckets",
     "lr": "train.lr",
     "batch_size": "train.batch_size",
     "ema_decay": "train.ema_decay",

@@ -341,6 +341,15 @@ class ModelConfig(_Frozen):
         "memorized words. Helps small corpora (3,200 short English sentences, 0.3: validation +1.6 points, mean of "
         "4-5 seeds); cost ~1 point on the 14k-row embedded corpus. Off in evaluation and serving.",
     )
+    ngram_buckets: int = Field(
+        0,
+        ge=0,
+        description="A linear n-gram path beside the encoder (fastText-style): each text's token unigrams and "
+        "bigrams are hashed into this many buckets, each holding one learned weight per logit, and their mean "
+        "is added to the logits. Small English corpora gain (3,200 short sentences, 2^18 buckets: test +1.8 "
+        "points, mean of 3 seeds); the embedded corpus did not (-0.9, one seed). 0: no such path (the seed "
+        "model). Adds buckets x logits parameters (262,144 for 2^18 and two classes).",
+    )
     trim_padding: bool = Field(
         False,
         description="Drop the padding columns that every row of a batch shares before the RNN, so a row's "
@@ -637,6 +646,7 @@ class SearchSpace(_Frozen):
     dropout: tuple[float, ...] = Field((0.0, 0.2, 0.3, 0.5), min_length=1, description="model.dropout.")
     embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1, description="model.embedding_dropout.")
     word_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.3), min_length=1, description="model.word_dropout.")
+    ngram_buckets: tuple[int, ...] = Field((0, 262144), min_length=1, description="model.ngram_buckets (0: off).")
     lr: tuple[float, ...] = Field((1e-3, 2e-3, 3e-3, 5e-3), min_length=1, description="train.lr.")
     batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
     ema_decay: tuple[float | None, ...] = Field(

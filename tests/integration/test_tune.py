@@ -35,10 +35,11 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
             "tune.space.dropout=[0.0]",
             "tune.space.embedding_dropout=[0.0]",
             "tune.space.word_dropout=[0.3]",
+            "tune.space.ngram_buckets=[4096]",
             "tune.space.lr=[0.01]",
             "tune.space.batch_size=[32, 64]",
-            # the final --register run trains these (and word dropout) on 2 DDP workers: two backward passes
-            # per step, averaged
+            # the final --register run trains these (and word dropout and the n-gram path) on 2 DDP workers:
+            # two backward passes per step, averaged
             "tune.space.ema_decay=[0.99]",
             "tune.space.adversarial_epsilon=[1.0]",
             "train.batch_size=64",  # the first trial's (tune.start_from_config)

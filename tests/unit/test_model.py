@@ -158,6 +158,43 @@ def test_word_dropout_off_draws_no_random_numbers():
     assert torch.equal(torch.get_rng_state(), state)
 
 
+@pytest.mark.parametrize("cell", ["gru", "mean-embedding"])
+def test_ngram_path_starts_at_zero_and_leaves_the_other_layers_as_they_were(cell):
+    cfg = ModelConfig(cell=cell, pooling="max", ngram_buckets=1024)
+    torch.manual_seed(0)
+    plain = build_model(50, PAD, 3, cfg.model_copy(update={"ngram_buckets": 0}))
+    torch.manual_seed(0)
+    m = build_model(50, PAD, 3, cfg)
+    counts = parameter_counts(m)
+    assert counts["n_params.ngrams.weight"] == 1024 * 3  # one weight per bucket and logit
+    assert counts["n_params.total"] == parameter_counts(plain)["n_params.total"] + 1024 * 3
+    assert list(counts)[-3] == "n_params.ngrams.weight"  # registered last: the other names keep their order
+    ids = torch.tensor([[0, 0, 4, 7, 9], [3, 8, 8, 2, 1]])
+    torch.testing.assert_close(m.eval()(ids), plain.eval()(ids))
+
+
+def test_ngram_path_is_the_mean_weight_of_each_rows_hashed_unigrams_and_bigrams():
+    buckets = 97
+    m = build_model(50, PAD, 2, ModelConfig(ngram_buckets=buckets)).eval()
+    with torch.no_grad():
+        m.ngrams.weight.copy_(torch.randn(buckets, 1))
+    w = m.ngrams.weight[:, 0]
+
+    def expected(row: list[int]) -> float:
+        grams = row + [a * 1_000_003 + b for a, b in zip(row[:-1], row[1:], strict=True)]
+        return w[torch.tensor(grams) % buckets].mean().item()
+
+    rows = torch.tensor([[0, 0, 5, 9, 11], [5, 11, 9, 0, 0], [0, 0, 0, 0, 0]])
+    got = m.ngrams(rows)[:, 0]
+    assert got[0].item() == pytest.approx(expected([5, 9, 11]))  # padding on the left is not an n-gram
+    assert got[1].item() == pytest.approx(expected([5, 11, 9]))  # ... nor on the right; and order matters
+    assert got[0].item() != pytest.approx(got[1].item())
+    assert got[2].item() == 0.0  # an all-padding row adds nothing
+    # the whole model adds the path's value to its head's logit
+    rnn_only = m.out(m.fc(m.encode(rows))).squeeze(-1)
+    torch.testing.assert_close(m(rows), rnn_only + got)
+
+
 def test_trim_padding_makes_results_independent_of_max_length():
     torch.manual_seed(0)
     rows = [[5, 9, 3], [7, 2, 8, 8, 4], [11]]
