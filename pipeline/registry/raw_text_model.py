@@ -102,7 +102,8 @@ class RawTextClassifier(PythonModel):
             self.spec["vocab_size"],
             self.spec["pad_id"],
             len(self.spec["label_names"]),
-            ModelConfig.model_validate(self.spec["model"]),
+            # Versions logged before model.ngram_weighting existed averaged their n-grams (its first version).
+            ModelConfig.model_validate({"ngram_weighting": "mean", **self.spec["model"]}),
         )
         state = torch.load(context.artifacts[WEIGHTS], map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)

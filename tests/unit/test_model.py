@@ -173,26 +173,50 @@ def test_ngram_path_starts_at_zero_and_leaves_the_other_layers_as_they_were(cell
     torch.testing.assert_close(m.eval()(ids), plain.eval()(ids))
 
 
-def test_ngram_path_is_the_mean_weight_of_each_rows_hashed_unigrams_and_bigrams():
+def _hashed(row: list[int], buckets: int) -> list[int]:
+    """The row's unigram and bigram buckets, written out as NgramBag's docstring says."""
+    grams = row + [a * 1_000_003 + b for a, b in zip(row[:-1], row[1:], strict=True)]
+    return [g % buckets for g in grams]
+
+
+@pytest.mark.parametrize("weighting", ["binary", "mean"])
+def test_ngram_path_value_of_each_rows_hashed_unigrams_and_bigrams(weighting):
     buckets = 97
-    m = build_model(50, PAD, 2, ModelConfig(ngram_buckets=buckets)).eval()
+    m = build_model(50, PAD, 2, ModelConfig(ngram_buckets=buckets, ngram_weighting=weighting)).eval()
     with torch.no_grad():
         m.ngrams.weight.copy_(torch.randn(buckets, 1))
     w = m.ngrams.weight[:, 0]
 
     def expected(row: list[int]) -> float:
-        grams = row + [a * 1_000_003 + b for a, b in zip(row[:-1], row[1:], strict=True)]
-        return w[torch.tensor(grams) % buckets].mean().item()
+        grams = _hashed(row, buckets)
+        if weighting == "mean":  # every occurrence
+            return w[torch.tensor(grams)].mean().item()
+        distinct = sorted(set(grams))  # each bucket once, over the square root of their number
+        return (w[torch.tensor(distinct)].sum() / len(distinct) ** 0.5).item()
 
-    rows = torch.tensor([[0, 0, 5, 9, 11], [5, 11, 9, 0, 0], [0, 0, 0, 0, 0]])
+    rows = torch.tensor([[0, 0, 5, 9, 11, 5, 9], [5, 9, 11, 5, 9, 0, 0], [0, 0, 0, 0, 0, 0, 0], [0, 0, 5, 11, 9, 5, 9]])
     got = m.ngrams(rows)[:, 0]
-    assert got[0].item() == pytest.approx(expected([5, 9, 11]))  # padding on the left is not an n-gram
-    assert got[1].item() == pytest.approx(expected([5, 11, 9]))  # ... nor on the right; and order matters
-    assert got[0].item() != pytest.approx(got[1].item())
+    assert got[0].item() == pytest.approx(expected([5, 9, 11, 5, 9]))  # padding on the left is not an n-gram
+    assert got[1].item() == pytest.approx(got[0].item())  # ... nor on the right
+    assert got[3].item() == pytest.approx(expected([5, 11, 9, 5, 9]))
+    assert got[0].item() != pytest.approx(got[3].item())  # order matters (bigrams)
     assert got[2].item() == 0.0  # an all-padding row adds nothing
     # the whole model adds the path's value to its head's logit
     rnn_only = m.out(m.fc(m.encode(rows))).squeeze(-1)
     torch.testing.assert_close(m(rows), rnn_only + got)
+
+
+def test_binary_ngram_weighting_counts_a_repeated_ngram_once():
+    m = build_model(50, PAD, 2, ModelConfig(ngram_buckets=1024)).eval()  # binary: the default
+    with torch.no_grad():
+        m.ngrams.weight.copy_(torch.randn(1024, 1))
+    once, thrice = torch.tensor([[0, 0, 0, 0, 7, 8]]), torch.tensor([[7, 8, 7, 8, 7, 8]])
+    # [7, 8] has n-grams {7, 8, 7-8}; repeated it adds one new bigram (8-7), and nothing for the repeats
+    w = m.ngrams.weight[:, 0]
+    grams = sorted(set(_hashed([7, 8, 7, 8, 7, 8], 1024)))
+    assert len(grams) == 4
+    assert m.ngrams(thrice)[0, 0].item() == pytest.approx((w[grams].sum() / 2).item())
+    assert m.ngrams(once)[0, 0].item() == pytest.approx((w[_hashed([7, 8], 1024)].sum() / 3**0.5).item())
 
 
 def test_trim_padding_makes_results_independent_of_max_length():
