@@ -240,6 +240,14 @@ def ray_fit(cfg: JobConfig, data: Path, loading: str) -> dict:
     }
 
 
+def ratio_line(ratios: dict[str, float]) -> str:
+    """The check's verdict: each path's samples/s over plain PyTorch's, with its goal."""
+    return (
+        f"memory/plain={ratios['memory_over_plain']:.3f} (goal >= 0.95) "
+        f"stream/plain={ratios['stream_over_plain']:.3f} (goal >= 0.9)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=300_000)
@@ -321,12 +329,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"val_acc {f['val_accuracy']:.3f}  fit overhead {f['overhead_s']:.1f}s"
             )
         ratios = {f"{k}_over_plain": f["samples_per_s"] / plain for k, f in fits.items()}
-        # Printed before the probes: a device session's time limit that stops the probes keeps these.
-        print(
-            f"memory/plain={ratios['memory_over_plain']:.3f} (goal >= 0.95) "
-            f"stream/plain={ratios['stream_over_plain']:.3f} (goal >= 0.9)",
-            flush=True,
-        )
+        # Printed before the probes too: a device session's time limit that stops the probes keeps these.
+        print(ratio_line(ratios), flush=True)
         loadings = () if args.no_probes else ("memory", "stream")
         probes = {loading: data_only(cfg, data, loading, Path(tmp)) for loading in loadings}
         ray.shutdown()
@@ -354,10 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("OUT"):
             Path(os.environ["OUT"], "gpu_check.json").write_text(json.dumps(figures, indent=2))
         print(f"cluster start {cluster_s:.1f}s, total {figures['total_s']:.0f}s")
-        print(
-            f"memory/plain={ratios['memory_over_plain']:.3f} (goal >= 0.95) "
-            f"stream/plain={ratios['stream_over_plain']:.3f} (goal >= 0.9)"
-        )
+        print(ratio_line(ratios))
 
 
 if __name__ == "__main__":

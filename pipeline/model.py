@@ -21,6 +21,8 @@ validation pass feed rows in length order to keep that shared padding small.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -81,7 +83,7 @@ class NgramBag(nn.Module):
 
     _PRIME = 1_000_003  # odd, so (a * _PRIME) mod 2^k is a bijection on a: bigrams spread over buckets
 
-    def __init__(self, buckets: int, n_out: int, pad_id: int, weighting: str = "binary"):
+    def __init__(self, buckets: int, n_out: int, pad_id: int, weighting: Literal["binary", "mean"] = "binary"):
         super().__init__()
         self.buckets = buckets
         self.pad_id = pad_id

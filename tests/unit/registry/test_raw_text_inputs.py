@@ -1,25 +1,17 @@
 """What the served model reads as its texts, whatever shape MLflow hands it (DataFrame from
 `dataframe_split`/`dataframe_records`, arrays or dicts of arrays from `inputs`, lists, dicts and
-strings in process): one text per input row, and rows that hold no text are refused by index; and
-the model spec it rebuilds the network from, old versions' included."""
+strings in process): one text per input row, and rows that hold no text are refused by index."""
 
 from __future__ import annotations
 
-import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.exceptions import MlflowException
-from tokenizers import Tokenizer
-from tokenizers.models import WordLevel
 
-from pipeline.model import build_model
-from pipeline.registry.raw_text_model import SPEC, TOKENIZER, WEIGHTS, RawTextClassifier, input_texts
-from schemas.config import ModelConfig
+from pipeline.registry.raw_text_model import input_texts
 
 TEXTS = ["好看", "失望", "好看"]
 
@@ -92,17 +84,3 @@ def test_many_bad_rows_are_counted_and_a_few_shown():
     with pytest.raises(MlflowException) as e:
         input_texts([None] * 50 + ["好看"])
     assert "50 of 51 input rows" in e.value.message and "row 4 " in e.value.message and "row 49 " not in e.value.message
-
-
-def test_a_version_logged_before_ngram_weighting_existed_loads_with_the_mean_it_was_trained_with(tmp_path):
-    cfg = ModelConfig(ngram_buckets=64, ngram_weighting="mean")
-    torch.save(build_model(8, 0, 2, cfg).state_dict(), tmp_path / "w.pt")
-    Tokenizer(WordLevel({"[PAD]": 0, "[UNK]": 1}, unk_token="[UNK]")).save(str(tmp_path / "tok.json"))
-    old = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "ngram_weighting"}  # the old spec's keys
-    for model, weighting in ((old, "mean"), (ModelConfig(ngram_buckets=64).model_dump(mode="json"), "binary")):
-        spec = {"model": model, "vocab_size": 8, "pad_id": 0, "label_names": ["neg", "pos"]}
-        (tmp_path / "spec.json").write_text(json.dumps(spec))
-        served = RawTextClassifier()
-        paths = {SPEC: tmp_path / "spec.json", TOKENIZER: str(tmp_path / "tok.json"), WEIGHTS: tmp_path / "w.pt"}
-        served.load_context(SimpleNamespace(artifacts=paths))
-        assert served.model.ngrams.weighting == weighting
