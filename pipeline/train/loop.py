@@ -34,6 +34,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.data.store import load_manifest, read_split_arrays
+from pipeline.errors import UserInputError
 from pipeline.evaluation.scoring import length_order, loss_fn
 from pipeline.model import build_model, check_padding_side
 from pipeline.tracking import RankZeroLogger
@@ -150,6 +151,17 @@ def configure_cpu(cfg: JobConfig) -> None:
     torch.set_num_threads(threads)
     # Vanishing RNN gradients become denormal floats, which run many times slower on x86.
     torch.set_flush_denormal(cfg.train.flush_denormal)
+
+
+def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """Adam at train.lr; the n-gram path's weights (if any) in a second group at lr * ngram_lr_factor.
+    The schedules scale every group's lr by the same factor, so the ratio holds through training."""
+    path = [p for name, p in model.named_parameters() if name.startswith("ngrams.")]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("ngrams.")]
+    groups: list[dict[str, Any]] = [{"params": rest}]
+    if path:
+        groups.append({"params": path, "lr": tc.lr * tc.ngram_lr_factor})
+    return torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
@@ -392,7 +404,7 @@ def setup(
     placed = data.place(ctx, tc)
     model = wrap_model(build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model))
     core = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = build_optimizer(core, tc)
     scheduler = build_scheduler(optimizer, tc, placed.steps_per_epoch(ctx.world_size, tc.batch_size))
     # Every rank holds the same weights after each DDP step, so every rank's average is the same too.
     ema = None if tc.ema_decay is None else AveragedModel(core, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay))
@@ -406,6 +418,14 @@ def setup(
 
 def _resume(run: WorkerRun, state: TrainState) -> None:
     run.core.load_state_dict(state.model)
+    if len(state.optimizer["param_groups"]) != len(run.optimizer.param_groups):
+        # A checkpoint of an n-gram model written before the path had its own lr group (one group then).
+        raise UserInputError(
+            f"the checkpoint to resume holds {len(state.optimizer['param_groups'])} optimizer parameter group(s), "
+            f"this version builds {len(run.optimizer.param_groups)} (the n-gram path has its own learning rate, "
+            "train.ngram_lr_factor, since the checkpoint was written); start a new run instead of resuming it "
+            "(another tracking.run_name, or delete the run's folder under output_root/ray_results)"
+        )
     run.optimizer.load_state_dict(state.optimizer)
     run.scheduler.load_state_dict(state.scheduler)
     if run.ema is not None and state.ema is not None:  # else the average restarts from the resumed weights

@@ -9,7 +9,13 @@ from torch import nn
 
 from jobs import params
 from pipeline.evaluation.scoring import loss_fn, predict_proba
-from pipeline.model import MeanEmbeddingClassifier, RNNClassifier, build_model, parameter_counts
+from pipeline.model import (
+    MeanEmbeddingClassifier,
+    RNNClassifier,
+    build_model,
+    check_padding_side,
+    parameter_counts,
+)
 from schemas.config import JobConfig, ModelConfig
 
 PAD = 0
@@ -217,6 +223,28 @@ def test_binary_ngram_weighting_counts_a_repeated_ngram_once():
     assert len(grams) == 4
     assert m.ngrams(thrice)[0, 0].item() == pytest.approx((w[grams].sum() / 2).item())
     assert m.ngrams(once)[0, 0].item() == pytest.approx((w[_hashed([7, 8], 1024)].sum() / 3**0.5).item())
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mean-embedding"])
+def test_encoder_reads_the_last_columns_and_the_ngram_path_the_whole_row(cell):
+    cfg = ModelConfig(cell=cell, pooling="max", ngram_buckets=97, encoder_max_length=3)
+    torch.manual_seed(0)
+    m = build_model(50, PAD, 2, cfg).eval()
+    with torch.no_grad():
+        m.ngrams.weight.copy_(torch.randn(97, 1))
+    full = build_model(50, PAD, 2, cfg.model_copy(update={"encoder_max_length": None, "ngram_buckets": 0})).eval()
+    full.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("ngrams.")})
+    rows = torch.tensor([[0, 0, 4, 7, 9, 5], [3, 8, 8, 2, 1, 6], [0, 0, 0, 0, 2, 1]])
+    # the encoder's part is the plain model's on the last three columns, the path's part is over all six
+    torch.testing.assert_close(m(rows), full(rows[:, -3:]) + m.ngrams(rows)[:, 0])
+    assert m.ngrams(rows)[0, 0] != m.ngrams(rows[:, -3:])[0, 0]
+    torch.testing.assert_close(m(rows[:, -2:]), full(rows[:, -2:]) + m.ngrams(rows[:, -2:])[:, 0])  # narrower: all
+
+
+def test_encoder_max_length_refuses_right_padding():
+    with pytest.raises(ValueError, match="padding_side=left or unset model.encoder_max_length"):
+        check_padding_side(ModelConfig(pooling="max", encoder_max_length=8), "right")
+    check_padding_side(ModelConfig(pooling="max", encoder_max_length=8), "left")
 
 
 def test_trim_padding_makes_results_independent_of_max_length():

@@ -3,6 +3,8 @@ determinism, and the word-order task that separates an RNN from averaged embeddi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from pipeline.train.loop import (
     EarlyStopping,
     WorkerContext,
     _restore_rng,
+    build_optimizer,
     build_scheduler,
     plan_batches,
     shard_indices,
@@ -207,6 +210,31 @@ def test_lr_schedules():
     for loss in (1.0, 0.5, 0.6):
         plateau.step(loss)
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_the_ngram_path_trains_at_its_own_lr_through_the_schedule():
+    model = build_model(50, PAD, 2, JobConfig.model_validate({"model": {"ngram_buckets": 64}}).model)
+    tc = TrainConfig(lr=0.002, ngram_lr_factor=30, epochs=2, lr_schedule="cosine")
+    opt = build_optimizer(model, tc)
+    rest, path = opt.param_groups
+    assert path["params"] == [model.ngrams.weight] and len(rest["params"]) == len(list(model.parameters())) - 1
+    assert (rest["lr"], path["lr"]) == (0.002, pytest.approx(0.06))
+    cos = build_scheduler(opt, tc, steps_per_epoch=4)
+    for _ in range(5):
+        opt.step()
+        cos.step()
+    assert 0 < rest["lr"] < 0.002 and path["lr"] == pytest.approx(30 * rest["lr"])
+    plain = build_optimizer(build_model(50, PAD, 2, JobConfig().model), tc)  # the seed model: one group
+    assert len(plain.param_groups) == 1 and plain.param_groups[0]["lr"] == 0.002
+
+
+def test_resuming_a_checkpoint_whose_optimizer_groups_differ_is_refused_with_the_fix(corpus):
+    cfg = _cfg(epochs=2, model={"ngram_buckets": 64})
+    state = _train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1})}), train_data(*corpus))
+    old = state[0][1]
+    one_group = {**old.optimizer, "param_groups": [{**old.optimizer["param_groups"][0], "params": list(range(8))}]}
+    with pytest.raises(UserInputError, match="1 optimizer parameter group.*start a new run"):
+        _train(cfg, train_data(*corpus), resume=replace(old, optimizer=one_group))
 
 
 def test_each_rank_restores_its_own_rng_state():
