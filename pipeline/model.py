@@ -142,7 +142,8 @@ class _Embed(nn.Module):
         self.ngrams = NgramBag(cfg.ngram_buckets, n_logits, pad_id, cfg.ngram_weighting) if cfg.ngram_buckets else None
 
     def _logits(self, head_out: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """The head's logits plus the n-gram path's (on the untrimmed ids); [batch] for two classes."""
+        """The head's logits plus the n-gram path's (on every column, not just the encoder's window);
+        [batch] for two classes."""
         if self.ngrams is None:
             logits = head_out
         else:  # the path's value ignores padding, so dropping the columns every row pads is exact and cheaper
