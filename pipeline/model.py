@@ -101,7 +101,8 @@ class NgramBag(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[batch, seq] ids -> [batch, n_out]: each row's n-gram value (0 for an empty row)."""
-        ids = input_ids.long()
+        # The value ignores padding, so dropping the columns every row pads is exact, and cheaper on wide rows.
+        ids = trim_shared_padding(input_ids, self.pad_id).long()
         real = ids != self.pad_id
         bigrams = ids[:, :-1] * self._PRIME + ids[:, 1:]
         grams = torch.cat([ids, bigrams], dim=1) % self.buckets
@@ -144,10 +145,7 @@ class _Embed(nn.Module):
     def _logits(self, head_out: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The head's logits plus the n-gram path's (on every column, not just the encoder's window);
         [batch] for two classes."""
-        if self.ngrams is None:
-            logits = head_out
-        else:  # the path's value ignores padding, so dropping the columns every row pads is exact and cheaper
-            logits = head_out + self.ngrams(trim_shared_padding(input_ids, self.pad_id))
+        logits = head_out if self.ngrams is None else head_out + self.ngrams(input_ids)
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
