@@ -80,6 +80,7 @@ class TrialRow:
     best: float  # best value of the search metric over the trial's epochs (nan: no epoch)
     epochs: int
     status: str  # finished | stopped (by ASHA) | failed
+    tie_break: float = math.nan  # val_loss at the epoch of `best` (accuracy ties go to the lower)
 
 
 @dataclass(frozen=True)
@@ -220,12 +221,47 @@ def run_trial(
         raise
 
 
+def trial_score(df, metric: str, mode: str) -> tuple[float, float, int]:
+    """(best value of `metric` over a trial's epochs, the tie-break, epochs reported) from its
+    metrics dataframe (None: nothing reported).
+
+    Validation accuracy moves in steps of 1/rows (0.67 points on 150 rows), so among a search's
+    dozens of trials several share the top value; the tie goes to the lower validation loss at the
+    epoch that reached it (the epoch early stopping keeps), a finer measure of the same fit. Other
+    metrics are continuous and need none (nan).
+    """
+    if df is None or metric not in df:
+        return math.nan, math.nan, 0
+    reported = df[df[metric].notna()]
+    if reported.empty:
+        return math.nan, math.nan, 0
+    values = reported[metric]
+    best = float(values.max() if mode == "max" else values.min())
+    tie_break = math.nan
+    if metric == "val_accuracy" and "val_loss" in reported:
+        losses = reported.loc[values == best, "val_loss"].dropna()
+        tie_break = float(losses.min()) if not losses.empty else math.nan
+    return best, tie_break, len(reported)
+
+
+def rank_trials(rows: list[TrialRow], mode: str) -> list[TrialRow]:
+    """Best first: by the metric, ties by the tie-break (lower first; missing last), failures last."""
+    sign = -1 if mode == "max" else 1
+    return sorted(
+        rows,
+        key=lambda t: (
+            math.isnan(t.best),
+            sign * t.best if not math.isnan(t.best) else 0.0,
+            math.isnan(t.tie_break),
+            t.tie_break if not math.isnan(t.tie_break) else 0.0,
+        ),
+    )
+
+
 def _trial_rows(results, metric: str, mode: str, runs_by_trial: dict[str, Any]) -> list[TrialRow]:
     rows = []
     for r in results:
-        df = r.metrics_dataframe
-        values = df[metric].dropna().tolist() if df is not None and metric in df else []
-        best = (max(values) if mode == "max" else min(values)) if values else math.nan
+        best, tie_break, n_epochs = trial_score(r.metrics_dataframe, metric, mode)
         trial_id = (r.metrics or {}).get("trial_id") or Path(r.path).name
         run = runs_by_trial.get(trial_id)
         if r.error is not None:
@@ -235,9 +271,8 @@ def _trial_rows(results, metric: str, mode: str, runs_by_trial: dict[str, Any]) 
         else:
             status = "finished"
         sample = {k: r.config[k] for k in SPACE_KEYS if k in (r.config or {})}
-        rows.append(TrialRow(trial_id, run.info.run_id if run else None, sample, best, len(values), status))
-    reverse = mode == "max"
-    return sorted(rows, key=lambda t: (math.isnan(t.best), -t.best if reverse else t.best))
+        rows.append(TrialRow(trial_id, run.info.run_id if run else None, sample, best, n_epochs, status, tie_break))
+    return rank_trials(rows, mode)
 
 
 def _close_stopped_runs(client: MlflowClient, rows: list[TrialRow]) -> None:
@@ -253,6 +288,7 @@ def comparison_table(rows: list[TrialRow], metric: str) -> dict[str, list]:
         "trial": [t.trial_id for t in rows],
         "run_id": [t.run_id or "" for t in rows],
         f"best_{metric}": [t.best for t in rows],
+        "val_loss_at_best": [t.tie_break for t in rows],
         "epochs": [t.epochs for t in rows],
         "status": [t.status for t in rows],
     }
@@ -263,10 +299,10 @@ def comparison_table(rows: list[TrialRow], metric: str) -> dict[str, list]:
 
 def comparison_markdown(rows: list[TrialRow], metric: str, baseline_acc: float | None, top: int = 15) -> str:
     cols = list(SPACE_KEYS)
-    head = f"| trial | best {metric} | epochs | status | " + " | ".join(cols) + " |"
-    sep = "|" + "---|" * (4 + len(cols))
+    head = f"| trial | best {metric} | val_loss there | epochs | status | " + " | ".join(cols) + " |"
+    sep = "|" + "---|" * (5 + len(cols))
     lines = [head, sep] + [
-        f"| {t.trial_id} | {t.best:.4f} | {t.epochs} | {t.status} | "
+        f"| {t.trial_id} | {t.best:.4f} | {t.tie_break:.4f} | {t.epochs} | {t.status} | "
         + " | ".join(str(t.sample.get(c, "")) for c in cols)
         + " |"
         for t in rows[:top]

@@ -69,6 +69,8 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert {"trials.json", "plots", "best_config"} <= arts
     assert "baseline.validation_accuracy" in parent.data.metrics
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(summary.search.best_trial.best)
+    # Tune's per-trial dataframes carry val_loss: every trial that reported has its tie-break
+    assert all(t.tie_break > 0 for t in summary.search.trials if t.epochs)
 
     best = load_config(out)  # what `python -m jobs.run --config best-found.yaml` would load
     assert out.read_text().startswith("# Found by python -m jobs.tune")

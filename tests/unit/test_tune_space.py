@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import pytest
 
 from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.errors import UserInputError
 from pipeline.tune import (
     SPACE_KEYS,
+    TrialRow,
     apply_sample,
     check_space,
     data_variants,
     max_concurrent,
     param_space,
+    rank_trials,
     start_point,
     trial_config,
+    trial_score,
     write_config,
 )
 from schemas.config import SearchSpace
@@ -105,3 +111,33 @@ def test_the_first_trial_is_the_job_configs_own_values_where_the_space_holds_the
     narrowed = load_config(TUNE, ["tune.space.lr=[0.001, 0.002]", "tune.space.hidden_dim=[96]"])
     assert "lr" not in start_point(narrowed) and start_point(narrowed)["hidden_dim"] == 96  # lr left to the draw
     apply_sample(cfg, point)  # a valid config
+
+
+def _epochs(acc: list[float], loss: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"epoch": range(len(acc)), "val_accuracy": acc, "val_loss": loss})
+
+
+def test_a_trial_scores_its_best_epoch_and_that_epochs_validation_loss():
+    # Epochs 1 and 3 share the best accuracy: the tie-break is the lower of their two losses.
+    df = _epochs([0.70, 0.84, 0.80, 0.84], [0.60, 0.41, 0.45, 0.38])
+    assert trial_score(df, "val_accuracy", "max") == (0.84, 0.38, 4)
+    # A loss-driven search needs no tie-break; a trial that reported nothing has no score.
+    assert trial_score(df, "val_loss", "min")[:2] == (0.38, pytest.approx(math.nan, nan_ok=True))
+    assert math.isnan(trial_score(None, "val_accuracy", "max")[0])
+    assert trial_score(_epochs([], []), "val_accuracy", "max")[2] == 0
+
+
+def test_accuracy_ties_go_to_the_lower_validation_loss_and_failures_rank_last():
+    def row(tid: str, best: float, loss: float) -> TrialRow:
+        return TrialRow(tid, None, {}, best, 3, "finished", loss)
+
+    rows = [
+        row("failed", math.nan, math.nan),
+        row("tied-worse-loss", 0.88, 0.40),
+        row("lower", 0.86, 0.20),
+        row("tied-better-loss", 0.88, 0.31),
+        row("tied-no-loss", 0.88, math.nan),
+    ]
+    ranked = [t.trial_id for t in rank_trials(rows, "max")]
+    assert ranked == ["tied-better-loss", "tied-worse-loss", "tied-no-loss", "lower", "failed"]
+    assert [t.trial_id for t in rank_trials(rows[:3], "min")] == ["lower", "tied-worse-loss", "failed"]
