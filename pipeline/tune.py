@@ -247,15 +247,11 @@ def trial_score(df, metric: str, mode: str) -> tuple[float, float, int]:
 def rank_trials(rows: list[TrialRow], mode: str) -> list[TrialRow]:
     """Best first: by the metric, ties by the tie-break (lower first; missing last), failures last."""
     sign = -1 if mode == "max" else 1
-    return sorted(
-        rows,
-        key=lambda t: (
-            math.isnan(t.best),
-            sign * t.best if not math.isnan(t.best) else 0.0,
-            math.isnan(t.tie_break),
-            t.tie_break if not math.isnan(t.tie_break) else 0.0,
-        ),
-    )
+
+    def last_if_nan(x: float) -> float:
+        return math.inf if math.isnan(x) else x
+
+    return sorted(rows, key=lambda t: (last_if_nan(sign * t.best), last_if_nan(t.tie_break)))
 
 
 def _trial_rows(results, metric: str, mode: str, runs_by_trial: dict[str, Any]) -> list[TrialRow]:

