@@ -1,7 +1,8 @@
 """Test accuracy of the baseline, the seed config, best.yaml and a jobs.tune search, per corpus.
 
     python -m bench.quality [--corpus builtin sentences reviews fr-books nl-books uncertainty PATH ...]
-                            [--search-minutes 30] [--threads 1] [--search-only]
+                            [--search-minutes 30] [--select-share 0.33] [--score-candidates]
+                            [--threads 1] [--search-only]
                             [--text-column text] [--label-column label]
                             [--max-rows N] [--epochs N]   (the last two: a quick smoke run only)
 
@@ -28,8 +29,10 @@ On each corpus's split (seed 42, 80/10/10), scored on the test split:
              on validation), as every training run fits it;
   seed       jobs/configs/embedded.yaml's model and training settings;
   best.yaml  jobs/configs/best.yaml's;
-  tuned      the best trial of a jobs.tune search (jobs/configs/tune.yaml, --search-minutes of search
-             with trials in parallel on the local Ray cluster), retrained and scored like the others.
+  tuned      the config a jobs.tune search chooses (jobs/configs/tune.yaml, --search-minutes in all
+             with trials in parallel on the local Ray cluster: the search, then --select-share of
+             it re-selecting among the best trials on fresh splits), retrained and scored like the
+             others. --score-candidates also scores every re-selection candidate that way.
 Networks train in this process on one worker with the project's loop (early stopping keeps the best
 validation epoch). Each line gives the test accuracy, the wall time, and the difference to the
 baseline with one-sided exact McNemar p-values on the paired test predictions (better / worse).
@@ -64,6 +67,7 @@ from pipeline.tracking import tracking_store
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
 from pipeline.train.trainer import choose_weights
+from pipeline.trials import apply_sample
 from pipeline.tune import search
 from schemas.config import JobConfig
 
@@ -201,12 +205,16 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
         print(line(label, pred == y, baseline.test_correct, wall, f"best epoch {best_epoch}"), flush=True)
     if args.search_minutes <= 0:
         return
+    # --search-minutes is the whole jobs.tune budget: the search gets its share, the re-selection the rest.
+    total_s, select_s = 60 * args.search_minutes, 60 * args.search_minutes * args.select_share
+    budget = [f"tune.time_budget_s={total_s - select_s}"]
+    budget += [f"tune.select_time_budget_s={select_s}"] if select_s > 0 else ["tune.select_top=0"]
     tune_cfg = load_config(
         CONFIG_DIR / "tune.yaml",
         [
             *common,
             *epochs,
-            f"tune.time_budget_s={60 * args.search_minutes}",
+            *budget,
             f"tune.num_samples={args.trials}",
             f"tracking.experiment_name=bench-quality-{slug}",
         ],
@@ -215,20 +223,43 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     with ray_session(tune_cfg.ray), tracking_store(f"sqlite:///{root / 'mlflow.db'}") as client:
         outcome = search(tune_cfg, client, root / f"bench-tuned-{slug}.yaml", baseline.validation_accuracy)
     search_s = time.perf_counter() - t0
-    best = load_config(outcome.config_path, [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"])
+    overrides = [f"train.threads_per_worker={args.threads}", "scaling.num_workers=1"]
+    best = load_config(outcome.config_path, overrides)
     pred, wall, best_epoch = train_and_score(best)
     sample = ", ".join(f"{k}={v}" for k, v in outcome.best_trial.sample.items())
+    chosen = f"validation {outcome.best_trial.best:.4f}"
+    if outcome.chosen is not None:
+        top = outcome.chosen
+        chosen += f", mean {top.mean:.4f} on {top.scored} re-splits (top {len(outcome.selection)} re-selected)"
+    elif outcome.selection:
+        chosen += " (re-selection cut short by its time budget: the search's best)"
     print(
         line(
             "tuned",
             pred == y,
             baseline.test_correct,
             wall,
-            f"({len(outcome.trials)} trials in {search_s:.0f} s; validation {outcome.best_trial.best:.4f}; "
-            f"{sample}; {outcome.config_path})",
+            f"({len(outcome.trials)} trials in {search_s:.0f} s; {chosen}; {sample}; {outcome.config_path})",
         ),
         flush=True,
     )
+    if args.score_candidates:
+        # Every re-selection candidate retrained on the original split: did the re-selection pick well?
+        for rank, cand in enumerate(outcome.selection):
+            cfg = load_config(outcome.config_path, overrides)
+            cfg = apply_sample(cfg, cand.trial.sample)
+            pred, wall, _ = train_and_score(cfg)
+            print(
+                line(
+                    f"cand {rank}",
+                    pred == y,
+                    baseline.test_correct,
+                    wall,
+                    f"(trial {cand.trial.trial_id}: search validation {cand.trial.best:.4f}, "
+                    f"re-splits mean {cand.mean:.4f})",
+                ),
+                flush=True,
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +274,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label-column", default="label", help="label column of a corpus given by path")
     parser.add_argument(
         "--search-minutes", type=float, default=30.0, help="jobs.tune time budget per corpus (0: no search)"
+    )
+    parser.add_argument(
+        "--select-share",
+        type=float,
+        default=1 / 3,
+        help="share of --search-minutes for the re-selection of the best trials on fresh splits "
+        "(tune.select_time_budget_s; 0: none, the search's best trial is taken)",
+    )
+    parser.add_argument(
+        "--score-candidates",
+        action="store_true",
+        help="also retrain every re-selection candidate on the original split and print its test accuracy",
     )
     parser.add_argument("--trials", type=int, default=64, help="most trials per search (the time budget ends it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (train.threads_per_worker)")

@@ -5,7 +5,9 @@
 
 Each trial trains one sampled configuration (tune.space) as a Ray Train run on
 tune.workers_per_trial workers and logs it as an MLflow child run of one parent run, which holds
-the comparison table and plot. Trials are compared on the validation split only; the test split
+the comparison table and plot. With tune.select_top=N the best N trials are then trained again on
+tune.select_splits fresh train/validation splits and the best mean wins (the top score on one small
+validation split overstates its trial). Trials are compared on validation rows only; the test split
 stays untouched until the best config is trained for real: `--register` then runs jobs.run on it
 (train on scaling.num_workers workers, register, gate), as `python -m jobs.run --config
 best-found.yaml` would.
@@ -49,6 +51,16 @@ class TuneSummary:
             f"{sum(t.status == 'failed' for t in s.trials)} failed) in {s.wall_s:.0f} s",
             f"best          : validation {s.best_config.tune.metric} {s.best_trial.best:.4f}{base}",
             "               " + ", ".join(f"{k}={v}" for k, v in s.best_trial.sample.items()),
+        ]
+        if s.selection:
+            others = ", ".join(f"{c.trial.trial_id} {c.mean:.4f}" for c in s.selection if c is not s.chosen)
+            verdict = (
+                f"chose {s.chosen.trial.trial_id}, mean validation {s.chosen.mean:.4f} over {s.chosen.scored} splits"
+                if s.chosen is not None
+                else "no choice within tune.select_time_budget_s, the search's best stands"
+            )
+            lines.append(f"re-selection  : top {len(s.selection)} trials on fresh splits; {verdict} (others: {others})")
+        lines += [
             f"best config   : {s.config_path}",
             f"parent run    : {s.parent_run_id}",
             f"next          : python -m jobs.run --config {s.config_path}",

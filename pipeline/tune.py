@@ -1,19 +1,21 @@
 """Hyperparameter search: Ray Tune trials, each one Ray Train run, each an MLflow child run.
 
 The shape is Ray's "Hyperparameter Tuning with Ray Tune" guide for Train V2: a Tune trial is a
-small driver function (`run_trial`) that builds and fits a `TorchTrainer` with the sampled
-settings and forwards every epoch's report to Tune through `TuneReportCallback`; ASHA stops the
-trials that fall behind at its rungs. A trial's driver only waits on its workers, so it reserves
+small driver function (`pipeline.trials.run_trial`) that builds and fits a `TorchTrainer` with the
+sampled settings and forwards every epoch's report to Tune through `TuneReportCallback`; ASHA stops
+the trials that fall behind at its rungs. A trial's driver only waits on its workers, so it reserves
 no CPU: `tune.max_concurrent_trials` is what bounds how many run at once (by default, as many as
-the cluster's CPUs hold trial worker groups).
+the cluster's CPUs hold trial worker groups). With `tune.select_top`, the best few trials are then
+trained again on fresh train/validation splits and chosen by their mean (pipeline.selection).
 
 Data is prepared once, before any trial: a trial that changes tokenizer settings needs its own
 encoded corpus, so the driver prepares one per distinct (tokenizer kind, max_length) of the
 search space (each cached by content, like any prepare) and trials only read them.
 
 MLflow: one parent run for the search (search settings, the baseline's validation accuracy, a
-comparison table and plot, the best config as YAML) and one child run per trial (tag
-`mlflow.parentRunId`), into which the trial's rank 0 logs its epochs.
+comparison table and plot, the re-selection's table, the chosen config as YAML) and one child run
+per trial (tag `mlflow.parentRunId`; `tune.phase` search or selection), into which the trial's rank
+0 logs its epochs.
 """
 
 from __future__ import annotations
@@ -22,65 +24,39 @@ import functools
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import yaml
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
-from pipeline.adaptive import adapt_to_corpus
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.data.store import load_manifest
 from pipeline.errors import UserInputError
 from pipeline.evaluation import plots
-from pipeline.leaked_workers import LeakedWorkerGroups
-from pipeline.tracking import flatten, log_params, mask_secrets, mlflow_run
+from pipeline.selection import Candidate, choose, reselect, selection_markdown, selection_table
+from pipeline.tracking import flatten, log_params, mlflow_run
+from pipeline.trials import (
+    SPACE_KEYS,
+    TRIAL_TAG,
+    ChildRun,
+    TrialRow,
+    apply_sample,
+    fit_tuner,
+    location,
+    metric_mode,
+    rank_trials,
+    run_trial,
+    trial_score,
+    variant_key,
+)
 from schemas.config import JobConfig, SearchSpace
 
 log = logging.getLogger(__name__)
-
-# Search-space field -> the config key it sets.
-SPACE_KEYS: dict[str, str] = {
-    "cell": "model.cell",
-    "bidirectional": "model.bidirectional",
-    "pooling": "model.pooling",
-    "embedding_dim": "model.embedding_dim",
-    "hidden_dim": "model.hidden_dim",
-    "dropout": "model.dropout",
-    "embedding_dropout": "model.embedding_dropout",
-    "word_dropout": "model.word_dropout",
-    "ngram_buckets": "model.ngram_buckets",
-    "encoder_max_length": "model.encoder_max_length",
-    "ngram_lr_factor": "train.ngram_lr_factor",
-    "lr": "train.lr",
-    "batch_size": "train.batch_size",
-    "ema_decay": "train.ema_decay",
-    "adversarial_epsilon": "train.adversarial_epsilon",
-    "tokenizer_kind": "tokenizer.kind",
-    "max_length": "tokenizer.max_length",
-}
-TRIAL_TAG = "tune.trial_id"
-# A trial only drives its Train run: no CPU (its workers reserve those, so two 1-worker trials fit
-# 2 CPUs), just the memory of a driver process (Tune refuses a trial that reserves nothing at all).
-TRIAL_DRIVER_RESOURCES = {"CPU": 0, "memory": 256 * 2**20}
-
-
-@dataclass(frozen=True)
-class TrialRow:
-    """One trial in the comparison table."""
-
-    trial_id: str
-    run_id: str | None
-    sample: dict[str, Any]
-    best: float  # best value of the search metric over the trial's epochs (nan: no epoch)
-    epochs: int
-    status: str  # finished | stopped (by ASHA) | failed
-    tie_break: float = math.nan  # val_loss at the epoch of `best` (accuracy ties go to the lower)
 
 
 @dataclass(frozen=True)
@@ -92,25 +68,8 @@ class SearchOutcome:
     config_path: Path
     baseline_validation_accuracy: float | None
     wall_s: float
-
-
-def apply_sample(base: JobConfig, sample: dict[str, Any]) -> JobConfig:
-    """`base` with the sampled values set (keys of SPACE_KEYS); validated as any job config.
-
-    Raises pydantic.ValidationError for a combination the config refuses.
-    """
-    raw = base.model_dump(mode="json")
-    for name, value in sample.items():
-        section, key = SPACE_KEYS[name].split(".")
-        raw[section][key] = value
-    return JobConfig.model_validate(raw)
-
-
-def trial_config(base: JobConfig, sample: dict[str, Any]) -> JobConfig:
-    """A trial's config: the sample, on tune.workers_per_trial workers."""
-    cfg = apply_sample(base, sample)
-    scaling = cfg.scaling.model_copy(update={"num_workers": cfg.tune.workers_per_trial})
-    return cfg.model_copy(update={"scaling": scaling})
+    selection: list[Candidate] = field(default_factory=list)  # best first; empty: tune.select_top=0
+    chosen: Candidate | None = None  # the re-selection's choice (None: the search's best trial stands)
 
 
 def start_point(cfg: JobConfig) -> dict[str, Any]:
@@ -146,10 +105,6 @@ def data_variants(cfg: JobConfig) -> list[tuple[str, int | str]]:
     return list(dict.fromkeys((k, m) for k in s.tokenizer_kind for m in s.max_length))
 
 
-def variant_key(kind: str, max_length: int | str) -> str:
-    return f"{kind}/{max_length}"
-
-
 def prepare_variants(cfg: JobConfig) -> dict[str, PreparedData]:
     """Prepare (or reuse) one corpus per data variant, on the driver, before any trial starts."""
     out = {}
@@ -173,85 +128,6 @@ def max_concurrent(cfg: JobConfig, resources: dict[str, float]) -> int:
     if cfg.scaling.use_gpu:
         return max(int(resources.get("GPU", 0) // workers), 1)
     return max(int(resources.get("CPU", 1) // (workers * cfg.scaling.cpus_per_worker)), 1)
-
-
-def _log_params_client(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, str(mask_secrets(k, v))[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[i : i + 100])
-
-
-def run_trial(
-    sample: dict[str, Any],
-    *,
-    base: dict[str, Any],
-    data_paths: dict[str, str],
-    tracking_uri: str,
-    experiment_id: str,
-    parent_run_id: str,
-    search_name: str,
-) -> None:
-    """One Tune trial (runs in a Tune actor): a child MLflow run around one TorchTrainer fit."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from pipeline.train.trainer import fit
-
-    trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(JobConfig.model_validate(base), sample)
-    data_path = data_paths[variant_key(cfg.tokenizer.kind, sample["max_length"])]
-    cfg, _ = adapt_to_corpus(cfg, load_manifest(data_path))  # as jobs.run will train the best one
-    client = MlflowClient(tracking_uri)
-    run = client.create_run(
-        experiment_id,
-        run_name=f"{search_name}-{trial_id}",
-        tags={"mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, "data_path": data_path},
-    )
-    run_id = run.info.run_id
-    try:
-        _log_params_client(client, run_id, {**flatten(cfg), **{f"sample.{k}": v for k, v in sample.items()}})
-        result = fit(
-            cfg, Path(data_path), f"{search_name}-{trial_id}", tracking_uri, run_id, callbacks=[TuneReportCallback()]
-        )
-        accs = [h["val_accuracy"] for h in result.history]
-        client.log_metric(run_id, "best_val_accuracy", max(accs) if accs else math.nan)
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
-        raise
-
-
-def trial_score(df, metric: str, mode: str) -> tuple[float, float, int]:
-    """(best value of `metric` over a trial's epochs, the tie-break, epochs reported) from its
-    metrics dataframe (None: nothing reported).
-
-    Validation accuracy moves in steps of 1/rows (0.67 points on 150 rows), so among a search's
-    dozens of trials several share the top value; the tie goes to the lower validation loss at the
-    epoch that reached it (the epoch early stopping keeps), a finer measure of the same fit. Other
-    metrics are continuous and need none (nan).
-    """
-    if df is None or metric not in df:
-        return math.nan, math.nan, 0
-    reported = df[df[metric].notna()]
-    if reported.empty:
-        return math.nan, math.nan, 0
-    values = reported[metric]
-    best = float(values.max() if mode == "max" else values.min())
-    tie_break = math.nan
-    if metric == "val_accuracy" and "val_loss" in reported:
-        losses = reported.loc[values == best, "val_loss"].dropna()
-        tie_break = float(losses.min()) if not losses.empty else math.nan
-    return best, tie_break, len(reported)
-
-
-def rank_trials(rows: list[TrialRow], mode: str) -> list[TrialRow]:
-    """Best first: by the metric, ties by the tie-break (lower first; missing last), failures last."""
-    sign = -1 if mode == "max" else 1
-
-    def last_if_nan(x: float) -> float:
-        return math.inf if math.isnan(x) else x
-
-    return sorted(rows, key=lambda t: (last_if_nan(sign * t.best), last_if_nan(t.tie_break)))
 
 
 def _trial_rows(results, metric: str, mode: str, runs_by_trial: dict[str, Any]) -> list[TrialRow]:
@@ -342,7 +218,8 @@ def _absolute_paths(cfg: JobConfig) -> JobConfig:
 
 def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc: float | None = None) -> SearchOutcome:
     """Run the search on the connected Ray cluster, into `client`'s store (the job's tracking store,
-    also MLflow's current URI); write the best config to `config_path`.
+    also MLflow's current URI); with tune.select_top, re-select among the best trials
+    (pipeline.selection); write the chosen config to `config_path`.
 
     `baseline_acc`: the baseline's validation accuracy, shown next to the trials (None: not shown).
     Raises UserInputError for a search-space value the job config refuses, RuntimeError when no
@@ -366,7 +243,8 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc
         )
         if baseline_acc is not None:
             mlflow.log_metric("baseline.validation_accuracy", baseline_acc)
-        results = _run_trials(cfg, client, variants, parent, name, concurrent)
+        child = ChildRun(client.tracking_uri, parent.info.experiment_id, parent.info.run_id, name)
+        results = _run_trials(cfg, variants, child, concurrent)
         rows = _collect_trials(client, parent, results, cfg.tune.metric)
         scored = [t for t in rows if not math.isnan(t.best)]
         if not scored:
@@ -374,74 +252,71 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc
                 f"no trial of {name} reported {cfg.tune.metric}; every trial failed "
                 f"(see {cfg.output_root}/ray_results/{name})"
             )
-        best = scored[0]
+        best, selection, chosen = scored[0], [], None
+        if cfg.tune.select_top and len(scored) > 1:
+            selection = reselect(cfg, scored, variants, child, concurrent)
+            chosen = choose(selection)
+            best = chosen.trial if chosen else best
         best_cfg = apply_sample(cfg, best.sample)
-        header = (
-            f"Found by python -m jobs.tune ({name}, {len(rows)} trials): best {cfg.tune.metric} "
-            f"{best.best:.4f} in trial {best.trial_id}"
-            + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
-            + f".\nRun:  python -m jobs.run --config {config_path}"
+        write_config(best_cfg, config_path, _config_header(cfg, name, rows, best, chosen, baseline_acc, config_path))
+        _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc, selection, chosen)
+    wall_s = time.perf_counter() - t0
+    return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc, wall_s, selection, chosen)
+
+
+def _config_header(
+    cfg: JobConfig,
+    name: str,
+    rows: list[TrialRow],
+    best: TrialRow,
+    chosen: Candidate | None,
+    baseline_acc: float | None,
+    config_path: Path,
+) -> str:
+    metric = cfg.tune.metric
+    how = f"best {metric} {best.best:.4f} in trial {best.trial_id}"
+    if chosen is not None:
+        how = (
+            f"trial {best.trial_id} (search {metric} {best.best:.4f}), chosen among the top "
+            f"{cfg.tune.select_top} by its mean {metric} {chosen.mean:.4f} over {chosen.scored} fresh "
+            "train/validation splits"
         )
-        write_config(best_cfg, config_path, header)
-        _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc)
-    return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc, time.perf_counter() - t0)
+    return (
+        f"Found by python -m jobs.tune ({name}, {len(rows)} trials): {how}"
+        + (f"; baseline validation accuracy {baseline_acc:.4f}" if baseline_acc is not None else "")
+        + f".\nRun:  python -m jobs.run --config {config_path}"
+    )
 
 
-def _run_trials(
-    cfg: JobConfig, client: MlflowClient, variants: dict[str, PreparedData], parent, name: str, concurrent: int
-):
+def _run_trials(cfg: JobConfig, variants: dict[str, PreparedData], child: ChildRun, concurrent: int):
     """Tuner.fit over the search space: random search, ASHA, `concurrent` trials at a time."""
-    from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     tc = cfg.tune
-    leaks = LeakedWorkerGroups()
     trainable = functools.partial(
         run_trial,
         base=cfg.model_dump(mode="json"),
-        data_paths={
-            k: str(Path(str(p.path)).resolve()) if "://" not in str(p.path) else str(p.path)
-            for k, p in variants.items()
-        },
-        tracking_uri=client.tracking_uri,
-        experiment_id=parent.info.experiment_id,
-        parent_run_id=parent.info.run_id,
-        search_name=name,
+        data_paths={k: location(p.path) for k, p in variants.items()},
+        parent=child,
     )
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
-        param_space=param_space(tc.space),
-        tune_config=tune.TuneConfig(
-            metric=tc.metric,
-            mode="max" if tc.metric == "val_accuracy" else "min",
-            num_samples=tc.num_samples,
-            time_budget_s=tc.time_budget_s,
-            # max_t one past the last epoch: a trial that trains every epoch returns by itself (and
-            # closes its MLflow run); ASHA only stops the ones that lag at a rung.
-            scheduler=ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=cfg.train.epochs + 1,
-                grace_period=min(tc.grace_period, cfg.train.epochs),
-                reduction_factor=tc.reduction_factor,
-            ),
-            # The generator bounds concurrency itself (TuneConfig's bound applies to Searchers only).
-            search_alg=BasicVariantGenerator(
-                points_to_evaluate=[start_point(cfg)] if tc.start_from_config else None,
-                random_state=tc.seed,
-                max_concurrent=concurrent,
-            ),
+    return fit_tuner(
+        cfg,
+        trainable,
+        param_space(tc.space),
+        child.search_name,
+        concurrent,
+        time_budget_s=tc.time_budget_s,
+        num_samples=tc.num_samples,
+        # max_t one past the last epoch: a trial that trains every epoch returns by itself (and
+        # closes its MLflow run); ASHA only stops the ones that lag at a rung.
+        scheduler=ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=cfg.train.epochs + 1,
+            grace_period=min(tc.grace_period, cfg.train.epochs),
+            reduction_factor=tc.reduction_factor,
         ),
-        run_config=tune.RunConfig(
-            name=name,
-            storage_path=str(Path(cfg.output_root) / "ray_results"),
-            verbose=1,
-            callbacks=[leaks.tune_callback()],
-        ),
+        points_to_evaluate=[start_point(cfg)] if tc.start_from_config else None,
     )
-    results = tuner.fit()
-    leaks.checked(leaks.drain)  # the trials the time budget ended: their CPUs back for --register's fit
-    return results
 
 
 def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[TrialRow]:
@@ -449,17 +324,23 @@ def _collect_trials(client: MlflowClient, parent, results, metric: str) -> list[
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
     )
-    rows = _trial_rows(
-        results, metric, "max" if metric == "val_accuracy" else "min", {r.data.tags.get(TRIAL_TAG): r for r in children}
-    )
+    rows = _trial_rows(results, metric, metric_mode(metric), {r.data.tags.get(TRIAL_TAG): r for r in children})
     _close_stopped_runs(client, rows)
     return rows
 
 
 def _log_comparison(
-    metric: str, rows: list[TrialRow], results, best: TrialRow, config_path: Path, baseline_acc: float | None
+    metric: str,
+    rows: list[TrialRow],
+    results,
+    best: TrialRow,
+    config_path: Path,
+    baseline_acc: float | None,
+    selection: list[Candidate],
+    chosen: Candidate | None,
 ) -> None:
-    """Into the parent run: counts, the trial table and plot, the best config, the description."""
+    """Into the parent run: counts, the trial table and plot, the re-selection, the best config, the
+    description."""
     mlflow.log_metrics(
         {
             f"best_{metric}": best.best,
@@ -474,4 +355,10 @@ def _log_comparison(
     mlflow.log_figure(fig, "plots/trials.png")
     plots.close(fig)
     mlflow.log_artifact(str(config_path), "best_config")
-    mlflow.set_tag("mlflow.note.content", comparison_markdown(rows, metric, baseline_acc))
+    note = comparison_markdown(rows, metric, baseline_acc)
+    if selection:
+        mlflow.log_table(selection_table(selection, metric), "selection.json")
+        if chosen is not None:
+            mlflow.log_metric(f"selected_mean_{metric}", chosen.mean)
+        note = selection_markdown(selection, metric, chosen) + "\n\n" + note
+    mlflow.set_tag("mlflow.note.content", note)

@@ -733,7 +733,32 @@ class TuneConfig(_Frozen):
         "holds (the rest drawn), so the search also scores the configuration it starts from: the best trial "
         "is never worse on validation than that configuration (with tune.yaml: best.yaml's model and training).",
     )
+    select_top: int = Field(
+        0,
+        ge=0,
+        description="Re-selection (pipeline.selection): train the search's best this-many distinct trials again "
+        "on tune.select_splits fresh train/validation splits (same sizes and label counts, the test split "
+        "untouched) and choose the best mean: the search's top validation score on one small split overstates "
+        "its trial (the winner's curse). 0: off, the search's best trial is chosen. Costs select_top x "
+        "select_splits full trainings; a re-split holds the training and validation rows in the driver's memory "
+        "once, so it is meant for corpora whose validation split is small (thousands of validation rows already "
+        "score a trial fairly: leave 0 there).",
+    )
+    select_splits: int = Field(3, ge=1, description="Re-splits each re-selection candidate is trained and scored on.")
+    select_time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="Stop the re-selection after this many seconds (unset: none); candidates scored on fewer "
+        "splits rank after those scored on all.",
+    )
     space: SearchSpace = Field(default_factory=SearchSpace, description="Values the trials draw from.")
+
+    @field_validator("select_top")
+    @classmethod
+    def _more_than_one(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("tune.select_top=1 re-scores only the search's own winner; set 0 (off) or 2 or more")
+        return v
 
 
 class JobConfig(_Frozen):

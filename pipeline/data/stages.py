@@ -172,7 +172,7 @@ def encode_rows(table: pa.Table, tokenizer: Tokenizer, s: EncodeSettings, name: 
     return ds.data.table.select(["text", "label", "input_ids", "length", "n_tokens"])
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()
@@ -203,7 +203,7 @@ def encode_partition(
         rows_per_shard = max(int(s.shard_bytes // per_row), 1)
         for k, start in enumerate(range(0, table.num_rows, rows_per_shard)):
             shard = table.slice(start, rows_per_shard)
-            data = _parquet_bytes(shard)
+            data = parquet_bytes(shard)
             file = f"{name}/part-{index:05d}-{k:03d}.parquet"
             write_file(staging, file, data)
             part.shards.append(ShardInfo(file=file, rows=shard.num_rows, digest=hashlib.sha256(data).hexdigest()))

@@ -103,12 +103,16 @@ def _exists(path: StorePath) -> bool:
     return fs.get_file_info(inner).type == pafs.FileType.File
 
 
-def read_text(path: StorePath) -> str:
+def read_bytes(path: StorePath) -> bytes:
     if not is_remote(path):
-        return _local(path).read_text(encoding="utf-8")
+        return _local(path).read_bytes()
     fs, inner = filesystem(str(path))
     with fs.open_input_stream(inner) as f:
-        return f.read().decode("utf-8")
+        return f.read()
+
+
+def read_text(path: StorePath) -> str:
+    return read_bytes(path).decode("utf-8")
 
 
 def is_complete(path: StorePath) -> bool:
@@ -191,6 +195,11 @@ def write_file(folder: StorePath, name: str, data: bytes) -> StorePath:
     with fs.open_output_stream(inner) as dst:
         dst.write(data)
     return target
+
+
+def copy_file(src_folder: StorePath, dst_folder: StorePath, name: str) -> StorePath:
+    """Copy one file (`name` relative to both folders) between local folders or object-store URLs."""
+    return write_file(dst_folder, name, read_bytes(_join(src_folder, name)))
 
 
 def discard(staging: StorePath) -> None:

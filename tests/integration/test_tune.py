@@ -46,6 +46,10 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
             "tune.space.tokenizer_kind=[wordlevel]",
             "tune.space.max_length=[32]",
             "tune.seed=3",
+            # re-selection: both trials trained again on one fresh train/validation split
+            "tune.select_top=2",
+            "tune.select_splits=1",
+            "tune.select_time_budget_s=null",
         ],
     )
     out = tmp_path / "best-found.yaml"
@@ -55,8 +59,11 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     exp = client.get_experiment_by_name("tune-it").experiment_id
     parent = client.get_run(summary.search.parent_run_id)
     assert parent.info.status == "FINISHED"
-    children = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    runs = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert all(r.info.status == "FINISHED" for r in runs)
+    children = [r for r in runs if r.data.tags["tune.phase"] == "search"]
+    reselected = [r for r in runs if r.data.tags["tune.phase"] == "selection"]
+    assert len(children) == 2 and len(reselected) == 2
     for child in children:  # rank 0 of each trial logged its epochs into its own child run
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "val/accuracy")]
         assert sorted(steps) == [0, 1]
@@ -69,11 +76,26 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert {"trials.json", "plots", "best_config"} <= arts
     assert "baseline.validation_accuracy" in parent.data.metrics
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(summary.search.best_trial.best)
+    assert len(summary.search.selection) == 2
     # Tune's per-trial dataframes carry val_loss: every trial that reported has its tie-break
     assert all(t.tie_break > 0 for t in summary.search.trials if t.epochs)
 
+    # the two distinct trials were trained again on a re-split (same data, another validation split)
+    selection = summary.search.selection
+    assert {c.trial.run_id for c in selection} == {c.info.run_id for c in children}
+    assert {r.data.tags["tune.candidate"] for r in reselected} == {c.trial.trial_id for c in selection}
+    original = {c.data.tags["data_path"] for c in children}
+    assert {r.data.tags["data_path"] for r in reselected}.isdisjoint(original)
+    assert all("-resplit-3-0" in r.data.tags["data_path"] for r in reselected)
+    chosen = summary.search.chosen
+    assert chosen is selection[0] and chosen.scored == 1 and summary.search.best_trial == chosen.trial
+    assert parent.data.metrics["selected_mean_val_accuracy"] == pytest.approx(chosen.mean)
+    assert "selection.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "### Re-selection" in parent.data.tags["mlflow.note.content"]
+
     best = load_config(out)  # what `python -m jobs.run --config best-found.yaml` would load
     assert out.read_text().startswith("# Found by python -m jobs.tune")
+    assert "fresh train/validation splits" in out.read_text().splitlines()[0]
     assert best.train.batch_size == summary.search.best_trial.sample["batch_size"]
     assert best.model.hidden_dim == 8 and best.tokenizer.max_length == 32
     assert best.scaling.num_workers == 2  # the final run keeps the job's workers, not the trials'

@@ -9,20 +9,8 @@ import pytest
 
 from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.errors import UserInputError
-from pipeline.tune import (
-    SPACE_KEYS,
-    TrialRow,
-    apply_sample,
-    check_space,
-    data_variants,
-    max_concurrent,
-    param_space,
-    rank_trials,
-    start_point,
-    trial_config,
-    trial_score,
-    write_config,
-)
+from pipeline.trials import SPACE_KEYS, TrialRow, apply_sample, rank_trials, trial_config, trial_score
+from pipeline.tune import check_space, data_variants, max_concurrent, param_space, start_point, write_config
 from schemas.config import SearchSpace
 
 TUNE = CONFIG_DIR / "tune.yaml"
