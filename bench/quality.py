@@ -66,7 +66,7 @@ from pipeline.registry.promotion import mcnemar_p
 from pipeline.tracking import tracking_store
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
-from pipeline.train.trainer import choose_weights
+from pipeline.train.trainer import choose_weights, stored_vocabulary
 from pipeline.trials import apply_sample
 from pipeline.tune import search
 from schemas.config import JobConfig
@@ -155,7 +155,8 @@ def train_and_score(cfg: JobConfig) -> tuple[np.ndarray, float, int]:
     path = prepared.path
     data = load_train_data(path, 0, 1)
     states: list[TrainState] = []
-    train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s))
+    tokens = stored_vocabulary(path, prepared.manifest) if cfg.model.ngram_char_buckets else None
+    train_worker(cfg, data, WorkerContext(0, 1, torch.device("cpu")), lambda m, s: states.append(s), vocabulary=tokens)
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
     weights, best_epoch = choose_weights(states[-1], cfg.train.early_stopping_patience is not None)
     model.load_state_dict(weights)

@@ -33,6 +33,7 @@ SPACE_KEYS: dict[str, str] = {
     "embedding_dropout": "model.embedding_dropout",
     "word_dropout": "model.word_dropout",
     "ngram_buckets": "model.ngram_buckets",
+    "ngram_char_buckets": "model.ngram_char_buckets",
     "encoder_max_length": "model.encoder_max_length",
     "ngram_lr_factor": "train.ngram_lr_factor",
     "lr": "train.lr",

@@ -355,6 +355,15 @@ class ModelConfig(_Frozen):
         "2^18 buckets: test +1.8 points, mean of 3 seeds); the embedded corpus did not (-0.9, one seed). 0: no "
         "such path (the seed model). Adds buckets x logits parameters (262,144 for 2^18 and two classes).",
     )
+    ngram_char_buckets: int = Field(
+        0,
+        ge=0,
+        description="A second bag in the n-gram path: the character 1-3-grams of each token (within word "
+        "boundaries, as the baseline's char_wb analyzer) hashed into this many buckets, one learned weight per "
+        "logit each, added to the logits; trained at train.ngram_lr_factor like model.ngram_buckets. The "
+        "baseline's character n-grams are what word ids lack (inflection, compounds, misspellings, characters "
+        "inside whole Chinese pieces). 0: none (the seed). Adds buckets x logits parameters.",
+    )
     ngram_weighting: Literal["binary", "mean"] = Field(
         "binary",
         description="How the n-gram path weighs a text's n-grams: 'binary' sums the weights of its distinct "
@@ -680,6 +689,9 @@ class SearchSpace(_Frozen):
     embedding_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.2), min_length=1, description="model.embedding_dropout.")
     word_dropout: tuple[float, ...] = Field((0.0, 0.1, 0.3), min_length=1, description="model.word_dropout.")
     ngram_buckets: tuple[int, ...] = Field((0, 262144), min_length=1, description="model.ngram_buckets (0: off).")
+    ngram_char_buckets: tuple[int, ...] = Field(
+        (0, 262144), min_length=1, description="model.ngram_char_buckets (0: no character n-grams)."
+    )
     ngram_lr_factor: tuple[float, ...] = Field((10.0, 30.0), min_length=1, description="train.ngram_lr_factor.")
     encoder_max_length: tuple[int | None, ...] = Field(
         (None, 256), min_length=1, description="model.encoder_max_length (null: the encoder reads whole rows)."

@@ -148,3 +148,13 @@ def _canonical_unigram(tok: Tokenizer) -> Tokenizer:
 
 def tokenizer_digest(tok: Tokenizer) -> str:
     return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()
+
+
+def vocabulary(tokenizer: Tokenizer) -> list[str]:
+    """The tokens by id ("" for the special tokens and any unused id): what the model's character
+    n-gram path (model.ngram_char_buckets) takes its grams from."""
+    out = [""] * tokenizer.get_vocab_size()
+    for token, i in tokenizer.get_vocab().items():
+        if i < len(out) and token not in SPECIAL_TOKENS:
+            out[i] = token
+    return out

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.errors import UserInputError
 from pipeline.evaluation.scoring import length_order, loss_fn
-from pipeline.model import build_model, check_padding_side
+from pipeline.model import build_model, check_padding_side, set_vocabulary
 from pipeline.tracking import RankZeroLogger
 from pipeline.train.adversarial import EmbeddingPerturbation
 from pipeline.train.state import (
@@ -153,11 +153,14 @@ def configure_cpu(cfg: JobConfig) -> None:
     torch.set_flush_denormal(cfg.train.flush_denormal)
 
 
+NGRAM_PATH = ("ngrams.", "ngram_chars.")  # the linear paths' parameters (pipeline.model)
+
+
 def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
-    """Adam at train.lr; the n-gram path's weights (if any) in a second group at lr * ngram_lr_factor.
+    """Adam at train.lr; the n-gram paths' weights (if any) in a second group at lr * ngram_lr_factor.
     The schedules scale every group's lr by the same factor, so the ratio holds through training."""
-    path = [p for name, p in model.named_parameters() if name.startswith("ngrams.")]
-    rest = [p for name, p in model.named_parameters() if not name.startswith("ngrams.")]
+    path = [p for name, p in model.named_parameters() if name.startswith(NGRAM_PATH)]
+    rest = [p for name, p in model.named_parameters() if not name.startswith(NGRAM_PATH)]
     groups: list[dict[str, Any]] = [{"params": rest}]
     if path:
         groups.append({"params": path, "lr": tc.lr * tc.ngram_lr_factor})
@@ -396,13 +399,17 @@ def setup(
     ctx: WorkerContext,
     resume: TrainState | None,
     wrap_model: Callable[[nn.Module], nn.Module],
+    vocabulary: list[str] | None = None,
 ) -> WorkerRun:
-    """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one."""
+    """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one.
+    `vocabulary`: the tokens by id, for model.ngram_char_buckets (None without it)."""
     tc = cfg.train
     seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
     amp = _amp_factory(ctx.device, tc.amp)
     placed = data.place(ctx, tc)
-    model = wrap_model(build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model))
+    model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
+    set_vocabulary(model, vocabulary)  # before the average's copy and DDP's broadcast
+    model = wrap_model(model)
     core = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(core, tc)
     scheduler = build_scheduler(optimizer, tc, placed.steps_per_epoch(ctx.world_size, tc.batch_size))
@@ -519,16 +526,18 @@ def train_worker(
     resume: TrainState | None = None,
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
     log_metrics: Callable[[Metrics, int], None] | None = None,
+    vocabulary: list[str] | None = None,
 ) -> None:
     """Train from scratch or from `resume`, calling `report(metrics, state)` once per epoch on every
-    rank; `state` is the checkpoint to save on rank 0, None elsewhere.
+    rank; `state` is the checkpoint to save on rank 0, None elsewhere. `vocabulary`: the tokens by id
+    (pipeline.data.tokenizer.vocabulary), which model.ngram_char_buckets needs.
 
     `wrap_model` places the model (DDP under Ray). `log_metrics(metrics, epoch)` runs after the
     report, so an epoch is logged only once its checkpoint exists.
     Raises UserInputError when pooling='last' meets right padding (the last step would be padding).
     """
     check_padding_side(cfg.model, data.padding_side)
-    run = setup(cfg, data, ctx, resume, wrap_model)
+    run = setup(cfg, data, ctx, resume, wrap_model, vocabulary)
     try:
         for epoch in range(run.start_epoch, cfg.train.epochs):
             metrics = run_epoch(run, epoch)
@@ -586,5 +595,12 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
         with checkpoint.as_directory() as d:
             resume = load_newest_usable(d)
     train_worker(
-        cfg, data, ctx, report, resume=resume, wrap_model=ray.train.torch.prepare_model, log_metrics=tracker.log_metrics
+        cfg,
+        data,
+        ctx,
+        report,
+        resume=resume,
+        wrap_model=ray.train.torch.prepare_model,
+        log_metrics=tracker.log_metrics,
+        vocabulary=loop_config.get("vocabulary"),
     )

@@ -16,7 +16,8 @@ from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
 from ray.train.torch import TorchTrainer
 
 from pipeline import console
-from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest
+from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest, local_file
+from pipeline.data.tokenizer import vocabulary
 from pipeline.errors import raise_job_interrupted
 from pipeline.model import check_padding_side
 from pipeline.train.loop import train_loop_per_worker
@@ -24,6 +25,7 @@ from pipeline.train.progress import epoch_progress
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint, load_newest_usable
 from pipeline.train.stream import check_spare_cpus, choose_loading, data_config, stream_datasets
 from schemas.config import JobConfig
+from schemas.features import Manifest
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,13 @@ def check_compatible(cfg: JobConfig, data_path: Path) -> None:
     check_padding_side(cfg.model, load_manifest(data_path).padding_side)
 
 
+def stored_vocabulary(data_path: StorePath, manifest: Manifest) -> list[str]:
+    """The prepared data's tokens by id (pipeline.data.tokenizer.vocabulary)."""
+    from tokenizers import Tokenizer
+
+    return vocabulary(Tokenizer.from_file(str(local_file(data_path, manifest.tokenizer_file))))
+
+
 def check_resumable(run_dir: Path) -> None:
     """Refuse, before any worker starts, a run whose kept checkpoints are all unreadable (a worker
     would fail on each restart); one unreadable newest checkpoint is only skipped (load_newest_usable)."""
@@ -144,6 +153,8 @@ def fit(
         "run_id": run_id,
         "data_loading": loading,
         "manifest": manifest.model_dump(mode="json"),
+        # the character n-gram path's tokens, read here once: streaming workers never open the store
+        "vocabulary": stored_vocabulary(data_path, manifest) if cfg.model.ngram_char_buckets else None,
     }
     streaming = loading == "stream"
     if streaming:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,10 @@ from pipeline.model import (
     MeanEmbeddingClassifier,
     RNNClassifier,
     build_model,
+    char_grams,
     check_padding_side,
     parameter_counts,
+    set_vocabulary,
 )
 from schemas.config import JobConfig, ModelConfig
 
@@ -276,3 +280,48 @@ def test_predict_proba_scores_in_length_order_and_returns_the_rows_order():
     expected = torch.sigmoid(torch.stack([first[1], second[1], first[0], second[0]])).numpy()
     np.testing.assert_allclose(proba[:, 1], expected, rtol=1e-5)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_char_grams_are_a_tokens_1_to_3_grams_within_word_boundaries():
+    assert char_grams("not") == ["n", "o", "t", " n", "no", "ot", "t ", " no", "not", "ot "]
+    assert char_grams("aa") == ["a", " a", "aa", "a ", " aa", "aa "]  # each distinct gram once
+    assert char_grams("") == []
+
+
+def test_char_path_value_of_each_rows_distinct_character_grams_and_it_is_saved_with_the_weights():
+    buckets = 211
+    cfg = ModelConfig(cell="gru", pooling="max", ngram_char_buckets=buckets)
+    torch.manual_seed(0)
+    plain = build_model(6, PAD, 2, cfg.model_copy(update={"ngram_char_buckets": 0}))
+    torch.manual_seed(0)
+    m = build_model(6, PAD, 2, cfg).eval()
+    counts = parameter_counts(m)
+    assert counts["n_params.ngram_chars.weight"] == buckets and list(counts)[-3] == "n_params.ngram_chars.weight"
+    ids = torch.tensor([[0, 0, 2, 3], [4, 2, 5, 3]])
+    torch.testing.assert_close(m(ids), plain.eval()(ids))  # zero-initialised: at first the model is its RNN
+    tokens = ["", "", "not", "bad", "nota", "no"]
+    set_vocabulary(m, tokens)
+    with torch.no_grad():
+        m.ngram_chars.weight.copy_(torch.randn(buckets, 1))
+    w = m.ngram_chars.weight[:, 0]
+
+    def expected(words: list[str]) -> float:
+        distinct = sorted({zlib.crc32(g.encode()) % buckets for t in words for g in char_grams(t)})
+        return (w[torch.tensor(distinct)].sum() / len(distinct) ** 0.5).item()
+
+    got = m.ngram_chars(ids)[:, 0]
+    assert got[0].item() == pytest.approx(expected(["not", "bad"]))  # padding adds no grams
+    assert got[1].item() == pytest.approx(expected(["nota", "not", "no", "bad"]))  # shared grams once
+    assert m.ngram_chars(torch.tensor([[0, 0, 0]]))[0, 0].item() == 0.0
+    torch.testing.assert_close(m(ids), m.out(m.fc(m.encode(ids))).squeeze(-1) + got)
+    # the table travels in the state dict: a model built for serving needs no vocabulary
+    served = build_model(6, PAD, 2, cfg).eval()
+    served.load_state_dict(m.state_dict())
+    torch.testing.assert_close(served(ids), m(ids))
+
+
+def test_a_model_with_the_char_path_refuses_to_train_without_a_vocabulary():
+    m = build_model(6, PAD, 2, ModelConfig(ngram_char_buckets=64))
+    with pytest.raises(ValueError, match="needs the tokenizer's vocabulary"):
+        set_vocabulary(m, None)
+    set_vocabulary(build_model(6, PAD, 2, ModelConfig()), None)  # nothing to fill: no error

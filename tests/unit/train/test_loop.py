@@ -226,6 +226,11 @@ def test_the_ngram_path_trains_at_its_own_lr_through_the_schedule():
     assert 0 < rest["lr"] < 0.002 and path["lr"] == pytest.approx(30 * rest["lr"])
     plain = build_optimizer(build_model(50, PAD, 2, JobConfig().model), tc)  # the seed model: one group
     assert len(plain.param_groups) == 1 and plain.param_groups[0]["lr"] == 0.002
+    both = build_model(
+        50, PAD, 2, JobConfig.model_validate({"model": {"ngram_buckets": 64, "ngram_char_buckets": 32}}).model
+    )
+    _, path = build_optimizer(both, tc).param_groups  # the character bag is part of the path
+    assert path["params"] == [both.ngrams.weight, both.ngram_chars.weight] and path["lr"] == pytest.approx(0.06)
 
 
 def test_resuming_a_checkpoint_whose_optimizer_groups_differ_is_refused_with_the_fix(corpus):
@@ -254,3 +259,16 @@ def test_each_rank_restores_its_own_rng_state():
         _restore_rng({"cpu": torch.stack(states)}, WorkerContext(1, 3, torch.device("cpu")))
         assert torch.equal(torch.get_rng_state(), fresh)
         assert not any(torch.equal(torch.get_rng_state(), s) for s in states)
+
+
+def test_the_char_path_takes_its_grams_from_the_vocabulary_and_keeps_them_in_the_checkpoint(corpus):
+    cfg = _cfg(epochs=1, model={"ngram_char_buckets": 128})
+    tokens = ["", ""] + [f"w{i}" for i in range(2, 16)]
+    reports = []
+    torch.set_num_threads(1)
+    train_worker(cfg, train_data(*corpus), CPU, lambda m, s: reports.append((m, s)), vocabulary=tokens)
+    table = reports[-1][1].model["ngram_chars.token_grams"]
+    assert (table[:2] == 128).all() and (table[2:, 0] < 128).all()  # specials: no grams; words: theirs
+    assert reports[-1][1].model["ngram_chars.weight"].abs().sum() > 0  # it trained
+    with pytest.raises(ValueError, match="needs the tokenizer's vocabulary"):
+        _train(cfg, train_data(*corpus))
