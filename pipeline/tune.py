@@ -258,7 +258,8 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc
             chosen = choose(selection)
             best = chosen.trial if chosen else best
         best_cfg = apply_sample(cfg, best.sample)
-        write_config(best_cfg, config_path, _config_header(cfg, name, rows, best, chosen, baseline_acc, config_path))
+        header = _config_header(cfg, name, rows, best, chosen, len(selection), baseline_acc, config_path)
+        write_config(best_cfg, config_path, header)
         _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc, selection, chosen)
     wall_s = time.perf_counter() - t0
     return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc, wall_s, selection, chosen)
@@ -270,6 +271,7 @@ def _config_header(
     rows: list[TrialRow],
     best: TrialRow,
     chosen: Candidate | None,
+    n_candidates: int,
     baseline_acc: float | None,
     config_path: Path,
 ) -> str:
@@ -278,7 +280,7 @@ def _config_header(
     if chosen is not None:
         how = (
             f"trial {best.trial_id} (search {metric} {best.best:.4f}), chosen among the top "
-            f"{cfg.tune.select_top} by its mean {metric} {chosen.mean:.4f} over {chosen.scored} fresh "
+            f"{n_candidates} by its mean {metric} {chosen.mean:.4f} over {chosen.scored} fresh "
             "train/validation splits"
         )
     return (
