@@ -100,7 +100,6 @@ def resplit(path: StorePath, output_root: StorePath, seed: int, index: int) -> P
                 "length_stats_by_split": {**manifest.length_stats_by_split, **stats},
                 "content_digest": content,
                 "uri": str(final),
-                "warnings": [*manifest.warnings, f"re-split {index} (seed {seed}) of {manifest.cache_key}"],
             }
         )
         write_file(staging, "manifest.json", json_bytes(out.model_dump(mode="json")))
