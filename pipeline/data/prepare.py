@@ -288,7 +288,7 @@ def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, t
     return TrainedTokenizer(tokenizer, max_length, chosen_by, used)
 
 
-def _split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
+def split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
     shards = [s for p in parts for s in p.shards]
     counts = sum((p.label_counts for p in parts), np.zeros(len(names), np.int64))
     digest = hashlib.sha256(json.dumps([s.digest for s in shards]).encode()).hexdigest()
@@ -355,7 +355,7 @@ def _encode_and_store(
     except BaseException:
         runner.settle(refs)  # no task may still write when the caller removes the staging folder
         raise
-    infos = {s: _split_info([e[s] for e in encoded], names) for s in SPLITS}
+    infos = {s: split_info([e[s] for e in encoded], names) for s in SPLITS}
     _finish_report(report, infos, encoded)
     check_drop_fraction(report, cfg.data)
     check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())

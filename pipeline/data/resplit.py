@@ -23,7 +23,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data.prepare import PreparedData, length_stats
+from pipeline.data.prepare import PreparedData, length_stats, split_info
 from pipeline.data.stages import SplitPart, parquet_bytes
 from pipeline.data.store import (
     StorePath,
@@ -39,7 +39,7 @@ from pipeline.data.store import (
     remove_stale_staging,
     write_file,
 )
-from schemas.features import Manifest, ShardInfo, SplitInfo
+from schemas.features import Manifest, ShardInfo
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +115,9 @@ def _write_split(staging: StorePath, name: str, table: pa.Table, names: list[str
     data = parquet_bytes(table)
     file = f"{name}/part-00000-000.parquet"
     write_file(staging, file, data)
-    shard = ShardInfo(file=file, rows=table.num_rows, digest=hashlib.sha256(data).hexdigest())
-    counts = np.bincount(table.column("label").to_numpy(), minlength=len(names))
-    n_tokens = table.column("n_tokens").to_numpy()
-    part = SplitPart(n_tokens=np.unique(n_tokens, return_counts=True))
-    info = SplitInfo(
-        rows=table.num_rows,
-        label_counts={n: int(c) for n, c in zip(names, counts, strict=True)},
-        digest=hashlib.sha256(json.dumps([shard.digest]).encode()).hexdigest(),
-        shards=[shard],
+    part = SplitPart(
+        shards=[ShardInfo(file=file, rows=table.num_rows, digest=hashlib.sha256(data).hexdigest())],
+        label_counts=np.bincount(table.column("label").to_numpy(), minlength=len(names)),
+        n_tokens=np.unique(table.column("n_tokens").to_numpy(), return_counts=True),
     )
-    return info, length_stats([part], max_length)
+    return split_info([part], tuple(names)), length_stats([part], max_length)
