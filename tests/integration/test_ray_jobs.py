@@ -191,9 +191,13 @@ def _nodes(url: str, env: dict) -> list[dict]:
     return json.loads(out.stdout) if out.returncode == 0 and out.stdout.strip().startswith("[") else []
 
 
-def _train_workers(cluster: dict, res: subprocess.CompletedProcess) -> list[dict]:
-    """The Ray Train worker actors of the job that `jobs.submit` printed it submitted (with their node ids)."""
-    submission_id = res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
+def _submission_id(res: subprocess.CompletedProcess) -> str:
+    """The submission id `jobs.submit` printed."""
+    return res.stdout.split("[jobs.submit] submitted ", 1)[1].split(";", 1)[0]
+
+
+def _train_workers(cluster: dict, submission_id: str) -> list[dict]:
+    """The Ray Train worker actors of a submitted job (with their node ids)."""
     jobs = json.loads(
         _ray_cli(["list", "jobs", "--address", cluster["url"], "--format", "json", "--detail"], cluster["env"]).stdout
     )
@@ -223,8 +227,11 @@ def _tracking(out: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
 
 
-def test_ray_job_submit_cli_runs_the_job(cluster):
-    """The documented `ray job submit` command, runtime_env with working_dir and excludes."""
+def test_ray_job_submit_cli_spreads_training_over_both_nodes(cluster):
+    """The documented `ray job submit` command, runtime_env with working_dir and excludes: 2 workers of
+    1 CPU placed SPREAD land one per node (each node could hold both), reading the prepared data and
+    writing checkpoints under the one output_root both nodes reach (a shared folder; the object-storage
+    test below covers nodes that share none, through `jobs.submit`)."""
     out = cluster["root"] / "cli"
     runtime_env = {"working_dir": str(REPO), "excludes": [".git", ".venv", "outputs", "tests", "mlruns"]}
     res = _ray_cli(
@@ -246,7 +253,9 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
             f"output_root={out}",
             *TINY,
             f"data.paths=[{cluster['corpus']}]",
-            "scaling.num_workers=1",
+            "scaling.num_workers=2",
+            "scaling.cpus_per_worker=1",
+            "scaling.placement_strategy=SPREAD",
             "tracking.experiment_name=cli",
         ],
         cluster["env"],
@@ -258,44 +267,11 @@ def test_ray_job_submit_cli_runs_the_job(cluster):
     runs = client.search_runs([client.get_experiment_by_name("cli").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert runs[0].info.run_name == "rnn-cli-1"  # named after its submission id: resubmitting it resumes the run
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val/accuracy")) == [0, 1]
     assert client.get_model_version_by_alias("rnn-textcls", "champion").run_id == runs[0].info.run_id
-
-
-def test_jobs_submit_spreads_training_over_both_nodes(cluster):
-    """The Python client (`jobs.submit`): 2 workers of 1 CPU placed SPREAD land one per node (each node
-    could hold both), reading the prepared data and writing checkpoints under the one output_root both
-    nodes reach."""
-    out = cluster["root"] / "spread"
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobs.submit",
-            "--address",
-            cluster["url"],
-            f"output_root={out}",
-            *TINY,
-            f"data.paths=[{cluster['corpus']}]",
-            "scaling.num_workers=2",
-            "scaling.cpus_per_worker=1",
-            "scaling.placement_strategy=SPREAD",
-            "tracking.experiment_name=spread",
-        ],
-        env=cluster["env"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-    )
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    assert "SUCCEEDED" in res.stdout
-    client = _tracking(out)
-    run = client.search_runs([client.get_experiment_by_name("spread").experiment_id])[0]
-    assert run.info.status == "FINISHED"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == [0, 1]
     assert list((out / "data").glob("*/manifest.json")), "prepared data is not under output_root"
     assert list((out / "ray_results").rglob("checkpoint_*")), "no checkpoint under output_root/ray_results"
-    workers = _train_workers(cluster, res)
+    workers = _train_workers(cluster, "rnn-cli-1")
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers
 
 
@@ -396,5 +372,5 @@ def test_prepare_stream_train_register_and_promote_over_two_nodes_on_object_stor
     assert any(k.startswith("job/data/") and k.endswith("/manifest.json") for k in keys), keys
     assert any(k.startswith("job/ray_results/") and "checkpoint_" in k for k in keys), keys
 
-    workers = _train_workers(cluster, res)
+    workers = _train_workers(cluster, _submission_id(res))
     assert len(workers) == 2 and len({a["node_id"] for a in workers}) == 2, workers

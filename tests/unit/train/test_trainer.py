@@ -47,6 +47,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     assert steps == [0, 1]  # the same MLflow run, each epoch logged once
     assert all(isinstance(v, torch.Tensor) for v in result.model.values())
     assert result.model is result.state.model  # no early stopping: the last epoch's weights ship
+    if loading == "stream":
+        return  # resuming a finished run is the trainer's, whatever the loading: checked once, below
 
     again = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id)  # same name, same storage: resumes
     assert [h["epoch"] for h in again.history] == [0, 1]
