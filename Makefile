@@ -24,8 +24,10 @@ run: install
 
 # Two workers (pytest-xdist), each module whole on one of them (module fixtures start once): much of the
 # suite waits on subprocesses, servers and Ray actors, so two streams fill the 2 cores better than one.
+# --no-loadscope-reorder: hand out modules in collection order, which tests/conftest.py sorts slow-first
+# (xdist's default reorders them by test count, so a module with one long test started last).
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration" $(ARGS)

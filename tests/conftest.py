@@ -18,10 +18,10 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def pytest_collection_modifyitems(config, items):
-    # Modules holding slow tests first. `make test` runs `pytest -n 2 --dist loadfile`: each module goes
-    # whole to one of two workers, in collection order, so the long ones start first and the many short
-    # ones fill the gaps at the end (longest-first scheduling; with the default order a long module
-    # collected last ran alone for minutes). The sort is stable: the order inside each group is kept.
+    # Modules holding slow tests first. `make test` runs `pytest -n 2 --dist loadfile --no-loadscope-reorder`:
+    # each module goes whole to one of two workers, in collection order, so the long ones start first and
+    # the many short ones fill the gaps at the end (longest-first scheduling; with the default order a long
+    # module collected last ran alone for minutes). The sort is stable: the order inside each group is kept.
     slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_modules)
     try:
