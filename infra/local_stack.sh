@@ -43,7 +43,6 @@ PG_AUTH_DB=mlflow_auth
 log() { echo "[local_stack] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 alive() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
@@ -212,9 +211,13 @@ cmd_start() {
   if alive ray || alive mlflow; then die "a stack is already running in $STACK_DIR (infra/local_stack.sh stop)"; fi
   mkdir -p "$LOGS" "$RUN" "$STACK_DIR/mlartifacts" "$STACK_DIR/job_outputs"
   ensure_python_deps
-  PG_PORT="${PG_PORT:-$(free_port)}"; MLFLOW_PORT="${MLFLOW_PORT:-$(free_port)}"
-  RAY_GCS_PORT="${RAY_GCS_PORT:-$(free_port)}"; RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-$(free_port)}"
-  RAY_AGENT_PORT="${RAY_AGENT_PORT:-$(free_port)}"
+  # Five distinct free ports below the kernel's ephemeral range (infra/free_ports.py says why), for
+  # those not given; the services start seconds after this, and a Ray node may be running beside them.
+  local ports
+  read -r -a ports <<<"$("$PYTHON" "$REPO/infra/free_ports.py" 5)" || die "infra/free_ports.py failed"
+  PG_PORT="${PG_PORT:-${ports[0]}}"; MLFLOW_PORT="${MLFLOW_PORT:-${ports[1]}}"
+  RAY_GCS_PORT="${RAY_GCS_PORT:-${ports[2]}}"; RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-${ports[3]}}"
+  RAY_AGENT_PORT="${RAY_AGENT_PORT:-${ports[4]}}"
   # Ray's unix sockets live under the temp dir, and their paths must stay under ~107 characters.
   RAY_TEMP_DIR="${RAY_TEMP_DIR:-/tmp/ray-stack-$(echo "$STACK_DIR" | md5sum | cut -c1-8)}"
   write_env

@@ -67,12 +67,26 @@ def sqlite_tracking_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def free_port() -> int:
-    import socket
+def _load_free_ports():
+    import importlib.util
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    spec = importlib.util.spec_from_file_location("free_ports", REPO / "infra" / "free_ports.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.free_ports
+
+
+_free_ports = _load_free_ports()
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A free port for a server a test starts: outside the kernel's ephemeral range, where the Ray
+    cluster of the other test worker cannot take it before the server binds it (infra/free_ports.py);
+    never one this process handed out before."""
+    (port,) = _free_ports(1, exclude=_handed_out)
+    _handed_out.add(port)
+    return port
 
 
 def wait_http(url: str, timeout_s: float = 120.0, proc=None) -> None:
