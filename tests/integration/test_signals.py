@@ -99,6 +99,7 @@ def test_a_second_job_with_the_same_run_name_refuses_and_sigterm_ends_the_first_
                 "data.text_column=review",
                 "data.label_column=sentiment",
                 "tokenizer.max_length=32",
+                "train.min_steps_per_epoch=null",
                 "tracking.run_name=stopped",
             ]
         )
