@@ -43,7 +43,6 @@ PG_AUTH_DB=mlflow_auth
 log() { echo "[local_stack] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-
 alive() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 pg_bin() {

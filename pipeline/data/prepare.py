@@ -288,6 +288,11 @@ def _train_tokenizer(runner, kept: list, plans: list[SplitPlan], n_train: int, t
     return TrainedTokenizer(tokenizer, max_length, chosen_by, used)
 
 
+def content_digest(tokenizer_digest: str, infos: dict[str, SplitInfo]) -> str:
+    """A prepared dataset's content: its tokenizer and the rows of every split (Manifest.content_digest)."""
+    return hashlib.sha256(json.dumps([tokenizer_digest] + [infos[x].digest for x in SPLITS]).encode()).hexdigest()
+
+
 def split_info(parts: list[SplitPart], names: tuple[str, ...]) -> SplitInfo:
     shards = [s for p in parts for s in p.shards]
     counts = sum((p.label_counts for p in parts), np.zeros(len(names), np.int64))
@@ -430,7 +435,7 @@ def _manifest(
     warnings: list[str],
 ) -> Manifest:
     d, tk = cfg.data, cfg.tokenizer
-    content = hashlib.sha256(json.dumps([s.tokenizer_digest] + [infos[x].digest for x in SPLITS]).encode()).hexdigest()
+    content = content_digest(s.tokenizer_digest, infos)
     return Manifest(
         cache_key=run.key,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

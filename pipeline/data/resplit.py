@@ -17,13 +17,12 @@ their labels). Published like any prepared dataset (staging + `_COMPLETE`, under
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.data.prepare import PreparedData, length_stats, split_info
+from pipeline.data.prepare import PreparedData, content_digest, length_stats, split_info
 from pipeline.data.stages import SplitPart, parquet_bytes
 from pipeline.data.store import (
     StorePath,
@@ -87,11 +86,7 @@ def resplit(path: StorePath, output_root: StorePath, seed: int, index: int) -> P
         splits["test"] = manifest.splits["test"]
         for name in (manifest.tokenizer_file, manifest.cleaning_report_file):
             copy_file(path, staging, name)
-        content = hashlib.sha256(
-            json.dumps(
-                [manifest.tokenizer_digest] + [splits[s].digest for s in ("train", "validation", "test")]
-            ).encode()
-        ).hexdigest()
+        content = content_digest(manifest.tokenizer_digest, splits)
         out = manifest.model_copy(
             update={
                 "cache_key": resplit_key(manifest, seed, index),
