@@ -14,6 +14,7 @@ import pyarrow.fs as pafs
 import ray
 from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from tokenizers import Tokenizer
 
 from pipeline import console
 from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest, local_file
@@ -94,8 +95,6 @@ def check_compatible(cfg: JobConfig, data_path: Path) -> None:
 
 def stored_vocabulary(data_path: StorePath, manifest: Manifest) -> list[str]:
     """The prepared data's tokens by id (pipeline.data.tokenizer.vocabulary)."""
-    from tokenizers import Tokenizer
-
     return vocabulary(Tokenizer.from_file(str(local_file(data_path, manifest.tokenizer_file))))
 
 
