@@ -72,7 +72,62 @@ def trim_shared_padding(input_ids: torch.Tensor, pad_id: int) -> torch.Tensor:
     return input_ids[:, int(cols[0]) : int(cols[-1]) + 1]
 
 
-class NgramBag(nn.Module):
+def _distinct(grams: torch.Tensor, buckets: int) -> torch.Tensor:
+    """[batch, n] bucket numbers (`buckets` marking no gram) -> the same sorted along each row, each
+    bucket kept once and the rest set to `buckets`: a row's distinct grams, as a binary bag sees them."""
+    grams = grams.sort(dim=1).values
+    repeat = torch.zeros_like(grams, dtype=torch.bool)
+    repeat[:, 1:] = grams[:, 1:] == grams[:, :-1]
+    return grams.masked_fill(repeat, buckets)
+
+
+class _Bag(nn.Module):
+    """A linear bag over hashed grams: `buckets` learned weights per logit, zero-initialised (torch.zeros
+    draws no random numbers, so the other layers initialise as without the bag), and under 'idf' a
+    per-bucket inverse document frequency (`idf`, saved with the weights) that scales each gram."""
+
+    def __init__(self, buckets: int, n_out: int, pad_id: int, weighting: Literal["binary", "mean", "idf"]):
+        super().__init__()
+        self.buckets = buckets
+        self.pad_id = pad_id
+        self.weighting = weighting
+        self.weight = nn.Parameter(torch.zeros(buckets, n_out))
+        if weighting == "idf":  # only then, so that models trained without it load unchanged
+            self.register_buffer("idf", torch.ones(buckets))
+
+    def distinct_grams(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] ids -> [batch, n]: each row's distinct buckets, `buckets` in the other slots."""
+        raise NotImplementedError
+
+    def set_document_frequencies(self, df: torch.Tensor, n_rows: int) -> None:
+        """Fill `idf` from the training rows' document frequencies (rows holding each bucket, out of
+        `n_rows`) as the baseline's TfidfVectorizer does (smooth_idf): ln((1 + n) / (1 + df)) + 1, and 0
+        for a bucket no training row holds (the vectorizer has no such feature: it cannot move a text's
+        norm). Raises ValueError without an 'idf' weighting or for a wrong length."""
+        if self.weighting != "idf":
+            raise ValueError(f"document frequencies need ngram_weighting='idf', this bag's is {self.weighting!r}")
+        if df.shape != (self.buckets,):
+            raise ValueError(f"document frequencies for {self.buckets} buckets expected, got shape {tuple(df.shape)}")
+        df = df.to(torch.float64)
+        idf = torch.where(df > 0, torch.log((1 + n_rows) / (1 + df)) + 1, torch.zeros_like(df))
+        self.idf.copy_(idf.to(self.idf.dtype))
+
+    def _binary(self, grams: torch.Tensor) -> torch.Tensor:
+        """A row's value over its distinct buckets: the weights' sum over the square root of their
+        number (an L2-normalised binary bag), or under 'idf' each weight times its bucket's idf over the
+        L2 norm of those idfs (the baseline's TF-IDF with binary counts)."""
+        present = grams < self.buckets
+        slots = grams.clamp(max=self.buckets - 1)
+        weights = nn.functional.embedding(slots, self.weight)
+        if self.weighting == "idf":
+            value = self.idf[slots] * present
+            norm = (value * value).sum(1, keepdim=True).sqrt()
+            return (weights * value.unsqueeze(-1)).sum(1) / norm.clamp(min=1e-12)
+        summed = (weights * present.unsqueeze(-1)).sum(1)
+        return summed / present.sum(1, keepdim=True).clamp(min=1).sqrt()
+
+
+class NgramBag(_Bag):
     """A fastText-style wide path: a text's token unigrams and bigrams, hashed into `buckets`, each
     bucket one learned weight per logit, added to the logits.
 
@@ -85,41 +140,37 @@ class NgramBag(nn.Module):
     `weighting` says how a text's n-grams make its value, as a bag-of-n-grams linear model's features:
     "binary" sums the weights of its distinct buckets over the square root of their number (an
     L2-normalised binary bag: a word said ten times in a long review counts once, and long and short
-    texts land on one scale); "mean" averages the weights of all its n-gram occurrences (the first
-    version's, kept for the models trained with it). Logistic regression on word 1-2-grams, same
-    splits: 1,200 long English reviews 0.893 binary L2 vs 0.800 mean of counts; 3,200 sentences 0.723
-    vs 0.705.
+    texts land on one scale); "idf" weighs each distinct bucket by its inverse document frequency
+    before normalising (the baseline's TF-IDF, rare n-grams counting more than "the"); "mean" averages
+    the weights of all its n-gram occurrences (the first version's, kept for the models trained with
+    it). Logistic regression on word 1-2-grams, same splits: 1,200 long English reviews 0.893 binary L2
+    vs 0.800 mean of counts; 3,200 sentences 0.723 vs 0.705.
     """
 
     _PRIME = 1_000_003  # odd, so (a * _PRIME) mod 2^k is a bijection on a: bigrams spread over buckets
 
-    def __init__(self, buckets: int, n_out: int, pad_id: int, weighting: Literal["binary", "mean"] = "binary"):
-        super().__init__()
-        self.buckets = buckets
-        self.pad_id = pad_id
-        self.weighting = weighting
-        # torch.zeros draws no random numbers: the other layers initialise as without this path
-        self.weight = nn.Parameter(torch.zeros(buckets, n_out))
+    def __init__(self, buckets: int, n_out: int, pad_id: int, weighting: Literal["binary", "mean", "idf"] = "binary"):
+        super().__init__(buckets, n_out, pad_id, weighting)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """[batch, seq] ids -> [batch, n_out]: each row's n-gram value (0 for an empty row)."""
+    def _grams(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The value ignores padding, so dropping the columns every row pads is exact, and cheaper on wide rows.
         ids = trim_shared_padding(input_ids, self.pad_id).long()
         real = ids != self.pad_id
         bigrams = ids[:, :-1] * self._PRIME + ids[:, 1:]
         grams = torch.cat([ids, bigrams], dim=1) % self.buckets
-        present = torch.cat([real, real[:, :-1] & real[:, 1:]], dim=1)
+        return grams, torch.cat([real, real[:, :-1] & real[:, 1:]], dim=1)
+
+    def distinct_grams(self, input_ids: torch.Tensor) -> torch.Tensor:
+        grams, present = self._grams(input_ids)
+        return _distinct(grams.masked_fill(~present, self.buckets), self.buckets)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] ids -> [batch, n_out]: each row's n-gram value (0 for an empty row)."""
         if self.weighting == "mean":
+            grams, present = self._grams(input_ids)
             summed = (nn.functional.embedding(grams, self.weight) * present.unsqueeze(-1)).sum(1)
             return summed / present.sum(1, keepdim=True).clamp(min=1)
-        # Distinct buckets: sorted per row (padding's n-grams moved past the last bucket), each kept once.
-        grams = grams.masked_fill(~present, self.buckets).sort(dim=1).values
-        distinct = torch.ones_like(present)
-        distinct[:, 1:] = grams[:, 1:] != grams[:, :-1]
-        distinct &= grams < self.buckets
-        weights = nn.functional.embedding(grams.clamp(max=self.buckets - 1), self.weight)
-        summed = (weights * distinct.unsqueeze(-1)).sum(1)
-        return summed / distinct.sum(1, keepdim=True).clamp(min=1).sqrt()
+        return self._binary(self.distinct_grams(input_ids))
 
 
 def char_grams(token: str) -> list[str]:
@@ -136,10 +187,10 @@ def char_grams(token: str) -> list[str]:
     return list(out)
 
 
-class CharGramBag(nn.Module):
+class CharGramBag(_Bag):
     """The n-gram path's second bag: the character 1-3-grams of a text's tokens, hashed into `buckets`,
     each bucket one learned weight per logit, added to the logits (an L2-normalised binary bag, as
-    NgramBag's "binary").
+    NgramBag's "binary", or with "idf" as NgramBag's "idf"; "mean" is the word bag's alone).
 
     Why: the TF-IDF + LR baseline reads character n-grams, which carry what word ids cannot: inflection
     and compounds (French, Dutch), misspellings, and in Chinese the characters inside the multi-character
@@ -155,11 +206,10 @@ class CharGramBag(nn.Module):
 
     SLOTS = 48  # grams kept per token: every 1-3-gram of a token of up to 15 characters
 
-    def __init__(self, buckets: int, n_out: int, vocab_size: int, pad_id: int):
-        super().__init__()
-        self.buckets = buckets
-        self.pad_id = pad_id
-        self.weight = nn.Parameter(torch.zeros(buckets, n_out))  # zeros: draws no random numbers
+    def __init__(
+        self, buckets: int, n_out: int, vocab_size: int, pad_id: int, weighting: Literal["binary", "idf"] = "binary"
+    ):
+        super().__init__(buckets, n_out, pad_id, weighting)
         self.register_buffer("token_grams", torch.full((vocab_size, self.SLOTS), buckets, dtype=torch.int32))
 
     def set_vocabulary(self, tokens: list[str]) -> None:
@@ -171,16 +221,18 @@ class CharGramBag(nn.Module):
                 table[i, : len(grams)] = torch.tensor(grams, dtype=torch.int32)
         self.token_grams.copy_(table)
 
+    def distinct_grams(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = trim_shared_padding(input_ids, self.pad_id)
+        return _distinct(self.token_grams[ids].flatten(1).long(), self.buckets)  # empty slots sort last
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """[batch, seq] ids -> [batch, n_out]: each row's value over its distinct character n-grams."""
-        ids = trim_shared_padding(input_ids, self.pad_id)
-        grams = self.token_grams[ids].flatten(1).long().sort(dim=1).values  # empty slots sort last
-        distinct = torch.ones_like(grams, dtype=torch.bool)
-        distinct[:, 1:] = grams[:, 1:] != grams[:, :-1]
-        distinct &= grams < self.buckets
-        weights = nn.functional.embedding(grams.clamp(max=self.buckets - 1), self.weight)
-        summed = (weights * distinct.unsqueeze(-1)).sum(1)
-        return summed / distinct.sum(1, keepdim=True).clamp(min=1).sqrt()
+        return self._binary(self.distinct_grams(input_ids))
+
+
+def bags(model: nn.Module) -> dict[str, _Bag]:
+    """The model's n-gram bags by attribute name ("ngrams", "ngram_chars"): those it has."""
+    return {name: bag for name in ("ngrams", "ngram_chars") if isinstance(bag := getattr(model, name, None), _Bag)}
 
 
 def set_vocabulary(model: nn.Module, tokens: list[str] | None) -> None:
@@ -192,6 +244,23 @@ def set_vocabulary(model: nn.Module, tokens: list[str] | None) -> None:
     if tokens is None:
         raise ValueError("model.ngram_char_buckets needs the tokenizer's vocabulary (set_vocabulary)")
     bag.set_vocabulary(tokens)
+
+
+def set_idf(model: nn.Module, idf: dict[str, dict] | None) -> None:
+    """Copy the bags' idf (pipeline.train.idf.document_frequencies) into `model` before DDP's broadcast.
+    Raises ValueError when the model weighs by idf and `idf` is None (its bags would train as 'binary'
+    without a word), or when the model's bags and `idf` disagree."""
+    named = {name: bag for name, bag in bags(model).items() if bag.weighting == "idf"}
+    if not named and not idf:
+        return
+    if not idf:
+        raise ValueError(
+            "model.ngram_weighting=idf needs the bags' document frequencies (pipeline.train.idf.document_frequencies)"
+        )
+    if set(named) != set(idf):
+        raise ValueError(f"idf for bags {sorted(idf)}, the model has {sorted(named)}")
+    for name, bag in named.items():
+        bag.idf.copy_(torch.as_tensor(idf[name]["idf"], dtype=bag.idf.dtype))
 
 
 class _Embed(nn.Module):
@@ -215,8 +284,8 @@ class _Embed(nn.Module):
     def _init_ngrams(self, vocab_size: int, pad_id: int, n_logits: int, cfg: ModelConfig) -> None:
         # Registered last, and only when asked for: the seed's parameters keep their names and order.
         self.ngrams = NgramBag(cfg.ngram_buckets, n_logits, pad_id, cfg.ngram_weighting) if cfg.ngram_buckets else None
-        chars = cfg.ngram_char_buckets
-        self.ngram_chars = CharGramBag(chars, n_logits, vocab_size, pad_id) if chars else None
+        chars, char_weighting = cfg.ngram_char_buckets, "idf" if cfg.ngram_weighting == "idf" else "binary"
+        self.ngram_chars = CharGramBag(chars, n_logits, vocab_size, pad_id, char_weighting) if chars else None
 
     def _logits(self, head_out: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The head's logits plus the n-gram paths' (on every column, not just the encoder's window);

@@ -34,6 +34,7 @@ SPACE_KEYS: dict[str, str] = {
     "word_dropout": "model.word_dropout",
     "ngram_buckets": "model.ngram_buckets",
     "ngram_char_buckets": "model.ngram_char_buckets",
+    "ngram_weighting": "model.ngram_weighting",
     "encoder_max_length": "model.encoder_max_length",
     "ngram_lr_factor": "train.ngram_lr_factor",
     "lr": "train.lr",

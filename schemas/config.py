@@ -364,13 +364,24 @@ class ModelConfig(_Frozen):
         "baseline's character n-grams are what word ids lack (inflection, compounds, misspellings, characters "
         "inside whole Chinese pieces). 0: none (the seed). Adds buckets x logits parameters.",
     )
-    ngram_weighting: Literal["binary", "mean"] = Field(
+    ngram_weighting: Literal["binary", "mean", "idf"] = Field(
         "binary",
         description="How the n-gram path weighs a text's n-grams: 'binary' sums the weights of its distinct "
         "hashed n-grams over the square root of their number (an L2-normalised binary bag, as linear text "
-        "models use; robust from sentences to long reviews); 'mean' averages over every occurrence (the "
-        "first version, scored 9 points lower as logistic regression features on long English reviews; kept "
-        "so that models trained with it load unchanged).",
+        "models use; robust from sentences to long reviews); 'idf' also scales each n-gram by its inverse "
+        "document frequency in the training split, as the baseline's TF-IDF (both bags; counted on the driver "
+        "before training, model.ngram_idf_rows, and saved with the weights): paired with 'binary' on the same "
+        "splits, French book reviews +2.3 points (4 splits), 'uncertainty' +-0 (4), long English reviews +3.3 "
+        "(1); 'mean' averages over every occurrence (the first version, scored 9 points lower as logistic "
+        "regression features on long English reviews; kept so that models trained with it load unchanged; "
+        "the character bag is binary under it).",
+    )
+    ngram_idf_rows: int = Field(
+        200_000,
+        ge=1,
+        description="With model.ngram_weighting=idf: training rows counted for the document frequencies (whole "
+        "shards in a seeded order until this many; every row of a smaller split). A sample estimates all but "
+        "the rarest n-grams' frequencies and keeps the driver's pass short on a huge corpus.",
     )
     trim_padding: bool = Field(
         False,
@@ -691,6 +702,9 @@ class SearchSpace(_Frozen):
     ngram_buckets: tuple[int, ...] = Field((0, 262144), min_length=1, description="model.ngram_buckets (0: off).")
     ngram_char_buckets: tuple[int, ...] = Field(
         (0, 262144), min_length=1, description="model.ngram_char_buckets (0: no character n-grams)."
+    )
+    ngram_weighting: tuple[Literal["binary", "mean", "idf"], ...] = Field(
+        ("binary", "idf"), min_length=1, description="model.ngram_weighting (idf: TF-IDF-weighted bags)."
     )
     ngram_lr_factor: tuple[float, ...] = Field((10.0, 30.0), min_length=1, description="train.ngram_lr_factor.")
     encoder_max_length: tuple[int | None, ...] = Field(

@@ -36,7 +36,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from pipeline.data.store import load_manifest, read_split_arrays
 from pipeline.errors import UserInputError
 from pipeline.evaluation.scoring import length_order, loss_fn
-from pipeline.model import build_model, check_padding_side, set_vocabulary
+from pipeline.model import build_model, check_padding_side, set_idf, set_vocabulary
 from pipeline.tracking import RankZeroLogger
 from pipeline.train.adversarial import EmbeddingPerturbation
 from pipeline.train.state import (
@@ -400,15 +400,18 @@ def setup(
     resume: TrainState | None,
     wrap_model: Callable[[nn.Module], nn.Module],
     vocabulary: list[str] | None = None,
+    idf: dict[str, dict] | None = None,
 ) -> WorkerRun:
     """Tensors, model, optimizer and schedule, seeded; then `resume`'s state if there is one.
-    `vocabulary`: the tokens by id, for model.ngram_char_buckets (None without it)."""
+    `vocabulary`: the tokens by id, for model.ngram_char_buckets (None without it); `idf`: the bags'
+    (pipeline.train.idf.document_frequencies), for model.ngram_weighting=idf."""
     tc = cfg.train
     seed_everything(tc.seed)  # same initial weights on every rank; DDP also broadcasts them
     amp = _amp_factory(ctx.device, tc.amp)
     placed = data.place(ctx, tc)
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
     set_vocabulary(model, vocabulary)  # before the average's copy and DDP's broadcast
+    set_idf(model, idf)
     model = wrap_model(model)
     core = model.module if hasattr(model, "module") else model
     optimizer = build_optimizer(core, tc)
@@ -527,17 +530,19 @@ def train_worker(
     wrap_model: Callable[[nn.Module], nn.Module] = lambda m: m,
     log_metrics: Callable[[Metrics, int], None] | None = None,
     vocabulary: list[str] | None = None,
+    idf: dict[str, dict] | None = None,
 ) -> None:
     """Train from scratch or from `resume`, calling `report(metrics, state)` once per epoch on every
     rank; `state` is the checkpoint to save on rank 0, None elsewhere. `vocabulary`: the tokens by id
-    (pipeline.data.tokenizer.vocabulary), which model.ngram_char_buckets needs.
+    (pipeline.data.tokenizer.vocabulary), which model.ngram_char_buckets needs; `idf`: the bags' idf,
+    which model.ngram_weighting=idf needs (pipeline.train.idf.document_frequencies).
 
     `wrap_model` places the model (DDP under Ray). `log_metrics(metrics, epoch)` runs after the
     report, so an epoch is logged only once its checkpoint exists.
     Raises UserInputError when pooling='last' meets right padding (the last step would be padding).
     """
     check_padding_side(cfg.model, data.padding_side)
-    run = setup(cfg, data, ctx, resume, wrap_model, vocabulary)
+    run = setup(cfg, data, ctx, resume, wrap_model, vocabulary, idf)
     try:
         for epoch in range(run.start_epoch, cfg.train.epochs):
             metrics = run_epoch(run, epoch)
@@ -603,4 +608,5 @@ def train_loop_per_worker(loop_config: dict[str, Any], report: Report = ray_repo
         wrap_model=ray.train.torch.prepare_model,
         log_metrics=tracker.log_metrics,
         vocabulary=loop_config.get("vocabulary"),
+        idf=loop_config.get("idf"),
     )

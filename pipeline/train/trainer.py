@@ -21,6 +21,7 @@ from pipeline.data.store import StorePath, filesystem, is_remote, load_manifest,
 from pipeline.data.tokenizer import vocabulary
 from pipeline.errors import raise_job_interrupted
 from pipeline.model import check_padding_side
+from pipeline.train.idf import document_frequencies
 from pipeline.train.loop import train_loop_per_worker
 from pipeline.train.progress import epoch_progress
 from pipeline.train.state import Metrics, StateDict, TrainState, load_checkpoint, load_newest_usable
@@ -145,6 +146,8 @@ def fit(
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
+    # the character n-gram path's tokens, read here once: streaming workers never open the store
+    tokens = stored_vocabulary(data_path, manifest) if cfg.model.ngram_char_buckets else None
     loop_config = {
         "job": cfg.model_dump(mode="json"),
         "data_path": _data_location(data_path),
@@ -152,8 +155,9 @@ def fit(
         "run_id": run_id,
         "data_loading": loading,
         "manifest": manifest.model_dump(mode="json"),
-        # the character n-gram path's tokens, read here once: streaming workers never open the store
-        "vocabulary": stored_vocabulary(data_path, manifest) if cfg.model.ngram_char_buckets else None,
+        "vocabulary": tokens,
+        # model.ngram_weighting=idf: the bags' idf, counted here once (a resumed run takes its checkpoint's)
+        "idf": document_frequencies(data_path, manifest, cfg, tokens),
     }
     streaming = loading == "stream"
     if streaming:

@@ -37,6 +37,7 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
             "tune.space.word_dropout=[0.3]",
             "tune.space.ngram_buckets=[4096]",
             "tune.space.ngram_char_buckets=[2048]",  # the driver hands the workers the vocabulary
+            "tune.space.ngram_weighting=[idf]",  # ... and the bags' idf, which the registered model keeps
             "tune.space.lr=[0.01]",
             "tune.space.batch_size=[32, 64]",
             # the final --register run trains these (and word dropout and the n-gram path) on 2 DDP workers:
@@ -109,5 +110,6 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert client.get_run(registered.outcome.run_id).data.params["model.hidden_dim"] == "8"
     assert client.get_run(registered.outcome.run_id).data.params["train.adversarial_epsilon"] == "1.0"
     assert client.get_run(registered.outcome.run_id).data.params["model.ngram_char_buckets"] == "2048"
+    assert client.get_run(registered.outcome.run_id).data.params["model.ngram_weighting"] == "idf"
     version = client.get_model_version(cfg.tracking.registered_model_name, registered.outcome.version)
     assert version.tags["promotion.decision"] in ("promoted", "rejected")

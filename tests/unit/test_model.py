@@ -14,6 +14,7 @@ from pipeline.evaluation.scoring import loss_fn, predict_proba
 from pipeline.model import (
     MeanEmbeddingClassifier,
     RNNClassifier,
+    bags,
     build_model,
     char_grams,
     check_padding_side,
@@ -325,3 +326,45 @@ def test_a_model_with_the_char_path_refuses_to_train_without_a_vocabulary():
     with pytest.raises(ValueError, match="needs the tokenizer's vocabulary"):
         set_vocabulary(m, None)
     set_vocabulary(build_model(6, PAD, 2, ModelConfig()), None)  # nothing to fill: no error
+
+
+def test_idf_weighting_is_the_baselines_binary_tfidf_on_the_bags_grams():
+    """With idf, a bag's value is a linear model on sklearn's TF-IDF (binary counts, smooth idf, L2 norm)
+    of the row's hashed grams: counted by the training rows, an n-gram no training row holds ignored."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from pipeline.train.idf import count_rows
+
+    buckets = 4096
+    cfg = ModelConfig(ngram_buckets=buckets, ngram_char_buckets=buckets, ngram_weighting="idf")
+    m = build_model(12, PAD, 2, cfg).eval()
+    set_vocabulary(m, ["", "", "ab", "abc", "b", "ca", "ab", "bcd", "d", "dd", "a", "e"])
+    rng = np.random.default_rng(0)
+    train = np.array([_pad(list(rng.integers(2, 10, int(rng.integers(1, 6)))), 6, "left") for _ in range(40)])
+    test = np.array([_pad([2, 3, 4], 6, "left"), _pad([11, 11, 2], 6, "left"), _pad([10, 5], 6, "left")])
+    counts = {name: torch.zeros(buckets, dtype=torch.int64) for name in ("ngrams", "ngram_chars")}
+    count_rows(m, train, counts)
+    for name, bag in bags(m).items():
+        bag.set_document_frequencies(counts[name], len(train))
+        with torch.no_grad():
+            bag.weight.copy_(torch.randn(buckets, 1))
+
+        def grams(ids, bag=bag):  # the row's distinct buckets, as sklearn's analyzer
+            row = bag.distinct_grams(torch.as_tensor(ids)[None])[0]
+            return [str(g) for g in row.tolist() if g < buckets]
+
+        vec = TfidfVectorizer(analyzer=grams, binary=True, smooth_idf=True, norm="l2").fit(list(train))
+        cols = [int(f) for f in vec.get_feature_names_out()]
+        expected = vec.transform(list(test)) @ bag.weight[cols, 0].detach().numpy()
+        np.testing.assert_allclose(bag(torch.as_tensor(test))[:, 0].detach().numpy(), expected, rtol=1e-5)
+    assert "ngram_chars.idf" in m.state_dict() and "ngrams.idf" in m.state_dict()  # saved with the weights
+    assert not any(k.endswith(".idf") for k in build_model(12, PAD, 2, ModelConfig(ngram_buckets=64)).state_dict())
+
+
+def test_document_frequencies_refuse_a_bag_without_idf_and_a_wrong_length():
+    binary = build_model(12, PAD, 2, ModelConfig(ngram_buckets=64)).ngrams
+    with pytest.raises(ValueError, match="ngram_weighting='idf'"):
+        binary.set_document_frequencies(torch.zeros(64), 10)
+    idf = build_model(12, PAD, 2, ModelConfig(ngram_buckets=64, ngram_weighting="idf")).ngrams
+    with pytest.raises(ValueError, match="for 64 buckets"):
+        idf.set_document_frequencies(torch.zeros(32), 10)

@@ -25,6 +25,7 @@ SAMPLE = {
     "word_dropout": 0.3,
     "ngram_buckets": 4096,
     "ngram_char_buckets": 2048,
+    "ngram_weighting": "idf",
     "ngram_lr_factor": 30.0,
     "encoder_max_length": 128,
     "lr": 0.002,
@@ -54,7 +55,7 @@ def test_a_sample_sets_the_config_and_trials_run_on_their_own_workers():
     assert cfg.train.ema_decay == 0.99 and apply_sample(base, {"ema_decay": None}).train.ema_decay is None
     assert cfg.train.adversarial_epsilon == 1.0 and cfg.model.word_dropout == 0.3
     assert (cfg.model.ngram_buckets, cfg.train.ngram_lr_factor, cfg.model.encoder_max_length) == (4096, 30.0, 128)
-    assert cfg.model.ngram_char_buckets == 2048
+    assert cfg.model.ngram_char_buckets == 2048 and cfg.model.ngram_weighting == "idf"
     assert cfg.scaling.num_workers == base.scaling.num_workers == 2
     assert trial_config(base, SAMPLE).scaling.num_workers == base.tune.workers_per_trial == 1
 

@@ -272,3 +272,14 @@ def test_the_char_path_takes_its_grams_from_the_vocabulary_and_keeps_them_in_the
     assert reports[-1][1].model["ngram_chars.weight"].abs().sum() > 0  # it trained
     with pytest.raises(ValueError, match="needs the tokenizer's vocabulary"):
         _train(cfg, train_data(*corpus))
+
+
+def test_idf_weighting_trains_with_the_drivers_idf_and_refuses_to_train_without_it(corpus):
+    cfg = _cfg(epochs=1, model={"ngram_buckets": 64, "ngram_weighting": "idf"})
+    idf = {"ngrams": {"idf": np.linspace(0.0, 3.0, 64, dtype=np.float32)}}
+    reports = []
+    torch.set_num_threads(1)
+    train_worker(cfg, train_data(*corpus), CPU, lambda m, s: reports.append((m, s)), idf=idf)
+    torch.testing.assert_close(reports[-1][1].model["ngrams.idf"], torch.as_tensor(idf["ngrams"]["idf"]))
+    with pytest.raises(ValueError, match="needs the bags' document frequencies"):  # not a silent 'binary'
+        _train(cfg, train_data(*corpus))

@@ -8,7 +8,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from pipeline.data.store import load_manifest
 from pipeline.errors import UserInputError
+from pipeline.train.idf import document_frequencies
 from pipeline.train.trainer import fit
 from schemas.config import JobConfig
 from tests.faults import kill_rank_once
@@ -31,7 +33,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     cfg = JobConfig.model_validate(
         {
             "output_root": str(tmp_path / "out"),
-            "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8},
+            # idf: the driver counts the bags' document frequencies, streaming workers get them in the config
+            "model": {"cell": "gru", "hidden_dim": 8, "embedding_dim": 4, "head_dim": 8}
+            | {"ngram_buckets": 512, "ngram_weighting": "idf"},
             "train": {"epochs": 2, "batch_size": 64, "max_failures": 1, "data_loading": "stream"},
             "scaling": {"num_workers": 2},
         }
@@ -49,6 +53,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_a_rerun_does_not_s
     assert steps == [0, 1]  # the same MLflow run, each epoch logged once
     assert all(isinstance(v, torch.Tensor) for v in result.model.values())
     assert result.model is result.state.model  # no early stopping: the last epoch's weights ship
+    idf = document_frequencies(data, load_manifest(data), cfg, None)["ngrams"]["idf"]
+    torch.testing.assert_close(result.model["ngrams.idf"], torch.as_tensor(idf))  # the restarted group's too
+    assert (idf == 0).any() and (idf > 1).any()
 
     again = fit(cfg, data, "job-a", sqlite_tracking_uri, run_id)  # same name, same storage: resumes
     assert [h["epoch"] for h in again.history] == [0, 1]
