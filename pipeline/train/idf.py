@@ -40,9 +40,15 @@ def _read_ids(target: StorePath) -> np.ndarray:
 
 def count_rows(model: nn.Module, ids: np.ndarray, counts: dict[str, torch.Tensor]) -> None:
     """Add, for each of `model`'s bags, the number of rows of `ids` holding each bucket."""
+    named = bags(model)
+    if not named or not len(ids):
+        return
+    # In length order, so each chunk is cut to its own longest row (the bags drop shared padding).
+    pad = next(iter(named.values())).pad_id
+    ids = ids[np.argsort((ids != pad).sum(axis=1), kind="stable")]
     for start in range(0, len(ids), CHUNK_ROWS):
         chunk = torch.from_numpy(np.array(ids[start : start + CHUNK_ROWS], dtype=np.int64))  # a writable copy
-        for name, bag in bags(model).items():
+        for name, bag in named.items():
             grams = bag.distinct_grams(chunk).flatten()  # `buckets` marks no gram: counted past the end
             counts[name] += torch.bincount(grams, minlength=bag.buckets + 1)[: bag.buckets]
 
