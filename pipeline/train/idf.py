@@ -4,7 +4,8 @@ driver before training from the stored training split.
 Why: the baseline's TF-IDF weighs a rare n-gram above "the"; the bags' binary L2 value weighs them all
 alike. The same binary bags scaled by idf, paired on the same splits (best.yaml with the character bag,
 one seed each): French book reviews +2.3 points (mean of 4 splits, all 4 higher), `uncertainty` +-0
-(4 splits), long English reviews +3.3 (1 split).
+(4 splits), long English reviews +-0 (+3.3 and -3.3), one split each of the embedded corpus +0.5,
+English sentences -0.3, Dutch book reviews -1.3. So jobs.tune searches it rather than best.yaml using it.
 
 The counts use the model's own hashing (`distinct_grams` of each bag), so training, evaluation and
 serving weigh the same buckets. A huge training split is not read whole: shards are taken in a seeded
