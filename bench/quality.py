@@ -64,10 +64,9 @@ from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.registry.promotion import mcnemar_p
 from pipeline.tracking import tracking_store
-from pipeline.train.idf import document_frequencies
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
-from pipeline.train.trainer import choose_weights, stored_vocabulary
+from pipeline.train.trainer import bag_inputs, choose_weights
 from pipeline.trials import apply_sample
 from pipeline.tune import search
 from schemas.config import JobConfig
@@ -156,10 +155,8 @@ def train_and_score(cfg: JobConfig) -> tuple[np.ndarray, float, int]:
     path = prepared.path
     data = load_train_data(path, 0, 1)
     states: list[TrainState] = []
-    tokens = stored_vocabulary(path, prepared.manifest) if cfg.model.ngram_char_buckets else None
-    idf = document_frequencies(path, prepared.manifest, cfg, tokens)  # as pipeline.train.trainer.fit: {} if unused
     cpu = WorkerContext(0, 1, torch.device("cpu"))
-    train_worker(cfg, data, cpu, lambda m, s: states.append(s), vocabulary=tokens, idf=idf)
+    train_worker(cfg, data, cpu, lambda m, s: states.append(s), **bag_inputs(path, prepared.manifest, cfg))
     model = build_model(data.vocab_size, data.pad_id, data.num_classes, cfg.model)
     weights, best_epoch = choose_weights(states[-1], cfg.train.early_stopping_patience is not None)
     model.load_state_dict(weights)

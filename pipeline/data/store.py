@@ -249,14 +249,16 @@ def read_columns(path: StorePath, split: str, columns: list[str]) -> pa.Table:
     return _read_table(path, split, columns)
 
 
+def read_file_columns(target: StorePath, columns: list[str]) -> pa.Table:
+    """Some columns of one Parquet file of a split (a local Path or a URL from split_files)."""
+    if not is_remote(target):
+        return pq.read_table(target, columns=columns)
+    fs, inner = filesystem(str(target))
+    return pq.read_table(inner, columns=columns, filesystem=fs)
+
+
 def _read_table(path: StorePath, split: str, columns: list[str]) -> pa.Table:
-    tables = []
-    for target in split_files(path, split):
-        if not is_remote(target):
-            tables.append(pq.read_table(target, columns=columns))
-        else:
-            fs, inner = filesystem(str(target))
-            tables.append(pq.read_table(inner, columns=columns, filesystem=fs))
+    tables = [read_file_columns(target, columns) for target in split_files(path, split)]
     return pa.concat_tables(tables) if len(tables) != 1 else tables[0]
 
 

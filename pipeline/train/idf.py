@@ -18,25 +18,15 @@ The result is a buffer of each bag, saved with the weights: workers and serving 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
-from pipeline.data.store import StorePath, filesystem, is_remote, split_files, table_arrays
+from pipeline.data.store import StorePath, read_file_columns, split_files, table_arrays
 from pipeline.model import bags, build_model, set_vocabulary
 from schemas.config import JobConfig
 from schemas.features import Manifest
 
 CHUNK_ROWS = 1024  # rows hashed at once: a character bag holds seq x 48 grams per row
-
-
-def _read_ids(target: StorePath) -> np.ndarray:
-    if is_remote(target):
-        fs, inner = filesystem(str(target))
-        table = pq.read_table(inner, columns=["input_ids", "label", "length"], filesystem=fs)
-    else:
-        table = pq.read_table(target, columns=["input_ids", "label", "length"])
-    return table_arrays(table)[0]
 
 
 def count_rows(model: nn.Module, ids: np.ndarray, counts: dict[str, torch.Tensor]) -> None:
@@ -71,12 +61,12 @@ def document_frequencies(
     order = np.random.default_rng(cfg.train.seed).permutation(len(files))
     rows = 0
     for i in order:
-        ids = _read_ids(files[i])
+        ids = table_arrays(read_file_columns(files[i], ["input_ids", "label", "length"]))[0]
         count_rows(model, ids, counts)
         rows += len(ids)
         if rows >= cfg.model.ngram_idf_rows:
             break
-    complete = rows == manifest.splits["train"].rows or len(order) == 0
+    complete = rows == manifest.splits["train"].rows
     out = {}
     for name, bag in named.items():
         bag.set_document_frequencies(counts[name] if complete else _unseen_as_rarest(counts[name]), rows)

@@ -54,6 +54,14 @@ def checkpoint_storage(cfg: JobConfig) -> tuple[str, pafs.FileSystem | None]:
     return str(storage), None
 
 
+def bag_inputs(data_path: StorePath, manifest: Manifest, cfg: JobConfig) -> dict[str, Any]:
+    """What the workers' n-gram bags need from the store, read here once (streaming workers never open
+    it): `vocabulary` (the tokens by id, model.ngram_char_buckets; else None) and `idf` (the bags' idf,
+    model.ngram_weighting=idf; else {}; a resumed run takes its checkpoint's). train_worker's keywords."""
+    tokens = stored_vocabulary(data_path, manifest) if cfg.model.ngram_char_buckets else None
+    return {"vocabulary": tokens, "idf": document_frequencies(data_path, manifest, cfg, tokens)}
+
+
 def _data_location(data_path: StorePath) -> str:
     """What workers read: a URL as it is, a local folder as an absolute path."""
     return str(data_path) if is_remote(data_path) else str(Path(data_path).resolve())
@@ -146,8 +154,6 @@ def fit(
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = 1
-    # the character n-gram path's tokens, read here once: streaming workers never open the store
-    tokens = stored_vocabulary(data_path, manifest) if cfg.model.ngram_char_buckets else None
     loop_config = {
         "job": cfg.model_dump(mode="json"),
         "data_path": _data_location(data_path),
@@ -155,9 +161,7 @@ def fit(
         "run_id": run_id,
         "data_loading": loading,
         "manifest": manifest.model_dump(mode="json"),
-        "vocabulary": tokens,
-        # model.ngram_weighting=idf: the bags' idf, counted here once (a resumed run takes its checkpoint's)
-        "idf": document_frequencies(data_path, manifest, cfg, tokens),
+        **bag_inputs(data_path, manifest, cfg),
     }
     streaming = loading == "stream"
     if streaming:
