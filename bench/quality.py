@@ -63,6 +63,7 @@ from pipeline.data.store import read_split_arrays, read_texts
 from pipeline.evaluation.scoring import predict_proba
 from pipeline.model import build_model
 from pipeline.registry.promotion import mcnemar_p
+from pipeline.selection import candidate_label
 from pipeline.tracking import tracking_store
 from pipeline.train.loop import WorkerContext, configure_cpu, load_train_data, train_worker
 from pipeline.train.state import TrainState
@@ -232,6 +233,7 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     if outcome.chosen is not None:
         top = outcome.chosen
         chosen += f", mean {top.mean:.4f} on {top.scored} re-splits (top {len(outcome.selection)} re-selected)"
+        chosen += ", the start point" if top.start else ""
     elif outcome.selection:
         chosen += " (re-selection cut short by its time budget: the search's best)"
     print(
@@ -256,7 +258,7 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
                     pred == y,
                     baseline.test_correct,
                     wall,
-                    f"(trial {cand.trial.trial_id}: search validation {cand.trial.best:.4f}, "
+                    f"(trial {candidate_label(cand)}: search validation {cand.trial.best:.4f}, "
                     f"re-splits mean {cand.mean:.4f})",
                 ),
                 flush=True,

@@ -25,6 +25,7 @@ from jobs import run as run_job
 from jobs.cli import build_parser, run_main
 from jobs.config_loader import CONFIG_DIR
 from pipeline.console import say
+from pipeline.selection import candidate_label
 from schemas.config import JobConfig
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ class TuneSummary:
             "               " + ", ".join(f"{k}={v}" for k, v in s.best_trial.sample.items()),
         ]
         if s.selection:
-            others = ", ".join(f"{c.trial.trial_id} {c.mean:.4f}" for c in s.selection if c is not s.chosen)
+            others = ", ".join(f"{candidate_label(c)} {c.mean:.4f}" for c in s.selection if c is not s.chosen)
             verdict = (
-                f"chose {s.chosen.trial.trial_id}, mean validation {s.chosen.mean:.4f} over {s.chosen.scored} splits"
+                f"chose {candidate_label(s.chosen)}, mean validation {s.chosen.mean:.4f} over {s.chosen.scored} splits"
                 if s.chosen is not None
                 else "no choice within tune.select_time_budget_s, the search's best stands"
             )

@@ -9,6 +9,12 @@ validation by 2.7-3.9 points and trailed it on test by 3.3-3.9, and on two held-
 (pipeline.data.resplit: same sizes and label counts, the test split untouched) has no such bias,
 and averages out the luck of one training run too.
 
+The start point (tune.start_from_config: the job config's own values; with tune.yaml a configuration
+measured on several corpora) is always a candidate (tune.select_start), as the incumbent of SMAC's
+intensification: a searched configuration replaces it only with a better mean over the same fresh
+splits, not with one lucky validation score (ASHA may also have stopped the start trial after its
+grace period on a slow start; here it trains in full).
+
 Each (candidate, split) pair is one Ray Tune trial (grid search, no early stopping: every pair
 trains as the final run would) and one MLflow child run of the search's parent run, tagged
 `tune.phase=selection`. The test split is never read.
@@ -48,6 +54,7 @@ class Candidate:
     trial: TrialRow
     scores: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # val_loss at each split's best epoch
+    start: bool = False  # the search's start point (tune.select_start keeps it a candidate)
 
     @property
     def scored(self) -> int:
@@ -64,8 +71,9 @@ class Candidate:
         return sum(vals) / len(vals) if vals else math.nan
 
 
-def pick_candidates(ranked: list[TrialRow], top: int) -> list[TrialRow]:
-    """The first `top` scored trials of a ranking (best first) with distinct samples."""
+def pick_candidates(ranked: list[TrialRow], top: int, keep: TrialRow | None = None) -> list[TrialRow]:
+    """The first `top` scored trials of a ranking (best first) with distinct samples; `keep` (the start
+    trial), when it scored and its sample is not among them, takes the last place."""
     out: list[TrialRow] = []
     seen: list[dict[str, Any]] = []
     for t in ranked:
@@ -75,7 +83,19 @@ def pick_candidates(ranked: list[TrialRow], top: int) -> list[TrialRow]:
         seen.append(t.sample)
         if len(out) == top:
             break
+    if keep is not None and not math.isnan(keep.best) and keep.sample not in seen:
+        out = [*out[: top - 1], keep]
     return out
+
+
+def start_trial(rows: list[TrialRow], point: dict[str, Any]) -> TrialRow | None:
+    """The trial that took the start point `point` (pipeline.tune.start_point): the first Tune created
+    (trial ids count up) whose sample holds every value of `point`; None if no trial did, or `point`
+    is empty (the job config holds no value of the space: no trial started from it)."""
+    if not point:
+        return None
+    matches = [t for t in rows if all(k in t.sample and t.sample[k] == v for k, v in point.items())]
+    return min(matches, key=lambda t: t.trial_id, default=None)
 
 
 def rank_candidates(cands: list[Candidate], mode: str) -> list[Candidate]:
@@ -98,14 +118,18 @@ def choose(ranked: list[Candidate]) -> Candidate | None:
 
 
 def score_pairs(
-    candidates: list[TrialRow], results: list[tuple[int, int, float, float]], splits: int
+    candidates: list[TrialRow],
+    results: list[tuple[int, int, float, float]],
+    splits: int,
+    start: TrialRow | None = None,
 ) -> list[Candidate]:
-    """Candidates with their per-split (score, loss) from (candidate, split, score, loss) results."""
+    """Candidates with their per-split (score, loss) from (candidate, split, score, loss) results;
+    the one that is `start` marked."""
     scores = [[math.nan] * splits for _ in candidates]
     losses = [[math.nan] * splits for _ in candidates]
     for c, s, score, loss in results:
         scores[c][s], losses[c][s] = score, loss
-    return [Candidate(t, scores[i], losses[i]) for i, t in enumerate(candidates)]
+    return [Candidate(t, scores[i], losses[i], start=t is start) for i, t in enumerate(candidates)]
 
 
 def run_selection_trial(
@@ -141,13 +165,19 @@ def resplit_variants(
 
 
 def reselect(
-    cfg: JobConfig, ranked: list[TrialRow], variants: dict[str, PreparedData], parent: ChildRun, concurrent: int
+    cfg: JobConfig,
+    ranked: list[TrialRow],
+    variants: dict[str, PreparedData],
+    parent: ChildRun,
+    concurrent: int,
+    start: TrialRow | None = None,
 ) -> list[Candidate]:
-    """Train the top tune.select_top trials on tune.select_splits re-splits each; candidates best first."""
+    """Train the top tune.select_top trials (with `start`, the start trial, among them) on
+    tune.select_splits re-splits each; candidates best first."""
     from ray import tune
 
     tc = cfg.tune
-    candidates = pick_candidates(ranked, tc.select_top)
+    candidates = pick_candidates(ranked, tc.select_top, keep=start)
     if len(candidates) < 2:  # one distinct configuration: nothing to choose between
         return []
     split_paths = resplit_variants(cfg, candidates, variants)
@@ -174,7 +204,7 @@ def reselect(
         if r.config and "candidate" in r.config:
             score, loss, _ = trial_score(r.metrics_dataframe, tc.metric, mode)
             pairs.append((r.config["candidate"], r.config["split"], score, loss))
-    return rank_candidates(score_pairs(candidates, pairs, tc.select_splits), mode)
+    return rank_candidates(score_pairs(candidates, pairs, tc.select_splits, start), mode)
 
 
 def _close_cut_runs(parent: ChildRun) -> None:
@@ -195,6 +225,7 @@ def selection_table(cands: list[Candidate], metric: str) -> dict[str, list]:
     splits = max((len(c.scores) for c in cands), default=0)
     table: dict[str, list] = {
         "trial": [c.trial.trial_id for c in cands],
+        "start": [c.start for c in cands],
         "run_id": [c.trial.run_id or "" for c in cands],
         f"search_{metric}": [c.trial.best for c in cands],
         f"mean_{metric}": [c.mean for c in cands],
@@ -203,6 +234,11 @@ def selection_table(cands: list[Candidate], metric: str) -> dict[str, list]:
     for s in range(splits):
         table[f"split_{s}"] = [c.scores[s] for c in cands]
     return table
+
+
+def candidate_label(c: Candidate) -> str:
+    """A candidate's trial id, "(start)" after the search's start point (tune.select_start)."""
+    return f"{c.trial.trial_id} (start)" if c.start else c.trial.trial_id
 
 
 def selection_markdown(cands: list[Candidate], metric: str, chosen: Candidate | None) -> str:
@@ -224,7 +260,7 @@ def selection_markdown(cands: list[Candidate], metric: str, chosen: Candidate | 
         "|" + "---|" * (4 + splits),
     ]
     lines += [
-        f"| {c.trial.trial_id} | {c.trial.best:.4f} | {c.mean:.4f} | {c.mean_loss:.4f} | "
+        f"| {candidate_label(c)} | {c.trial.best:.4f} | {c.mean:.4f} | {c.mean_loss:.4f} | "
         + " | ".join(f"{s:.4f}" for s in c.scores)
         + " |"
         for c in cands

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from pipeline.data.prepare import PreparedData, prepare
 from pipeline.errors import UserInputError
 from pipeline.evaluation import plots
-from pipeline.selection import Candidate, choose, reselect, selection_markdown, selection_table
+from pipeline.selection import Candidate, choose, reselect, selection_markdown, selection_table, start_trial
 from pipeline.tracking import flatten, log_params, mlflow_run
 from pipeline.trials import (
     SPACE_KEYS,
@@ -254,7 +254,10 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc
             )
         best, selection, chosen = scored[0], [], None
         if cfg.tune.select_top and len(scored) > 1:
-            selection = reselect(cfg, scored, variants, child, concurrent)
+            start = (
+                start_trial(scored, start_point(cfg)) if cfg.tune.start_from_config and cfg.tune.select_start else None
+            )
+            selection = reselect(cfg, scored, variants, child, concurrent, start)
             chosen = choose(selection)
             best = chosen.trial if chosen else best
         best_cfg = apply_sample(cfg, best.sample)

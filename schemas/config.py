@@ -772,6 +772,12 @@ class TuneConfig(_Frozen):
         "score a trial fairly: leave 0 there).",
     )
     select_splits: int = Field(3, ge=1, description="Re-splits each re-selection candidate is trained and scored on.")
+    select_start: bool = Field(
+        True,
+        description="With tune.start_from_config, the start trial is always a re-selection candidate (in the last "
+        "place when its search score is not in the top tune.select_top): a searched configuration replaces the "
+        "configuration the search starts from only with a better mean over the same fresh splits.",
+    )
     select_time_budget_s: float | None = Field(
         None,
         gt=0,

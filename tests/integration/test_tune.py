@@ -89,6 +89,8 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     original = {c.data.tags["data_path"] for c in children}
     assert {r.data.tags["data_path"] for r in reselected}.isdisjoint(original)
     assert all("-resplit-3-0" in r.data.tags["data_path"] for r in reselected)
+    starts = [c for c in selection if c.start]  # tune.select_start: the start trial is marked
+    assert len(starts) == 1 and starts[0].trial.sample["batch_size"] == 64
     chosen = summary.search.chosen
     assert chosen is selection[0] and chosen.scored == 1 and summary.search.best_trial == chosen.trial
     assert parent.data.metrics["selected_mean_val_accuracy"] == pytest.approx(chosen.mean)

@@ -7,7 +7,16 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from pipeline.selection import Candidate, choose, pick_candidates, rank_candidates, score_pairs, selection_markdown
+from pipeline.selection import (
+    Candidate,
+    choose,
+    pick_candidates,
+    rank_candidates,
+    score_pairs,
+    selection_markdown,
+    selection_table,
+    start_trial,
+)
 from pipeline.trials import TrialRow
 from schemas.config import TuneConfig
 
@@ -22,6 +31,41 @@ def test_candidates_are_the_top_distinct_scored_trials_in_search_order():
     ranked = [_row("a", 0.9, 32), _row("b", 0.9, 32), _row("c", 0.8, 64), _row("d", NAN, 128), _row("e", 0.7, 16)]
     assert [t.trial_id for t in pick_candidates(ranked, 3)] == ["a", "c", "e"]  # b repeats a; d reported nothing
     assert [t.trial_id for t in pick_candidates(ranked, 2)] == ["a", "c"]
+
+
+def test_the_start_trial_is_always_a_candidate_in_the_last_place():
+    ranked = [_row("a", 0.9, 32), _row("b", 0.85, 64), _row("c", 0.8, 16), _row("s", 0.7, 128)]
+    start = ranked[3]
+    assert [t.trial_id for t in pick_candidates(ranked, 3, keep=start)] == ["a", "b", "s"]
+    assert [t.trial_id for t in pick_candidates(ranked, 2, keep=ranked[0])] == ["a", "b"]  # already in: no change
+    twin = _row("s2", 0.95, 128)  # a trial with the start's sample already among the top: no second copy
+    assert [t.trial_id for t in pick_candidates([twin, *ranked], 2, keep=start)] == ["s2", "a"]
+    failed = _row("f", NAN, 8)  # a start trial that reported nothing is not trained again
+    assert [t.trial_id for t in pick_candidates(ranked, 2, keep=failed)] == ["a", "b"]
+    assert [t.trial_id for t in pick_candidates(ranked[:1], 3, keep=start)] == ["a", "s"]
+
+
+def test_the_start_trial_is_the_first_created_with_every_start_value():
+    rows = [
+        TrialRow("x_00003", None, {"batch_size": 64, "lr": 0.01}, 0.9, 3, "finished"),
+        TrialRow("x_00000", None, {"batch_size": 64, "lr": 0.003}, 0.7, 3, "finished"),
+        TrialRow("x_00001", None, {"batch_size": 64, "lr": 0.003}, 0.8, 3, "finished"),
+        TrialRow("x_00002", None, {"batch_size": 32, "lr": 0.003}, 0.8, 3, "finished"),
+    ]
+    assert start_trial(rows, {"batch_size": 64, "lr": 0.003}).trial_id == "x_00000"
+    assert start_trial(rows, {"batch_size": 128}) is None
+    assert start_trial(rows, {"cell": "gru"}) is None  # a key no sample holds
+    assert start_trial(rows, {}) is None  # nothing started from the config
+
+
+def test_the_start_candidate_is_marked_in_the_tables():
+    rows = [_row("a", 0.9, 32), _row("s", 0.7, 64)]
+    cands = score_pairs(rows, [(0, 0, 0.7, 0.5), (1, 0, 0.8, 0.4)], splits=1, start=rows[1])
+    assert [c.start for c in cands] == [False, True]
+    ranked = rank_candidates(cands, "max")
+    assert choose(ranked).trial.trial_id == "s"  # the start point kept its place by the better mean
+    assert "| s (start) | 0.7000 | 0.8000 |" in selection_markdown(ranked, "val_accuracy", ranked[0])
+    assert selection_table(ranked, "val_accuracy")["start"] == [True, False]
 
 
 def test_pairs_land_on_their_candidate_and_split():
