@@ -373,9 +373,8 @@ class ModelConfig(_Frozen):
         "before training, model.ngram_idf_rows, and saved with the weights): paired with 'binary' on the same "
         "splits, French book reviews +2.3 points (4 splits), 'uncertainty' +-0 (4), long English reviews +-0 "
         "(2), 13 pairs on 6 corpora +0.6, so jobs.tune searches it; 'mean' averages over every occurrence (the "
-        "first version, scored 9 points lower as logistic "
-        "regression features on long English reviews; kept so that models trained with it load unchanged; "
-        "the character bag is binary under it).",
+        "first version, scored 9 points lower as logistic regression features on long English reviews; kept so "
+        "that models trained with it load unchanged; the character bag is binary under it).",
     )
     ngram_idf_rows: int = Field(
         200_000,
