@@ -667,7 +667,9 @@ class BaselineConfig(_Frozen):
         description="Inverse regularization strengths tried; the best on the validation split is kept "
         "(ties go to the smaller).",
     )
-    max_iter: int = Field(1000, ge=10, description="Solver iterations per fit (liblinear).")
+    max_iter: int = Field(
+        1000, ge=10, description="Solver iterations per fit (liblinear; lbfgs for three or more classes)."
+    )
 
     @field_validator("char_ngram_range")
     @classmethod

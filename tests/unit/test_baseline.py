@@ -69,6 +69,21 @@ def test_features_and_c_are_the_best_of_the_grid_on_validation():
     assert chosen.features in ("char", "word+char")
 
 
+def test_three_classes_are_fitted_and_scored_over_every_class():
+    # liblinear fits two classes only (scikit-learn >= 1.8 raises on more): three take the softmax model.
+    rng = random.Random(3)
+    words = (GOOD, BAD, ["maybe", "perhaps", "possibly", "unclear", "unsure"])
+    texts, labels = {}, {}
+    for split, n in (("train", 240), ("validation", 60), ("test", 90)):
+        ys = [i % 3 for i in range(n)]
+        texts[split] = [" ".join(rng.choices(FILLER, k=4) + [rng.choice(words[y])]) for y in ys]
+        labels[split] = np.array(ys)
+    first, second = (fit_baseline(texts, labels, BaselineConfig(c_values=(1.0, 10.0))) for _ in range(2))
+    assert first.test_metrics["accuracy"] >= 0.9
+    assert set(first.test_pred) == {0, 1, 2}
+    np.testing.assert_array_equal(first.test_pred, second.test_pred)
+
+
 def test_a_single_class_training_split_is_refused():
     texts, labels = _splits()
     with pytest.raises(ValueError, match="two classes"):
