@@ -136,7 +136,6 @@ def corpus_overrides(name: str, output_root: Path, text_column: str = "text", la
         f"data.paths=[{name}]",
         f"data.text_column={text_column}",
         f"data.label_column={label_column}",
-        "data.labels=null",  # the shipped configs name the embedded corpus's labels; a new corpus has its own
     ]
 
 

@@ -257,7 +257,8 @@ def check_unknown(unknown: Counter, cfg: DataConfig, report: CleanReport) -> Non
         raise DataValidationError(
             f"label value {values[0]!r} in column {cfg.label_column!r} is not one of data.labels="
             f"{list(cfg.labels or ())} ({sum(unknown.values())} rows, values {values}); add it to "
-            "data.labels, fix those rows, or set data.on_unknown_label=drop"
+            "data.labels, set data.labels=null to take the data's own labels, fix those rows, or set "
+            "data.on_unknown_label=drop"
         )
     report.dropped["unknown_label"] += sum(unknown.values())
 

