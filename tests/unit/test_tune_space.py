@@ -94,7 +94,13 @@ def test_the_first_trial_is_the_job_configs_own_values_where_the_space_holds_the
     cfg = load_config(TUNE)
     point = start_point(cfg)
     best = load_config(CONFIG_DIR / "best.yaml")
-    own = {"tokenizer_kind": "english", "max_length": "auto", "ngram_char_buckets": 262144, "ngram_weighting": "idf"}
+    own = {
+        "tokenizer_kind": "english",
+        "max_length": "auto",
+        "ngram_char_buckets": 262144,
+        "ngram_weighting": "idf",
+        "encoder_max_length": 256,
+    }
     for name, key in SPACE_KEYS.items():  # tune.yaml starts from best.yaml's model and training, but for `own`
         section, field = key.split(".")
         assert point[name] == own.get(name, getattr(getattr(best, section), field)), name
