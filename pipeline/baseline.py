@@ -104,9 +104,9 @@ def fit_baseline(texts: dict[str, list[str]], labels: dict[str, np.ndarray], cfg
     """
     t0 = time.perf_counter()
     y_train, y_val = np.asarray(labels["train"]), np.asarray(labels["validation"])
-    if len(np.unique(y_train)) < 2:
-        raise ValueError("the baseline needs at least two classes in the training split")
     n_train_classes = len(np.unique(y_train))
+    if n_train_classes < 2:
+        raise ValueError("the baseline needs at least two classes in the training split")
     blocks = _blocks(texts, cfg)
     best = None
     for names in (f for f in FEATURE_SETS if all(n in blocks for n in f)):
