@@ -137,8 +137,8 @@ def fit_baseline(texts: dict[str, list[str]], labels: dict[str, np.ndarray], cfg
 
 def _classifier(c: float, n_classes: int, cfg: BaselineConfig) -> LogisticRegression:
     """liblinear for two classes (the figures quoted for the binary corpora are its fits); the
-    multinomial (softmax) model by lbfgs for more: liblinear fits binary problems only, and
-    scikit-learn >= 1.8 refuses it on three or more classes rather than fitting one-vs-rest."""
+    multinomial (softmax) model by lbfgs for more: liblinear fits binary problems only, and the
+    scikit-learn installed here (1.9) refuses it on three or more classes rather than fitting one-vs-rest."""
     if n_classes > 2:
         return LogisticRegression(C=c, solver="lbfgs", max_iter=cfg.max_iter)
     return LogisticRegression(C=c, solver="liblinear", max_iter=cfg.max_iter, random_state=0)

@@ -70,7 +70,7 @@ def test_features_and_c_are_the_best_of_the_grid_on_validation():
 
 
 def test_three_classes_are_fitted_and_scored_over_every_class():
-    # liblinear fits two classes only (scikit-learn >= 1.8 raises on more): three take the softmax model.
+    # liblinear fits two classes only (scikit-learn 1.9 raises on more): three take the softmax model.
     rng = random.Random(3)
     words = (GOOD, BAD, ["maybe", "perhaps", "possibly", "unclear", "unsure"])
     texts, labels = {}, {}
