@@ -4,6 +4,7 @@
                             [--search-minutes 30] [--select-share 0.33] [--score-candidates]
                             [--threads 1] [--search-only]
                             [--text-column text] [--label-column label]
+                            [KEY=VALUE ...]   (config overrides for every run; after --)
                             [--max-rows N] [--epochs N]   (the last two: a quick smoke run only)
 
 Corpora, all read offline:
@@ -24,6 +25,10 @@ Corpora, all read offline:
   PATH       any other value: your own labeled corpus, a file, folder, glob or s3:// URI read through
              data.source=files (CSV, JSON lines, Parquet; columns --text-column and --label-column;
              labels as the data has them), so the same four numbers can be had on a new corpus.
+KEY=VALUE overrides (after `--`) apply to every configuration, after the corpus's own: a corpus's own
+test split (`data.test_split=test`), another layout (`-- data.source=folder data.paths=[aclImdb]`:
+then --corpus only names the corpus, for its MLflow experiment and tuned YAML), a Hub dataset
+(`--corpus imdb -- data.source=hub data.name=stanfordnlp/imdb data.test_split=test`).
 On each corpus's split (seed 42, 80/10/10), scored on the test split:
   baseline   pipeline.baseline (TF-IDF word + character n-grams -> logistic regression, C chosen
              on validation), as every training run fits it;
@@ -49,6 +54,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +89,7 @@ PATTERN_CORPORA: dict[str, tuple[str, bool, tuple[str, str]]] = {
     "uncertainty": ("uncertainty-conll2010.csv", True, ("uncertain", "certain")),
 }
 NAMED = ("builtin", *PATTERN_CORPORA)  # corpora the bench knows by name; any other --corpus value is a path
+_OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)+=")  # section.key=value, as the jobs' overrides
 
 
 def pattern_corpus(name: str, cache: Path) -> Path:
@@ -124,19 +131,42 @@ def pattern_corpus(name: str, cache: Path) -> Path:
     return out
 
 
-def corpus_overrides(name: str, output_root: Path, text_column: str = "text", label_column: str = "label") -> list[str]:
-    """Config overrides that read corpus `name`: a named one, else `name` is a path or URI."""
+def corpus_overrides(
+    name: str,
+    output_root: Path,
+    text_column: str = "text",
+    label_column: str = "label",
+    overrides: Sequence[str] = (),
+) -> list[str]:
+    """Config overrides that read corpus `name`: a named one, else `name` is a path or URI; then the
+    user's `overrides`. When those choose data.source themselves, `name` only names the corpus (a
+    path's data.paths would contradict a Hub source) and theirs are all the data settings."""
+    if any(item.split("=", 1)[0].strip() == "data.source" for item in overrides):
+        return list(overrides)
     if name == "builtin":
-        return []
-    if name in PATTERN_CORPORA:
+        own = []
+    elif name in PATTERN_CORPORA:
         path = pattern_corpus(name, output_root / "bench-corpora")
-        return ["data.source=files", f"data.paths=[{path}]", f"data.labels=[{', '.join(PATTERN_CORPORA[name][2])}]"]
-    return [
-        "data.source=files",
-        f"data.paths=[{name}]",
-        f"data.text_column={text_column}",
-        f"data.label_column={label_column}",
-    ]
+        own = ["data.source=files", f"data.paths=[{path}]", f"data.labels=[{', '.join(PATTERN_CORPORA[name][2])}]"]
+    else:
+        own = [
+            "data.source=files",
+            f"data.paths=[{name}]",
+            f"data.text_column={text_column}",
+            f"data.label_column={label_column}",
+        ]
+    return [*own, *overrides]
+
+
+def misplaced_override(corpus: str) -> str | None:
+    """Why a --corpus value is a config override put in the wrong place, or None: argparse hands
+    `--corpus reviews data.seed=1` all to --corpus, and `data.seed=1` would then be read as a path."""
+    if "=" in corpus and _OVERRIDE.match(corpus) and not Path(corpus).exists():
+        return (
+            f"--corpus {corpus!r} is a config override, not a corpus: put overrides after `--` "
+            f"(python -m bench.quality --corpus reviews -- {corpus})"
+        )
+    return None
 
 
 def corpus_slug(name: str) -> str:
@@ -180,7 +210,7 @@ def bench_corpus(name: str, args: argparse.Namespace) -> None:
     # One worker, as the networks train here (and as jobs.tune's trials do).
     common = [
         f"output_root={root}",
-        *corpus_overrides(name, root, args.text_column, args.label_column),
+        *corpus_overrides(name, root, args.text_column, args.label_column, args.overrides),
         f"train.threads_per_worker={args.threads}",
         "scaling.num_workers=1",
     ]
@@ -297,7 +327,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output-root", default="outputs", help="prepared data, corpora, MLflow store")
     parser.add_argument("--max-rows", type=int, default=None, help="subsample each corpus (smoke runs)")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (smoke runs)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides for every run, after the corpus's (after `--`), e.g. data.test_split=test",
+    )
     args = parser.parse_args(argv)
+    for name in args.corpus:
+        if problem := misplaced_override(name):
+            parser.error(problem)
     for name in args.corpus:
         bench_corpus(name, args)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tarfile
 from pathlib import Path
 
-from bench.quality import PATTERN_CORPORA, corpus_overrides, corpus_slug, pattern_corpus
+import pytest
+
+from bench.quality import PATTERN_CORPORA, corpus_overrides, corpus_slug, main, pattern_corpus
 from jobs.config_loader import CONFIG_DIR, load_config
 
 
@@ -46,3 +49,44 @@ def test_a_pattern_corpus_becomes_a_text_label_csv_whatever_its_column_order(tmp
     assert rows == [["text", "label"], ["It is a city.", "certain"], ["It may be older.", "uncertain"]]
     cfg = load_config(CONFIG_DIR / "best.yaml", corpus_overrides("uncertainty", tmp_path))
     assert cfg.data.labels == PATTERN_CORPORA["uncertainty"][2] and cfg.data.source == "files"
+
+
+def test_overrides_follow_the_corpus_and_a_source_of_their_own_replaces_it(tmp_path: Path):
+    own_test = corpus_overrides("reviews.csv", tmp_path, overrides=["data.test_split=test"])
+    cfg = load_config(CONFIG_DIR / "tune.yaml", own_test)
+    assert (cfg.data.source, [str(p) for p in cfg.data.paths], cfg.data.test_split) == (
+        "files",
+        ["reviews.csv"],
+        "test",
+    )
+    # A folder layout (or a Hub name): data.paths=[imdb] from the corpus name would contradict it.
+    folder = corpus_overrides("imdb", tmp_path, overrides=["data.source=folder", f"data.paths=[{tmp_path}]"])
+    cfg = load_config(CONFIG_DIR / "tune.yaml", folder)
+    assert (cfg.data.source, [str(p) for p in cfg.data.paths]) == ("folder", [str(tmp_path)])
+    hub = corpus_overrides("imdb", tmp_path, overrides=["data.source=hub", "data.name=stanfordnlp/imdb"])
+    assert load_config(CONFIG_DIR / "tune.yaml", hub).data.name == "stanfordnlp/imdb"
+
+
+def test_an_override_given_as_a_corpus_is_refused_with_the_fix(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--corpus", "reviews", "data.seed=1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--corpus 'data.seed=1' is a config override" in err and "-- data.seed=1" in err
+
+
+def test_the_baseline_is_measured_on_a_folder_corpus_named_by_overrides(tmp_path: Path, capsys):
+    # The IMDB layout (<root>/<split>/<label>/*.txt) through data.source=folder, read for real.
+    root = tmp_path / "corpus"
+    words = {"pos": "great lovely superb", "neg": "awful boring dull"}
+    for label, vocab in words.items():
+        (root / "train" / label).mkdir(parents=True)
+        for i in range(30):
+            text = f"{vocab.split()[i % 3]} film number {i} {vocab.split()[(i + 1) % 3]}"
+            (root / "train" / label / f"{i}.txt").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--corpus", "tiny", "--search-only", "--search-minutes", "0", "--output-root", str(out)]
+    main([*args, "--", "data.source=folder", f"data.paths=[{root}]"])
+    printed = capsys.readouterr().out
+    assert "== tiny: {'train': 48, 'validation': 6, 'test': 6}" in printed
+    assert re.search(r"baseline\s+test_acc 1\.0000", printed)
