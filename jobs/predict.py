@@ -2,18 +2,21 @@
 
     python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
 
-Input: CSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`), read as
-written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
+Input: CSV, TSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`), read
+as written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
 naming its 0-based row index. Output: the
 input columns plus `label`, `probability` and one `p_<label>` column per label, written
-atomically (temporary file, then rename) in the format of the output's extension.
+atomically (temporary file, then rename) in the format of the output's extension. Either may be an
+object-store URL (`s3://bucket/key.csv`, as data.paths and output_root): the input is copied to a
+temporary folder, the output written there whole and then uploaded as one object.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from jobs.cli import build_parser, run_main
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 # A CSV text column is read as strings even where every value looks like a number.
 _READERS = {
     ".csv": lambda p, col: _pd().read_csv(p, keep_default_na=False, dtype={col: str}),
+    ".tsv": lambda p, col: _pd().read_csv(p, sep="\t", keep_default_na=False, dtype={col: str}),
     ".jsonl": lambda p, col: _pd().read_json(p, lines=True, dtype=False, convert_dates=False),
     ".parquet": lambda p, col: _pd().read_parquet(p),
 }
@@ -41,33 +45,59 @@ def _pd():
     return pandas
 
 
-def _writer(path: Path):
-    ext = path.suffix.lower()
+def _suffix(path: str) -> str:
+    """The extension of a local path or an object-store URL (its key's)."""
+    return PurePosixPath(path.split("://", 1)[-1]).suffix.lower()
+
+
+def _writer(path: str):
+    ext = _suffix(path)
     if ext == ".csv":
         return lambda df, p: df.to_csv(p, index=False)
+    if ext == ".tsv":
+        return lambda df, p: df.to_csv(p, sep="\t", index=False)
     if ext == ".jsonl":
         return lambda df, p: df.to_json(p, orient="records", lines=True, force_ascii=False)
     if ext == ".parquet":
         return lambda df, p: df.to_parquet(p, index=False)
-    raise UserInputError(f"--output {path}: unsupported extension {ext!r}; use .csv, .jsonl or .parquet")
+    raise UserInputError(f"--output {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
 
 
-def read_input(path: Path, text_column: str) -> pd.DataFrame:
-    reader = _READERS.get(path.suffix.lower())
+def _fetch(uri: str, folder: str) -> Path:
+    """An object-store input copied into `folder`. Raises UserInputError when it is not there."""
+    import pyarrow.fs as pafs
+
+    from pipeline.data.sources import local_copy
+    from pipeline.data.store import filesystem
+
+    fs, inner = filesystem(uri)
+    if fs.get_file_info(inner).type != pafs.FileType.File:
+        raise UserInputError(f"--input {uri} not found (no such object); check the bucket and key")
+    return local_copy(uri, folder)
+
+
+def read_input(path: Path | str, text_column: str) -> pd.DataFrame:
+    path = str(path)
+    ext = _suffix(path)
+    reader = _READERS.get(ext)
     if reader is None:
-        raise UserInputError(f"--input {path}: unsupported extension {path.suffix!r}; use .csv, .jsonl or .parquet")
-    if not path.is_file():
-        raise UserInputError(f"--input {path} not found")
+        raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
     from pyarrow.lib import ArrowException
 
-    try:
-        frame = reader(path, text_column)
-    except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserInputError(
-            f"--input {path} could not be read as {path.suffix.lower()[1:]} ({first}); "
-            "fix the file or pass one in another supported format"
-        ) from None
+    from pipeline.data.sources import is_url
+
+    with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
+        local = _fetch(path, tmp) if is_url(path) else Path(path.removeprefix("file://"))
+        if not local.is_file():
+            raise UserInputError(f"--input {path} not found")
+        try:
+            frame = reader(local, text_column)
+        except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserInputError(
+                f"--input {path} could not be read as {ext[1:]} ({first}); "
+                "fix the file or pass one in another supported format"
+            ) from None
     if text_column not in frame.columns:
         raise UserInputError(
             f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; set --text-column"
@@ -87,15 +117,45 @@ def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
         raise UserInputError(f"--input {path}, column {text_column!r}: {e.message}") from None
 
 
+def write_output(out: pd.DataFrame, output_path: Path | str) -> None:
+    """`out` in the format of the path's extension, atomically: readers see the whole file or none.
+    Local: a temporary file renamed into place. Object store: written whole to a temporary folder,
+    then uploaded as one object (S3 shows an object only once its upload completes)."""
+    from pipeline.data.sources import is_url
+
+    write, target = _writer(str(output_path)), str(output_path)
+    if is_url(target):
+        from pipeline.data.store import write_file
+
+        with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
+            local = Path(tmp) / PurePosixPath(target.split("://", 1)[1]).name
+            write(out, local)
+            folder, _, name = target.rpartition("/")
+            write_file(folder, name, local.read_bytes())
+        return
+    local = Path(target.removeprefix("file://"))
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
+    try:
+        write(out, tmp)
+        os.replace(tmp, local)  # atomic: readers never see a half-written file
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def predict_file(
-    model_uri: str, input_path: Path, output_path: Path, text_column: str = TEXT_COLUMN, batch_size: int = 2048
+    model_uri: str,
+    input_path: Path | str,
+    output_path: Path | str,
+    text_column: str = TEXT_COLUMN,
+    batch_size: int = 2048,
 ) -> pd.DataFrame:
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
     from tqdm import tqdm
 
-    write = _writer(output_path)
+    _writer(str(output_path))  # an unsupported output extension stops the job before any scoring
     frame = read_input(input_path, text_column)
     texts = _texts_of(frame, input_path, text_column)
     try:
@@ -110,13 +170,7 @@ def predict_file(
         parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "probability"])
     out = pd.concat([frame.reset_index(drop=True), scored], axis=1)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_path.with_name(f".{output_path.name}.tmp-{os.getpid()}")
-    try:
-        write(out, tmp)
-        os.replace(tmp, output_path)  # atomic: readers never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output(out, output_path)
     return out
 
 
@@ -125,15 +179,19 @@ def run(cfg: JobConfig, input_path: str, output_path: str, model_uri: str | None
 
     uri = model_uri or f"models:/{cfg.tracking.registered_model_name}@{cfg.promotion.alias}"
     with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
-        out = predict_file(uri, Path(input_path), Path(output_path), text_column)
+        out = predict_file(uri, input_path, output_path, text_column)
     say(f"scored {len(out)} rows with {uri} -> {output_path}")
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m jobs.predict", __doc__)
-    parser.add_argument("--input", required=True, help="CSV, JSONL or Parquet file with a text column")
-    parser.add_argument("--output", required=True, help="where to write the scored rows (.csv/.jsonl/.parquet)")
+    parser.add_argument(
+        "--input", required=True, help="CSV, TSV, JSONL or Parquet file (or s3:// URL) with a text column"
+    )
+    parser.add_argument(
+        "--output", required=True, help="where to write the scored rows (.csv/.tsv/.jsonl/.parquet; or s3:// URL)"
+    )
     parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
     parser.add_argument("--text-column", default=TEXT_COLUMN, help="column with the texts (default: %(default)s)")
     return run_main(parser, lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column), argv)

@@ -883,7 +883,7 @@ def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     return [{"uri": u if is_url(u) else str(Path(u).resolve()), **scan_file(u, check)} for u in unit.uris]
 
 
-def _local_copy(uri: str, folder: str) -> Path:
+def local_copy(uri: str, folder: str) -> Path:
     """An object-store file copied to a task's temp folder, so that `datasets` reads it like any file."""
     import shutil
 
@@ -936,7 +936,7 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
-        path = _local_copy(unit.uris[0], tmp) if is_url(unit.uris[0]) else Path(unit.uris[0])
+        path = local_copy(unit.uris[0], tmp) if is_url(unit.uris[0]) else Path(unit.uris[0])
         try:
             ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
         except DataValidationError as e:  # name the URL, not the task's temp copy

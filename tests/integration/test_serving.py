@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs import predict as predict_job
 from jobs.config_loader import load_config
+from pipeline.errors import UserInputError
 from pipeline.tracking import tracking_store
 from tests.conftest import free_port, stop_process, wait_http
 from tests.model_factory import learned_state, prepare_generated, register
@@ -66,6 +67,29 @@ def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "text column 'text' not found" in err and "--text-column" in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_predict_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_path):
+    # A scheduled scoring job reads and writes s3:// as the training job does (here a local S3 server).
+    import boto3
+
+    root, uri = champion
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    bucket = s3_bucket.removeprefix("s3://")
+    src = tmp_path / "in.tsv"
+    pd.DataFrame({"id": [1, 2], "review": REVIEWS}).to_csv(src, sep="\t", index=False)
+    s3.upload_file(str(src), bucket, "in/reviews.tsv")
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    out = predict_job.run(cfg, f"{s3_bucket}/in/reviews.tsv", f"{s3_bucket}/out/scored.parquet", None, "review")
+    assert list(out["label"]) == ["pos", "neg"]
+    s3.download_file(bucket, "out/scored.parquet", str(tmp_path / "back.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "back.parquet"), out)
+    predict_job.run(cfg, str(src), str(tmp_path / "local.tsv"), None, "review")
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local.tsv", sep="\t"), out)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    assert keys == ["in/reviews.tsv", "out/scored.parquet"]  # nothing temporary uploaded
+    with pytest.raises(UserInputError, match=r"--input s3://.*/in/absent\.csv not found"):
+        predict_job.run(cfg, f"{s3_bucket}/in/absent.csv", f"{s3_bucket}/out/x.csv", None, "review")
 
 
 @pytest.fixture(scope="module")
