@@ -26,9 +26,9 @@ Corpora, all read offline:
              data.source=files (CSV, JSON lines, Parquet; columns --text-column and --label-column;
              labels as the data has them), so the same four numbers can be had on a new corpus.
 KEY=VALUE overrides (after `--`) apply to every configuration, after the corpus's own: a corpus's own
-test split (`data.test_split=test`), another layout (`-- data.source=folder data.paths=[aclImdb]`:
-then --corpus only names the corpus, for its MLflow experiment and tuned YAML), a Hub dataset
-(`--corpus imdb -- data.source=hub data.name=stanfordnlp/imdb data.test_split=test`).
+test split (`data.test_split=test`), another layout (`-- data.source=folder data.paths=[aclImdb]
+data.labels=[neg,pos]`: then --corpus only names the corpus, for its MLflow experiment and tuned
+YAML), a Hub dataset (`--corpus imdb -- data.source=hub data.name=stanfordnlp/imdb data.test_split=test`).
 On each corpus's split (seed 42, 80/10/10), scored on the test split:
   baseline   pipeline.baseline (TF-IDF word + character n-grams -> logistic regression, C chosen
              on validation), as every training run fits it;
