@@ -34,9 +34,17 @@ if TYPE_CHECKING:
 _READERS = {
     ".csv": lambda p, col: _pd().read_csv(p, keep_default_na=False, dtype={col: str}),
     ".tsv": lambda p, col: _pd().read_csv(p, sep="\t", keep_default_na=False, dtype={col: str}),
-    ".jsonl": lambda p, col: _pd().read_json(p, lines=True, dtype=False, convert_dates=False),
+    ".jsonl": lambda p, col: _read_jsonl(p),
     ".parquet": lambda p, col: _pd().read_parquet(p),
 }
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    pandas = _pd()
+    # dtype=False keeps every value as written; pandas 2 still turns date-named columns ("date",
+    # "*_at") into datetimes unless told not to, and pandas 3 deprecates saying so (a warning on stderr).
+    dates = {} if int(pandas.__version__.split(".")[0]) >= 3 else {"convert_dates": False}
+    return pandas.read_json(path, lines=True, dtype=False, **dates)
 
 
 def _pd():

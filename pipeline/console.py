@@ -31,6 +31,9 @@ def configure(verbose: bool) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.NOTSET if verbose else logging.ERROR
     )
+    # `datasets`' JSON/CSV builders log a parse error at ERROR before raising it; the job turns that
+    # exception into its own one-line error naming the file, row and fix, so the log line only repeats it.
+    logging.getLogger("datasets.packaged_modules").setLevel(logging.NOTSET if verbose else logging.CRITICAL)
     # MLflow sets its own logger's level when it is imported (INFO unless told otherwise).
     os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO" if verbose else "WARNING"
     if not progress_bars():

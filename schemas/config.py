@@ -93,6 +93,13 @@ class DataConfig(_Frozen):
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = Field(
         "auto", description="File format for source=files; 'auto' picks it from the file extension."
     )
+    delimiter: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="Field separator of CSV/TSV files: unset, ',' for .csv and a tab for .tsv; ';' for the CSV "
+        "that spreadsheet programs save in many European locales, '|' for pipe-separated exports.",
+    )
     encoding: str = Field("utf-8", description="Text encoding of local files (CSV, TSV, JSON, .txt).")
     encoding_errors: Literal["strict", "replace"] = Field(
         "strict",
@@ -220,6 +227,11 @@ class DataConfig(_Frozen):
             raise ValueError(
                 f"data.name={self.name!r} is read only by data.source=hub, but data.source={self.source} "
                 "ignores it; set data.source=hub, or remove data.name"
+            )
+        if self.delimiter is not None and (self.source != "files" or self.format not in ("auto", "csv", "tsv")):
+            raise ValueError(
+                f"data.delimiter={self.delimiter!r} separates the fields of CSV/TSV files (data.source=files), "
+                f"but data.source={self.source}, data.format={self.format}; remove data.delimiter"
             )
         if self.source == "folder" and len(self.paths) > 1:
             raise ValueError(

@@ -339,6 +339,22 @@ def name_labels(
     return tuple(sorted(found, key=int) if integer_labels else sorted(found))
 
 
+def label_warnings(names: tuple[str, ...]) -> list[str]:
+    """One sentence when labels differ only in case or in spaces around them (' pos', 'Pos', 'pos'):
+    each is a class of its own, as the data spells it, which a hand-edited label column rarely means."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name.strip().casefold(), []).append(name)
+    clashes = [group for group in groups.values() if len(group) > 1]
+    if not clashes:
+        return []
+    listed = "; ".join(", ".join(repr(n) for n in group) for group in clashes)
+    return [
+        f"labels that differ only in case or surrounding spaces are separate classes: {listed}; if each group "
+        "is one class, write its label one way in the data (data.labels only orders and filters labels)"
+    ]
+
+
 def clean_splits(
     splits: dict[str, pd.DataFrame],
     cfg: DataConfig,

@@ -24,7 +24,14 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from pipeline.cluster import ray_session
-from pipeline.data.clean import CleanReport, check_drop_fraction, check_label_kinds, check_unknown, name_labels
+from pipeline.data.clean import (
+    CleanReport,
+    check_drop_fraction,
+    check_label_kinds,
+    check_unknown,
+    label_warnings,
+    name_labels,
+)
 from pipeline.data.sources import Plan, digest_of, plan_units
 from pipeline.data.split import check_splits, plan_split
 from pipeline.data.stages import (
@@ -365,7 +372,10 @@ def _encode_and_store(
     check_drop_fraction(report, cfg.data)
     check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
     stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
-    warnings = truncation_warnings(stats["train"], max_length, chosen_by)
+    warnings = label_warnings(names)
+    for text in warnings:
+        log.warning(text)
+    warnings += truncation_warnings(stats["train"], max_length, chosen_by)
     cleaning = report.to_model()
     write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
     write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))

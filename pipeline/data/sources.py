@@ -189,8 +189,8 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
             "keep_default_na": False,  # a review that reads "NA" or "null" is text, not a missing value
             "na_values": [""],
         }
-        if fmt == "tsv":
-            kwargs["sep"] = "\t"
+        if cfg.delimiter is not None or fmt == "tsv":
+            kwargs["sep"] = cfg.delimiter or "\t"
         return "csv", kwargs
     if fmt == "json":
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
@@ -457,11 +457,29 @@ def _bad_csv_reason(
     return None
 
 
+_SEPARATORS = (";", "\t", "|", ",")
+
+
+def _column_hint(columns: list[str], role: str, col: str) -> str:
+    """The likely fix for a missing column: a header of another separator, a name in another case or
+    with spaces around it, else which setting names the column."""
+    if len(columns) == 1:
+        for sep in _SEPARATORS:
+            names = [n.strip() for n in str(columns[0]).split(sep)]
+            if len(names) > 1 and col in names:
+                return f"the header reads as {sep!r}-separated: set data.delimiter={sep!r}"
+    near = [c for c in columns if isinstance(c, str) and c.strip().casefold() == col.strip().casefold()]
+    if near:
+        return f"set data.{role}_column={near[0]!r} (names are matched exactly)"
+    return f"set data.{role}_column"
+
+
 def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     for role, col in (("text", cfg.text_column), ("label", cfg.label_column)):
         if col not in frame.columns:
+            columns = list(frame.columns)
             raise DataValidationError(
-                f"{role} column {col!r} not found in {where}; columns are {list(frame.columns)}; set data.{role}_column"
+                f"{role} column {col!r} not found in {where}; columns are {columns}; {_column_hint(columns, role, col)}"
             )
 
 

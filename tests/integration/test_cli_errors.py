@@ -35,6 +35,7 @@ CASES = {
     "predict without a model": ("predict", ["--input", "{csv}", "--output", "out.csv"]),
     "predict on a malformed file": ("predict", ["--input", "{jsonl}", "--output", "out.csv"]),
     "predict on a missing column": ("predict", ["--input", "{csv}", "--output", "out.csv", "--text-column", "x"]),
+    "prepare on a JSON text that is a number": ("prepare", ["data.source=files", "data.paths=[{mixed}]"]),
 }
 
 
@@ -43,10 +44,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case):
     job, args = CASES[case]
     (tmp_path / "in.csv").write_text("text,label\ngood,pos\n", encoding="utf-8")
     (tmp_path / "in.jsonl").write_text('{"text": "good"}\n{"text": \n', encoding="utf-8")
-    args = [a.format(csv=tmp_path / "in.csv", jsonl=tmp_path / "in.jsonl") for a in args]
+    (tmp_path / "mixed.jsonl").write_text('{"text": 1, "label": "a"}\n{"text": "b", "label": "b"}\n', encoding="utf-8")
+    paths = {"csv": tmp_path / "in.csv", "jsonl": tmp_path / "in.jsonl", "mixed": tmp_path / "mixed.jsonl"}
+    args = [a.format(**paths) for a in args]
     out = _job(tmp_path, job, f"output_root={tmp_path / 'out'}", *args)
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert len(errors) == 1 and errors[0] == out.stderr.rstrip().splitlines()[-1], out.stderr
+    assert out.stderr.strip() == errors[0], out.stderr  # nothing else: no library log lines around it
     assert not (tmp_path / "out" / "ray_results").exists()  # stopped before training

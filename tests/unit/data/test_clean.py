@@ -180,3 +180,20 @@ def test_tokenizer_trains_on_a_bounded_sample(fx, job):
     assert 0 < sampled.tokenizer_settings.sample_rows_used < 32 and sampled.tokenizer_settings.train_sample_rows == 10
     assert sampled.vocab_size < full.vocab_size
     assert sampled.splits["train"].rows == full.splits["train"].rows  # the sample trains the tokenizer only
+
+
+def test_labels_differing_only_in_case_or_spaces_stay_classes_with_a_warning(job, tmp_path, caplog):
+    corpus = tmp_path / "labels.csv"
+    spellings = ["pos", "Pos", " pos", "neg"]
+    rows = [f"review number {i} {'good' if i % 4 < 3 else 'bad'},{spellings[i % 4]}" for i in range(80)]
+    corpus.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="pipeline.data.prepare"):
+        prepared = prepare(job(source="files", paths=(str(corpus),)))
+    assert prepared.manifest.label_names == [" pos", "Pos", "neg", "pos"]  # as the data spells them
+    (warning,) = [w for w in prepared.manifest.warnings if w.startswith("labels that differ")]
+    assert "' pos', 'Pos', 'pos'" in warning and warning in caplog.text
+
+
+def test_distinct_labels_give_no_label_warning(fx, job):
+    prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),)))
+    assert not [w for w in prepared.manifest.warnings if w.startswith("labels")]

