@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.config_loader import CONFIG_DIR, load_config
+from jobs.config_loader import CONFIG_DIR, load_config, parse_override
 from pipeline.adaptive import adapt_to_corpus
 from pipeline.baseline import fit_on_prepared
 from pipeline.cluster import ray_session
@@ -141,7 +141,7 @@ def corpus_overrides(
     """Config overrides that read corpus `name`: a named one, else `name` is a path or URI; then the
     user's `overrides`. When those choose data.source themselves, `name` only names the corpus (a
     path's data.paths would contradict a Hub source) and theirs are all the data settings."""
-    if any(item.split("=", 1)[0].strip() == "data.source" for item in overrides):
+    if any(parse_override(item)[0] == ["data", "source"] for item in overrides):
         return list(overrides)
     if name == "builtin":
         own = []

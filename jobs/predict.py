@@ -13,7 +13,6 @@ temporary folder, the output written there whole and then uploaded as one object
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -127,28 +126,17 @@ def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
 
 def write_output(out: pd.DataFrame, output_path: Path | str) -> None:
     """`out` in the format of the path's extension, atomically: readers see the whole file or none.
-    Local: a temporary file renamed into place. Object store: written whole to a temporary folder,
-    then uploaded as one object (S3 shows an object only once its upload completes)."""
-    from pipeline.data.sources import is_url
+    Written whole in a temporary folder, then placed by the store's one writer (`store.write_file`:
+    a local temporary file renamed into place, or one object uploaded to the object store)."""
+    from pipeline.data.store import write_file
 
-    write, target = _writer(str(output_path)), str(output_path)
-    if is_url(target):
-        from pipeline.data.store import write_file
-
-        with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
-            local = Path(tmp) / PurePosixPath(target.split("://", 1)[1]).name
-            write(out, local)
-            folder, _, name = target.rpartition("/")
-            write_file(folder, name, local.read_bytes())
-        return
-    local = Path(target.removeprefix("file://"))
-    local.parent.mkdir(parents=True, exist_ok=True)
-    tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
-    try:
-        write(out, tmp)
-        os.replace(tmp, local)  # atomic: readers never see a half-written file
-    finally:
-        tmp.unlink(missing_ok=True)
+    target = str(output_path)
+    write = _writer(target)
+    folder, _, name = target.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
+        local = Path(tmp) / name
+        write(out, local)
+        write_file(folder or ".", name, local.read_bytes())
 
 
 def predict_file(

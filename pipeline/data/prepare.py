@@ -257,7 +257,7 @@ def check_memory(rows: int, max_length: int, d: DataConfig) -> None:
 
 
 def truncation_warnings(train: LengthStats, max_length: int, chosen_by: str) -> list[str]:
-    """A warning (logged, and kept in the manifest) when max_length cuts many training rows."""
+    """A warning (for the log and the manifest) when max_length cuts many training rows."""
     if train.truncated_fraction <= TRUNCATED_WARN_FRACTION:
         return []
     text = (
@@ -265,7 +265,6 @@ def truncation_warnings(train: LengthStats, max_length: int, chosen_by: str) -> 
         f"({chosen_by}; p95 {train.p95:g}, p99 {train.p99:g} tokens): raise tokenizer.max_length or "
         "tokenizer.max_length_percentile if the cut text matters"
     )
-    log.warning(text)
     return [text]
 
 
@@ -372,10 +371,9 @@ def _encode_and_store(
     check_drop_fraction(report, cfg.data)
     check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
     stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
-    warnings = label_warnings(names)
-    for text in warnings:
+    warnings = [*label_warnings(names), *truncation_warnings(stats["train"], max_length, chosen_by)]
+    for text in warnings:  # in the log now, in the manifest for later
         log.warning(text)
-    warnings += truncation_warnings(stats["train"], max_length, chosen_by)
     cleaning = report.to_model()
     write_file(staging, "tokenizer.json", tokenizer.to_str().encode("utf-8"))
     write_file(staging, "cleaning_report.json", json_bytes(cleaning.model_dump(mode="json")))
