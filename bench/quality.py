@@ -25,10 +25,10 @@ Corpora, all read offline:
   PATH       any other value: your own labeled corpus, a file, folder, glob or s3:// URI read through
              data.source=files (CSV, JSON lines, Parquet; columns --text-column and --label-column;
              labels as the data has them), so the same four numbers can be had on a new corpus.
-KEY=VALUE overrides (after `--`) apply to every configuration, after the corpus's own: a corpus's own
-test split (`data.test_split=test`), another layout (`-- data.source=folder data.paths=[aclImdb]
-data.labels=[neg,pos]`: then --corpus only names the corpus, for its MLflow experiment and tuned
-YAML), a Hub dataset (`--corpus imdb -- data.source=hub data.name=stanfordnlp/imdb data.test_split=test`).
+KEY=VALUE overrides (after `--`) apply to every configuration, after the corpus's own: another split
+(`-- data.seed=1`), another layout (`-- data.source=folder data.paths=[aclImdb] data.labels=[neg,pos]`:
+then --corpus only names the corpus, for its MLflow experiment and tuned YAML), a Hub dataset
+(`--corpus imdb -- data.source=hub data.name=stanfordnlp/imdb`); those two keep their own test split.
 On each corpus's split (seed 42, 80/10/10), scored on the test split:
   baseline   pipeline.baseline (TF-IDF word + character n-grams -> logistic regression, C chosen
              on validation), as every training run fits it;
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         "overrides",
         nargs="*",
         metavar="KEY=VALUE",
-        help="config overrides for every run, after the corpus's (after `--`), e.g. data.test_split=test",
+        help="config overrides for every run, after the corpus's (after `--`), e.g. data.seed=1",
     )
     args = parser.parse_args(argv)
     for name in args.corpus:

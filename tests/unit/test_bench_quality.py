@@ -52,13 +52,11 @@ def test_a_pattern_corpus_becomes_a_text_label_csv_whatever_its_column_order(tmp
 
 
 def test_overrides_follow_the_corpus_and_a_source_of_their_own_replaces_it(tmp_path: Path):
-    own_test = corpus_overrides("reviews.csv", tmp_path, overrides=["data.test_split=test"])
-    cfg = load_config(CONFIG_DIR / "tune.yaml", own_test)
-    assert (cfg.data.source, [str(p) for p in cfg.data.paths], cfg.data.test_split) == (
-        "files",
-        ["reviews.csv"],
-        "test",
-    )
+    # data.seed: tune.yaml sets 42, so the override must land after the config (data.test_split, the
+    # first example written here, is "test" by default and could not show that).
+    reseeded = corpus_overrides("reviews.csv", tmp_path, overrides=["data.seed=7"])
+    cfg = load_config(CONFIG_DIR / "tune.yaml", reseeded)
+    assert (cfg.data.source, [str(p) for p in cfg.data.paths], cfg.data.seed) == ("files", ["reviews.csv"], 7)
     # A folder layout (or a Hub name): data.paths=[imdb] from the corpus name would contradict it.
     folder = corpus_overrides("imdb", tmp_path, overrides=["data.source=folder", f"data.paths=[{tmp_path}]"])
     cfg = load_config(CONFIG_DIR / "tune.yaml", folder)
