@@ -107,6 +107,26 @@ class PeakRss:
         self.peak = max(self.peak, self.now())
 
 
+def start_local_ray(cpus: int) -> float:
+    """Start a local Ray cluster of `cpus` CPUs in this (child) process; the seconds it took."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return time.perf_counter() - t0
+
+
+def run_child(module: str, args: list[str], env: dict[str, str], what: str) -> dict:
+    """`python -m <module> --child <args>` in a fresh process; the JSON object its last line prints."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0", **env}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--child", *args], env=env, cwd=REPO, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def child(mode: str, corpus: str, out: str, cpus: int) -> None:
     import datasets
 
@@ -117,13 +137,7 @@ def child(mode: str, corpus: str, out: str, cpus: int) -> None:
     cfg = JobConfig(
         output_root=out, data={"source": "files", "paths": [corpus], "labels": ["neg", "pos"], "prepare_mode": mode}
     )
-    t_ray = 0.0
-    if mode == "ray":
-        import ray
-
-        t0 = time.perf_counter()
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        t_ray = time.perf_counter() - t0
+    t_ray = start_local_ray(cpus) if mode == "ray" else 0.0
     with PeakRss() as rss:
         t0 = time.perf_counter()
         prepared = prepare(cfg, force=True)
@@ -148,24 +162,9 @@ def child(mode: str, corpus: str, out: str, cpus: int) -> None:
 
 
 def measure(mode: str, corpus: Path, cpus: int) -> dict:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "RAYON_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_DEDUP_LOGS": "0",
-    }
+    env = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory(prefix="bench-scale-out-") as out:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bench.scale", "--child", mode, str(corpus), out, "--cpus", str(cpus)],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-    if proc.returncode != 0:
-        raise SystemExit(f"{mode} run failed:\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return run_child("bench.scale", [mode, str(corpus), out, "--cpus", str(cpus)], env, mode)
 
 
 def main() -> None:

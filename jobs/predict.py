@@ -1,14 +1,21 @@
-"""Score a file of texts with a registered model (default: the champion), in batches.
+"""Score texts with a registered model (default: the champion): one file in this process, or any
+number of files on Ray into a folder.
 
     python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
+    python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
 Input: CSV, TSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`), read
 as written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
-naming its 0-based row index. Output: the
-input columns plus `label`, `probability` and one `p_<label>` column per label, written
-atomically (temporary file, then rename) in the format of the output's extension. Either may be an
-object-store URL (`s3://bucket/key.csv`, as data.paths and output_root): the input is copied to a
-temporary folder, the output written there whole and then uploaded as one object.
+naming it. Output: the input columns plus `label`, `probability` and one `p_<label>` column per
+label (`--score-prefix pred_` names them pred_label, ...; an input that already has one of those
+columns, such as a labeled test set's `label`, is refused until it is given).
+
+An output file (.csv/.tsv/.jsonl/.parquet) is written atomically (temporary file, then rename) from
+this process, which reads the input whole: for one file that fits in memory. An output folder (a
+path ending in '/' or without extension) is batch scoring on Ray Data (pipeline.registry.batch_scoring):
+the input may be a file, a folder or a glob; a pool of actors scores it block by block into
+Parquet part files, published whole (`_COMPLETE` and `_predict_summary.json`, with the model version,
+last). Either may be an object-store URL (`s3://...`, as data.paths and output_root).
 """
 
 from __future__ import annotations
@@ -87,6 +94,11 @@ def read_input(path: Path | str, text_column: str) -> pd.DataFrame:
     path = str(path)
     ext = _suffix(path)
     reader = _READERS.get(ext)
+    if reader is None and (any(c in path for c in "*?[") or Path(path).is_dir() or path.endswith("/")):
+        raise UserInputError(
+            f"--input {path} names many files; an output file is written from one input file: give --output a "
+            "folder (ending in /) to score them all on Ray"
+        )
     if reader is None:
         raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
     from pyarrow.lib import ArrowException
@@ -145,11 +157,14 @@ def predict_file(
     output_path: Path | str,
     text_column: str = TEXT_COLUMN,
     batch_size: int = 2048,
+    prefix: str = "",
 ) -> pd.DataFrame:
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
     from tqdm import tqdm
+
+    from pipeline.registry.batch_scoring import check_collisions, label_names
 
     _writer(str(output_path))  # an unsupported output extension stops the job before any scoring
     frame = read_input(input_path, text_column)
@@ -161,36 +176,95 @@ def predict_file(
             f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
             "first (jobs.run) or pass an existing --model-uri"
         ) from None
+    check_collisions(list(frame.columns), label_names(model), prefix, str(input_path))
     parts = []
     for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress_bars()):
-        parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})))
-    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["label", "probability"])
+        parts.append(model.predict(pd.DataFrame({TEXT_COLUMN: texts[start : start + batch_size]})).add_prefix(prefix))
+    scored = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=[f"{prefix}label", f"{prefix}probability"])
+    )
     out = pd.concat([frame.reset_index(drop=True), scored], axis=1)
     write_output(out, output_path)
     return out
 
 
-def run(cfg: JobConfig, input_path: str, output_path: str, model_uri: str | None, text_column: str) -> pd.DataFrame:
+def run(
+    cfg: JobConfig,
+    input_path: str,
+    output_path: str,
+    model_uri: str | None,
+    text_column: str,
+    prefix: str = "",
+    workers: int | None = None,
+):
+    """Score `input_path` into `output_path`: the scored frame (an output file), or the published
+    folder's BatchScoringResult (an output folder: batch scoring on Ray)."""
+    from pipeline.registry.batch_scoring import is_folder_output
     from pipeline.tracking import resolve_tracking_uri, tracking_store
 
     uri = model_uri or f"models:/{cfg.tracking.registered_model_name}@{cfg.promotion.alias}"
-    with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
-        out = predict_file(uri, input_path, output_path, text_column)
-    say(f"scored {len(out)} rows with {uri} -> {output_path}")
-    return out
+    if not is_folder_output(output_path):
+        if workers is not None:
+            raise UserInputError(
+                f"--workers applies to an output folder (batch scoring on Ray), not to --output {output_path}; "
+                "drop --workers or give a folder"
+            )
+        with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
+            out = predict_file(uri, input_path, output_path, text_column, prefix=prefix)
+        say(f"scored {len(out)} rows with {uri} -> {output_path}")
+        return out
+    from pipeline.cluster import ray_session
+    from pipeline.registry.batch_scoring import SUMMARY, plan_scoring, score_to_folder
+
+    with tracking_store(resolve_tracking_uri(cfg)):
+        plan = plan_scoring(uri, input_path, text_column, prefix)  # before Ray: a bad input or model stops here
+    with ray_session(cfg.ray):
+        result = score_to_folder(plan, output_path, workers)
+    version = f" (version {result.model_version})" if result.model_version else ""
+    files = f"{result.files} Parquet file{'s' if result.files != 1 else ''}"
+    say(f"scored {result.rows} rows with {uri}{version} -> {output_path} ({files}, {SUMMARY}, _COMPLETE)")
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser("python -m jobs.predict", __doc__)
     parser.add_argument(
-        "--input", required=True, help="CSV, TSV, JSONL or Parquet file (or s3:// URL) with a text column"
+        "--input",
+        required=True,
+        help="CSV, TSV, JSONL or Parquet file with a text column (with an output folder: also a folder or glob); "
+        "local or s3:// URL",
     )
     parser.add_argument(
-        "--output", required=True, help="where to write the scored rows (.csv/.tsv/.jsonl/.parquet; or s3:// URL)"
+        "--output",
+        required=True,
+        help="where to write the scored rows: a file (.csv/.tsv/.jsonl/.parquet) or a folder of Parquet files "
+        "scored on Ray (ends in / or has no extension); local or s3:// URL",
     )
     parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
     parser.add_argument("--text-column", default=TEXT_COLUMN, help="column with the texts (default: %(default)s)")
-    return run_main(parser, lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column), argv)
+    parser.add_argument(
+        "--score-prefix", default="", help="prefix of the columns scoring adds (e.g. pred_: pred_label, ...)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        help="with an output folder: at most this many scoring actors, 1 CPU each (default: the cluster's CPUs - 1)",
+    )
+    return run_main(
+        parser,
+        lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column, a.score_prefix, a.workers),
+        argv,
+    )
+
+
+def _positive(value: str) -> int:
+    import argparse
+
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1 expected, got {value!r}")
+    return int(value)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def _column(model_input: Any) -> Any:
     return [model_input]  # one value: a string is one text, anything else one row that is not text
 
 
-def _why_not_text(value: Any) -> str | None:
+def why_not_text(value: Any) -> str | None:
     if isinstance(value, str | np.str_):
         return None if value.strip() else "empty"
     if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
@@ -82,7 +82,7 @@ def input_texts(model_input: Any) -> list[str]:
     Raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400 from the scoring server).
     """
     values = list(_column(model_input))
-    bad = [(i, why) for i, v in enumerate(values) if (why := _why_not_text(v))]
+    bad = [(i, why) for i, v in enumerate(values) if (why := why_not_text(v))]
     if bad:
         shown = ", ".join(f"row {i} ({why})" for i, why in bad[:_SHOWN])
         more = f" and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""

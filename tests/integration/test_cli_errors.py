@@ -35,6 +35,10 @@ CASES = {
     "predict without a model": ("predict", ["--input", "{csv}", "--output", "out.csv"]),
     "predict on a malformed file": ("predict", ["--input", "{jsonl}", "--output", "out.csv"]),
     "predict on a missing column": ("predict", ["--input", "{csv}", "--output", "out.csv", "--text-column", "x"]),
+    "predict into a folder without a model": ("predict", ["--input", "{csv}", "--output", "scored/"]),
+    "predict with --workers into one file": ("predict", ["--input", "{csv}", "--output", "o.csv", "--workers", "2"]),
+    "predict a folder into one file": ("predict", ["--input", ".", "--output", "out.csv"]),
+    "predict into a folder from nothing": ("predict", ["--input", "absent/*.csv", "--output", "scored/"]),
     "prepare on a JSON text that is a number": ("prepare", ["data.source=files", "data.paths=[{mixed}]"]),
 }
 

@@ -50,6 +50,30 @@ def test_predict_job_writes_scores_atomically(champion, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
+def test_predict_job_refuses_to_write_a_second_label_column(champion, tmp_path):
+    # A labeled test set has `label`: two columns of one name would be ambiguous in CSV, refused by Parquet.
+    root, uri = champion
+    src = tmp_path / "in.csv"
+    pd.DataFrame({"text": REVIEWS, "label": ["pos", "neg"]}).to_csv(src, index=False)
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    with pytest.raises(
+        UserInputError,
+        match=r"already has the column\(s\) \['label'\], which scoring writes; pass --score-prefix pred_",
+    ):
+        predict_job.run(cfg, str(src), str(tmp_path / "out.parquet"), None, "text")
+    assert not (tmp_path / "out.parquet").exists()
+    out = predict_job.run(cfg, str(src), str(tmp_path / "out.parquet"), None, "text", prefix="pred_")
+    assert list(pd.read_parquet(tmp_path / "out.parquet").columns) == [
+        "text",
+        "label",
+        "pred_label",
+        "pred_probability",
+        "pred_p_neg",
+        "pred_p_pos",
+    ]
+    assert out["pred_label"].tolist() == ["pos", "neg"]
+
+
 def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     root, uri = champion
     src = tmp_path / "in.jsonl"
@@ -90,6 +114,92 @@ def test_predict_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_pa
     assert keys == ["in/reviews.tsv", "out/scored.parquet"]  # nothing temporary uploaded
     with pytest.raises(UserInputError, match=r"--input s3://.*/in/absent\.csv not found"):
         predict_job.run(cfg, f"{s3_bucket}/in/absent.csv", f"{s3_bucket}/out/x.csv", None, "review")
+
+
+def _scored_folder(folder: Path) -> pd.DataFrame:
+    return pd.read_parquet(folder)  # as a reader would: pyarrow skips `_COMPLETE` and `_predict_summary.json`
+
+
+def test_batch_scoring_on_ray_scores_a_folder_as_the_file_path_does(champion, ray_cluster, tmp_path):
+    # Two files, texts a CSV reader could mangle (a quoted newline, "NA", digits), and a `label`
+    # column as a labeled test set has: refused until --score-prefix names the scores apart.
+    root, uri = champion
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    src = tmp_path / "in"
+    src.mkdir()
+    first = pd.DataFrame({"id": [1, 2, 3], "review": [REVIEWS[0], "很好\n推荐", "NA"], "label": ["pos", "pos", "neg"]})
+    second = pd.DataFrame({"id": [4, 5], "review": ["123", REVIEWS[1]], "label": ["neg", "neg"]})
+    first.to_csv(src / "a.csv", index=False)
+    second.to_csv(src / "b.csv", index=False)
+    out = tmp_path / "scored"
+    with pytest.raises(UserInputError, match=r"already has the column\(s\) \['label'\].*--score-prefix pred_"):
+        predict_job.run(cfg, str(src), str(out), None, "review")
+    assert not out.exists()
+
+    result = predict_job.run(cfg, str(src), str(out), None, "review", prefix="pred_", workers=1)
+    assert (result.rows, result.model_version) == (5, "1")
+    stored = _scored_folder(out)
+    whole = pd.concat([first, second], ignore_index=True)
+    whole.to_csv(tmp_path / "whole.csv", index=False)
+    expected = predict_job.run(
+        cfg, str(tmp_path / "whole.csv"), str(tmp_path / "whole.parquet"), None, "review", "pred_"
+    )
+    assert list(stored.columns) == [
+        "id",
+        "review",
+        "label",
+        "pred_label",
+        "pred_probability",
+        "pred_p_neg",
+        "pred_p_pos",
+    ]
+    assert stored["review"].tolist() == whole["review"].tolist()  # input order, texts as written
+    assert stored["pred_label"].tolist() == expected["pred_label"].tolist()
+    np.testing.assert_allclose(stored["pred_p_pos"], expected["pred_p_pos"], atol=1e-6)
+    summary = json.loads((out / "_predict_summary.json").read_text())
+    assert summary["rows"] == 5 and summary["model_version"] == "1" and (out / "_COMPLETE").is_file()
+
+    # A rerun replaces the output whole; a run that fails leaves the last output as it was.
+    second.to_csv(src / "a.csv", index=False)
+    assert predict_job.run(cfg, str(src / "a.csv"), str(out), None, "review", "pred_").rows == 2
+    assert _scored_folder(out)["id"].tolist() == [4, 5]
+    pd.DataFrame({"id": [6, 7], "review": ["好", " "], "label": ["pos", "neg"]}).to_csv(src / "a.csv", index=False)
+    with pytest.raises(UserInputError, match=r"rows hold no text, e\.g\. \{'id': 7, 'review': ' ', .*\(empty\)"):
+        predict_job.run(cfg, str(src), str(out), None, "review", "pred_")
+    assert _scored_folder(out)["id"].tolist() == [4, 5]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "scored", "whole.csv", "whole.parquet"]
+
+
+def test_batch_scoring_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_path):
+    # The command a scheduled scoring job runs: its own local Ray, input and output on the object store.
+    import boto3
+
+    root, uri = champion
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    bucket = s3_bucket.removeprefix("s3://")
+    for k, text in enumerate(REVIEWS):
+        pd.DataFrame({"text": [text]}).to_parquet(tmp_path / f"{k}.parquet")
+        s3.upload_file(str(tmp_path / f"{k}.parquet"), bucket, f"in/part-{k}.parquet")
+    args = ["--input", f"{s3_bucket}/in/", "--output", f"{s3_bucket}/scored/", f"tracking.tracking_uri={uri}"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.predict", *args, "tracking.registered_model_name=served", "ray.num_cpus=2"],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scored 2 rows with models:/served@champion (version 1)" in proc.stdout
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+    parts = [k for k in keys if k.startswith("scored/") and k.endswith(".parquet")]
+    assert keys == sorted(
+        ["in/part-0.parquet", "in/part-1.parquet", *parts, "scored/_COMPLETE", "scored/_predict_summary.json"]
+    )
+    got = []
+    for k in parts:
+        s3.download_file(bucket, k, str(tmp_path / "part.parquet"))
+        got.append(pd.read_parquet(tmp_path / "part.parquet"))
+    assert pd.concat(got, ignore_index=True)["label"].tolist() == ["pos", "neg"]
 
 
 @pytest.fixture(scope="module")
