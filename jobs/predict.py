@@ -216,8 +216,9 @@ def run(
         say(f"scored {len(out)} rows with {uri} -> {output_path}")
         return out
     from pipeline.cluster import ray_session
-    from pipeline.registry.batch_scoring import SUMMARY, plan_scoring, score_to_folder
+    from pipeline.registry.batch_scoring import SUMMARY, check_output, plan_scoring, score_to_folder
 
+    check_output(output_path)
     with tracking_store(resolve_tracking_uri(cfg)):
         plan = plan_scoring(uri, input_path, text_column, prefix)  # before Ray: a bad input or model stops here
     with ray_session(cfg.ray):

@@ -189,7 +189,8 @@ def _ordered_parquet_sink(folder: StorePath):
     fs, root = filesystem(str(folder)) if is_remote(folder) else (None, str(folder))
 
     class OrderedParquet(Datasink):
-        files: list[tuple[str, int]] = []
+        def __init__(self) -> None:
+            self.files: list[tuple[str, int]] = []  # (path, rows) of each file written, in order
 
         def on_write_start(self, schema=None) -> None:
             if fs is None:
@@ -303,6 +304,29 @@ def _quiet_ray_data() -> Iterator[None]:
         log.setLevel(saved)
 
 
+def check_output(output: str) -> None:
+    """Refuse an output folder that exists and is not an earlier scoring output (no
+    `_predict_summary.json`): a rerun replaces its own output whole, never a folder the user keeps
+    other files in (`--output ./` would otherwise replace the working directory)."""
+    import pyarrow.fs as pafs
+
+    if is_remote(output):
+        fs, inner = filesystem(output.rstrip("/"))
+    else:
+        fs, inner = pafs.LocalFileSystem(), str(Path(output).resolve())
+    kind = fs.get_file_info(inner).type
+    if kind == pafs.FileType.NotFound:
+        return
+    if kind != pafs.FileType.Directory:
+        raise UserInputError(f"--output {output} is a file; batch scoring writes a folder there: give a new folder")
+    entries = fs.get_file_info(pafs.FileSelector(inner))
+    if entries and not any(PurePosixPath(e.path).name == SUMMARY for e in entries):
+        raise UserInputError(
+            f"--output {output} holds files that no scoring run wrote (no {SUMMARY}), and a run replaces its output "
+            "folder whole: give a new or empty folder"
+        )
+
+
 def _staging(final: StorePath) -> StorePath:
     tag = f".staging-{PurePosixPath(str(final).rstrip('/')).name}-{uuid.uuid4().hex[:8]}"
     if is_remote(final):
@@ -339,12 +363,12 @@ def _publish(staging: StorePath, final: StorePath, summary: dict) -> None:
     _, dst = filesystem(str(final).rstrip("/"))
     if fs.get_file_info(dst).type == pafs.FileType.Directory:
         fs.delete_dir(dst)
-    for info in fs.get_file_info(pafs.FileSelector(src, recursive=True)):
+    # allow_not_found: an input without rows writes no part (the staging prefix was never created).
+    for info in fs.get_file_info(pafs.FileSelector(src, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File:
             fs.copy_file(info.path, f"{dst}/{info.path[len(src) + 1 :]}")  # server-side copy
     write_file(final, SUMMARY, json_bytes(summary))
     write_file(final, MARKER, b"ok\n")  # last: the folder is now complete
-    fs.delete_dir(src)
 
 
 def _resolve_version(model_uri: str) -> str | None:
@@ -420,14 +444,12 @@ def score_to_folder(plan: ScoringPlan, output: str, workers: int | None = None) 
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringResult:
+def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
+    """`ds` with the scores added by a pool of actors (lazy), after the column checks."""
     import ray
     import ray.data
 
-    where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
-    with _input_errors(where, fmt):
-        ds = _read(plan.files, fmt, text_column)  # Parquet: the footers are read here
-        columns = list(ds.schema().names)
+    where, text_column, prefix = plan.input_pattern, plan.text_column, plan.prefix
     if text_column not in columns:
         raise UserInputError(
             f"text column {text_column!r} not found in {where}; columns are {columns}; set --text-column"
@@ -435,7 +457,7 @@ def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringR
     check_collisions(columns, plan.labels, prefix, where)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # a CPU left for reads and writes
-    scored = ds.map_batches(
+    return ds.map_batches(
         Scorer,
         fn_constructor_args=(plan.archive, text_column, prefix, where),
         batch_size=BATCH_ROWS,
@@ -443,12 +465,24 @@ def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringR
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
         num_cpus=1,
     )
+
+
+def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringResult:
+    where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
+    with _input_errors(where, fmt):
+        ds = _read(plan.files, fmt, text_column)  # Parquet: the footers are read here
+        schema = ds.schema()
+    # No schema: no file holds a row (a header-only CSV). The output is then an empty folder with its
+    # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.
+    scored = None if schema is None else _scored(ds, list(schema.names), plan, workers)
+    check_output(output)
     remove_stale_staging(output)  # a killed run's (local; same naming as prepared data's)
     staging = _staging(output)
     try:
         sink = _ordered_parquet_sink(staging)
-        with _input_errors(where, fmt):
-            scored.write_datasink(sink)
+        if scored is not None:
+            with _input_errors(where, fmt):
+                scored.write_datasink(sink)
         rows, parts = sum(n for _, n in sink.files), len(sink.files)
         summary = {
             "input": where,

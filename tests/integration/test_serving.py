@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from jobs import predict as predict_job
 from jobs.config_loader import load_config
 from pipeline.errors import UserInputError
+from pipeline.registry.batch_scoring import SUMMARY
 from pipeline.tracking import tracking_store
 from tests.conftest import free_port, stop_process, wait_http
 from tests.model_factory import learned_state, prepare_generated, register
@@ -168,6 +169,11 @@ def test_batch_scoring_on_ray_scores_a_folder_as_the_file_path_does(champion, ra
         predict_job.run(cfg, str(src), str(out), None, "review", "pred_")
     assert _scored_folder(out)["id"].tolist() == [4, 5]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "scored", "whole.csv", "whole.parquet"]
+    # A quiet day (header-only files): an empty output with its summary, not an error.
+    for name in ("a.csv", "b.csv"):
+        (src / name).write_text("id,review,label\n")
+    empty = predict_job.run(cfg, str(src), str(out), None, "review", "pred_")
+    assert (empty.rows, empty.files) == (0, 0) and sorted(p.name for p in out.iterdir()) == ["_COMPLETE", SUMMARY]
 
 
 def test_batch_scoring_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_path):
@@ -200,6 +206,18 @@ def test_batch_scoring_job_reads_and_writes_object_storage(champion, s3_bucket, 
         s3.download_file(bucket, k, str(tmp_path / "part.parquet"))
         got.append(pd.read_parquet(tmp_path / "part.parquet"))
     assert pd.concat(got, ignore_index=True)["label"].tolist() == ["pos", "neg"]
+    # A folder that no scoring run wrote is never replaced (here: the input's own prefix).
+    args[3] = f"{s3_bucket}/in/"
+    refused = subprocess.run(
+        [sys.executable, "-m", "jobs.predict", *args, "tracking.registered_model_name=served"],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode == 2 and "holds files that no scoring run wrote" in refused.stderr, refused.stderr
+    assert [k for k in keys if k.startswith("in/")] == ["in/part-0.parquet", "in/part-1.parquet"]
+    assert sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]) == keys
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,12 @@ import pytest
 
 from pipeline.errors import UserInputError
 from pipeline.registry.batch_scoring import (
+    SUMMARY,
     _pinned,
     _read_error,
     block_texts,
     check_collisions,
+    check_output,
     input_files,
     is_folder_output,
     score_columns,
@@ -75,6 +77,22 @@ def test_read_errors_are_told_from_other_failures():
     )
     assert _read_error(RuntimeError(remote)) == "Failed to read CSV file: /d/a.csv"
     assert _read_error(RuntimeError("ray::MapWorker(MapBatches(Scorer)).submit()\nValueError: boom")) is None
+
+
+def test_an_output_folder_is_replaced_only_if_a_scoring_run_wrote_it(tmp_path):
+    check_output(str(tmp_path / "new"))  # absent: fine
+    (tmp_path / "empty").mkdir()
+    check_output(str(tmp_path / "empty"))
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / SUMMARY).write_text("{}")
+    (tmp_path / "earlier" / "part-000000.parquet").write_bytes(b"")
+    check_output(str(tmp_path / "earlier"))
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(UserInputError, match=r"holds files that no scoring run wrote .*give a new or empty folder"):
+        check_output(str(tmp_path) + "/")
+    with pytest.raises(UserInputError, match=r"mine\.txt is a file"):
+        check_output(str(tmp_path / "mine.txt"))
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_an_alias_is_pinned_to_the_version_it_resolved_to():
