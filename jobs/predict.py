@@ -8,7 +8,8 @@ Input: CSV, TSV, JSON Lines or Parquet with a text column (`--text-column`, defa
 as written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
 naming it. Output: the input columns plus `label`, `probability` and one `p_<label>` column per
 label (`--score-prefix pred_` names them pred_label, ...; an input that already has one of those
-columns, such as a labeled test set's `label`, is refused until it is given).
+columns, such as a labeled test set's `label`, is refused until it is given). `--delimiter ';'` reads
+CSV/TSV with another field separator.
 
 An output file (.csv/.tsv/.jsonl/.parquet) is written atomically (temporary file, then rename) from
 this process, which reads the input whole: for one file that fits in memory. An output folder (a
@@ -38,10 +39,10 @@ if TYPE_CHECKING:
 # (pandas' CSV default), and "123" or "2024-01-01" stay strings (read_json's default dtype guessing).
 # A CSV text column is read as strings even where every value looks like a number.
 _READERS = {
-    ".csv": lambda p, col: _pd().read_csv(p, keep_default_na=False, dtype={col: str}),
-    ".tsv": lambda p, col: _pd().read_csv(p, sep="\t", keep_default_na=False, dtype={col: str}),
-    ".jsonl": lambda p, col: _read_jsonl(p),
-    ".parquet": lambda p, col: _pd().read_parquet(p),
+    ".csv": lambda p, col, sep: _pd().read_csv(p, sep=sep or ",", keep_default_na=False, dtype={col: str}),
+    ".tsv": lambda p, col, sep: _pd().read_csv(p, sep=sep or "\t", keep_default_na=False, dtype={col: str}),
+    ".jsonl": lambda p, col, sep: _read_jsonl(p),
+    ".parquet": lambda p, col, sep: _pd().read_parquet(p),
 }
 
 
@@ -90,9 +91,12 @@ def _fetch(uri: str, folder: str) -> Path:
     return local_copy(uri, folder)
 
 
-def read_input(path: Path | str, text_column: str) -> pd.DataFrame:
+def read_input(path: Path | str, text_column: str, delimiter: str | None = None) -> pd.DataFrame:
+    from pipeline.registry.batch_scoring import check_delimiter
+
     path = str(path)
     ext = _suffix(path)
+    check_delimiter(delimiter, ext, path)
     reader = _READERS.get(ext)
     if reader is None and (any(c in path for c in "*?[") or Path(path).is_dir() or path.endswith("/")):
         raise UserInputError(
@@ -110,7 +114,7 @@ def read_input(path: Path | str, text_column: str) -> pd.DataFrame:
         if not local.is_file():
             raise UserInputError(f"--input {path} not found")
         try:
-            frame = reader(local, text_column)
+            frame = reader(local, text_column, delimiter)
         except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserInputError(
@@ -119,9 +123,16 @@ def read_input(path: Path | str, text_column: str) -> pd.DataFrame:
             ) from None
     if text_column not in frame.columns:
         raise UserInputError(
-            f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; set --text-column"
+            f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
+            + _column_hint(list(frame.columns), text_column, "--text-column", "--delimiter")
         )
     return frame
+
+
+def _column_hint(*args) -> str:
+    from pipeline.data.sources import column_hint
+
+    return column_hint(*args)
 
 
 def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
@@ -158,6 +169,7 @@ def predict_file(
     text_column: str = TEXT_COLUMN,
     batch_size: int = 2048,
     prefix: str = "",
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
     import mlflow
     import pandas as pd
@@ -167,7 +179,7 @@ def predict_file(
     from pipeline.registry.batch_scoring import check_collisions, label_names
 
     _writer(str(output_path))  # an unsupported output extension stops the job before any scoring
-    frame = read_input(input_path, text_column)
+    frame = read_input(input_path, text_column, delimiter)
     texts = _texts_of(frame, input_path, text_column)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
@@ -198,6 +210,7 @@ def run(
     text_column: str,
     prefix: str = "",
     workers: int | None = None,
+    delimiter: str | None = None,
 ):
     """Score `input_path` into `output_path`: the scored frame (an output file), or the published
     folder's BatchScoringResult (an output folder: batch scoring on Ray)."""
@@ -212,7 +225,7 @@ def run(
                 "drop --workers or give a folder"
             )
         with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
-            out = predict_file(uri, input_path, output_path, text_column, prefix=prefix)
+            out = predict_file(uri, input_path, output_path, text_column, prefix=prefix, delimiter=delimiter)
         say(f"scored {len(out)} rows with {uri} -> {output_path}")
         return out
     from pipeline.cluster import ray_session
@@ -220,7 +233,9 @@ def run(
 
     check_output(output_path)
     with tracking_store(resolve_tracking_uri(cfg)):
-        plan = plan_scoring(uri, input_path, text_column, prefix)  # before Ray: a bad input or model stops here
+        plan = plan_scoring(
+            uri, input_path, text_column, prefix, delimiter
+        )  # before Ray: a bad input or model stops here
     with ray_session(cfg.ray):
         result = score_to_folder(plan, output_path, workers)
     version = f" (version {result.model_version})" if result.model_version else ""
@@ -246,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
     parser.add_argument("--text-column", default=TEXT_COLUMN, help="column with the texts (default: %(default)s)")
     parser.add_argument(
+        "--delimiter",
+        type=lambda v: "\t" if v == "\\t" else v,  # '\t' as typed in a shell: a tab
+        help="the field separator of CSV/TSV input (default: ',' for .csv, tab for .tsv), e.g. ';' or '\\t'",
+    )
+    parser.add_argument(
         "--score-prefix", default="", help="prefix of the columns scoring adds (e.g. pred_: pred_label, ...)"
     )
     parser.add_argument(
@@ -255,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     return run_main(
         parser,
-        lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column, a.score_prefix, a.workers),
+        lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column, a.score_prefix, a.workers, a.delimiter),
         argv,
     )
 

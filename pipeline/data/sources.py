@@ -460,27 +460,32 @@ def _bad_csv_reason(
 _SEPARATORS = (";", "\t", "|", ",")
 
 
-def _column_hint(columns: list[str], role: str, col: str) -> str:
-    """The likely fix for a missing column: a header of another separator, a name in another case or
-    with spaces around it, else which setting names the column."""
+def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: str) -> str:
+    """The likely fix for a missing column `col`: a header of another separator, a name in another case
+    or with spaces around it, else the setting that names the column. `setting` and
+    `delimiter_setting` are config keys (`data.text_column`, `data.delimiter`) or a job's flags
+    (`--text-column`, `--delimiter`)."""
+
+    def assign(name: str, value: str) -> str:
+        return f"pass {name} {value!r}" if name.startswith("--") else f"set {name}={value!r}"
+
     if len(columns) == 1:
         for sep in _SEPARATORS:
             names = [n.strip() for n in str(columns[0]).split(sep)]
             if len(names) > 1 and col in names:
-                return f"the header reads as {sep!r}-separated: set data.delimiter={sep!r}"
+                return f"the header reads as {sep!r}-separated: {assign(delimiter_setting, sep)}"
     near = [c for c in columns if isinstance(c, str) and c.strip().casefold() == col.strip().casefold()]
     if near:
-        return f"set data.{role}_column={near[0]!r} (names are matched exactly)"
-    return f"set data.{role}_column"
+        return f"{assign(setting, near[0])} (names are matched exactly)"
+    return f"{'pass' if setting.startswith('--') else 'set'} {setting}"
 
 
 def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
     for role, col in (("text", cfg.text_column), ("label", cfg.label_column)):
         if col not in frame.columns:
             columns = list(frame.columns)
-            raise DataValidationError(
-                f"{role} column {col!r} not found in {where}; columns are {columns}; {_column_hint(columns, role, col)}"
-            )
+            hint = column_hint(columns, col, f"data.{role}_column", "data.delimiter")
+            raise DataValidationError(f"{role} column {col!r} not found in {where}; columns are {columns}; {hint}")
 
 
 def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str, ...] | None]:

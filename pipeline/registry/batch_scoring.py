@@ -90,6 +90,18 @@ def input_files(pattern: str) -> tuple[list[str], str]:
     return files, kinds.pop()
 
 
+def check_delimiter(delimiter: str | None, ext: str, path: str) -> None:
+    """--delimiter is one character, for CSV/TSV input (a ';'-separated file from a spreadsheet)."""
+    if delimiter is None:
+        return
+    if len(delimiter) != 1 or delimiter in '\r\n"':
+        raise UserInputError(
+            f"--delimiter {delimiter!r}: one character expected, not a quote or line break (for example ';' or '|')"
+        )
+    if ext not in (".csv", ".tsv"):
+        raise UserInputError(f"--delimiter applies to CSV or TSV input, not {path} ({ext or 'no extension'}); drop it")
+
+
 def model_archive(model_uri: str) -> bytes:
     """The model's files (downloaded from the registry or run) as one gzipped tar."""
     import mlflow
@@ -220,7 +232,7 @@ def _ordered_parquet_sink(folder: StorePath):
     return OrderedParquet()
 
 
-def _read(files: list[str], fmt: str, text_column: str):
+def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = None):
     import pyarrow as pa
     import ray.data
 
@@ -238,7 +250,9 @@ def _read(files: list[str], fmt: str, text_column: str):
     return ray.data.read_csv(
         paths,
         filesystem=fs,
-        parse_options=pacsv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",", newlines_in_values=True),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter or ("\t" if fmt == "tsv" else ","), newlines_in_values=True
+        ),
         convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}, strings_can_be_null=False),
     )
 
@@ -405,14 +419,18 @@ class ScoringPlan:
     labels: list[str]
     text_column: str
     prefix: str
+    delimiter: str | None = None  # CSV/TSV field separator, if not the format's own
 
 
-def plan_scoring(model_uri: str, input_pattern: str, text_column: str, prefix: str = "") -> ScoringPlan:
+def plan_scoring(
+    model_uri: str, input_pattern: str, text_column: str, prefix: str = "", delimiter: str | None = None
+) -> ScoringPlan:
     """Resolve the input and the model on the driver (no Ray needed). Raises UserInputError for an input
     that matches nothing or mixes formats, and for a model that does not exist or does not load."""
     from mlflow.exceptions import MlflowException
 
     files, fmt = input_files(input_pattern)
+    check_delimiter(delimiter, f".{fmt}" if fmt != "json" else ".jsonl", input_pattern)
     try:
         version = _resolve_version(model_uri)
         archive = model_archive(_pinned(model_uri, version))
@@ -423,7 +441,7 @@ def plan_scoring(model_uri: str, input_pattern: str, text_column: str, prefix: s
         ) from None
     with tempfile.TemporaryDirectory(prefix="rnn-predict-model-") as tmp:
         labels = label_names(load_archive(archive, tmp))  # loads as every actor will: checked once, here
-    return ScoringPlan(input_pattern, files, fmt, model_uri, version, archive, labels, text_column, prefix)
+    return ScoringPlan(input_pattern, files, fmt, model_uri, version, archive, labels, text_column, prefix, delimiter)
 
 
 def score_to_folder(plan: ScoringPlan, output: str, workers: int | None = None) -> BatchScoringResult:
@@ -451,9 +469,10 @@ def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
 
     where, text_column, prefix = plan.input_pattern, plan.text_column, plan.prefix
     if text_column not in columns:
-        raise UserInputError(
-            f"text column {text_column!r} not found in {where}; columns are {columns}; set --text-column"
-        )
+        from pipeline.data.sources import column_hint
+
+        hint = column_hint(columns, text_column, "--text-column", "--delimiter")
+        raise UserInputError(f"text column {text_column!r} not found in {where}; columns are {columns}; {hint}")
     check_collisions(columns, plan.labels, prefix, where)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # a CPU left for reads and writes
@@ -470,7 +489,7 @@ def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
 def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringResult:
     where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
     with _input_errors(where, fmt):
-        ds = _read(plan.files, fmt, text_column)  # Parquet: the footers are read here
+        ds = _read(plan.files, fmt, text_column, plan.delimiter)  # Parquet: the footers are read here
         schema = ds.schema()
     # No schema: no file holds a row (a header-only CSV). The output is then an empty folder with its
     # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.

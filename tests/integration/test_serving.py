@@ -75,6 +75,25 @@ def test_predict_job_refuses_to_write_a_second_label_column(champion, tmp_path):
     assert out["pred_label"].tolist() == ["pos", "neg"]
 
 
+def test_predict_job_reads_a_semicolon_csv_with_delimiter(champion, tmp_path):
+    # What spreadsheet programs save in many European locales; the error names the fix.
+    root, uri = champion
+    src = tmp_path / "in.csv"
+    src.write_text(f"id;text\n1;{REVIEWS[0]}\n2;{REVIEWS[1]}\n", encoding="utf-8")
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    with pytest.raises(
+        UserInputError, match=r"columns are \['id;text'\]; the header reads as ';'-separated: pass --delimiter ';'"
+    ):
+        predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text")
+    out = predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text", delimiter=";")
+    assert out["id"].tolist() == [1, 2] and out["label"].tolist() == ["pos", "neg"]
+    # `--delimiter '\t'` as typed in a shell (backslash, t) is a tab.
+    src.write_text(f"id\ttext\n1\t{REVIEWS[0]}\n", encoding="utf-8")
+    flags = ["--input", str(src), "--output", str(tmp_path / "tab.csv"), "--delimiter", "\\t"]
+    assert predict_job.main([*flags, f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"]) == 0
+    assert pd.read_csv(tmp_path / "tab.csv")["label"].tolist() == ["pos"]
+
+
 def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     root, uri = champion
     src = tmp_path / "in.jsonl"
@@ -174,6 +193,13 @@ def test_batch_scoring_on_ray_scores_a_folder_as_the_file_path_does(champion, ra
         (src / name).write_text("id,review,label\n")
     empty = predict_job.run(cfg, str(src), str(out), None, "review", "pred_")
     assert (empty.rows, empty.files) == (0, 0) and sorted(p.name for p in out.iterdir()) == ["_COMPLETE", SUMMARY]
+    # The same ';' rule on Ray's reader.
+    (src / "a.csv").write_text(f"id;review\n8;{REVIEWS[1]}\n", encoding="utf-8")
+    (src / "b.csv").unlink()
+    with pytest.raises(UserInputError, match=r"the header reads as ';'-separated: pass --delimiter ';'"):
+        predict_job.run(cfg, str(src), str(out), None, "review")
+    semi = predict_job.run(cfg, str(src), str(out), None, "review", delimiter=";")
+    assert semi.rows == 1 and _scored_folder(out)["label"].tolist() == ["neg"]
 
 
 def test_batch_scoring_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_path):

@@ -14,6 +14,7 @@ from pipeline.registry.batch_scoring import (
     _read_error,
     block_texts,
     check_collisions,
+    check_delimiter,
     check_output,
     input_files,
     is_folder_output,
@@ -93,6 +94,17 @@ def test_an_output_folder_is_replaced_only_if_a_scoring_run_wrote_it(tmp_path):
     with pytest.raises(UserInputError, match=r"mine\.txt is a file"):
         check_output(str(tmp_path / "mine.txt"))
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_a_delimiter_is_one_character_for_csv_or_tsv_input():
+    check_delimiter(None, ".parquet", "in.parquet")
+    check_delimiter(";", ".csv", "in.csv")
+    check_delimiter("|", ".tsv", "in.tsv")
+    for bad in (";;", "", '"', "\n"):
+        with pytest.raises(UserInputError, match="one character expected"):
+            check_delimiter(bad, ".csv", "in.csv")
+    with pytest.raises(UserInputError, match=r"applies to CSV or TSV input, not in\.jsonl \(\.jsonl\)"):
+        check_delimiter(";", ".jsonl", "in.jsonl")
 
 
 def test_an_alias_is_pinned_to_the_version_it_resolved_to():
