@@ -73,7 +73,7 @@ def child(mode: str, corpus: str, out: str, uri: str, cpus: int) -> None:
             if mode == "single":
                 rows = len(predict_file(model, corpus, f"{out}/scored.parquet", prefix="pred_"))
             else:
-                rows = score_to_folder(plan_scoring(model, corpus, "text", "pred_"), f"{out}/scored").rows
+                rows = score_to_folder(plan_scoring(model, corpus, f"{out}/scored", "text", "pred_")).rows
         wall = time.perf_counter() - t0
     path = Path(out) / ("scored.parquet" if mode == "single" else "scored")
     scored = pd.read_parquet(path, columns=["text", "pred_label", "pred_p_pos"])  # the corpus has its own label

@@ -122,17 +122,13 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
                 "fix the file or pass one in another supported format"
             ) from None
     if text_column not in frame.columns:
+        from pipeline.data.sources import column_hint
+
         raise UserInputError(
             f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
-            + _column_hint(list(frame.columns), text_column, "--text-column", "--delimiter")
+            + column_hint(list(frame.columns), text_column, "--text-column", "--delimiter")
         )
     return frame
-
-
-def _column_hint(*args) -> str:
-    from pipeline.data.sources import column_hint
-
-    return column_hint(*args)
 
 
 def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
@@ -229,15 +225,13 @@ def run(
         say(f"scored {len(out)} rows with {uri} -> {output_path}")
         return out
     from pipeline.cluster import ray_session
-    from pipeline.registry.batch_scoring import SUMMARY, check_output, plan_scoring, score_to_folder
+    from pipeline.registry.batch_scoring import SUMMARY, plan_scoring, score_to_folder
 
-    check_output(output_path)
     with tracking_store(resolve_tracking_uri(cfg)):
-        plan = plan_scoring(
-            uri, input_path, text_column, prefix, delimiter
-        )  # before Ray: a bad input or model stops here
+        # Before Ray starts: a bad input, output folder, delimiter or model stops the job here.
+        plan = plan_scoring(uri, input_path, output_path, text_column, prefix, delimiter)
     with ray_session(cfg.ray):
-        result = score_to_folder(plan, output_path, workers)
+        result = score_to_folder(plan, workers)
     version = f" (version {result.model_version})" if result.model_version else ""
     files = f"{result.files} Parquet file{'s' if result.files != 1 else ''}"
     say(f"scored {result.rows} rows with {uri}{version} -> {output_path} ({files}, {SUMMARY}, _COMPLETE)")

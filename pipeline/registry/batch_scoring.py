@@ -43,13 +43,16 @@ import pandas as pd
 from pipeline.data.store import (
     MARKER,
     StorePath,
+    discard,
     filesystem,
     is_remote,
     json_bytes,
+    new_staging_dir,
     remove_stale_staging,
     write_file,
 )
 from pipeline.errors import UserInputError
+from schemas.signature import TEXT_COLUMN
 
 SUMMARY = "_predict_summary.json"
 BATCH_ROWS = 1024  # rows per actor call: the model encodes and scores them in batches of 512
@@ -179,8 +182,6 @@ class Scorer:
         self.text_column, self.prefix, self.where = text_column, prefix, where
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from schemas.signature import TEXT_COLUMN
-
         texts = block_texts(batch, self.text_column, self.where)
         scored = self.model.predict(pd.DataFrame({TEXT_COLUMN: texts})).add_prefix(self.prefix)
         return pd.concat([batch.reset_index(drop=True), scored], axis=1)
@@ -342,22 +343,13 @@ def check_output(output: str) -> None:
 
 
 def _staging(final: StorePath) -> StorePath:
-    tag = f".staging-{PurePosixPath(str(final).rstrip('/')).name}-{uuid.uuid4().hex[:8]}"
-    if is_remote(final):
-        parent = str(final).rstrip("/").rpartition("/")[0]
-        return f"{parent}/{tag}"
-    return Path(final).resolve().parent / tag
-
-
-def _remove(path: StorePath) -> None:
-    import pyarrow.fs as pafs
-
-    if not is_remote(path):
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    fs, inner = filesystem(str(path))
-    if fs.get_file_info(inner).type == pafs.FileType.Directory:
-        fs.delete_dir(inner)
+    """Where the parts are written: the store's local staging sibling (renamed into place), or on object
+    storage a sibling prefix of the same name (copied under the output: a previous output stays whole
+    until the new one is written, where the store's own staging is the output's prefix itself)."""
+    if not is_remote(final):
+        return new_staging_dir(Path(final).resolve())
+    parent, _, name = str(final).rstrip("/").rpartition("/")
+    return f"{parent}/.staging-{name}-{uuid.uuid4().hex[:8]}"
 
 
 def _publish(staging: StorePath, final: StorePath, summary: dict) -> None:
@@ -413,6 +405,7 @@ class ScoringPlan:
     input_pattern: str
     files: list[str]
     fmt: str
+    output: str  # the folder to publish (check_output passed)
     model_uri: str
     model_version: str | None  # the registry version the URI resolved to, if it names one
     archive: bytes  # model_archive of that version
@@ -423,13 +416,20 @@ class ScoringPlan:
 
 
 def plan_scoring(
-    model_uri: str, input_pattern: str, text_column: str, prefix: str = "", delimiter: str | None = None
+    model_uri: str,
+    input_pattern: str,
+    output: str,
+    text_column: str,
+    prefix: str = "",
+    delimiter: str | None = None,
 ) -> ScoringPlan:
-    """Resolve the input and the model on the driver (no Ray needed). Raises UserInputError for an input
-    that matches nothing or mixes formats, and for a model that does not exist or does not load."""
+    """Resolve the input, the output and the model on the driver (no Ray needed). Raises UserInputError
+    for an input that matches nothing or mixes formats, an output folder a scoring run did not write
+    (check_output), and a model that does not exist or does not load."""
     from mlflow.exceptions import MlflowException
 
     files, fmt = input_files(input_pattern)
+    check_output(output)
     check_delimiter(delimiter, f".{fmt}" if fmt != "json" else ".jsonl", input_pattern)
     try:
         version = _resolve_version(model_uri)
@@ -441,11 +441,13 @@ def plan_scoring(
         ) from None
     with tempfile.TemporaryDirectory(prefix="rnn-predict-model-") as tmp:
         labels = label_names(load_archive(archive, tmp))  # loads as every actor will: checked once, here
-    return ScoringPlan(input_pattern, files, fmt, model_uri, version, archive, labels, text_column, prefix, delimiter)
+    return ScoringPlan(
+        input_pattern, files, fmt, output, model_uri, version, archive, labels, text_column, prefix, delimiter
+    )
 
 
-def score_to_folder(plan: ScoringPlan, output: str, workers: int | None = None) -> BatchScoringResult:
-    """Score every row of the plan's input on the running Ray cluster into the Parquet folder `output`
+def score_to_folder(plan: ScoringPlan, workers: int | None = None) -> BatchScoringResult:
+    """Score every row of the plan's input on the running Ray cluster into its Parquet output folder
     (see the module doc). Raises UserInputError for a missing or clashing column and for a row
     without text or a file that cannot be parsed (nothing is published then)."""
     import ray
@@ -457,7 +459,7 @@ def score_to_folder(plan: ScoringPlan, output: str, workers: int | None = None) 
     saved = context.execution_options.preserve_order, context.enable_progress_bars
     context.execution_options.preserve_order, context.enable_progress_bars = True, False
     try:
-        return _score(plan, output, workers)
+        return _score(plan, workers)
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
@@ -486,7 +488,8 @@ def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
     )
 
 
-def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringResult:
+def _score(plan: ScoringPlan, workers: int | None) -> BatchScoringResult:
+    output = plan.output
     where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
     with _input_errors(where, fmt):
         ds = _read(plan.files, fmt, text_column, plan.delimiter)  # Parquet: the footers are read here
@@ -494,8 +497,7 @@ def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringR
     # No schema: no file holds a row (a header-only CSV). The output is then an empty folder with its
     # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.
     scored = None if schema is None else _scored(ds, list(schema.names), plan, workers)
-    check_output(output)
-    remove_stale_staging(output)  # a killed run's (local; same naming as prepared data's)
+    remove_stale_staging(output)  # a killed run's (local; the store's staging names)
     staging = _staging(output)
     try:
         sink = _ordered_parquet_sink(staging)
@@ -515,5 +517,5 @@ def _score(plan: ScoringPlan, output: str, workers: int | None) -> BatchScoringR
         }
         _publish(staging, output.rstrip("/") if is_remote(output) else output, summary)
     finally:
-        _remove(staging)  # gone after a publish; a failed run's parts otherwise
+        discard(staging)  # gone after a publish; a failed run's parts otherwise
     return BatchScoringResult(output, rows, parts, plan.model_uri, plan.model_version)
