@@ -326,6 +326,8 @@ def check_output(output: str) -> None:
     import pyarrow.fs as pafs
 
     if is_remote(output):
+        if "/" not in output.split("://", 1)[1].strip("/"):  # staging goes in a sibling prefix
+            raise UserInputError(f"--output {output} is a bucket's root: give a folder inside it (s3://bucket/scored/)")
         fs, inner = filesystem(output.rstrip("/"))
     else:
         fs, inner = pafs.LocalFileSystem(), str(Path(output).resolve())

@@ -94,6 +94,9 @@ def test_an_output_folder_is_replaced_only_if_a_scoring_run_wrote_it(tmp_path):
     with pytest.raises(UserInputError, match=r"mine\.txt is a file"):
         check_output(str(tmp_path / "mine.txt"))
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+    # A bucket's root has no sibling prefix for the staging parts.
+    with pytest.raises(UserInputError, match=r"s3://bucket/ is a bucket's root: give a folder inside it"):
+        check_output("s3://bucket/")
 
 
 def test_a_delimiter_is_one_character_for_csv_or_tsv_input():
