@@ -115,8 +115,13 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
             raise UserInputError(f"--input {path} not found")
         try:
             frame = reader(local, text_column, delimiter)
-        except (ValueError, OSError, UnicodeDecodeError, ArrowException) as e:  # pandas/pyarrow parse errors
+        # pandas/pyarrow parse errors (TypeError: a JSON line that holds a list, not an object)
+        except (ValueError, TypeError, OSError, UnicodeDecodeError, ArrowException) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if ext == ".jsonl":  # pandas says where in bytes ("position 1810"); name the line instead
+                from pipeline.registry.scoring_input import jsonl_error
+
+                first = jsonl_error(local.read_bytes()) or first
             raise UserInputError(
                 f"--input {path} could not be read as {ext[1:]} ({first}); "
                 "fix the file or pass one in another supported format"

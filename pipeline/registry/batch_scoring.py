@@ -238,17 +238,18 @@ def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = 
     import ray.data
 
     from pipeline.data.store import arrow_paths
+    from pipeline.registry.scoring_input import CsvSource, JsonLinesSource
 
     paths, fs = arrow_paths(files)
     if fmt == "parquet":
         return ray.data.read_parquet(paths, filesystem=fs)
     if fmt == "json":
-        return ray.data.read_json(paths, filesystem=fs, lines=True)
+        return ray.data.read_datasource(JsonLinesSource(paths, filesystem=fs))
     import pyarrow.csv as pacsv
 
     # As the single-file reader: quoted newlines inside a review, and the text column read as strings
     # even where every value looks like a number ("NA" stays text: strings are never nulls here).
-    return ray.data.read_csv(
+    source = CsvSource(
         paths,
         filesystem=fs,
         parse_options=pacsv.ParseOptions(
@@ -256,6 +257,7 @@ def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = 
         ),
         convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}, strings_can_be_null=False),
     )
+    return ray.data.read_datasource(source)
 
 
 _REMOTE_ERROR = re.compile(r"^pipeline\.errors\.(\w+): (.+)$", re.MULTILINE)
@@ -265,8 +267,9 @@ _EXCEPTION_LINE = re.compile(r"^[\w.]*(?:Error|Invalid|Exception): (.+)$", re.MU
 
 def _read_error(e: BaseException) -> str | None:
     """What a reader said about the input: Arrow's error raised here (Parquet footers are read on the
-    driver), or the last exception line of a failed read task, whose text starts `ray::Read...`. Ray's
-    own CSV wrapper names the file but drops Arrow's reason ("Failed to read CSV file: <path>")."""
+    driver), or the last exception line of a failed read task, whose text starts `ray::Read...` (a
+    Parquet file's body, an object-store read; CSV and JSON Lines parse errors come as scoring_input's
+    UserInputError, which names the file)."""
     import pyarrow as pa
 
     if isinstance(e, pa.ArrowException | UnicodeDecodeError):

@@ -1,0 +1,99 @@
+"""Batch scoring's readers (pipeline.registry.scoring_input): a parse error names the file (and, for JSON
+Lines, the line); good files read as Ray's own readers read them."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import UserInputError
+from pipeline.registry.batch_scoring import _input_errors, _read
+from pipeline.registry.scoring_input import jsonl_error
+
+
+def test_jsonl_error_finds_the_first_bad_line():
+    good = b'{"text": "a"}\n\n{"text": "b"}\n'
+    assert jsonl_error(good) is None  # blank lines are skipped
+    assert jsonl_error(good + b'{"text": "c\n{"text": "d"}\n') == (
+        'line 4 is not valid JSON (Unterminated string starting at column 10): \'{"text": "c\''
+    )
+    assert jsonl_error(good + b'{"text" "c"}\n').startswith("line 4 is not valid JSON (Expecting ':' delimiter at")
+    assert jsonl_error(b'{"text": "a"}\n[1, 2]\n') == "line 2 is a JSON list, not an object: '[1, 2]'"
+    assert jsonl_error(b'{"text": "caf\xe9"}\n').startswith("line 1 is not valid UTF-8: ")
+
+
+def _parts(folder, lines_per_file: list[list[str]], suffix: str) -> list[str]:
+    folder.mkdir()
+    paths = []
+    for i, lines in enumerate(lines_per_file):
+        path = folder / f"part-{i}{suffix}"
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        paths.append(str(path))
+    return paths
+
+
+def test_a_bad_json_line_is_named_by_file_and_line(ray_cluster, tmp_path):
+    rows = [json.dumps({"id": i, "text": f"review {i}"}) for i in range(40)]
+    files = _parts(tmp_path / "in", [rows, [*rows[:5], '{"id": 5, "text": "cut', *rows[6:]]], ".jsonl")
+    with pytest.raises(UserInputError) as err, _input_errors(str(tmp_path / "in"), "json"):
+        _read(files, "json", "text").materialize()
+    assert str(err.value) == (
+        f"--input file {files[1]} could not be read as JSON Lines: line 6 is not valid JSON (Unterminated string "
+        'starting at column 19): \'{"id": 5, "text": "cut\'; fix that file or remove it from the input'
+    )
+
+
+def test_a_bad_csv_row_is_named_by_file(ray_cluster, tmp_path):
+    header, rows = "id,text", [f'{i},"review {i}, in quotes"' for i in range(40)]
+    files = _parts(tmp_path / "in", [[header, *rows], [header, *rows[:7], "7,too,many,fields"]], ".csv")
+    with pytest.raises(UserInputError) as err, _input_errors(str(tmp_path / "in"), "csv"):
+        _read(files, "csv", "text").materialize()
+    message = str(err.value)
+    assert message.startswith(f"--input file {files[1]} could not be read as CSV: ")
+    assert "Expected 2 columns, got 4: 7,too,many,fields" in message
+    assert message.endswith("; fix that file or remove it from the input")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv"])
+def test_good_files_read_whole_and_in_order(ray_cluster, tmp_path, suffix):
+    import ray.data
+
+    frame = pd.DataFrame({"id": range(30), "text": ["NA", "123", 'a "quoted"\nline', *(f"t{i}" for i in range(27))]})
+    halves = [frame.iloc[:12], frame.iloc[12:]]
+    (tmp_path / "in").mkdir()
+    files = []
+    for i, half in enumerate(halves):
+        path = tmp_path / "in" / f"part-{i}{suffix}"
+        if suffix == ".jsonl":
+            half.to_json(path, orient="records", lines=True)
+        else:
+            half.to_csv(path, index=False, sep="\t" if suffix == ".tsv" else ",")
+        files.append(str(path))
+    fmt = {".jsonl": "json", ".csv": "csv", ".tsv": "tsv"}[suffix]
+    context = ray.data.DataContext.get_current()
+    saved, context.execution_options.preserve_order = context.execution_options.preserve_order, True
+    try:
+        got = _read(files, fmt, "text").to_pandas()
+    finally:
+        context.execution_options.preserve_order = saved
+    assert got["id"].tolist() == list(range(30))
+    assert got["text"].tolist() == frame["text"].tolist()  # "NA" and "123" stay text
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ('{"text": "a"}\n{"text": "b\n', "line 2 is not valid JSON (Unterminated string starting at column 10)"),
+        ('{"text": "a"}\n["a", "list"]\n', "line 2 is a JSON list, not an object"),  # was a TypeError, exit 1
+    ],
+)
+def test_the_one_file_path_names_the_json_line(tmp_path, content, reason):
+    from jobs.predict import read_input
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserInputError, match=rf"^--input {path} could not be read as jsonl \({re.escape(reason)}: "):
+        read_input(path, "text")
