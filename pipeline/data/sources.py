@@ -26,6 +26,7 @@ import re
 import tempfile
 import warnings
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -289,29 +290,44 @@ def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: 
     return None
 
 
-class _BadJson(Exception):
+class BadJsonLine(Exception):
+    """A JSON input's first bad line: `line` (1-based) and `what` is wrong with it, a phrase that follows
+    "line N " ("is not valid JSON (...): '<the line's start>'", "is a JSON list, not an object: ...")."""
+
     def __init__(self, line: int, what: str) -> None:
-        super().__init__(what)
+        super().__init__(f"line {line} {what}")
         self.line, self.what = line, what
+
+
+def json_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of JSON Lines given as (line number, text). Raises
+    BadJsonLine at the first line that is not valid JSON or holds something other than an object."""
+    for n, line in lines:
+        if not line.strip():
+            continue
+        shown = line.strip()[:80]
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            at = "" if e.msg.endswith(" at") else " at"  # "Unterminated string starting at", "Expecting value"
+            raise BadJsonLine(n, f"is not valid JSON ({e.msg}{at} column {e.colno}): {shown!r}") from None
+        if not isinstance(value, dict):
+            raise BadJsonLine(n, f"is a JSON {type(value).__name__}, not an object: {shown!r}")
+        yield n, value
 
 
 def _json_rows(path: Path, is_array: bool, encoding: str):
     """(line, record) of a JSON Lines file (streamed), or of a JSON array (read whole: it is one value).
-    Raises _BadJson naming the line."""
+    Raises BadJsonLine naming the line."""
     if is_array:
         with open(path, encoding=encoding, errors="replace") as f:
             try:
                 records = json.load(f)
             except json.JSONDecodeError as e:
-                raise _BadJson(e.lineno, e.msg) from None
+                raise BadJsonLine(e.lineno, f"is not valid JSON ({e.msg})") from None
         yield from ((None, r) for r in records)
         return
-    for n, line in _lines(path, encoding):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _BadJson(n, f"{e.msg}: {line[:80]!r}") from None
+    yield from json_lines(_lines(path, encoding))
 
 
 def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg: DataConfig, fix: str):
@@ -328,11 +344,8 @@ def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg:
                     f"{path}: {at}: column {cfg.text_column!r} holds {type(value).__name__} {value!r} where "
                     "other rows hold strings; every text must be a string: quote it or remove that row"
                 )
-    except _BadJson as e:
-        return DataValidationError(
-            f"{path}: line {e.line} is not valid JSON ({e.what}); fix or remove that "
-            "line (JSON Lines: one object per line)"
-        )
+    except BadJsonLine as e:
+        return DataValidationError(f"{path}: {e}; fix or remove that line (JSON Lines: one object per line)")
     if not rows:
         return DataValidationError(f"{path} holds no rows; {fix}")
     return None

@@ -12,35 +12,33 @@ batch_scoring's `_input_errors` finds it.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from typing import Any
 
 from ray.data.datasource import FileBasedDatasource
 
+from pipeline.data.sources import BadJsonLine, json_lines
 from pipeline.errors import UserInputError
-
-_SHOWN_CHARS = 80  # of a bad line, quoted in the error
 
 
 def jsonl_error(data: bytes) -> str | None:
     """Where JSON Lines `data` first breaks ("line N is not valid JSON (<reason>): <the line's start>"), or
     None when every line parses. A line must hold one JSON object; blank lines are skipped, as the readers do."""
-    for number, raw in enumerate(data.splitlines(), start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        shown = raw.decode("utf-8", errors="replace").strip()[:_SHOWN_CHARS]
-        try:
-            value = json.loads(raw)  # not the stripped line: the column counts from the line's start
-        except UnicodeDecodeError:
-            return f"line {number} is not valid UTF-8: {shown!r}"
-        except json.JSONDecodeError as e:
-            at = "" if e.msg.endswith(" at") else " at"  # "Unterminated string starting at", "Expecting value"
-            return f"line {number} is not valid JSON ({e.msg}{at} column {e.colno}): {shown!r}"
-        if not isinstance(value, dict):
-            return f"line {number} is a JSON {type(value).__name__}, not an object: {shown!r}"
+    try:
+        for _ in json_lines(_utf8_lines(data)):
+            pass
+    except BadJsonLine as e:
+        return str(e)
     return None
+
+
+def _utf8_lines(data: bytes) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:  # Arrow reads UTF-8 only
+            shown = raw.decode("utf-8", errors="replace").strip()[:80]
+            raise BadJsonLine(number, f"is not valid UTF-8: {shown!r}") from None
 
 
 def _bad_input(path: str, fmt: str, reason: str) -> UserInputError:

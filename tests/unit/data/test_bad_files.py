@@ -155,6 +155,17 @@ def test_empty_files_stop_with_one_line(tmp_path, job, name, content, words):
     assert name in msg and words in msg and "data.paths" in msg
 
 
+def test_jsonl_line_that_is_not_an_object_is_named(tmp_path, job):
+    # Arrow's reason was "Column() changed from object to array", read as labels of mixed types.
+    good = "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in _rows())
+    path = _write(tmp_path, "listed.jsonl", good + '["a", "list"]\n')
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert f'listed.jsonl: line {len(_rows()) + 1} is a JSON list, not an object: \'["a", "list"]\'' in msg
+    assert "mixes value types" not in msg
+
+
 def test_broken_jsonl_line_names_file_line_and_value(tmp_path, job):
     good = "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in _rows())
     path = _write(
