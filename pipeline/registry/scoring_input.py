@@ -60,8 +60,10 @@ class JsonLinesSource(FileBasedDatasource):
         buffer = f.read_buffer()
         if buffer.size == 0:
             return
-        # One block as large as the file: Arrow otherwise fails on an object straddling two blocks.
-        options = pajson.ReadOptions(use_threads=False, block_size=max(1 << 20, buffer.size + 1))
+        # One block as large as the file (Arrow fails on an object straddling two blocks), at most 1 GiB
+        # (Arrow's block size is a 32-bit integer; a line of over 1 GiB is not a review).
+        block_size = min(max(1 << 20, buffer.size + 1), 1 << 30)
+        options = pajson.ReadOptions(use_threads=False, block_size=block_size)
         try:
             yield pajson.read_json(io.BytesIO(buffer), read_options=options)
         except pa.ArrowInvalid as e:
