@@ -83,15 +83,20 @@ def _model_at(model: type[BaseModel], path: list) -> type[BaseModel] | None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> JobConfig:
-    """Read YAML (default: the embedded-corpus config), apply overrides, validate.
+    """Read YAML (default: the embedded-corpus config; a local path or an object-store URL), apply
+    overrides, validate.
 
     Raises UserInputError naming the file/key, the value and what is allowed.
     """
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        raise UserInputError(f"config file {path} not found; pass --config with an existing YAML file")
+    path = path or DEFAULT_CONFIG
+    text = _remote_config(path) if _is_url(path) else None
+    if text is None:
+        path = Path(str(path).removeprefix("file://"))
+        if not path.is_file():
+            raise UserInputError(f"config file {path} not found; pass --config with an existing YAML file")
+        text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise UserInputError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(raw, dict):
@@ -108,8 +113,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def _is_url(path: str | Path) -> bool:
+    # A str, not a Path: Path("s3://b/c.yaml") is "s3:/b/c.yaml". file:// is a local path.
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def _remote_config(url: str) -> str:
+    """The text of a config on object storage (a tuned config kept next to the runs, for a scheduled job
+    that reads it from s3://). Raises UserInputError when it is not there or cannot be read."""
+    import pyarrow.fs as pafs  # on use: `--help` must not wait for pyarrow
+
+    from pipeline.data.store import filesystem
+
+    fs, inner = filesystem(url)
+    try:
+        if fs.get_file_info(inner).type != pafs.FileType.File:
+            raise UserInputError(f"config file {url} not found (no such object); check the bucket and key")
+        with fs.open_input_stream(inner) as f:
+            data = f.read()
+    except OSError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(
+            f"config file {url} could not be read ({reason}); check the URL and the object store's credentials "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"config file {url} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_yaml(path: str | Path | None) -> dict[str, Any]:
-    """The job YAML as plain data, or {} when it cannot be read (help text must still print)."""
+    """The job YAML as plain data, or {} when it cannot be read (help text must still print). A config on
+    object storage is not fetched for the help text: its values are read when the job runs."""
+    if path and _is_url(path):
+        return {}
     try:
         raw = yaml.safe_load(Path(path or DEFAULT_CONFIG).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):

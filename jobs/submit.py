@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true", help="submit and return without following the logs")
     p.add_argument("--timeout", type=float, default=None, help="stop the job after this many seconds")
     p.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="job YAML, relative to the working dir (default: %(default)s)"
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="job YAML, relative to the working dir, or an object-store URL (default: %(default)s)",
     )
     p.add_argument("overrides", nargs="*", metavar="section.key=value", help="passed to jobs.run")
     return p
@@ -152,12 +154,15 @@ def build_submission(args: argparse.Namespace, environ: dict[str, str] | None = 
         if not (wd / "jobs" / "run.py").is_file():
             raise UserInputError(f"--working-dir {wd} does not hold jobs/run.py; pass the repository root")
         cfg_path = Path(args.config)
-        if cfg_path.is_absolute():
+        if is_remote(args.config):  # every node reads it from the object store, as the job's data
+            cfg = load_config(args.config, list(args.overrides))
+        elif cfg_path.is_absolute():
             raise UserInputError(
-                f"--config {cfg_path} must be relative to the working dir ({wd}), "
+                f"--config {cfg_path} must be relative to the working dir ({wd}) or an object-store URL, "
                 f"e.g. {DEFAULT_CONFIG}: the job runs in the uploaded copy"
             )
-        cfg = load_config(wd / cfg_path, list(args.overrides))
+        else:
+            cfg = load_config(wd / cfg_path, list(args.overrides))
         # An object-store URL (s3://...) is reached from every node as it is.
         if not is_remote(cfg.output_root) and not Path(cfg.output_root).is_absolute():
             raise UserInputError(

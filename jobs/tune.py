@@ -1,6 +1,6 @@
 """Search hyperparameters with Ray Tune (ASHA), write the best config as a YAML the jobs load.
 
-    python -m jobs.tune [--config jobs/configs/tune.yaml] [--output best-found.yaml] [--register]
+    python -m jobs.tune [--config jobs/configs/tune.yaml] [--output best-found.yaml | s3://b/best.yaml] [--register]
                         [section.key=value ...]      e.g. tune.num_samples=8 tune.time_budget_s=600
 
 Each trial trains one sampled configuration (tune.space) as a Ray Train run on
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jobs import run as run_job
@@ -29,6 +28,7 @@ from pipeline.selection import candidate_label
 from schemas.config import JobConfig
 
 if TYPE_CHECKING:
+    from pipeline.data.store import StorePath
     from pipeline.tune import SearchOutcome
 
 DEFAULT_TUNE_CONFIG = CONFIG_DIR / "tune.yaml"
@@ -69,14 +69,17 @@ class TuneSummary:
         return "\n".join(lines)
 
 
-def run(cfg: JobConfig, output: Path, register: bool = False) -> TuneSummary:
+def run(cfg: JobConfig, output: StorePath, register: bool = False) -> TuneSummary:
     # Imported here, not at the top: `--help` must not wait for Ray Tune, MLflow and datasets.
     from pipeline.baseline import fit_on_prepared
     from pipeline.cluster import ray_session
     from pipeline.data.prepare import prepare
+    from pipeline.data.store import filesystem, is_remote
     from pipeline.tracking import resolve_tracking_uri, tracking_store
     from pipeline.tune import search
 
+    if is_remote(output):
+        filesystem(str(output))  # a URL no filesystem serves stops the job now, not after the search
     with ray_session(cfg.ray):
         baseline_acc = None
         if cfg.baseline.enabled:  # the bar the trials should clear, on the same validation rows
@@ -93,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(config=str(DEFAULT_TUNE_CONFIG))
     parser.add_argument(
         "--output",
-        type=Path,
-        default=Path("best-found.yaml"),
-        help="where to write the best config (default: %(default)s)",
+        default="best-found.yaml",
+        help="where to write the best config: a path or an object-store URL (default: %(default)s)",
     )
     parser.add_argument(
         "--register",

@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from pipeline.data.prepare import PreparedData, prepare
+from pipeline.data.store import StorePath, is_remote, write_file
 from pipeline.errors import UserInputError
 from pipeline.evaluation import plots
 from pipeline.selection import Candidate, choose, reselect, selection_markdown, selection_table, start_trial
@@ -65,7 +66,7 @@ class SearchOutcome:
     best_config: JobConfig
     best_trial: TrialRow
     trials: list[TrialRow]
-    config_path: Path
+    config_path: StorePath  # a local path or an object-store URL
     baseline_validation_accuracy: float | None
     wall_s: float
     selection: list[Candidate] = field(default_factory=list)  # best first; empty: tune.select_top=0
@@ -202,12 +203,19 @@ def trials_plot(results, metric: str, baseline_acc: float | None):
     return fig
 
 
-def write_config(cfg: JobConfig, path: Path, header: str) -> Path:
+def config_yaml(cfg: JobConfig, header: str) -> str:
     """A YAML the jobs load with --config: every section but `tune`, commented with its provenance."""
     body = yaml.safe_dump(cfg.model_dump(mode="json", exclude={"tune"}), sort_keys=False, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"# {line}\n" for line in header.splitlines()) + body, encoding="utf-8")
-    return path
+    return "".join(f"# {line}\n" for line in header.splitlines()) + body
+
+
+def write_config(text: str, path: StorePath) -> StorePath:
+    """`text` written whole to a local path (a temporary file renamed) or an object-store URL."""
+    if is_remote(path):
+        folder, name = str(path).rsplit("/", 1)
+    else:
+        folder, name = Path(path).parent, Path(path).name
+    return write_file(folder, name, text.encode("utf-8"))
 
 
 def _absolute_paths(cfg: JobConfig) -> JobConfig:
@@ -216,7 +224,9 @@ def _absolute_paths(cfg: JobConfig) -> JobConfig:
     return cfg.model_copy(update={"output_root": root})
 
 
-def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc: float | None = None) -> SearchOutcome:
+def search(
+    cfg: JobConfig, client: MlflowClient, config_path: StorePath, baseline_acc: float | None = None
+) -> SearchOutcome:
     """Run the search on the connected Ray cluster, into `client`'s store (the job's tracking store,
     also MLflow's current URI); with tune.select_top, re-select among the best trials
     (pipeline.selection); write the chosen config to `config_path`.
@@ -262,8 +272,12 @@ def search(cfg: JobConfig, client: MlflowClient, config_path: Path, baseline_acc
             best = chosen.trial if chosen else best
         best_cfg = apply_sample(cfg, best.sample)
         header = _config_header(cfg, name, rows, best, chosen, len(selection), baseline_acc, config_path)
-        write_config(best_cfg, config_path, header)
-        _log_comparison(cfg.tune.metric, rows, results, best, config_path, baseline_acc, selection, chosen)
+        text = config_yaml(best_cfg, header)
+        # Into the run first: if writing config_path fails (a bucket that is not there), the search's
+        # result is still in MLflow (the parent run's best_config/).
+        config_name = str(config_path).rstrip("/").rsplit("/", 1)[-1]
+        _log_comparison(cfg.tune.metric, rows, results, best, (config_name, text), baseline_acc, selection, chosen)
+        write_config(text, config_path)
     wall_s = time.perf_counter() - t0
     return SearchOutcome(parent.info.run_id, best_cfg, best, rows, config_path, baseline_acc, wall_s, selection, chosen)
 
@@ -276,7 +290,7 @@ def _config_header(
     chosen: Candidate | None,
     n_candidates: int,
     baseline_acc: float | None,
-    config_path: Path,
+    config_path: StorePath,
 ) -> str:
     metric = cfg.tune.metric
     how = f"best {metric} {best.best:.4f} in trial {best.trial_id}"
@@ -339,7 +353,7 @@ def _log_comparison(
     rows: list[TrialRow],
     results,
     best: TrialRow,
-    config_path: Path,
+    config: tuple[str, str],
     baseline_acc: float | None,
     selection: list[Candidate],
     chosen: Candidate | None,
@@ -359,7 +373,8 @@ def _log_comparison(
     fig = trials_plot(results, metric, baseline_acc)
     mlflow.log_figure(fig, "plots/trials.png")
     plots.close(fig)
-    mlflow.log_artifact(str(config_path), "best_config")
+    name, text = config  # the best config's file name and YAML
+    mlflow.log_text(text, f"best_config/{name}")
     note = comparison_markdown(rows, metric, baseline_acc)
     if selection:
         mlflow.log_table(selection_table(selection, metric), "selection.json")

@@ -227,3 +227,25 @@ def test_a_single_string_is_a_one_item_list(tmp_path):
     # Every variadic list takes a scalar: floats, and the search space's choices.
     cfg = load_config(None, ["baseline.c_values=3", "tune.space.cell=gru"])
     assert cfg.baseline.c_values == (3.0,) and cfg.tune.space.cell == ("gru",)
+
+
+@pytest.mark.integration  # the local S3 server
+def test_a_config_on_object_storage_is_written_whole_and_loads(s3_bucket):
+    # A tuned config kept next to the runs (jobs.tune --output s3://...), read by a scheduled jobs.run
+    # --config s3://...: before, Path("s3://b/x.yaml") became the local path "s3:/b/x.yaml".
+    from pipeline.tune import config_yaml, write_config
+
+    cfg = load_config(CONFIG_DIR / "best.yaml")
+    url = f"{s3_bucket}/configs/best-found.yaml"
+    assert write_config(config_yaml(cfg, "Found by a test."), url) == url
+    loaded = load_config(url, ["train.epochs=2"])
+    assert loaded.train.epochs == 2
+    assert loaded.model_dump(exclude={"train", "tune"}) == cfg.model_dump(exclude={"train", "tune"})
+    assert not Path("s3:").exists()
+    with pytest.raises(UserInputError, match=r"^config file s3://.*/configs/absent\.yaml not found \(no such object\)"):
+        load_config(f"{s3_bucket}/configs/absent.yaml")
+    # jobs.submit validates it here and sends the URL: every node of the cluster reads it there.
+    from jobs import submit
+
+    sub = submit.build_submission(submit.build_parser().parse_args(["--config", url, f"output_root={s3_bucket}/r"]), {})
+    assert sub["entrypoint"] == f"python -m jobs.run --config {url} output_root={s3_bucket}/r"

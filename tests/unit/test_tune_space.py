@@ -10,7 +10,15 @@ import pytest
 from jobs.config_loader import CONFIG_DIR, load_config
 from pipeline.errors import UserInputError
 from pipeline.trials import SPACE_KEYS, TrialRow, apply_sample, rank_trials, trial_config, trial_score
-from pipeline.tune import check_space, data_variants, max_concurrent, param_space, start_point, write_config
+from pipeline.tune import (
+    check_space,
+    config_yaml,
+    data_variants,
+    max_concurrent,
+    param_space,
+    start_point,
+    write_config,
+)
 from schemas.config import SearchSpace
 
 TUNE = CONFIG_DIR / "tune.yaml"
@@ -83,8 +91,10 @@ def test_a_space_value_the_config_refuses_is_named_before_any_trial():
 
 def test_the_written_config_loads_as_a_job_config(tmp_path):
     best = apply_sample(load_config(TUNE), SAMPLE)
-    path = write_config(best, tmp_path / "best-found.yaml", "Found by a test.\nRun:  python -m jobs.run --config x")
+    header = "Found by a test.\nRun:  python -m jobs.run --config x"
+    path = write_config(config_yaml(best, header), tmp_path / "best-found.yaml")
     text = path.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["best-found.yaml"]  # written whole: no temporary file left
     assert text.startswith("# Found by a test.\n# Run:  python -m jobs.run") and "tune:" not in text
     loaded = load_config(path)
     assert loaded.model_dump(exclude={"tune"}) == best.model_dump(exclude={"tune"})
