@@ -125,12 +125,13 @@ def run_once(cfg: JobConfig) -> RunSummary:
     # file changes while the job runs, and the inputs are hashed once.
     from pipeline.tracking import resolve_tracking_uri
 
+    tracking_uri = resolve_tracking_uri(cfg)  # an unusable store stops the job before prepare, not after
     train_job.resume_check(cfg, announce=False)  # before prepare: a named run resumed with a changed config stops here
     prepared = prepare_job.run(cfg)
     outcome = train_job.run(cfg, prepared)  # Ray Train -> MLflow run -> registered version
     baseline = outcome.versus_baseline.baseline if outcome.versus_baseline else None  # fitted once, by the run
     decision = promote_job.run(cfg, outcome.version, prepared, baseline)  # same test split, same scoring code
-    summary = RunSummary(outcome, decision, resolve_tracking_uri(cfg), time.perf_counter() - t0)
+    summary = RunSummary(outcome, decision, tracking_uri, time.perf_counter() - t0)
     say(summary.text())
     return summary
 

@@ -80,11 +80,12 @@ def run(cfg: JobConfig, output: StorePath, register: bool = False) -> TuneSummar
 
     if is_remote(output):
         filesystem(str(output))  # a URL no filesystem serves stops the job now, not after the search
+    tracking_uri = resolve_tracking_uri(cfg)  # an unusable store, too: before prepare and the baseline
     with ray_session(cfg.ray):
         baseline_acc = None
         if cfg.baseline.enabled:  # the bar the trials should clear, on the same validation rows
             baseline_acc = fit_on_prepared(prepare(cfg).path, cfg.baseline).validation_accuracy
-        with tracking_store(resolve_tracking_uri(cfg)) as client:
+        with tracking_store(tracking_uri) as client:
             outcome = search(cfg, client, output, baseline_acc)
         say(TuneSummary(outcome, None).text())
         registered = run_job.run(outcome.best_config) if register else None  # the same cluster

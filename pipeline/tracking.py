@@ -31,12 +31,20 @@ from schemas.config import JobConfig
 
 
 def resolve_tracking_uri(cfg: JobConfig) -> str:
-    """Config, then MLFLOW_TRACKING_URI, then a sqlite store under output_root (absolute, for workers)."""
+    """Config, then MLFLOW_TRACKING_URI, then a sqlite store under a local output_root (absolute, for
+    workers). Raises UserInputError for an object-store output_root without either: no file there."""
     if cfg.tracking.tracking_uri:
         return cfg.tracking.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(cfg.output_root).resolve()
+    if "://" in cfg.output_root and not cfg.output_root.startswith("file://"):
+        # Path("s3://b/runs") is the local folder "s3:/b/runs": the store would land there, unseen.
+        raise UserInputError(
+            f"output_root={cfg.output_root!r} is object storage, and the default MLflow store is a sqlite file "
+            "under output_root: set tracking.tracking_uri (or MLFLOW_TRACKING_URI) to an MLflow server "
+            "(http://...) or to sqlite:////absolute/path/mlflow.db"
+        )
+    root = Path(cfg.output_root.removeprefix("file://")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
@@ -77,13 +85,16 @@ def _open_store(uri: str) -> MlflowClient:
 
 
 def ensure_experiment(client: MlflowClient, name: str, output_root: str) -> str:
-    """Experiment id, creating it (with artifacts under output_root for a local store)."""
+    """Experiment id, creating it (with artifacts under output_root, local or object storage, for a
+    sqlite store; a server's experiments use its own artifact root)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     location = None
-    if client.tracking_uri.startswith("sqlite:"):
-        location = (Path(output_root).resolve() / "mlartifacts").as_uri()
+    if client.tracking_uri.startswith("sqlite:") and "://" in output_root and not output_root.startswith("file://"):
+        location = f"{output_root.rstrip('/')}/mlartifacts"  # s3://...: MLflow writes there (not "s3:/..." locally)
+    elif client.tracking_uri.startswith("sqlite:"):
+        location = (Path(output_root.removeprefix("file://")).resolve() / "mlartifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG]))
     except mlflow.exceptions.MlflowException:  # created concurrently by another job

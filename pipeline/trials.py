@@ -137,7 +137,8 @@ def fit_trial(sample: dict[str, Any], base: JobConfig, data_path: str, parent: C
     run_id = run.info.run_id
     try:
         _log_params_client(client, run_id, {**flatten(cfg), **{f"sample.{k}": v for k, v in sample.items()}})
-        result = fit(cfg, Path(data_path), run_name, parent.tracking_uri, run_id, callbacks=[TuneReportCallback()])
+        path = data_path if "://" in data_path else Path(data_path)  # location(): a URL stays a str
+        result = fit(cfg, path, run_name, parent.tracking_uri, run_id, callbacks=[TuneReportCallback()])
         accs = [h["val_accuracy"] for h in result.history]
         client.log_metric(run_id, "best_val_accuracy", max(accs) if accs else math.nan)
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
@@ -207,6 +208,11 @@ def fit_tuner(
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from pipeline.train.trainer import checkpoint_storage
+
+    # The trials' own Train runs store there too; an s3:// output_root gives the bucket's filesystem
+    # (str(Path("s3://b/r")) would have been the local folder "s3:/b/r").
+    storage, storage_fs = checkpoint_storage(cfg)
     leaks = LeakedWorkerGroups()
     tuner = tune.Tuner(
         tune.with_resources(trainable, TRIAL_DRIVER_RESOURCES),
@@ -224,7 +230,8 @@ def fit_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(Path(cfg.output_root) / "ray_results"),
+            storage_path=storage,
+            storage_filesystem=storage_fs,
             verbose=1,
             callbacks=[leaks.tune_callback()],
         ),

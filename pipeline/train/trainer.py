@@ -97,7 +97,7 @@ class _JobTrainer(TorchTrainer):
             signal.signal(sig, handler)
 
 
-def check_compatible(cfg: JobConfig, data_path: Path) -> None:
+def check_compatible(cfg: JobConfig, data_path: StorePath) -> None:
     """Config checks that need the prepared data. Raises UserInputError naming the fix."""
     check_padding_side(cfg.model, load_manifest(data_path).padding_side)
 
@@ -126,7 +126,7 @@ def choose_weights(state: TrainState, early_stopping: bool) -> tuple[StateDict, 
 
 def fit(
     cfg: JobConfig,
-    data_path: Path,
+    data_path: StorePath,
     run_name: str,
     tracking_uri: str | None,
     run_id: str | None,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs import tune as tune_job
 from jobs.config_loader import load_config
+from tests.conftest import REPO
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -115,3 +121,58 @@ def test_two_trials_become_child_runs_and_the_best_config_loads(ray_cluster, tmp
     assert client.get_run(registered.outcome.run_id).data.params["model.ngram_weighting"] == "idf"
     version = client.get_model_version(cfg.tracking.registered_model_name, registered.outcome.version)
     assert version.tags["promotion.decision"] in ("promoted", "rejected")
+
+
+_TUNE_ON_S3 = """
+import sys
+from jobs import tune as tune_job
+from jobs.config_loader import load_config
+cfg = load_config(tune_job.DEFAULT_TUNE_CONFIG, sys.argv[2:])
+tune_job.run(cfg, sys.argv[1])  # starts its own local Ray cluster, whose workers get this environment
+"""
+
+
+def test_a_search_on_object_storage_writes_nothing_locally(s3_bucket, tmp_path):
+    # output_root and --output on s3://: Tune's experiment, the trials' checkpoints, the prepared data,
+    # the parent run's artifacts and the tuned YAML all land in the bucket. Before, Tune's storage, the
+    # artifacts and the YAML went to a local folder named "s3:" (Path("s3://b/r") is "s3:/b/r").
+    # In a process of its own: its Ray workers must start with the S3 server's variables.
+    import boto3
+
+    corpus = write_corpus(tmp_path / "reviews.csv", rows=200)
+    small = ["embedding_dim=[8]", "hidden_dim=[8]", "max_length=[32]", "tokenizer_kind=[wordlevel]", "batch_size=[32]"]
+    overrides = [
+        f"output_root={s3_bucket}/runs",
+        f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "data.source=files",
+        f"data.paths=[{corpus}]",
+        "data.text_column=review",
+        "data.label_column=sentiment",
+        "train.epochs=1",
+        "tune.num_samples=1",
+        "tune.time_budget_s=null",
+        "tune.select_top=0",
+        *(f"tune.space.{item}" for item in small),
+    ]
+    url = f"{s3_bucket}/configs/best-found.yaml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _TUNE_ON_S3, url, *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    assert load_config(url).model.hidden_dim == 8
+    bucket = s3_bucket.removeprefix("s3://")
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page["Contents"]]
+    experiment = re.compile(r"runs/ray_results/tune-\d{8}-\d{6}/tuner\.pkl$")  # Tune's own state, not a trial's
+    assert any(experiment.match(k) for k in keys), keys
+    assert any(k.startswith("runs/mlartifacts/") and k.endswith("best_config/best-found.yaml") for k in keys)
+    assert any(k.startswith("runs/data/") for k in keys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db", "mlflow.db.lock", "reviews.csv"]

@@ -10,8 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from jobs.config_loader import load_config
+from pipeline.errors import UserInputError
 from pipeline.tracking import (
     RankZeroLogger,
+    ensure_experiment,
     epoch_metric_names,
     held_out_metric_names,
     log_params,
@@ -70,6 +72,26 @@ def test_default_store_is_sqlite_under_output_root(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert resolve_tracking_uri(cfg) == "http://127.0.0.1:5000"
     assert resolve_tracking_uri(load_config(None, ["tracking.tracking_uri=sqlite:///x.db"])) == "sqlite:///x.db"
+
+
+def test_an_object_store_output_root_needs_a_tracking_server(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    remote = load_config(None, ["output_root=s3://bucket/runs"])
+    with pytest.raises(UserInputError, match=r"^output_root='s3://bucket/runs' is object storage.*set tracking\."):
+        resolve_tracking_uri(remote)
+    assert list(tmp_path.iterdir()) == []  # before: a local folder "s3:" holding the sqlite store
+    server = load_config(None, ["output_root=s3://bucket/runs", "tracking.tracking_uri=http://mlflow:5000"])
+    assert resolve_tracking_uri(server) == "http://mlflow:5000"
+    local_url = load_config(None, [f"output_root=file://{tmp_path}/runs"])
+    assert resolve_tracking_uri(local_url) == f"sqlite:///{tmp_path.resolve() / 'runs' / 'mlflow.db'}"
+    # with a sqlite store given, the experiment's artifacts go to the bucket, not a local folder "s3:"
+    with tracking_store(f"sqlite:///{tmp_path / 'm.db'}") as client:
+        exp = ensure_experiment(client, "remote", "s3://bucket/runs")
+        assert client.get_experiment(exp).artifact_location == "s3://bucket/runs/mlartifacts"
+        exp = ensure_experiment(client, "local", f"file://{tmp_path}/runs")
+        assert client.get_experiment(exp).artifact_location == (tmp_path.resolve() / "runs" / "mlartifacts").as_uri()
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_only_rank_zero_writes(tmp_path):
