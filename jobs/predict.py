@@ -103,6 +103,11 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
             f"--input {path} names many files; an output file is written from one input file: give --output a "
             "folder (ending in /) to score them all on Ray"
         )
+    if reader is None and not ext and "://" in path:  # an object-store prefix looks like any extensionless key
+        raise UserInputError(
+            f"--input {path} has no extension: to score the files under that prefix give --output a folder (ending "
+            "in /), which runs on Ray; one input file must end in .csv, .tsv, .jsonl or .parquet"
+        )
     if reader is None:
         raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
     from pyarrow.lib import ArrowException

@@ -97,3 +97,13 @@ def test_the_one_file_path_names_the_json_line(tmp_path, content, reason):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserInputError, match=rf"^--input {path} could not be read as jsonl \({re.escape(reason)}: "):
         read_input(path, "text")
+
+
+def test_an_object_store_prefix_given_with_an_output_file_says_to_give_a_folder():
+    from jobs.predict import read_input
+
+    # before: "unsupported extension ''"; checked before any request to the store
+    with pytest.raises(
+        UserInputError, match=r"^--input s3://bucket/reviews has no extension: .* give --output a folder"
+    ):
+        read_input("s3://bucket/reviews", "text")
