@@ -543,6 +543,12 @@ def _keyed(splits: dict) -> dict:
 def _from_hub(load, cfg: DataConfig):
     """`load(data.name, data.config_name, revision=data.revision)` (`load_dataset` or
     `load_dataset_builder`), its failures as one-line user errors."""
+    if is_url(cfg.name) and not cfg.name.startswith("hf://"):  # datasets took it for "<cwd>/s3:/..."
+        raise UserInputError(
+            f"data.name={cfg.name!r}: a Hub dataset is named by its id (stanfordnlp/imdb) or a local dataset "
+            f"folder; for data files on object storage set data.source=files data.paths=[{cfg.name}] (the job "
+            "then makes its own split)"
+        )
     try:
         return load(cfg.name, cfg.config_name, revision=cfg.revision)
     except FileNotFoundError as e:

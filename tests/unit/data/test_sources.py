@@ -119,6 +119,13 @@ def test_hub_path_on_a_local_dataset_folder_keeps_its_test_split(fx, job):
     assert all(entry.sha256 for entry in prepared.manifest.inputs)  # local folder: content digests
 
 
+def test_hub_name_that_is_an_object_store_url_points_to_the_files_source():
+    with pytest.raises(
+        UserInputError, match=r"^data.name='s3://b/ds': .*set data.source=files data.paths=\[s3://b/ds\]"
+    ):
+        load_corpus(DataConfig(source="hub", name="s3://b/ds"))
+
+
 def test_hub_missing_split_names_the_choices(fx):
     with pytest.raises(DataValidationError, match="data.train_split"):
         load_corpus(DataConfig(source="hub", name=str(fx / "hub"), train_split="training"))
