@@ -33,7 +33,9 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = _OneLineErrors(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="job YAML (default: %(default)s)")
+    parser.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="job YAML, a path or an s3:// URL (default: %(default)s)"
+    )
     parser.add_argument(
         "--verbose",
         "-v",
