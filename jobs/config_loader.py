@@ -114,31 +114,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _is_url(path: str | Path) -> bool:
-    # A str, not a Path: Path("s3://b/c.yaml") is "s3:/b/c.yaml". file:// is a local path.
+    # pipeline.data.store.is_remote's rule, without importing pyarrow (`--help` must start fast). A str, not
+    # a Path: Path("s3://b/c.yaml") is "s3:/b/c.yaml". file:// is a local path.
     return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
 def _remote_config(url: str) -> str:
     """The text of a config on object storage (a tuned config kept next to the runs, for a scheduled job
     that reads it from s3://). Raises UserInputError when it is not there or cannot be read."""
-    import pyarrow.fs as pafs  # on use: `--help` must not wait for pyarrow
+    from pipeline.data.store import read_text  # on use: `--help` must not wait for pyarrow
 
-    from pipeline.data.store import filesystem
-
-    fs, inner = filesystem(url)
     try:
-        if fs.get_file_info(inner).type != pafs.FileType.File:
-            raise UserInputError(f"config file {url} not found (no such object); check the bucket and key")
-        with fs.open_input_stream(inner) as f:
-            data = f.read()
+        return read_text(url)
+    except FileNotFoundError:
+        raise UserInputError(f"config file {url} not found (no such object); check the bucket and key") from None
     except OSError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserInputError(
             f"config file {url} could not be read ({reason}); check the URL and the object store's credentials "
             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
         ) from None
-    try:
-        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserInputError(f"config file {url} is not UTF-8 text ({e.reason} at byte {e.start})") from None
 

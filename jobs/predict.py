@@ -124,7 +124,7 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
         except (ValueError, TypeError, OSError, UnicodeDecodeError, ArrowException) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if ext == ".jsonl":  # pandas says where in bytes ("position 1810"); name the line instead
-                from pipeline.registry.scoring_input import jsonl_error
+                from pipeline.data.sources import jsonl_error
 
                 first = jsonl_error(local.read_bytes()) or first
             raise UserInputError(

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
 from pipeline.console import say
+from pipeline.data.store import is_remote, local_path
 from pipeline.errors import UserInputError
 from pipeline.masking import mask_secrets
 from schemas.config import JobConfig
@@ -37,14 +38,14 @@ def resolve_tracking_uri(cfg: JobConfig) -> str:
         return cfg.tracking.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    if "://" in cfg.output_root and not cfg.output_root.startswith("file://"):
+    if is_remote(cfg.output_root):
         # Path("s3://b/runs") is the local folder "s3:/b/runs": the store would land there, unseen.
         raise UserInputError(
             f"output_root={cfg.output_root!r} is object storage, and the default MLflow store is a sqlite file "
             "under output_root: set tracking.tracking_uri (or MLFLOW_TRACKING_URI) to an MLflow server "
             "(http://...) or to sqlite:////absolute/path/mlflow.db"
         )
-    root = Path(cfg.output_root.removeprefix("file://")).resolve()
+    root = local_path(cfg.output_root).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
@@ -91,10 +92,10 @@ def ensure_experiment(client: MlflowClient, name: str, output_root: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if client.tracking_uri.startswith("sqlite:") and "://" in output_root and not output_root.startswith("file://"):
+    if client.tracking_uri.startswith("sqlite:") and is_remote(output_root):
         location = f"{output_root.rstrip('/')}/mlartifacts"  # s3://...: MLflow writes there (not "s3:/..." locally)
     elif client.tracking_uri.startswith("sqlite:"):
-        location = (Path(output_root.removeprefix("file://")).resolve() / "mlartifacts").as_uri()
+        location = (local_path(output_root).resolve() / "mlartifacts").as_uri()
     try:
         return client.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND_TAG]))
     except mlflow.exceptions.MlflowException:  # created concurrently by another job

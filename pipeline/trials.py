@@ -17,7 +17,7 @@ from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 from pipeline.adaptive import adapt_to_corpus
-from pipeline.data.store import load_manifest
+from pipeline.data.store import is_remote, load_manifest
 from pipeline.leaked_workers import LeakedWorkerGroups
 from pipeline.tracking import flatten, mask_secrets
 from schemas.config import JobConfig
@@ -137,7 +137,7 @@ def fit_trial(sample: dict[str, Any], base: JobConfig, data_path: str, parent: C
     run_id = run.info.run_id
     try:
         _log_params_client(client, run_id, {**flatten(cfg), **{f"sample.{k}": v for k, v in sample.items()}})
-        path = data_path if "://" in data_path else Path(data_path)  # location(): a URL stays a str
+        path = data_path if is_remote(data_path) else Path(data_path)  # location(): a URL stays a str
         result = fit(cfg, path, run_name, parent.tracking_uri, run_id, callbacks=[TuneReportCallback()])
         accs = [h["val_accuracy"] for h in result.history]
         client.log_metric(run_id, "best_val_accuracy", max(accs) if accs else math.nan)

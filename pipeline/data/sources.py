@@ -316,6 +316,27 @@ def json_lines(lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
         yield n, value
 
 
+def jsonl_error(data: bytes) -> str | None:
+    """Where JSON Lines `data` first breaks ("line N is not valid JSON (<reason>): <the line's start>"), or
+    None when every line parses (a file Arrow or pandas refused, whose errors give a byte position). A
+    line must hold one JSON object; blank lines are skipped, as the readers do."""
+    try:
+        for _ in json_lines(_utf8_lines(data)):
+            pass
+    except BadJsonLine as e:
+        return str(e)
+    return None
+
+
+def _utf8_lines(data: bytes) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError:  # Arrow reads UTF-8 only
+            shown = raw.decode("utf-8", errors="replace").strip()[:80]
+            raise BadJsonLine(number, f"is not valid UTF-8: {shown!r}") from None
+
+
 def _json_rows(path: Path, is_array: bool, encoding: str):
     """(line, record) of a JSON Lines file (streamed), or of a JSON array (read whole: it is one value).
     Raises BadJsonLine naming the line."""
@@ -637,26 +658,15 @@ def _local_tree(root: Path) -> dict[str, dict[str, list[tuple[str, int]]]] | Non
 
 
 def _remote_tree(root: str) -> dict[str, dict[str, list[tuple[str, int]]]] | None:
-    """The same for an object-store prefix, from one recursive listing (no per-file requests); None when
-    nothing is under it. Keys deeper or shallower than <split>/<label>/<file>.txt are not documents."""
-    import pyarrow.fs as pafs
-
-    from pipeline.data.store import filesystem
-
-    scheme, base = root.split("://", 1)[0], root.rstrip("/")
-    fs, inner = filesystem(base)
-    if fs.get_file_info(inner).type != pafs.FileType.Directory:
-        return None
+    """The same for an object-store prefix, from one recursive listing (`_remote_files`, sizes included: no
+    per-file requests); None when no <split>/<label>/<file>.txt is under it."""
+    base = root.rstrip("/")
     tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
-    for info in fs.get_file_info(pafs.FileSelector(inner, recursive=True)):
-        parts = info.path[len(inner.rstrip("/")) + 1 :].split("/")
-        if info.type == pafs.FileType.Directory and len(parts) <= 2:  # listed in any order among the files
-            labels = tree.setdefault(parts[0], {})
-            if len(parts) == 2:
-                labels.setdefault(parts[1], [])
-        elif info.type == pafs.FileType.File and len(parts) == 3 and parts[2].endswith(".txt"):
-            tree.setdefault(parts[0], {}).setdefault(parts[1], []).append((f"{scheme}://{info.path}", info.size))
-    return tree
+    for url, size in _remote_files(f"{base}/*/*/*.txt"):
+        parts = url[len(base) + 1 :].split("/")
+        if len(parts) == 3:  # the glob's `*` also crosses '/': deeper keys are not documents
+            tree.setdefault(parts[0], {}).setdefault(parts[1], []).append((url, size))
+    return tree or None
 
 
 def _relative(path: str, root: str) -> str:

@@ -48,7 +48,8 @@ def is_remote(path: StorePath) -> bool:
     return isinstance(path, str) and "://" in path and not path.startswith("file://")
 
 
-def _local(path: StorePath) -> Path:
+def local_path(path: StorePath) -> Path:
+    """A local path or file:// URL as a Path (file:// stripped: Path() would keep it as a folder name)."""
     s = str(path)
     return Path(s[len("file://") :]) if s.startswith("file://") else Path(s)
 
@@ -89,23 +90,23 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 def data_dir(output_root: StorePath, key: str) -> StorePath:
     if is_remote(output_root):
         return f"{str(output_root).rstrip('/')}/data/{key}"
-    return _local(output_root) / "data" / key
+    return local_path(output_root) / "data" / key
 
 
 def _join(path: StorePath, name: str) -> StorePath:
-    return f"{str(path).rstrip('/')}/{name}" if is_remote(path) else _local(path) / name
+    return f"{str(path).rstrip('/')}/{name}" if is_remote(path) else local_path(path) / name
 
 
 def _exists(path: StorePath) -> bool:
     if not is_remote(path):
-        return _local(path).is_file()
+        return local_path(path).is_file()
     fs, inner = filesystem(str(path))
     return fs.get_file_info(inner).type == pafs.FileType.File
 
 
 def read_bytes(path: StorePath) -> bytes:
     if not is_remote(path):
-        return _local(path).read_bytes()
+        return local_path(path).read_bytes()
     fs, inner = filesystem(str(path))
     with fs.open_input_stream(inner) as f:
         return f.read()
@@ -128,7 +129,7 @@ def load_manifest(path: StorePath) -> Manifest:
 def local_file(path: StorePath, name: str) -> Path:
     """A local path to one stored file (downloaded once into a temp folder if the store is remote)."""
     if not is_remote(path):
-        return _local(path) / name
+        return local_path(path) / name
     flat = str(path).split("://", 1)[1].replace("/", "_")
     target = Path(tempfile.gettempdir()) / "rnn-textcls-store" / flat
     target.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def remove_stale_staging(final: StorePath) -> None:
     """Delete local staging folders of `final` older than STALE_STAGING_S (left by killed runs)."""
     if is_remote(final):
         return
-    final = _local(final)
+    final = local_path(final)
     if final.parent.is_dir():
         for old in final.parent.glob(f".staging-{final.name}-*"):
             if time.time() - old.stat().st_mtime > STALE_STAGING_S:
@@ -161,7 +162,7 @@ def new_staging_dir(final: StorePath) -> StorePath:
             fs.delete_dir(inner)
         fs.create_dir(inner, recursive=True)
         return str(final)
-    final = _local(final)
+    final = local_path(final)
     staging = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     return staging
@@ -176,7 +177,7 @@ def write_file(folder: StorePath, name: str, data: bytes) -> StorePath:
     Raises StorageFull (one line: where, and the fix) when the disk or quota is full."""
     target = _join(folder, name)
     if not is_remote(target):
-        target = _local(target)
+        target = local_path(target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
@@ -218,7 +219,7 @@ def publish(staging: StorePath, final: StorePath) -> StorePath:
     if is_remote(final):
         write_file(final, MARKER, b"ok\n")  # last: the folder is now loadable
         return final
-    final, staging = _local(final), _local(staging)
+    final, staging = local_path(final), local_path(staging)
     (staging / MARKER).write_text("ok\n")
     try:
         os.rename(staging, final)
@@ -290,7 +291,7 @@ def arrow_paths(files: list[StorePath]) -> tuple[list[str], pafs.FileSystem | No
     """`files` (all local or all URLs of one store) as paths inside one pyarrow filesystem, which is
     what `ray.data.read_parquet(paths, filesystem=...)` wants; None for local files."""
     if not files or not is_remote(files[0]):
-        return [str(_local(f).resolve()) for f in files], None
+        return [str(local_path(f).resolve()) for f in files], None
     fs, _ = filesystem(str(files[0]))
     return [filesystem(str(f))[1] for f in files], fs
 

@@ -17,28 +17,8 @@ from typing import Any
 
 from ray.data.datasource import FileBasedDatasource
 
-from pipeline.data.sources import BadJsonLine, json_lines
+from pipeline.data.sources import jsonl_error
 from pipeline.errors import UserInputError
-
-
-def jsonl_error(data: bytes) -> str | None:
-    """Where JSON Lines `data` first breaks ("line N is not valid JSON (<reason>): <the line's start>"), or
-    None when every line parses. A line must hold one JSON object; blank lines are skipped, as the readers do."""
-    try:
-        for _ in json_lines(_utf8_lines(data)):
-            pass
-    except BadJsonLine as e:
-        return str(e)
-    return None
-
-
-def _utf8_lines(data: bytes) -> Iterator[tuple[int, str]]:
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            yield number, raw.decode("utf-8")
-        except UnicodeDecodeError:  # Arrow reads UTF-8 only
-            shown = raw.decode("utf-8", errors="replace").strip()[:80]
-            raise BadJsonLine(number, f"is not valid UTF-8: {shown!r}") from None
 
 
 def _bad_input(path: str, fmt: str, reason: str) -> UserInputError:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.prepare import prepare
+from pipeline.data.sources import jsonl_error
 from pipeline.errors import DataValidationError
 
 
@@ -153,6 +154,17 @@ def test_empty_files_stop_with_one_line(tmp_path, job, name, content, words):
         prepare(job(source="files", paths=(path,)))
     msg = _one_line(e)
     assert name in msg and words in msg and "data.paths" in msg
+
+
+def test_jsonl_error_finds_the_first_bad_line():
+    good = b'{"text": "a"}\n\n{"text": "b"}\n'
+    assert jsonl_error(good) is None  # blank lines are skipped
+    assert jsonl_error(good + b'{"text": "c\n{"text": "d"}\n') == (
+        'line 4 is not valid JSON (Unterminated string starting at column 10): \'{"text": "c\''
+    )
+    assert jsonl_error(good + b'{"text" "c"}\n').startswith("line 4 is not valid JSON (Expecting ':' delimiter at")
+    assert jsonl_error(b'{"text": "a"}\n[1, 2]\n') == "line 2 is a JSON list, not an object: '[1, 2]'"
+    assert jsonl_error(b'{"text": "caf\xe9"}\n').startswith("line 1 is not valid UTF-8: ")
 
 
 def test_jsonl_line_that_is_not_an_object_is_named(tmp_path, job):

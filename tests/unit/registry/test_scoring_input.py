@@ -11,18 +11,6 @@ import pytest
 
 from pipeline.errors import UserInputError
 from pipeline.registry.batch_scoring import _input_errors, _read
-from pipeline.registry.scoring_input import jsonl_error
-
-
-def test_jsonl_error_finds_the_first_bad_line():
-    good = b'{"text": "a"}\n\n{"text": "b"}\n'
-    assert jsonl_error(good) is None  # blank lines are skipped
-    assert jsonl_error(good + b'{"text": "c\n{"text": "d"}\n') == (
-        'line 4 is not valid JSON (Unterminated string starting at column 10): \'{"text": "c\''
-    )
-    assert jsonl_error(good + b'{"text" "c"}\n').startswith("line 4 is not valid JSON (Expecting ':' delimiter at")
-    assert jsonl_error(b'{"text": "a"}\n[1, 2]\n') == "line 2 is a JSON list, not an object: '[1, 2]'"
-    assert jsonl_error(b'{"text": "caf\xe9"}\n').startswith("line 1 is not valid UTF-8: ")
 
 
 def _parts(folder, lines_per_file: list[list[str]], suffix: str) -> list[str]:
