@@ -4,12 +4,13 @@ number of files on Ray into a folder.
     python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
     python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
-Input: CSV, TSV, JSON Lines or Parquet with a text column (`--text-column`, default `text`), read
-as written ("NA" or "null" is text); a row without text (empty, missing, not a string) stops the job
-naming it. Output: the input columns plus `label`, `probability` and one `p_<label>` column per
-label (`--score-prefix pred_` names them pred_label, ...; an input that already has one of those
-columns, such as a labeled test set's `label`, is refused until it is given). `--delimiter ';'` reads
-CSV/TSV with another field separator.
+Input: CSV, TSV, JSON Lines or Parquet (compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
+a text column (`--text-column`, default `text`), read as written ("NA" or "null" is text); a row
+without text (empty, missing, not a string) stops the job naming it. Output: the input columns plus
+`label`, `probability` and one `p_<label>` column per label (`--score-prefix pred_` names them
+pred_label, ...; an input that already has one of those columns, such as a labeled test set's
+`label`, is refused until it is given). `--delimiter ';'` reads CSV/TSV with another field
+separator.
 
 An output file (.csv/.tsv/.jsonl/.parquet) is written atomically (temporary file, then rename) from
 this process, which reads the input whole: for one file that fits in memory. An output folder (a
@@ -65,6 +66,13 @@ def _suffix(path: str) -> str:
     return PurePosixPath(path.split("://", 1)[-1]).suffix.lower()
 
 
+def _input_suffix(path: str) -> str:
+    """The extension that names an input's format, behind a compression one (reviews.csv.gz: .csv)."""
+    from pipeline.data.sources import data_suffix
+
+    return data_suffix(path.split("://", 1)[-1])
+
+
 def _writer(path: str):
     ext = _suffix(path)
     if ext == ".csv":
@@ -95,7 +103,7 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
     from pipeline.registry.batch_scoring import check_delimiter
 
     path = str(path)
-    ext = _suffix(path)
+    ext = _input_suffix(path)
     check_delimiter(delimiter, ext, path)
     reader = _READERS.get(ext)
     if reader is None and (any(c in path for c in "*?[") or Path(path).is_dir() or path.endswith("/")):
@@ -112,12 +120,16 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
         raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
     from pyarrow.lib import ArrowException
 
-    from pipeline.data.sources import is_url
+    from pipeline.data.sources import is_url, plain_file
 
     with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
         local = _fetch(path, tmp) if is_url(path) else Path(path.removeprefix("file://"))
         if not local.is_file():
             raise UserInputError(f"--input {path} not found")
+        try:
+            local = plain_file(str(local), tmp)  # decompressed, if its name says it is compressed
+        except UserInputError as e:  # it names the local copy: name the input
+            raise UserInputError(f"--input {path}{str(e).removeprefix(str(local))}") from None
         try:
             frame = reader(local, text_column, delimiter)
         # pandas/pyarrow parse errors (TypeError: a JSON line that holds a list, not an object)

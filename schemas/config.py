@@ -88,10 +88,14 @@ class DataConfig(_Frozen):
     config_name: str | None = Field(None, description="Hub dataset configuration name (source=hub).")
     revision: str | None = Field(None, description="Hub dataset revision: pin a commit for reproducible runs.")
     paths: tuple[str, ...] = Field(
-        (), description="Local files, globs or folders (source=files), or the root folder (source=folder)."
+        (),
+        description="Local files, globs or folders (source=files), or the root folder (source=folder); s3:// URLs too. "
+        "Compressed files (reviews.csv.gz; .gz, .bz2, .zst, .lz4) are read as the file behind the extension.",
     )
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = Field(
-        "auto", description="File format for source=files; 'auto' picks it from the file extension."
+        "auto",
+        description="File format for source=files; 'auto' picks it from the file extension (behind a compression "
+        "one: reviews.csv.gz is csv).",
     )
     delimiter: str | None = Field(
         None,

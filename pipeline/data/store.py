@@ -108,7 +108,7 @@ def read_bytes(path: StorePath) -> bytes:
     if not is_remote(path):
         return local_path(path).read_bytes()
     fs, inner = filesystem(str(path))
-    with fs.open_input_stream(inner) as f:
+    with fs.open_input_stream(inner, compression=None) as f:
         return f.read()
 
 
@@ -136,7 +136,7 @@ def local_file(path: StorePath, name: str) -> Path:
     if not (target / name).is_file():
         tmp = target / f".{name}.{uuid.uuid4().hex[:8]}"
         fs, inner = filesystem(_join(path, name))
-        with fs.open_input_stream(inner) as src, open(tmp, "wb") as dst:
+        with fs.open_input_stream(inner, compression=None) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
         os.replace(tmp, target / name)
     return target / name

@@ -77,15 +77,16 @@ def is_folder_output(path: str) -> bool:
 def input_files(pattern: str) -> tuple[list[str], str]:
     """(files, format) of `--input`: a file, a folder (its data files, recursively) or a glob, local or
     an object-store URL. Raises UserInputError when nothing matches or the files mix formats."""
-    from pipeline.data.sources import list_files
+    from pipeline.data.sources import data_suffix, list_files
 
     try:
         files = [path for path, _ in list_files((pattern,))]
     except UserInputError:
         raise UserInputError(f"--input {pattern} matches no file; check the path or URL") from None
-    kinds = {_FORMATS.get(PurePosixPath(f).suffix.lower()) for f in files}
+    # A compressed file (reviews.csv.gz) is of the format behind its compression: Ray's readers decompress it.
+    kinds = {_FORMATS.get(data_suffix(f)) for f in files}
     if None in kinds or len(kinds) != 1:
-        found = sorted({PurePosixPath(f).suffix or "(none)" for f in files})
+        found = sorted({data_suffix(f) or "(none)" for f in files})
         raise UserInputError(
             f"--input {pattern}: files of one format expected (.csv, .tsv, .jsonl or .parquet), found {found}; "
             "point it at files of one kind"

@@ -37,7 +37,10 @@ class JsonLinesSource(FileBasedDatasource):
         import pyarrow as pa
         import pyarrow.json as pajson
 
-        buffer = f.read_buffer()
+        try:
+            buffer = f.read_buffer()
+        except OSError as e:  # a compressed file (.gz, .zst: Ray decompresses by the name) that does not decompress
+            raise _bad_input(path, "JSON Lines", str(e).strip().splitlines()[0]) from None
         if buffer.size == 0:
             return
         # One block as large as the file (Arrow fails on an object straddling two blocks), at most 1 GiB
@@ -72,5 +75,5 @@ class CsvSource(FileBasedDatasource):
             )
             for batch in reader:
                 yield pa.Table.from_batches([batch])
-        except pa.ArrowInvalid as e:
+        except (pa.ArrowInvalid, OSError) as e:  # OSError: a compressed file that does not decompress
             raise _bad_input(path, "CSV", str(e).strip().splitlines()[0]) from None

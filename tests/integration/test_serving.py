@@ -13,6 +13,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -134,6 +135,33 @@ def test_predict_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_pa
     assert keys == ["in/reviews.tsv", "out/scored.parquet"]  # nothing temporary uploaded
     with pytest.raises(UserInputError, match=r"--input s3://.*/in/absent\.csv not found"):
         predict_job.run(cfg, f"{s3_bucket}/in/absent.csv", f"{s3_bucket}/out/x.csv", None, "review")
+
+
+def test_predict_job_reads_compressed_input_as_the_plain_file(champion, ray_cluster, tmp_path):
+    # reviews.csv.gz, .jsonl.zst: one file in this process, a folder on Ray; a file that does not decompress is named.
+    root, uri = champion
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    frame = pd.DataFrame({"id": [1, 2], "review": REVIEWS})
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    plain = predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "plain.parquet"), None, "review")
+    (tmp_path / "in").mkdir()
+    frame.to_csv(tmp_path / "in" / "a.csv.gz", index=False)  # pandas compresses by the name
+    with pa.CompressedOutputStream(str(tmp_path / "in" / "b.csv.zst"), "zstd") as zst:  # pandas needs zstandard
+        zst.write(frame.to_csv(index=False).encode())
+    for name in ("a.csv.gz", "b.csv.zst"):
+        out = predict_job.run(cfg, str(tmp_path / "in" / name), str(tmp_path / f"{name}.parquet"), None, "review")
+        pd.testing.assert_frame_equal(out, plain)
+    predict_job.run(cfg, str(tmp_path / "in"), str(tmp_path / "scored") + "/", None, "review")
+    pd.testing.assert_frame_equal(
+        _scored_folder(tmp_path / "scored").sort_values("id", kind="stable").reset_index(drop=True),
+        pd.concat([plain, plain]).sort_values("id", kind="stable").reset_index(drop=True),
+        check_dtype=False,
+    )
+    (tmp_path / "in" / "c.csv.gz").write_bytes(b"id,review\n3,not gzip\n")
+    with pytest.raises(UserInputError, match=r"--input \S*/in/c\.csv\.gz: could not be decompressed as gzip \(zlib"):
+        predict_job.run(cfg, str(tmp_path / "in" / "c.csv.gz"), str(tmp_path / "c.parquet"), None, "review")
+    with pytest.raises(UserInputError, match=r"--input file \S*/in/c\.csv\.gz could not be read as CSV: zlib"):
+        predict_job.run(cfg, str(tmp_path / "in"), str(tmp_path / "scored2") + "/", None, "review")
 
 
 def _scored_folder(folder: Path) -> pd.DataFrame:

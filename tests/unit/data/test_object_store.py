@@ -3,6 +3,8 @@ in-process and as Ray tasks in another process (no folder shared between the two
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -65,6 +67,17 @@ def test_bad_shard_on_s3_names_the_url_and_publishes_nothing(fx, job, s3_bucket)
     with pytest.raises(DataValidationError, match=r"s3://\S+/corpus/b\.csv: malformed CSV row .*line 12"):
         prepare(job(output_root=f"{s3_bucket}/runs", source="files", paths=paths))
     assert not [k for k in _keys(s3_bucket, "runs/") if k.endswith("_COMPLETE")]
+
+
+def test_a_compressed_object_prepares_as_the_plain_file_and_is_hashed_as_stored(fx, job, s3_bucket, tmp_path):
+    packed = tmp_path / "part-0.csv.gz"
+    packed.write_bytes(gzip.compress((fx / "shards/part-0.csv").read_bytes()))
+    (url,) = _upload(s3_bucket, {"packed/part-0.csv.gz": packed})
+    remote = prepare(job(output_root=str(tmp_path / "remote"), source="files", paths=(f"{s3_bucket}/packed/",)))
+    local = prepare(job(output_root=str(tmp_path / "local"), source="files", paths=(str(fx / "shards/part-0.csv"),)))
+    assert remote.manifest.content_digest == local.manifest.content_digest
+    (entry,) = remote.manifest.inputs
+    assert entry.uri == url and entry.sha256 == hashlib.sha256(packed.read_bytes()).hexdigest()
 
 
 _RAY_PREPARE = """

@@ -50,6 +50,9 @@ def test_input_files_takes_a_folder_or_glob_of_one_format(tmp_path):
         input_files(str(tmp_path))
     with pytest.raises(UserInputError, match=r"--input .*nothing\*\.csv matches no file"):
         input_files(str(tmp_path / "nothing*.csv"))
+    (tmp_path / "d.jsonl").unlink()
+    (tmp_path / "e.csv.gz").write_bytes(b"")  # compressed: of the format behind the compression (Ray decompresses)
+    assert input_files(str(tmp_path)) == ([*files[:2], str(tmp_path / "e.csv.gz"), files[2]], "csv")
 
 
 def test_a_column_the_scores_would_write_is_refused_with_the_prefix_to_use():
