@@ -207,6 +207,12 @@ class DataConfig(_Frozen):
             ) from None
         return v
 
+    @field_validator("paths")
+    @classmethod
+    def _file_urls_as_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # file:///data/x.csv (as Ray Data and fsspec write local paths) is the path /data/x.csv.
+        return tuple(p.removeprefix("file://") for p in v)
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_as_str(cls, v):

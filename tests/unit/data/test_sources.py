@@ -92,6 +92,12 @@ def test_glob_and_folder_of_files(fx):
     assert [i["sha256"] for i in by_glob.inputs] == [i["sha256"] for i in by_folder.inputs]
 
 
+def test_a_file_url_is_the_local_path(fx):
+    cfg = DataConfig(source="files", paths=(f"file://{fx}/shards/part-*.csv",))
+    assert cfg.paths == (f"{fx}/shards/part-*.csv",)
+    assert len(load_corpus(cfg).splits["all"]) == 40
+
+
 def test_no_matching_file_names_the_pattern(fx):
     with pytest.raises(UserInputError, match=r"nothing-\*\.csv"):
         load_corpus(DataConfig(source="files", paths=(str(fx / "nothing-*.csv"),)))

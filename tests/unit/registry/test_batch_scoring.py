@@ -53,6 +53,7 @@ def test_input_files_takes_a_folder_or_glob_of_one_format(tmp_path):
     (tmp_path / "d.jsonl").unlink()
     (tmp_path / "e.csv.gz").write_bytes(b"")  # compressed: of the format behind the compression (Ray decompresses)
     assert input_files(str(tmp_path)) == ([*files[:2], str(tmp_path / "e.csv.gz"), files[2]], "csv")
+    assert input_files(f"file://{tmp_path}") == input_files(str(tmp_path))  # file:// is the local path
 
 
 def test_a_column_the_scores_would_write_is_refused_with_the_prefix_to_use():
