@@ -12,12 +12,13 @@ pred_label, ...; an input that already has one of those columns, such as a label
 `label`, is refused until it is given). `--delimiter ';'` reads CSV/TSV with another field
 separator.
 
-An output file (.csv/.tsv/.jsonl/.parquet) is written atomically (temporary file, then rename) from
-this process, which reads the input whole: for one file that fits in memory. An output folder (a
-path ending in '/' or without extension) is batch scoring on Ray Data (pipeline.registry.batch_scoring):
-the input may be a file, a folder or a glob; a pool of actors scores it block by block into
-Parquet part files, published whole (`_COMPLETE` and `_predict_summary.json`, with the model version,
-last). Either may be an object-store URL (`s3://...`, as data.paths and output_root).
+An output file (.csv/.tsv/.jsonl/.parquet; the first three also compressed: scored.csv.gz) is
+written atomically (temporary file, then rename) from this process, which reads the input whole: for
+one file that fits in memory. An output folder (a path ending in '/' or without extension) is batch
+scoring on Ray Data (pipeline.registry.batch_scoring): the input may be a file, a folder or a glob;
+a pool of actors scores it block by block into Parquet part files, published whole (`_COMPLETE` and
+`_predict_summary.json`, with the model version, last). Either may be an object-store URL
+(`s3://...`, as data.paths and output_root).
 """
 
 from __future__ import annotations
@@ -61,29 +62,52 @@ def _pd():
     return pandas
 
 
-def _suffix(path: str) -> str:
-    """The extension of a local path or an object-store URL (its key's)."""
-    return PurePosixPath(path.split("://", 1)[-1]).suffix.lower()
-
-
-def _input_suffix(path: str) -> str:
-    """The extension that names an input's format, behind a compression one (reviews.csv.gz: .csv)."""
+def _format_suffix(path: str) -> str:
+    """The extension that names a file's format, behind a compression one (reviews.csv.gz: .csv)."""
     from pipeline.data.sources import data_suffix
 
     return data_suffix(path.split("://", 1)[-1])
 
 
 def _writer(path: str):
-    ext = _suffix(path)
-    if ext == ".csv":
-        return lambda df, p: df.to_csv(p, index=False)
-    if ext == ".tsv":
-        return lambda df, p: df.to_csv(p, sep="\t", index=False)
-    if ext == ".jsonl":
-        return lambda df, p: df.to_json(p, orient="records", lines=True, force_ascii=False)
+    """The writer of `--output`'s format: (frame, local path) -> that file, compressed when the name ends in
+    .gz, .bz2, .zst or .lz4 (CSV, TSV and JSON Lines: Parquet compresses inside the file)."""
+    from pipeline.data.sources import compression_of
+
+    ext, codec = _format_suffix(path), compression_of(path)
+    writers = {
+        ".csv": lambda df, p: df.to_csv(p, index=False, compression=None),
+        ".tsv": lambda df, p: df.to_csv(p, sep="\t", index=False, compression=None),
+        ".jsonl": lambda df, p: df.to_json(p, orient="records", lines=True, force_ascii=False, compression=None),
+        ".parquet": lambda df, p: df.to_parquet(p, index=False),
+    }
+    if ext not in writers:
+        raise UserInputError(
+            f"--output {path}: unsupported extension {ext or PurePosixPath(path).suffix!r}; use .csv, .tsv, .jsonl "
+            "or .parquet (the first three may be compressed: scored.csv.gz, .bz2, .zst, .lz4)"
+        )
+    if codec is None:
+        return writers[ext]
     if ext == ".parquet":
-        return lambda df, p: df.to_parquet(p, index=False)
-    raise UserInputError(f"--output {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
+        raise UserInputError(
+            f"--output {path}: Parquet is compressed inside the file (snappy); name it without "
+            f"{PurePosixPath(path).suffix!r}"
+        )
+    return lambda df, p: _compressed(writers[ext], df, Path(p), codec)
+
+
+def _compressed(write, frame: pd.DataFrame, target: Path, codec: str) -> None:
+    """`write` the frame to a plain file beside `target`, then compress it into `target` with pyarrow's codec
+    (pandas' own compression of zstd needs the zstandard package)."""
+    import shutil
+
+    import pyarrow as pa
+
+    plain = target.with_name(f".{target.name}.plain")
+    write(frame, plain)
+    with open(plain, "rb") as src, pa.CompressedOutputStream(str(target), codec) as dst:
+        shutil.copyfileobj(src, dst, length=8 << 20)
+    plain.unlink()
 
 
 def _fetch(uri: str, folder: str) -> Path:
@@ -103,7 +127,7 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
     from pipeline.registry.batch_scoring import check_delimiter
 
     path = str(path)
-    ext = _input_suffix(path)
+    ext = _format_suffix(path)
     check_delimiter(delimiter, ext, path)
     reader = _READERS.get(ext)
     if reader is None and (any(c in path for c in "*?[") or Path(path).is_dir() or path.endswith("/")):

@@ -137,7 +137,7 @@ def test_predict_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_pa
         predict_job.run(cfg, f"{s3_bucket}/in/absent.csv", f"{s3_bucket}/out/x.csv", None, "review")
 
 
-def test_predict_job_reads_compressed_input_as_the_plain_file(champion, ray_cluster, tmp_path):
+def test_predict_job_reads_and_writes_compressed_files(champion, ray_cluster, tmp_path):
     # reviews.csv.gz, .jsonl.zst: one file in this process, a folder on Ray; a file that does not decompress is named.
     root, uri = champion
     cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
@@ -151,6 +151,11 @@ def test_predict_job_reads_compressed_input_as_the_plain_file(champion, ray_clus
     for name in ("a.csv.gz", "b.csv.zst"):
         out = predict_job.run(cfg, str(tmp_path / "in" / name), str(tmp_path / f"{name}.parquet"), None, "review")
         pd.testing.assert_frame_equal(out, plain)
+    # ... and an output file named so is compressed
+    predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "scored.jsonl.zst"), None, "review")
+    with pa.input_stream(str(tmp_path / "scored.jsonl.zst"), compression="zstd") as packed:
+        back = pd.read_json(packed, lines=True)
+    pd.testing.assert_frame_equal(back, plain, check_dtype=False)
     predict_job.run(cfg, str(tmp_path / "in"), str(tmp_path / "scored") + "/", None, "review")
     pd.testing.assert_frame_equal(
         _scored_folder(tmp_path / "scored").sort_values("id", kind="stable").reset_index(drop=True),

@@ -95,3 +95,18 @@ def test_an_object_store_prefix_given_with_an_output_file_says_to_give_a_folder(
         UserInputError, match=r"^--input s3://bucket/reviews has no extension: .* give --output a folder"
     ):
         read_input("s3://bucket/reviews", "text")
+
+
+def test_an_output_file_is_compressed_by_its_name_and_parquet_is_not(tmp_path):
+    import gzip
+
+    from jobs.predict import _writer, write_output
+
+    frame = pd.DataFrame({"text": ["a", "NA"], "label": ["pos", "neg"]})
+    write_output(frame, tmp_path / "scored.csv.gz")
+    assert gzip.decompress((tmp_path / "scored.csv.gz").read_bytes()) == frame.to_csv(index=False).encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["scored.csv.gz"]  # no plain file left beside it
+    with pytest.raises(UserInputError, match=r"^--output x\.parquet\.gz: Parquet is compressed inside the file"):
+        _writer("x.parquet.gz")
+    with pytest.raises(UserInputError, match=r"^--output x\.gz: unsupported extension '\.gz'; use \.csv"):
+        _writer("x.gz")
