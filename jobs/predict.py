@@ -64,9 +64,9 @@ def _pd():
 
 def _format_suffix(path: str) -> str:
     """The extension that names a file's format, behind a compression one (reviews.csv.gz: .csv)."""
-    from pipeline.data.sources import data_suffix
+    from pipeline.data.sources import data_suffix  # on use: `--help` must not wait for pandas
 
-    return data_suffix(path.split("://", 1)[-1])
+    return data_suffix(path)
 
 
 def _writer(path: str):
@@ -110,17 +110,25 @@ def _compressed(write, frame: pd.DataFrame, target: Path, codec: str) -> None:
     plain.unlink()
 
 
-def _fetch(uri: str, folder: str) -> Path:
-    """An object-store input copied into `folder`. Raises UserInputError when it is not there."""
+def _local_input(path: str, folder: str) -> Path:
+    """The input as a plain local file: itself, or a copy in `folder` (fetched from object storage,
+    decompressed: `pipeline.data.sources.plain_file`). Raises UserInputError when it is not there or does
+    not decompress."""
     import pyarrow.fs as pafs
 
-    from pipeline.data.sources import local_copy
+    from pipeline.data.sources import is_url, plain_file
     from pipeline.data.store import filesystem
 
-    fs, inner = filesystem(uri)
-    if fs.get_file_info(inner).type != pafs.FileType.File:
-        raise UserInputError(f"--input {uri} not found (no such object); check the bucket and key")
-    return local_copy(uri, folder)
+    if is_url(path):
+        fs, inner = filesystem(path)
+        if fs.get_file_info(inner).type != pafs.FileType.File:
+            raise UserInputError(f"--input {path} not found (no such object); check the bucket and key")
+    elif not Path(path.removeprefix("file://")).is_file():
+        raise UserInputError(f"--input {path} not found")
+    try:
+        return plain_file(path.removeprefix("file://"), folder)
+    except UserInputError as e:  # "<path>: could not be decompressed as gzip (...)"
+        raise UserInputError(f"--input {e}") from None
 
 
 def read_input(path: Path | str, text_column: str, delimiter: str | None = None) -> pd.DataFrame:
@@ -144,16 +152,8 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
         raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
     from pyarrow.lib import ArrowException
 
-    from pipeline.data.sources import is_url, plain_file
-
     with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
-        local = _fetch(path, tmp) if is_url(path) else Path(path.removeprefix("file://"))
-        if not local.is_file():
-            raise UserInputError(f"--input {path} not found")
-        try:
-            local = plain_file(str(local), tmp)  # decompressed, if its name says it is compressed
-        except UserInputError as e:  # it names the local copy: name the input
-            raise UserInputError(f"--input {path}{str(e).removeprefix(str(local))}") from None
+        local = _local_input(path, tmp)
         try:
             frame = reader(local, text_column, delimiter)
         # pandas/pyarrow parse errors (TypeError: a JSON line that holds a list, not an object)
@@ -191,17 +191,16 @@ def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
 
 def write_output(out: pd.DataFrame, output_path: Path | str) -> None:
     """`out` in the format of the path's extension, atomically: readers see the whole file or none.
-    Written whole in a temporary folder, then placed by the store's one writer (`store.write_file`:
+    Written whole in a temporary folder, then placed by the store's one writer (`store.write_path`:
     a local temporary file renamed into place, or one object uploaded to the object store)."""
-    from pipeline.data.store import write_file
+    from pipeline.data.store import write_path
 
     target = str(output_path)
     write = _writer(target)
-    folder, _, name = target.rpartition("/")
     with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
-        local = Path(tmp) / name
+        local = Path(tmp) / target.rpartition("/")[2]
         write(out, local)
-        write_file(folder or ".", name, local.read_bytes())
+        write_path(target, local.read_bytes())
 
 
 def predict_file(

@@ -36,7 +36,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import ValidationError
 
 from pipeline.data.prepare import PreparedData, prepare
-from pipeline.data.store import StorePath, is_remote, write_file
+from pipeline.data.store import StorePath, write_path
 from pipeline.errors import UserInputError
 from pipeline.evaluation import plots
 from pipeline.selection import Candidate, choose, reselect, selection_markdown, selection_table, start_trial
@@ -211,11 +211,7 @@ def config_yaml(cfg: JobConfig, header: str) -> str:
 
 def write_config(text: str, path: StorePath) -> StorePath:
     """`text` written whole to a local path (a temporary file renamed) or an object-store URL."""
-    if is_remote(path):
-        folder, name = str(path).rsplit("/", 1)
-    else:
-        folder, name = Path(path).parent, Path(path).name
-    return write_file(folder, name, text.encode("utf-8"))
+    return write_path(path, text.encode("utf-8"))
 
 
 def _absolute_paths(cfg: JobConfig) -> JobConfig:

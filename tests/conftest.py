@@ -238,3 +238,12 @@ def s3_bucket(s3_server, monkeypatch, request) -> str:
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:50].strip("-")
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+def s3_keys(bucket: str, prefix: str = "") -> list[str]:
+    """Sorted keys under `prefix` in `bucket` (`s3://name`) on the local S3 server (the s3_bucket fixture's)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.removeprefix("s3://"), Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))

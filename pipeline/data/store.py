@@ -171,6 +171,15 @@ def new_staging_dir(final: StorePath) -> StorePath:
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def write_path(path: StorePath, data: bytes) -> StorePath:
+    """`write_file` for a full path: a local path (its folder created) or an object-store URL."""
+    if is_remote(path):
+        folder, name = str(path).rsplit("/", 1)
+        return write_file(folder, name, data)
+    target = local_path(path)
+    return write_file(target.parent, target.name, data)
+
+
 def write_file(folder: StorePath, name: str, data: bytes) -> StorePath:
     """Write one file (`name` may hold '/') under a local folder or an object-store URL.
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs import tune as tune_job
 from jobs.config_loader import load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, s3_keys
 from tests.integration.corpus import write_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -137,8 +137,6 @@ def test_a_search_on_object_storage_writes_nothing_locally(s3_bucket, tmp_path):
     # the parent run's artifacts and the tuned YAML all land in the bucket. Before, Tune's storage, the
     # artifacts and the YAML went to a local folder named "s3:" (Path("s3://b/r") is "s3:/b/r").
     # In a process of its own: its Ray workers must start with the S3 server's variables.
-    import boto3
-
     corpus = write_corpus(tmp_path / "reviews.csv", rows=200)
     small = ["embedding_dim=[8]", "hidden_dim=[8]", "max_length=[32]", "tokenizer_kind=[wordlevel]", "batch_size=[32]"]
     overrides = [
@@ -168,9 +166,7 @@ def test_a_search_on_object_storage_writes_nothing_locally(s3_bucket, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     assert load_config(url).model.hidden_dim == 8
-    bucket = s3_bucket.removeprefix("s3://")
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket) for o in page["Contents"]]
+    keys = s3_keys(s3_bucket)
     experiment = re.compile(r"runs/ray_results/tune-\d{8}-\d{6}/tuner\.pkl$")  # Tune's own state, not a trial's
     assert any(experiment.match(k) for k in keys), keys
     assert any(k.startswith("runs/mlartifacts/") and k.endswith("best_config/best-found.yaml") for k in keys)

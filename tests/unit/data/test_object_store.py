@@ -17,6 +17,7 @@ import pytest
 from pipeline.data.prepare import prepare
 from pipeline.data.store import is_complete, read_split_arrays, read_texts
 from pipeline.errors import DataValidationError, UserInputError
+from tests.conftest import s3_keys
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
@@ -30,19 +31,13 @@ def _upload(bucket: str, files: dict[str, Path]) -> tuple[str, ...]:
     return tuple(f"{bucket}/{key}" for key in files)
 
 
-def _keys(bucket: str, prefix: str) -> list[str]:
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket.removeprefix("s3://"), Prefix=prefix)
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
 def test_prepare_reads_and_writes_s3(fx, job, s3_bucket, tmp_path):
     _upload(s3_bucket, {f"corpus/part-{k}.csv": fx / f"shards/part-{k}.csv" for k in range(2)})
     cfg = job(output_root=f"{s3_bucket}/runs", source="files", paths=(f"{s3_bucket}/corpus/",), partitions=2)
     first = prepare(cfg)
     assert isinstance(first.path, str) and first.path.startswith(f"{s3_bucket}/runs/data/")
     assert is_complete(first.path) and first.manifest.inputs[0].uri == f"{s3_bucket}/corpus/part-0.csv"
-    keys = _keys(s3_bucket, "runs/data/")
+    keys = s3_keys(s3_bucket, "runs/data/")
     assert any(k.endswith("/train/part-00001-000.parquet") for k in keys)
     assert any(k.endswith("/_COMPLETE") for k in keys)
     ids, labels, _ = read_split_arrays(first.path, "train")
@@ -66,7 +61,7 @@ def test_bad_shard_on_s3_names_the_url_and_publishes_nothing(fx, job, s3_bucket)
     paths = _upload(s3_bucket, {"corpus/a.csv": fx / "shards/part-0.csv", "corpus/b.csv": fx / "bad/malformed.csv"})
     with pytest.raises(DataValidationError, match=r"s3://\S+/corpus/b\.csv: malformed CSV row .*line 12"):
         prepare(job(output_root=f"{s3_bucket}/runs", source="files", paths=paths))
-    assert not [k for k in _keys(s3_bucket, "runs/") if k.endswith("_COMPLETE")]
+    assert not [k for k in s3_keys(s3_bucket, "runs/") if k.endswith("_COMPLETE")]
 
 
 def test_a_compressed_object_prepares_as_the_plain_file_and_is_hashed_as_stored(fx, job, s3_bucket, tmp_path):
@@ -146,7 +141,7 @@ def test_training_reads_s3_data_and_checkpoints_to_s3(fx, job, s3_bucket):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["epochs"] == 1
-    keys = _keys(s3_bucket, "job/ray_results/s3-run/")
+    keys = s3_keys(s3_bucket, "job/ray_results/s3-run/")
     assert any("checkpoint_" in k for k in keys), keys
 
 
@@ -165,7 +160,7 @@ def test_mlflow_artifacts_land_in_s3(s3_bucket, tmp_path):
         note.write_text("stored in the bucket")
         client.log_artifact(run.info.run_id, str(note), "data")
         client.set_terminated(run.info.run_id)
-        keys = _keys(s3_bucket, "mlartifacts/")
+        keys = s3_keys(s3_bucket, "mlartifacts/")
         assert [k for k in keys if k.endswith(f"{run.info.run_id}/artifacts/data/note.txt")], keys
 
 
