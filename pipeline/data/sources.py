@@ -46,6 +46,8 @@ _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", 
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}  # pyarrow's codec names
 _TEXT_FORMATS = ("csv", "tsv", "json", "txt")
 _SKIPPED_LINE = re.compile(r"Skipping line \d+")
+_LATE_VALUE = re.compile(r"Failed to parse string: '(?P<value>.*?)' as a scalar of type (?P<type>\w+)")
+_KINDS = {"int": "integers", "uint": "integers", "double": "numbers", "float": "numbers", "bool": "true/false"}
 _EOF_IN_STRING = "EOF inside string"
 _MIXED_COLUMN = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
 
@@ -262,6 +264,8 @@ def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, 
     """`load_dataset(builder, data_files=files)` -> (Dataset, rows skipped by the reader)."""
     from datasets import load_dataset
 
+    if builder == "csv":
+        kwargs = {**kwargs, "converters": _as_written(files, kwargs, cfg)}
     with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory(prefix="rnn-") as cache:
         warnings.simplefilter("always")
         try:
@@ -277,6 +281,27 @@ def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, 
             raise _explain(_causes(e), builder, files, kwargs, cfg, what) from e
     skipped = sum(len(_SKIPPED_LINE.findall(str(w.message))) for w in caught)
     return ds, skipped
+
+
+def _as_written(files: list[Path], kwargs: dict, cfg: DataConfig) -> dict:
+    """pandas converters that keep every CSV column but the label as the text it is written as.
+
+    Why: the reader infers each 10,000-row chunk's column types and casts later chunks to the first's, so a
+    corpus whose first chunk's texts all look like numbers ("5", "10/10"), or whose unused `id` column
+    turns from 1, 2, 3 into "A-17" or "NA" further down, failed on the first value that did not fit. Labels
+    keep their inference (integer labels sort numerically); a label column that changes kind is reported
+    by _explain. Columns are read from each file's header line; a header that cannot be read is left to
+    the load itself to report."""
+    import pandas as pd
+
+    header = {k: kwargs[k] for k in ("sep", "encoding", "encoding_errors") if k in kwargs}
+    columns = {cfg.text_column}
+    for f in files:
+        try:
+            columns.update(map(str, pd.read_csv(f, nrows=0, **header).columns))
+        except Exception:  # empty file, bad bytes, broken quoting: the full read names the problem
+            continue
+    return {c: str for c in sorted(columns - {cfg.label_column})}
 
 
 def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, what: str):
@@ -301,6 +326,12 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
         return DataValidationError(
             f"{where}: malformed CSV row ({text}); fix that line (quote fields that contain the separator) "
             "or set data.on_bad_csv_row=skip to drop such rows and count them"
+        )
+    if builder == "csv" and (late := _LATE_VALUE.search(text)):
+        # Every other column is read as text (_as_written), so the column that changed kind is the label's.
+        return DataValidationError(
+            f"{where}: data.label_column={cfg.label_column!r} holds {_KINDS.get(late['type'].rstrip('0123456789'), late['type'])} in its first rows and "
+            f"{late['value']!r} further down; write every label the same way (all names or all integers)"
         )
     if mixed:
         return DataValidationError(

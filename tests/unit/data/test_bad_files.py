@@ -4,6 +4,7 @@ the fix; never a silent change of the data (issue 13, items 1-4)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +13,7 @@ import pytest
 
 from pipeline.data.prepare import prepare
 from pipeline.data.sources import jsonl_error
+from pipeline.data.store import read_texts
 from pipeline.errors import DataValidationError
 
 
@@ -133,6 +135,38 @@ def test_number_among_string_texts_in_jsonl_names_the_line(tmp_path, job):
     msg = _one_line(e)
     assert "mixed.jsonl" in msg and "line 41" in msg and "12345" in msg and "'text'" in msg
     assert "label" not in msg.split("'text'")[0]  # not blamed on the labels
+
+
+# The CSV reader infers each 10,000-row chunk's column types and casts later chunks to the first's.
+_CHUNK = 10_000
+
+
+def test_csv_texts_that_look_like_numbers_for_a_whole_chunk_stay_texts(tmp_path, job):
+    numbers = [(f"{i:05d}", "pos" if i % 2 else "neg") for i in range(_CHUNK + 10)]  # "00007": not 7
+    path = _write(tmp_path, "codes.csv", "text,label\n" + _csv_lines(numbers + _rows()))
+    prepared = prepare(job(source="files", paths=(path,)))
+    texts = [t for split in ("train", "validation", "test") for t in read_texts(prepared.path, split)[0]]
+    assert prepared.manifest.cleaning.rows_out == len(numbers) + 40
+    assert "00007" in texts and "review number 3 good" in texts
+
+
+def test_an_unused_csv_column_that_changes_kind_does_not_stop_the_job(tmp_path, job):
+    # An `id` of 1, 2, 3 ... that turns into "A-17", and a score that turns into "NA", further down.
+    lines = [f"{i},{t},{lab},{i / 2}" for i, (t, lab) in enumerate(_rows(_CHUNK + 10))]
+    lines += [f"A-{i},late {t},{lab},NA" for i, (t, lab) in enumerate(_rows())]
+    path = _write(tmp_path, "ids.csv", "id,text,label,score\n" + "\n".join(lines) + "\n")
+    assert prepare(job(source="files", paths=(path,))).manifest.cleaning.rows_out == _CHUNK + 50
+
+
+def test_csv_labels_that_change_kind_after_the_first_chunk_name_the_column_and_value(tmp_path, job):
+    rows = [(f"text {i}", i % 2) for i in range(_CHUNK + 10)] + _rows()
+    path = _write(tmp_path, "labels.csv", "text,label\n" + _csv_lines(rows))
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,)))
+    msg = _one_line(e)
+    assert "labels.csv" in msg and "data.label_column='label'" in msg and "'bad'" not in msg
+    assert re.search(r"holds integers in its first rows and '(neg|pos)' further down", msg)
+    assert "all names or all integers" in msg
 
 
 # -- item 4: empty, header-only and broken files ------------------------------------------------------
