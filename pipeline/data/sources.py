@@ -329,8 +329,9 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
         )
     if builder == "csv" and (late := _LATE_VALUE.search(text)):
         # Every other column is read as text (_as_written), so the column that changed kind is the label's.
+        kind = _KINDS.get(late["type"].rstrip("0123456789"), late["type"])
         return DataValidationError(
-            f"{where}: data.label_column={cfg.label_column!r} holds {_KINDS.get(late['type'].rstrip('0123456789'), late['type'])} in its first rows and "
+            f"{where}: data.label_column={cfg.label_column!r} holds {kind} in its first rows and "
             f"{late['value']!r} further down; write every label the same way (all names or all integers)"
         )
     if mixed:
