@@ -226,6 +226,11 @@ def check_rows(
     missing_label = pc.and_(pc.invert(missing_text), pc.is_null(labels))
     report.dropped["missing_text"] += pc.sum(missing_text).as_py() or 0
     report.dropped["missing_label"] += pc.sum(missing_label).as_py() or 0
+    if (
+        report.dropped["missing_label"]
+        and report.dropped["missing_label"] == report.rows_in - report.dropped["missing_text"]
+    ):
+        raise _unlabeled(split, report.dropped["missing_label"], cfg, where)
     keep = pc.invert(pc.or_(missing_text, missing_label))
     unknown: Counter = Counter()
     if cfg.labels is not None:
@@ -246,6 +251,24 @@ def check_rows(
         report.counted["replaced_bytes"] += pc.sum(pc.match_substring(text, "\ufffd")).as_py() or 0
     prio = pa.array(np.full(len(text), PRIORITY[split], np.int8))
     return CheckedRows(pa.table({"text": text, "label": labels, "prio": prio}), report, unknown, kinds)
+
+
+def _unlabeled(split: str, rows: int, cfg: DataConfig, where: str) -> DataValidationError:
+    """A whole input without a label: a counted drop would hide it (or, past max_drop_fraction, blame it on
+    the corpus). Hub datasets such as GLUE ship their test split unlabeled (ClassLabel -1 in every row)."""
+    what = f"every one of the {rows} rows of {where}"
+    if split in ("test", "validation"):
+        setting = f"data.{split}_split"
+        carve = "its test set" if split == "test" else "its validation set"
+        return DataValidationError(
+            f"{what} ({setting}={getattr(cfg, setting.removeprefix('data.'))!r}) has no label in column "
+            f"{cfg.label_column!r} (missing or -1: some Hub datasets, GLUE's among them, ship that split "
+            f"unlabeled); set {setting}=null to carve {carve} out of the training rows"
+        )
+    return DataValidationError(
+        f"{what} has no label in column {cfg.label_column!r} (all missing); set data.label_column to the "
+        "column that holds the labels, or leave out the unlabeled file"
+    )
 
 
 def check_unknown(unknown: Counter, cfg: DataConfig, report: CleanReport) -> None:

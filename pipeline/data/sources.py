@@ -264,7 +264,9 @@ def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, 
     """`load_dataset(builder, data_files=files)` -> (Dataset, rows skipped by the reader)."""
     from datasets import load_dataset
 
-    if builder == "csv":
+    if builder == "csv" and kwargs.get("encoding_errors") != "replace":
+        # pandas 3.1 decodes a converted column strictly whatever encoding_errors says (a latin-1 byte under
+        # replace stopped the read), so under replace the columns keep pandas' own inference.
         kwargs = {**kwargs, "converters": _as_written(files, kwargs, cfg)}
     with warnings.catch_warnings(record=True) as caught, tempfile.TemporaryDirectory(prefix="rnn-") as cache:
         warnings.simplefilter("always")

@@ -197,3 +197,42 @@ def test_labels_differing_only_in_case_or_spaces_stay_classes_with_a_warning(job
 def test_distinct_labels_give_no_label_warning(fx, job):
     prepared = prepare(job(source="files", paths=(str(fx / "formats/reviews.tsv"),)))
     assert not [w for w in prepared.manifest.warnings if w.startswith("labels")]
+
+
+def _sst_like(folder, unlabeled_test: bool) -> str:
+    """A local Hub-layout dataset as GLUE's SST-2 ships it: ClassLabel labels, the test split all -1."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    (folder / "data").mkdir(parents=True)
+    for split, n in (("train", 60), ("validation", 20), ("test", 20)):
+        rows = [{"sentence": f"{split} sentence {i} {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(n)]
+        if split == "test" and unlabeled_test:
+            rows = [{**r, "label": -1} for r in rows]
+        Dataset.from_list(rows, features=features).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+    return str(folder)
+
+
+@pytest.mark.parametrize("prepare_mode", ["local", pytest.param("ray", marks=pytest.mark.integration)])
+def test_an_unlabeled_hub_test_split_names_the_split_and_the_fix(tmp_path, job, prepare_mode, request):
+    if prepare_mode == "ray":
+        request.getfixturevalue("ray_cluster")
+    name = _sst_like(tmp_path / "sst", unlabeled_test=True)
+    cfg = job(source="hub", name=name, text_column="sentence", prepare_mode=prepare_mode)
+    with pytest.raises(DataValidationError) as e:
+        prepare(cfg)
+    msg = str(e.value)
+    assert "every one of the 20 rows" in msg and "test-00000-of-00001.parquet" in msg
+    assert "(data.test_split='test')" in msg and "set data.test_split=null" in msg
+    carved = prepare(job(source="hub", name=name, text_column="sentence", test_split=None))
+    assert carved.manifest.label_names == ["negative", "positive"]
+    assert carved.manifest.splits["validation"].rows == 20 and carved.manifest.splits["test"].rows > 0
+
+
+def test_a_file_without_a_single_label_is_named_not_counted(tmp_path, job):
+    labeled = tmp_path / "labeled.csv"
+    labeled.write_text("text,label\n" + "".join(f"review {i},{'pos' if i % 2 else 'neg'}\n" for i in range(200)))
+    blank = tmp_path / "unlabeled.csv"
+    blank.write_text("text,label\n" + "".join(f"new review {i},\n" for i in range(5)))
+    with pytest.raises(DataValidationError, match=r"every one of the 5 rows of .*unlabeled\.csv has no label"):
+        prepare(job(source="files", paths=(str(labeled), str(blank))))
