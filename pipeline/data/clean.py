@@ -30,8 +30,9 @@ kept or not invalid (counted only):
 - `replaced_bytes`: rows with U+FFFD, i.e. bytes replaced under data.encoding_errors=replace.
 
 stops the job (DataValidationError): a text column holding numbers or lists, labels mixing integers
-and strings (`1` and `"1"`), a label
-outside data.labels (on_unknown_label=error), fewer than two classes, no rows left.
+and strings (`1` and `"1"`), labels with fractions (scores), a label outside data.labels
+(on_unknown_label=error), an input without a single label (an unlabeled Hub test split), fewer than two
+classes, a label column with hardly a row per label (an id column), no rows left.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ INVALID_REASONS = (
 )
 # Label cells that mean "no label" (compared trimmed and lowercased): never a class. Texts keep them.
 MISSING_LABEL_SPELLINGS = ("", "nan", "null", "none", "na", "n/a", "<na>")
+# A label column with at least this many labels and under this many rows per label is not a column of
+# classes (an id, a free-text field): the job stops naming it.
+MANY_LABELS, MIN_ROWS_PER_LABEL = 10, 3
 EXAMPLES_KEPT = 20  # 'file:line' examples kept per reason in the report
 # Source split -> priority of the copy kept among duplicates: test first, so a text in both a
 # source's train and test split survives in test and leaves train.
@@ -156,7 +160,14 @@ def label_strings(labels: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, dict[st
 
 
 def check_label_kinds(kinds: dict[str, object], cfg: DataConfig, where: dict[str, str] | None = None) -> bool:
-    """True if every label is an integer. Raises DataValidationError on a mix of kinds (1 and '1')."""
+    """True if every label is an integer. Raises DataValidationError on a mix of kinds (1 and '1'), or on
+    labels with fractions (0.73: a score, which a classifier would take as that many classes)."""
+    if "float" in kinds:
+        raise DataValidationError(
+            f"column {cfg.label_column!r} holds numbers with fractions ({kinds['float']!r}): a score, not a "
+            "class; this job classifies text, so turn the scores into classes in the data (e.g. 'pos' where "
+            "score >= 0.5) or set data.label_column to the column of classes"
+        )
     if len(kinds) > 1:
         shown = ", ".join(f"{kind} {value!r}" for kind, value in sorted(kinds.items()))
         seen = f"; seen in {', '.join(f'{k}: {w}' for k, w in sorted(where.items()))}" if where else ""
@@ -341,10 +352,16 @@ def dedup_partition(table: pa.Table) -> tuple[pa.Table, CleanReport]:
 
 
 def name_labels(
-    found: set[str], integer_labels: bool, cfg: DataConfig, known: tuple[str, ...] | None, report: CleanReport
+    found: set[str],
+    integer_labels: bool,
+    cfg: DataConfig,
+    known: tuple[str, ...] | None,
+    report: CleanReport,
+    rows: int,
 ) -> tuple[str, ...]:
     """Label names in id order: data.labels, else the source's ClassLabel names, else the labels found
-    (numeric order for integers). Raises DataValidationError for no rows or a single class."""
+    (numeric order for integers). Raises DataValidationError for no rows, a single class, or a label
+    column with hardly a row per label (`rows`: the rows kept)."""
     if not found:
         raise DataValidationError(
             f"the corpus has no valid rows after cleaning (dropped {dict(report.dropped)}); check "
@@ -354,6 +371,15 @@ def name_labels(
         raise DataValidationError(
             f"the corpus has a single class {sorted(found)} in column {cfg.label_column!r}; a classifier "
             "needs at least two: check the label column or add the missing class"
+        )
+    if cfg.labels is None and len(found) >= MANY_LABELS and rows < MIN_ROWS_PER_LABEL * len(found):
+        # An id or free-text column taken for the label: every row its own class. Without this the job
+        # went on to "split 'validation' has 0 rows and 0 classes", which names neither column nor cause.
+        shown = sorted(found)[:3]
+        raise DataValidationError(
+            f"column {cfg.label_column!r} has {len(found):,} distinct labels over {rows:,} rows "
+            f"({rows / len(found):.1f} per label, e.g. {shown}): too few to learn a class from; is it the "
+            "label column? Set data.label_column to the column of classes, or group the labels into fewer"
         )
     if cfg.labels is not None:
         return tuple(cfg.labels)
@@ -416,7 +442,7 @@ def clean_splits(
     kept, dups = dedup_partition(rows)
     report.merge(dups)
     check_drop_fraction(report, cfg)
-    names = name_labels(set(kept.column("label").to_pylist()), integer_labels, cfg, known_labels, report)
+    names = name_labels(set(kept.column("label").to_pylist()), integer_labels, cfg, known_labels, report, kept.num_rows)
     ids = {n: i for i, n in enumerate(names)}
     by_prio = {PRIORITY[n]: n for n in splits}
     prio = kept.column("prio").to_numpy()

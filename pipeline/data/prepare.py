@@ -204,7 +204,8 @@ def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
         counts.append(stats.label_counts)
     check_drop_fraction(report, d)
     found = {label for c in counts for by_label in c.values() for label, n in by_label.items() if n}
-    names = name_labels(found, integer_labels, d, plan.label_names, report)
+    rows = sum(n for c in counts for by_label in c.values() for n in by_label.values())
+    names = name_labels(found, integer_labels, d, plan.label_names, report, rows)
     return [r[0] for r in reduced], counts, report, names
 
 

@@ -236,3 +236,27 @@ def test_a_file_without_a_single_label_is_named_not_counted(tmp_path, job):
     blank.write_text("text,label\n" + "".join(f"new review {i},\n" for i in range(5)))
     with pytest.raises(DataValidationError, match=r"every one of the 5 rows of .*unlabeled\.csv has no label"):
         prepare(job(source="files", paths=(str(labeled), str(blank))))
+
+
+def test_labels_with_fractions_are_named_a_score_not_mixed_types(tmp_path, job):
+    scores = tmp_path / "scores.csv"
+    scores.write_text("text,label\n" + "".join(f"review {i},{(i % 7) / 7 if i % 3 else 1.0}\n" for i in range(60)))
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(str(scores),)))
+    assert "holds numbers with fractions (0.14" in str(e.value) and "a score, not a class" in str(e.value)
+    assert "mixes label types" not in str(e.value)
+
+
+@pytest.mark.parametrize("prepare_mode", ["local", pytest.param("ray", marks=pytest.mark.integration)])
+def test_an_id_column_taken_for_the_label_is_named(tmp_path, job, prepare_mode, request):
+    if prepare_mode == "ray":
+        request.getfixturevalue("ray_cluster")
+    path = tmp_path / "ids.csv"
+    path.write_text("id,text,label\n" + "".join(f"{i},review {i},{'pos' if i % 2 else 'neg'}\n" for i in range(300)))
+    with pytest.raises(DataValidationError, match=r"column 'id' has 300 distinct labels over 300 rows \(1\.0 per"):
+        prepare(job(source="files", paths=(str(path),), label_column="id", prepare_mode=prepare_mode))
+    # Many classes with a few rows each are a corpus, not an id column: 12 classes of 10 rows.
+    few = tmp_path / "few.csv"
+    few.write_text("text,label\n" + "".join(f"review {i} topic {i % 12},t{i % 12}\n" for i in range(120)))
+    names = prepare(job(source="files", paths=(str(few),), prepare_mode=prepare_mode)).manifest.label_names
+    assert len(names) == 12
