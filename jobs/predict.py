@@ -5,7 +5,8 @@ number of files on Ray into a folder.
     python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
 Input: CSV, TSV, JSON Lines or Parquet (compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
-a text column (`--text-column`, default `text`), read as written ("NA" or "null" is text); a row
+a text column (`--text-column`, default `text`), read as written ("NA" or "null" is text; every CSV/TSV
+column is a string, "00042" keeps its zeros); a row
 without text (empty, missing, not a string) stops the job naming it. Output: the input columns plus
 `label`, `probability` and one `p_<label>` column per label (`--score-prefix pred_` names them
 pred_label, ...; an input that already has one of those columns, such as a labeled test set's
@@ -39,10 +40,11 @@ if TYPE_CHECKING:
 
 # Texts are read as written: a review that says "NA", "null" or "None" is text, not a missing value
 # (pandas' CSV default), and "123" or "2024-01-01" stay strings (read_json's default dtype guessing).
-# A CSV text column is read as strings even where every value looks like a number.
+# CSV columns are read as written, strings, as batch scoring's reader does (scoring_input.CsvSource), so
+# one file gives the same output scored here or on Ray.
 _READERS = {
-    ".csv": lambda p, col, sep: _pd().read_csv(p, sep=sep or ",", keep_default_na=False, dtype={col: str}),
-    ".tsv": lambda p, col, sep: _pd().read_csv(p, sep=sep or "\t", keep_default_na=False, dtype={col: str}),
+    ".csv": lambda p, col, sep: _pd().read_csv(p, sep=sep or ",", keep_default_na=False, dtype=str),
+    ".tsv": lambda p, col, sep: _pd().read_csv(p, sep=sep or "\t", keep_default_na=False, dtype=str),
     ".jsonl": lambda p, col, sep: _read_jsonl(p),
     ".parquet": lambda p, col, sep: _pd().read_parquet(p),
 }

@@ -235,7 +235,6 @@ def _ordered_parquet_sink(folder: StorePath):
 
 
 def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = None):
-    import pyarrow as pa
     import ray.data
 
     from pipeline.data.store import arrow_paths
@@ -248,15 +247,15 @@ def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = 
         return ray.data.read_datasource(JsonLinesSource(paths, filesystem=fs))
     import pyarrow.csv as pacsv
 
-    # As the single-file reader: quoted newlines inside a review, and the text column read as strings
-    # even where every value looks like a number ("NA" stays text: strings are never nulls here).
+    # As the single-file reader: quoted newlines inside a review, every column read as written ("NA" stays
+    # text, "007" keeps its zeros: strings are never nulls or numbers here).
     source = CsvSource(
         paths,
         filesystem=fs,
         parse_options=pacsv.ParseOptions(
             delimiter=delimiter or ("\t" if fmt == "tsv" else ","), newlines_in_values=True
         ),
-        convert_options=pacsv.ConvertOptions(column_types={text_column: pa.string()}, strings_can_be_null=False),
+        text_column=text_column,
     )
     return ray.data.read_datasource(source)
 

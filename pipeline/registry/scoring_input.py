@@ -55,25 +55,82 @@ class JsonLinesSource(FileBasedDatasource):
 
 
 class CsvSource(FileBasedDatasource):
-    """CSV/TSV files read in batches with Arrow's streaming reader (as Ray's `read_csv`)."""
+    """CSV/TSV files read in batches with Arrow's streaming reader (as Ray's `read_csv`), every column as
+    written: a string.
 
-    def __init__(self, paths: list[str], *, parse_options, convert_options, **kwargs: Any):
+    Why every column: Arrow infers a column's type from a file's first block and fails on a later value
+    that does not fit, so an `id` column of 1, 2, 3 ... that turns into "A-17" a few MB down stopped
+    the whole scoring job ("CSV conversion error to int64"). Each file's header is read first (the
+    stream then starts again with those bytes) to name its columns as strings; the single-file reader
+    of jobs.predict reads CSV the same way, so both give the same output for the same file."""
+
+    HEADER_MAX = 1 << 20  # a header line longer than this keeps Arrow's inference for the other columns
+
+    def __init__(self, paths: list[str], *, parse_options, text_column: str, **kwargs: Any):
         super().__init__(paths, **kwargs)
         self._parse_options = parse_options
-        self._convert_options = convert_options
+        self._text_column = text_column
 
     def _read_stream(self, f, path: str) -> Iterator[Any]:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
         try:
+            head, names = self._header(f)
+            convert = pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in names or [self._text_column]},
+                strings_can_be_null=False,
+            )
             reader = pacsv.open_csv(
-                f,
+                io.BufferedReader(_Prepended(head, f), 1 << 20),
                 read_options=pacsv.ReadOptions(use_threads=False),
                 parse_options=self._parse_options,
-                convert_options=self._convert_options,
+                convert_options=convert,
             )
             for batch in reader:
                 yield pa.Table.from_batches([batch])
         except (pa.ArrowInvalid, OSError) as e:  # OSError: a compressed file that does not decompress
             raise _bad_input(path, "CSV", str(e).strip().splitlines()[0]) from None
+
+    def _header(self, f) -> tuple[bytes, list[str] | None]:
+        """(the bytes read, the column names of the first record) from the start of a stream."""
+        head = b""
+        while len(head) < self.HEADER_MAX:
+            chunk = f.read(1 << 16)
+            head += chunk
+            record = _first_record(head, self._parse_options, complete=not chunk)
+            if record is not None or not chunk:
+                return head, record
+        return head, None
+
+
+def _first_record(head: bytes, parse_options, complete: bool) -> list[str] | None:
+    """The first CSV record of `head` once a second one starts after it (or the stream has ended)."""
+    import csv
+    from itertools import islice
+
+    text = head.decode("utf-8", errors="replace").removeprefix("\ufeff")  # Arrow skips a UTF-8 BOM too
+    try:
+        records = list(islice(csv.reader(io.StringIO(text, newline=""), delimiter=parse_options.delimiter), 2))
+    except csv.Error:
+        return None
+    return records[0] if records and (len(records) == 2 or complete) else None
+
+
+class _Prepended(io.RawIOBase):
+    """A stream that gives `head` (bytes already read from `rest`) first, then the rest of `rest`."""
+
+    def __init__(self, head: bytes, rest) -> None:
+        self._head, self._rest = memoryview(head), rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if len(self._head):
+            n = min(len(b), len(self._head))
+            b[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)

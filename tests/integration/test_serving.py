@@ -87,7 +87,7 @@ def test_predict_job_reads_a_semicolon_csv_with_delimiter(champion, tmp_path):
     ):
         predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text")
     out = predict_job.run(cfg, str(src), str(tmp_path / "out.csv"), None, "text", delimiter=";")
-    assert out["id"].tolist() == [1, 2] and out["label"].tolist() == ["pos", "neg"]
+    assert out["id"].tolist() == ["1", "2"] and out["label"].tolist() == ["pos", "neg"]  # CSV: as written
     # `--delimiter '\t'` as typed in a shell (backslash, t) is a tab.
     src.write_text(f"id\ttext\n1\t{REVIEWS[0]}\n", encoding="utf-8")
     flags = ["--input", str(src), "--output", str(tmp_path / "tab.csv"), "--delimiter", "\\t"]
@@ -130,7 +130,7 @@ def test_predict_job_reads_and_writes_object_storage(champion, s3_bucket, tmp_pa
     s3.download_file(bucket, "out/scored.parquet", str(tmp_path / "back.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "back.parquet"), out)
     predict_job.run(cfg, str(src), str(tmp_path / "local.tsv"), None, "review")
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local.tsv", sep="\t"), out)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local.tsv", sep="\t", dtype={"id": str}), out)
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
     assert keys == ["in/reviews.tsv", "out/scored.parquet"]  # nothing temporary uploaded
     with pytest.raises(UserInputError, match=r"--input s3://.*/in/absent\.csv not found"):
@@ -154,7 +154,7 @@ def test_predict_job_reads_and_writes_compressed_files(champion, ray_cluster, tm
     # ... and an output file named so is compressed
     predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "scored.jsonl.zst"), None, "review")
     with pa.input_stream(str(tmp_path / "scored.jsonl.zst"), compression="zstd") as packed:
-        back = pd.read_json(packed, lines=True)
+        back = pd.read_json(packed, lines=True, dtype={"id": str})  # CSV input: the id as written
     pd.testing.assert_frame_equal(back, plain, check_dtype=False)
     predict_job.run(cfg, str(tmp_path / "in"), str(tmp_path / "scored") + "/", None, "review")
     pd.testing.assert_frame_equal(
@@ -215,11 +215,11 @@ def test_batch_scoring_on_ray_scores_a_folder_as_the_file_path_does(champion, ra
     # A rerun replaces the output whole; a run that fails leaves the last output as it was.
     second.to_csv(src / "a.csv", index=False)
     assert predict_job.run(cfg, str(src / "a.csv"), str(out), None, "review", "pred_").rows == 2
-    assert _scored_folder(out)["id"].tolist() == [4, 5]
+    assert _scored_folder(out)["id"].tolist() == ["4", "5"]
     pd.DataFrame({"id": [6, 7], "review": ["好", " "], "label": ["pos", "neg"]}).to_csv(src / "a.csv", index=False)
-    with pytest.raises(UserInputError, match=r"rows hold no text, e\.g\. \{'id': 7, 'review': ' ', .*\(empty\)"):
+    with pytest.raises(UserInputError, match=r"rows hold no text, e\.g\. \{'id': '7', 'review': ' ', .*\(empty\)"):
         predict_job.run(cfg, str(src), str(out), None, "review", "pred_")
-    assert _scored_folder(out)["id"].tolist() == [4, 5]
+    assert _scored_folder(out)["id"].tolist() == ["4", "5"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "scored", "whole.csv", "whole.parquet"]
     # A quiet day (header-only files): an empty output with its summary, not an error.
     for name in ("a.csv", "b.csv"):

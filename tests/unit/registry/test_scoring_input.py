@@ -67,8 +67,31 @@ def test_good_files_read_whole_and_in_order(ray_cluster, tmp_path, suffix):
         got = _read(files, fmt, "text").to_pandas()
     finally:
         context.execution_options.preserve_order = saved
-    assert got["id"].tolist() == list(range(30))
+    # JSON Lines keeps its types; CSV columns are read as written (strings), as the one-file path reads them
+    assert got["id"].tolist() == (list(range(30)) if suffix == ".jsonl" else [str(i) for i in range(30)])
     assert got["text"].tolist() == frame["text"].tolist()  # "NA" and "123" stay text
+
+
+def test_a_csv_column_that_changes_kind_after_the_first_block_reads_as_written(ray_cluster, tmp_path):
+    # Arrow infers a column's type from a file's first block (1 MiB): an id that turns into "A-17"
+    # further down stopped the whole job ("CSV conversion error to int64"). Read as written, as the
+    # one-file path reads the same file.
+    from jobs.predict import _READERS
+
+    lines = [f"{i},review number {i} of the first block,{i / 2}" for i in range(40_000)]
+    lines += ['A-17,"a later review, quoted",NA', "00042,last review,1e3"]
+    path = tmp_path / "in.csv"
+    path.write_text("\ufeffid,text,score\n" + "\n".join(lines) + "\n", encoding="utf-8")  # with a BOM
+    assert path.stat().st_size > 1 << 20
+    got = _read([str(path)], "csv", "text").to_pandas()
+    one_file = _READERS[".csv"](path, "text", None)
+    pd.testing.assert_frame_equal(got, one_file, check_dtype=False)  # Arrow vs pandas strings
+    assert list(got.columns) == ["id", "text", "score"] and len(got) == 40_002
+    assert got.iloc[-2:].to_dict("list") == {
+        "id": ["A-17", "00042"],
+        "text": ["a later review, quoted", "last review"],
+        "score": ["NA", "1e3"],
+    }
 
 
 @pytest.mark.parametrize(
