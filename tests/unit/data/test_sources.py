@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -56,6 +57,33 @@ def test_a_column_named_in_another_case_is_named_in_the_error(fx, job, tmp_path)
         prepare(job(source="files", paths=(str(upper),), text_column="review", label_column="sentiment"))
     with pytest.raises(DataValidationError, match=r"set data.label_column=' Sentiment '"):
         prepare(job(source="files", paths=(str(upper),), text_column="Review", label_column="sentiment"))
+
+
+@pytest.mark.parametrize("prepare_mode", ["local", pytest.param("ray", marks=pytest.mark.integration)])
+def test_json_rows_under_a_top_level_key_read_with_data_json_field(tmp_path, job, prepare_mode, request):
+    if prepare_mode == "ray":
+        request.getfixturevalue("ray_cluster")
+    rows = [{"body": f"review {i} {'good' if i % 2 else 'bad'}", "stars": "5" if i % 2 else "1"} for i in range(40)]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"version": 2, "data": rows}), encoding="utf-8")
+    columns = {"text_column": "body", "label_column": "stars", "prepare_mode": prepare_mode}
+    with pytest.raises(
+        DataValidationError,
+        match=r"columns are \['version', 'data'\]; the rows sit in a list under "
+        r"the key 'data': set data.json_field=data",
+    ):
+        prepare(job(source="files", paths=(str(path),), **columns))
+    prepared = prepare(job(source="files", paths=(str(path),), json_field="data", **columns))
+    assert _rows(prepared) == 40 and prepared.manifest.label_names == ["1", "5"]
+    with pytest.raises(DataValidationError, match=r"export\.json: data.json_field='rows' is not a top-level key"):
+        prepare(job(source="files", paths=(str(path),), json_field="rows", **columns))
+
+
+def test_data_json_field_is_refused_where_no_json_is_read(fx, job):
+    with pytest.raises(UserInputError, match=r"data.json_field='data' .* holds csv files; remove data.json_field"):
+        prepare(job(source="files", paths=(str(fx / "formats/reviews.csv"),), json_field="data"))
+    with pytest.raises(ValueError, match=r"data.source=hub, data.format=auto; remove data.json_field"):
+        DataConfig(source="hub", name="x", json_field="data")
 
 
 def test_data_delimiter_is_refused_where_no_csv_is_read():
