@@ -48,6 +48,9 @@ _TEXT_FORMATS = ("csv", "tsv", "json", "txt")
 _SKIPPED_LINE = re.compile(r"Skipping line \d+")
 _LATE_VALUE = re.compile(r"Failed to parse string: '(?P<value>.*?)' as a scalar of type (?P<type>\w+)")
 _KINDS = {"int": "integers", "uint": "integers", "double": "numbers", "float": "numbers", "bool": "true/false"}
+# datasets' "Config name is missing. Please pick one among the available configs: [...]" and
+# "BuilderConfig 'x' not found. Available: [...]".
+_CONFIG_CHOICES = re.compile(r"(?:available configs|Available): (?P<names>\[[^\]]*\])")
 _EOF_IN_STRING = "EOF inside string"
 _MIXED_COLUMN = re.compile(r"Column\(/([^)]*)\) changed from (\w+) to (\w+)")
 
@@ -698,8 +701,15 @@ def _from_hub(load, cfg: DataConfig):
         raise UserInputError(f"data.name={cfg.name!r}: dataset not found ({e}); check the name or the network") from e
     except Exception as e:
         cause = _causes(e)[-1]
+        if (configs := _CONFIG_CHOICES.search(str(cause))) is not None:  # GLUE and co. need a configuration
+            raise UserInputError(
+                f"data.name={cfg.name!r} has several configurations and data.config_name is "
+                f"{'unset' if cfg.config_name is None else repr(cfg.config_name)}; set data.config_name to one "
+                f"of {configs['names']}"
+            ) from e
+        said = " ".join(str(cause).split())  # datasets' messages run over several lines; ours is one
         raise DataValidationError(
-            f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {cause}); check "
+            f"data.name={cfg.name!r}: could not load ({type(cause).__name__}: {said}); check "
             "data.config_name and data.revision"
         ) from e
 

