@@ -611,6 +611,9 @@ def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: s
     near = [c for c in columns if isinstance(c, str) and c.strip().casefold() == col.strip().casefold()]
     if near:
         return f"{assign(setting, near[0])} (names are matched exactly)"
+    if any(isinstance(c, str) and (len(c) > 40 or len(c.split()) > 4) for c in columns):
+        # A name that reads as a sentence: the file has no header line and its first row was taken for one.
+        return "the first line reads as a row of data, not a header: add a header line that names the columns"
     return f"{'pass' if setting.startswith('--') else 'set'} {setting}"
 
 

@@ -86,6 +86,17 @@ def test_data_json_field_is_refused_where_no_json_is_read(fx, job):
         DataConfig(source="hub", name="x", json_field="data")
 
 
+def test_a_csv_without_a_header_line_says_so(tmp_path, job):
+    path = tmp_path / "export.csv"
+    path.write_text("".join(f"a review of this film, number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)))
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(str(path),)))
+    assert str(e.value).endswith(
+        "columns are ['a review of this film', ' number 0', 'neg']; the first line reads as a row of data, not a "
+        "header: add a header line that names the columns"
+    )
+
+
 def test_data_delimiter_is_refused_where_no_csv_is_read():
     with pytest.raises(ValueError, match="data.delimiter=';' separates the fields of CSV/TSV files"):
         DataConfig(source="files", paths=("x.parquet",), format="parquet", delimiter=";")
