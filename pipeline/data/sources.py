@@ -698,6 +698,11 @@ def _from_hub(load, cfg: DataConfig):
             f"folder; for data files on object storage set data.source=files data.paths=[{cfg.name}] (the job "
             "then makes its own split)"
         )
+    if Path(cfg.name).is_file():  # datasets: "Couldn't find any data file at x.csv", which reads as missing
+        raise UserInputError(
+            f"data.name={cfg.name!r} is a file; data.source=hub reads a Hub dataset or a local dataset folder: "
+            f"for data files set data.source=files data.paths=[{cfg.name}] (the job then makes its own split)"
+        )
     try:
         return load(cfg.name, cfg.config_name, revision=cfg.revision)
     except FileNotFoundError as e:

@@ -171,6 +171,12 @@ def test_hub_name_that_is_an_object_store_url_points_to_the_files_source():
         load_corpus(DataConfig(source="hub", name="s3://b/ds"))
 
 
+def test_hub_name_that_is_a_file_points_to_the_files_source(fx):
+    path = str(fx / "formats/reviews.csv")
+    with pytest.raises(UserInputError, match=rf"^data.name='{path}' is a file; .*set data.source=files data.paths="):
+        load_corpus(DataConfig(source="hub", name=path))
+
+
 def test_hub_missing_split_names_the_choices(fx):
     with pytest.raises(DataValidationError, match="data.train_split"):
         load_corpus(DataConfig(source="hub", name=str(fx / "hub"), train_split="training"))
