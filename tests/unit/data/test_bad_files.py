@@ -14,7 +14,8 @@ import pytest
 from pipeline.data.prepare import prepare
 from pipeline.data.sources import jsonl_error
 from pipeline.data.store import read_texts
-from pipeline.errors import DataValidationError
+from pipeline.errors import DataValidationError, UserInputError
+from schemas.config import DataConfig
 
 
 def _rows(n: int = 40) -> list[tuple[str, str]]:
@@ -167,6 +168,34 @@ def test_csv_labels_that_change_kind_after_the_first_chunk_name_the_column_and_v
     assert "labels.csv" in msg and "data.label_column='label'" in msg and "'bad'" not in msg
     assert re.search(r"holds integers in its first rows and '(neg|pos)' further down", msg)
     assert "all names or all integers" in msg
+
+
+def test_backslash_escaped_quotes_are_named_and_read_with_data_escapechar(tmp_path, job):
+    # As Kaggle's IMDB labeledTrainData.tsv: quoted fields whose inner quotes are written \" (not "").
+    rows = [(f'"he said \\"wow\\" about film {i}"' if i % 4 == 0 else f'"film {i} review"', i % 2) for i in range(40)]
+    path = _write(
+        tmp_path,
+        "kaggle.tsv",
+        "id\treview\tsentiment\n" + "".join(f"{i}\t{t}\t{lab}\n" for i, (t, lab) in enumerate(rows)),
+    )
+    columns = {"text_column": "review", "label_column": "sentiment"}
+    plain = prepare(job(source="files", paths=(path,), **columns)).manifest
+    assert plain.cleaning.rows_out == 40 and plain.cleaning.counted["backslash_quotes"] == 10
+    assert any(
+        "10 text(s) hold a backslash before a double quote" in w and "data.escapechar" in w for w in plain.warnings
+    )
+    escaped = prepare(job(source="files", paths=(path,), escapechar="\\", **columns))
+    texts = [t for split in ("train", "validation", "test") for t in read_texts(escaped.path, split)[0]]
+    assert 'he said "wow" about film 0' in texts and not any("\\" in t for t in texts)
+    assert "backslash_quotes" not in escaped.manifest.cleaning.counted and escaped.manifest.warnings == []
+
+
+def test_data_escapechar_is_refused_where_no_csv_is_read(tmp_path, job):
+    path = _write(tmp_path, "rows.jsonl", "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in _rows()))
+    with pytest.raises(UserInputError, match=r"data.escapechar='\\\\' .* holds json files; remove data.escapechar"):
+        prepare(job(source="files", paths=(path,), escapechar="\\"))
+    with pytest.raises(ValueError, match=r"data.source=hub, data.format=auto; remove data.escapechar"):
+        DataConfig(source="hub", name="x", escapechar="\\")
 
 
 # -- item 4: empty, header-only and broken files ------------------------------------------------------
