@@ -35,6 +35,7 @@ test-fast: install
 # -m: run as scripts, bench/pipeline.py would shadow the `pipeline` package for its neighbours.
 bench: install
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.files
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.quality
 
