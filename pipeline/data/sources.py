@@ -45,7 +45,11 @@ from schemas.config import DataConfig
 
 _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}  # pyarrow's codec names
-_TEXT_FORMATS = ("csv", "tsv", "json", "txt")
+_TEXT_FORMATS = ("csv", "tsv", "json", "txt", "fasttext")
+# fastText's supervised format: "__label__<label> <text>"; a second "__label__" after the first is a
+# multi-label line, which a single-label classifier cannot take.
+_FASTTEXT_LINE = r"^__label__(?P<label>\S+)(?:\s+(?P<text>.*))?$"  # RE2, for pyarrow.compute.extract_regex
+FASTTEXT_PREFIX = "__label__"
 _SKIPPED_LINE = re.compile(r"Skipping line \d+")
 _LATE_VALUE = re.compile(r"Failed to parse string: '(?P<value>.*?)' as a scalar of type (?P<type>\w+)")
 _KINDS = {"int": "integers", "uint": "integers", "double": "numbers", "float": "numbers", "bool": "true/false"}
@@ -230,8 +234,8 @@ def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> s
             names = sorted({"".join(PurePosixPath(str(f)).suffixes[-2 if compression_of(f) else -1 :]) for f in files})
             raise UserInputError(
                 f"cannot tell the format of data.paths (extensions {names}); set data.format to csv, tsv, "
-                "json, jsonl or parquet, or give files of one kind (compressed ones named like "
-                f"reviews.csv.gz: {', '.join(_COMPRESSION)})"
+                "json, jsonl or parquet (fasttext for lines of '__label__<label> <text>'), or give files of one "
+                f"kind (compressed ones named like reviews.csv.gz: {', '.join(_COMPRESSION)})"
             )
         fmt = kinds.pop()
     fmt = "json" if fmt == "jsonl" else fmt
@@ -267,7 +271,30 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
         kwargs = {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors, "on_mixed_types": None}
         return "json", kwargs | ({"field": cfg.json_field} if cfg.json_field else {})
+    if fmt == "fasttext":  # `datasets`' text reader, a row per line; fasttext_rows splits off the label
+        return "text", {"encoding": cfg.encoding, "encoding_errors": cfg.encoding_errors, "keep_linebreaks": False}
     return fmt, {}
+
+
+def fasttext_rows(lines, where: str):
+    """fastText lines ("__label__pos great film") -> Arrow (text, label). A line without a label prefix has a
+    missing label (counted by the row checks); a line with a second label stops naming the file and line."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    parts = pc.extract_regex(pc.utf8_trim_whitespace(lines), _FASTTEXT_LINE)
+    label, text = pc.struct_field(parts, "label"), pc.struct_field(parts, "text")
+    unlabeled = pc.is_null(label)
+    text = pc.if_else(unlabeled, lines, pc.fill_null(text, ""))
+    second = pc.fill_null(pc.starts_with(text, FASTTEXT_PREFIX), False)
+    if pc.any(second).as_py():
+        at = pc.index(second, True).as_py()
+        raise DataValidationError(
+            f"{where}: line {at + 1} has more than one label ({lines[at].as_py()[:80]!r}); this job gives each "
+            "text one class: keep one __label__ per line"
+        )
+    return pa.table({"text": text, "label": label})
 
 
 def _causes(e: BaseException) -> list[BaseException]:
@@ -694,7 +721,13 @@ def load_files(cfg: DataConfig) -> RawCorpus:
             ds, skipped = _load_local(builder, plain, kwargs, cfg, fmt)
         except DataValidationError as e:  # name the input, not its decompressed copy
             raise DataValidationError(_named(str(e), plain, files)) from e
-    frame, names = _to_frame(ds, cfg, ", ".join(map(str, files)))
+    if fmt == "fasttext":
+        frame, names = (
+            fasttext_rows(ds.with_format("arrow")[:].column("text"), ", ".join(map(str, files))).to_pandas(),
+            None,
+        )
+    else:
+        frame, names = _to_frame(ds, cfg, ", ".join(map(str, files)))
     dropped = Counter({"bad_csv_row": skipped} if skipped else {})
     return RawCorpus({"all": frame}, names, inputs, digest, dropped)
 
@@ -1264,7 +1297,10 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
             ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
         except DataValidationError as e:  # name the input, not the task's temp copy
             raise DataValidationError(_named(str(e), [path], [unit.uris[0]])) from e
-        table = _to_table(ds, cfg, unit.uris[0])
+        if fmt == "fasttext":
+            table = fasttext_rows(ds.with_format("arrow")[:].column("text"), unit.uris[0])
+        else:
+            table = _to_table(ds, cfg, unit.uris[0])
         dropped = Counter({"bad_csv_row": skipped} if skipped else {})
         examples: dict[str, list[str]] = {}
         if fmt in ("csv", "tsv"):

@@ -97,6 +97,26 @@ def test_a_csv_without_a_header_line_says_so(tmp_path, job):
     )
 
 
+def test_fasttext_lines_prepare_with_their_labels(tmp_path, job):
+    # fastText's supervised format, as the Amazon reviews' train.ft.txt.bz2 ships: "__label__2 Great CD: ...".
+    import bz2
+
+    lines = [f"__label__{1 + i % 2} {'great' if i % 2 else 'awful'} record, take {i}" for i in range(40)]
+    path = tmp_path / "train.ft.txt.bz2"
+    path.write_bytes(bz2.compress(("\n".join([*lines, "no label on this line"]) + "\n").encode()))
+    with pytest.raises(UserInputError, match=r"\(fasttext for lines of '__label__<label> <text>'\)"):
+        prepare(job(source="files", paths=(str(path),)))
+    prepared = prepare(job(source="files", paths=(str(path),), format="fasttext", max_drop_fraction=0.1))
+    assert prepared.manifest.label_names == ["1", "2"] and prepared.manifest.cleaning.dropped == {"missing_label": 1}
+    texts, labels = read_texts(prepared.path, "test")
+    assert texts and all(t.startswith(("great record", "awful record")) for t in texts)
+    assert all((t.startswith("great")) == (lab == 1) for t, lab in zip(texts, labels, strict=True))
+    multi = tmp_path / "multi.txt"
+    multi.write_text("__label__a first text\n__label__a __label__b second text\n")
+    with pytest.raises(DataValidationError, match=r"multi\.txt: line 2 has more than one label"):
+        prepare(job(source="files", paths=(str(multi),), format="fasttext"))
+
+
 def test_data_delimiter_is_refused_where_no_csv_is_read():
     with pytest.raises(ValueError, match="data.delimiter=';' separates the fields of CSV/TSV files"):
         DataConfig(source="files", paths=("x.parquet",), format="parquet", delimiter=";")
