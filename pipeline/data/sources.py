@@ -277,8 +277,9 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
 
 
 def fasttext_rows(lines, where: str):
-    """fastText lines ("__label__pos great film") -> Arrow (text, label). A line without a label prefix has a
-    missing label (counted by the row checks); a line with a second label stops naming the file and line."""
+    """fastText lines ("__label__pos great film") -> Arrow (text, label), labels that are all integers as
+    integers. A line without a label prefix has a missing label (counted by the row checks); a line with a
+    second label stops naming the file and line."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -294,6 +295,10 @@ def fasttext_rows(lines, where: str):
             f"{where}: line {at + 1} has more than one label ({lines[at].as_py()[:80]!r}); this job gives each "
             "text one class: keep one __label__ per line"
         )
+    valid = label.drop_null()
+    if len(valid) and pc.all(pc.match_substring_regex(valid, r"^(0|-?[1-9][0-9]{0,17})$")).as_py():
+        # __label__1 / __label__2 (Amazon's, Yelp's): integers, as a CSV's, so that 10 sorts after 2.
+        label = pc.cast(label, pa.int64())
     return pa.table({"text": text, "label": label})
 
 

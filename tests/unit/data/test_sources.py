@@ -111,6 +111,9 @@ def test_fasttext_lines_prepare_with_their_labels(tmp_path, job):
     texts, labels = read_texts(prepared.path, "test")
     assert texts and all(t.startswith(("great record", "awful record")) for t in texts)
     assert all((t.startswith("great")) == (lab == 1) for t, lab in zip(texts, labels, strict=True))
+    numbered = tmp_path / "numbered.txt"
+    numbered.write_text("".join(f"__label__{2 + 8 * (i % 2)} text number {i}\n" for i in range(40)))
+    assert prepare(job(source="files", paths=(str(numbered),), format="fasttext")).manifest.label_names == ["2", "10"]
     multi = tmp_path / "multi.txt"
     multi.write_text("__label__a first text\n__label__a __label__b second text\n")
     with pytest.raises(DataValidationError, match=r"multi\.txt: line 2 has more than one label"):
