@@ -119,16 +119,16 @@ def _local_input(path: str, folder: str) -> Path:
     import pyarrow.fs as pafs
 
     from pipeline.data.sources import is_url, plain_file
-    from pipeline.data.store import filesystem
+    from pipeline.data.store import filesystem, local_path
 
     if is_url(path):
         fs, inner = filesystem(path)
         if fs.get_file_info(inner).type != pafs.FileType.File:
             raise UserInputError(f"--input {path} not found (no such object); check the bucket and key")
-    elif not Path(path.removeprefix("file://")).is_file():
+    elif not local_path(path).is_file():
         raise UserInputError(f"--input {path} not found")
     try:
-        return plain_file(path.removeprefix("file://"), folder)
+        return plain_file(path if is_url(path) else str(local_path(path)), folder)
     except UserInputError as e:  # "<path>: could not be decompressed as gzip (...)"
         raise UserInputError(f"--input {e}") from None
 

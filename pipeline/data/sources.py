@@ -41,15 +41,15 @@ import pandas as pd
 
 from pipeline.data.clean import EXAMPLES_KEPT
 from pipeline.errors import DataValidationError, UserInputError
-from schemas.config import DataConfig
+from schemas.config import FILE_FORMAT_SETTINGS, DataConfig
 
 _EXT_FORMAT = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}  # pyarrow's codec names
 _TEXT_FORMATS = ("csv", "tsv", "json", "txt", "fasttext")
 # fastText's supervised format: "__label__<label> <text>"; a second "__label__" after the first is a
 # multi-label line, which a single-label classifier cannot take.
-_FASTTEXT_LINE = r"^__label__(?P<label>\S+)(?:\s+(?P<text>.*))?$"  # RE2, for pyarrow.compute.extract_regex
 FASTTEXT_PREFIX = "__label__"
+_FASTTEXT_LINE = rf"^{FASTTEXT_PREFIX}(?P<label>\S+)(?:\s+(?P<text>.*))?$"  # RE2, for pyarrow.compute.extract_regex
 _SKIPPED_LINE = re.compile(r"Skipping line \d+")
 _LATE_VALUE = re.compile(r"Failed to parse string: '(?P<value>.*?)' as a scalar of type (?P<type>\w+)")
 _KINDS = {"int": "integers", "uint": "integers", "double": "numbers", "float": "numbers", "bool": "true/false"}
@@ -239,16 +239,12 @@ def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> s
             )
         fmt = kinds.pop()
     fmt = "json" if fmt == "jsonl" else fmt
-    if cfg is not None and cfg.json_field and fmt != "json":
-        raise UserInputError(
-            f"data.json_field={cfg.json_field!r} names the key of a JSON file's rows, but data.paths holds {fmt} "
-            "files; remove data.json_field"
-        )
-    if cfg is not None and cfg.escapechar and fmt not in ("csv", "tsv"):
-        raise UserInputError(
-            f"data.escapechar={cfg.escapechar!r} escapes quotes in CSV/TSV files, but data.paths holds {fmt} "
-            "files; remove data.escapechar"
-        )
+    for name in ("json_field", "escapechar") if cfg is not None else ():  # data.delimiter: unchecked here
+        does, _, formats = FILE_FORMAT_SETTINGS[name]
+        if getattr(cfg, name) and fmt not in formats:
+            raise UserInputError(
+                f"data.{name}={getattr(cfg, name)!r} {does}, but data.paths holds {fmt} files; remove data.{name}"
+            )
     return fmt
 
 
@@ -276,14 +272,14 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
     return fmt, {}
 
 
-def fasttext_rows(lines, where: str):
-    """fastText lines ("__label__pos great film") -> Arrow (text, label), labels that are all integers as
-    integers. A line without a label prefix has a missing label (counted by the row checks); a line with a
-    second label stops naming the file and line."""
+def fasttext_rows(ds, where: str):
+    """fastText lines (`datasets`' text reader's rows, "__label__pos great film") -> Arrow (text, label),
+    labels that are all integers as integers. A line without a label prefix has a missing label (counted by
+    the row checks); a line with a second label stops naming the file and line."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    lines = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    lines = ds.with_format("arrow")[:].column("text").combine_chunks()
     parts = pc.extract_regex(pc.utf8_trim_whitespace(lines), _FASTTEXT_LINE)
     label, text = pc.struct_field(parts, "label"), pc.struct_field(parts, "text")
     unlabeled = pc.is_null(label)
@@ -728,7 +724,7 @@ def load_files(cfg: DataConfig) -> RawCorpus:
             raise DataValidationError(_named(str(e), plain, files)) from e
     if fmt == "fasttext":
         frame, names = (
-            fasttext_rows(ds.with_format("arrow")[:].column("text"), ", ".join(map(str, files))).to_pandas(),
+            fasttext_rows(ds, ", ".join(map(str, files))).to_pandas(),
             None,
         )
     else:
@@ -1303,7 +1299,7 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         except DataValidationError as e:  # name the input, not the task's temp copy
             raise DataValidationError(_named(str(e), [path], [unit.uris[0]])) from e
         if fmt == "fasttext":
-            table = fasttext_rows(ds.with_format("arrow")[:].column("text"), unit.uris[0])
+            table = fasttext_rows(ds, unit.uris[0])
         else:
             table = _to_table(ds, cfg, unit.uris[0])
         dropped = Counter({"bad_csv_row": skipped} if skipped else {})
