@@ -80,6 +80,7 @@ class _Frozen(BaseModel):
 FILE_FORMAT_SETTINGS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "delimiter": ("separates the fields of CSV/TSV files", "(data.source=files)", ("csv", "tsv")),
     "escapechar": ("escapes quotes in CSV/TSV files", "(data.source=files)", ("csv", "tsv")),
+    "column_names": ("names the columns of CSV/TSV files without a header line", "(data.source=files)", ("csv", "tsv")),
     "json_field": ("names the key of a JSON file's rows", "(data.source=files, data.format=json or auto)", ("json",)),
 }
 
@@ -129,6 +130,12 @@ class DataConfig(_Frozen):
         '"he said \\"wow\\"", such as Kaggle\'s IMDB labeledTrainData.tsv). Unset: quotes are doubled ("") as in '
         'RFC 4180; a file with backslash-escaped quotes then reads with stray \\ and " in its texts, which the '
         "report counts ('backslash_quotes') and a warning names.",
+    )
+    column_names: tuple[str, ...] | None = Field(
+        None,
+        description="CSV/TSV files without a header line (AG News', Yelp's and Amazon's polarity CSVs: "
+        '"2","Great CD","..."): the names of their columns in order, e.g. [label, title, text]; the first line '
+        "is then a row. Unset: the first line is the header.",
     )
     encoding: str = Field("utf-8", description="Text encoding of local files (CSV, TSV, JSON, .txt).")
     encoding_errors: Literal["strict", "replace"] = Field(
@@ -271,6 +278,8 @@ class DataConfig(_Frozen):
                     f"data.{name}={value!r} {does} {needs}, but data.source={self.source}, "
                     f"data.format={self.format}; remove data.{name}"
                 )
+        if self.column_names is not None:
+            self._check_column_names()
         if self.source == "folder" and len(self.paths) > 1:
             raise ValueError(
                 f"data.source=folder reads one root folder, got data.paths={list(self.paths)}; give one "
@@ -292,6 +301,21 @@ class DataConfig(_Frozen):
                 f"test_split={self.test_split!r} must differ"
             )
         return self
+
+    def _check_column_names(self) -> None:
+        names = list(self.column_names)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated or any(not n.strip() for n in names) or len(names) < 2:
+            raise ValueError(
+                f"data.column_names={names} must name each column of the files once (at least the text and "
+                "the label column, in the files' order), e.g. [label, text]"
+            )
+        for role in ("text", "label"):
+            if (col := getattr(self, f"{role}_column")) not in names:
+                raise ValueError(
+                    f"data.{role}_column={col!r} is not among data.column_names={names}; set "
+                    f"data.{role}_column to the name of the column holding the {role}"
+                )
 
 
 class TokenizerConfig(_Frozen):

@@ -239,7 +239,7 @@ def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> s
             )
         fmt = kinds.pop()
     fmt = "json" if fmt == "jsonl" else fmt
-    for name in ("json_field", "escapechar") if cfg is not None else ():  # data.delimiter: unchecked here
+    for name in ("json_field", "escapechar", "column_names") if cfg is not None else ():  # data.delimiter: unchecked
         does, _, formats = FILE_FORMAT_SETTINGS[name]
         if getattr(cfg, name) and fmt not in formats:
             raise UserInputError(
@@ -262,6 +262,8 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
             kwargs["sep"] = cfg.delimiter or "\t"
         if cfg.escapechar is not None:
             kwargs["escapechar"] = cfg.escapechar
+        if cfg.column_names is not None:  # no header line: the first line is a row
+            kwargs["column_names"] = list(cfg.column_names)
         return "csv", kwargs
     if fmt == "json":
         # on_mixed_types=None: a column mixing 1 and "1" is an error we report, not silently re-encoded.
@@ -311,6 +313,8 @@ def _load_local(builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, 
     """`load_dataset(builder, data_files=files)` -> (Dataset, rows skipped by the reader)."""
     from datasets import load_dataset
 
+    if builder == "csv" and cfg.column_names is not None:
+        _check_first_rows(files, kwargs, cfg)
     if builder == "csv" and kwargs.get("encoding_errors") != "replace":
         # pandas 3.1 decodes a converted column strictly whatever encoding_errors says (a latin-1 byte under
         # replace stopped the read), so under replace the columns keep pandas' own inference.
@@ -367,13 +371,40 @@ def _as_written(files: list[Path], kwargs: dict, cfg: DataConfig) -> dict:
     import pandas as pd
 
     header = {k: kwargs[k] for k in ("sep", "encoding", "encoding_errors") if k in kwargs}
-    columns = {cfg.text_column}
-    for f in files:
+    columns = {cfg.text_column, *(cfg.column_names or ())}
+    for f in files if cfg.column_names is None else ():
         try:
             columns.update(map(str, pd.read_csv(f, nrows=0, **header).columns))
         except Exception:  # empty file, bad bytes, broken quoting: the full read names the problem
             continue
     return {c: str for c in sorted(columns - {cfg.label_column})}
+
+
+def _check_first_rows(files: list[Path], kwargs: dict, cfg: DataConfig) -> None:
+    """Header-less files (data.column_names) whose first row has another number of fields, or is a header.
+
+    Why: given fewer names than fields, pandas takes the leading fields for an index and shifts every column
+    (the label read from the title, the text from the body); more names than fields fill the rest with
+    missing values; a header line read as a row becomes a text labeled 'label'. All three read silently."""
+    names = list(cfg.column_names)
+    for f in files:
+        first = next(
+            iter(_csv_records(f, kwargs.get("sep", ","), kwargs.get("encoding", "utf-8"), cfg.escapechar)), None
+        )
+        if first is None:
+            continue  # an empty file: the load names it
+        line, _, fields = first
+        if [x.strip().casefold() for x in fields] == [n.strip().casefold() for n in names]:
+            raise DataValidationError(
+                f"{f}: line {line} is a header ({fields}), but data.column_names={names} says the files have "
+                "none; remove data.column_names (the header names the columns)"
+            )
+        if len(fields) != len(names):
+            shown = ", ".join(repr(x[:40]) for x in fields[:6]) + (", ..." if len(fields) > 6 else "")
+            raise DataValidationError(
+                f"{f}: line {line} has {len(fields)} fields ({shown}), but data.column_names={names} names "
+                f"{len(names)}; name every column of the files, in order"
+            )
 
 
 def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, what: str):
@@ -434,7 +465,7 @@ def _explain_file(path: Path, chain: list[BaseException], builder: str, kwargs: 
     first = [line for _, line in islice(((n, x) for n, x in _lines(path, encoding) if x.strip()), 2)]
     if not first:
         return DataValidationError(f"{path} is empty ({path.stat().st_size} bytes, no rows); {fix}")
-    if builder == "csv" and len(first) == 1:
+    if builder == "csv" and len(first) == 1 and cfg.column_names is None:
         return DataValidationError(f"{path} has only a header line ({first[0][:80]!r}) and no rows; {fix}")
     messages = " ".join(str(c) for c in chain)
     if builder == "csv" and _EOF_IN_STRING in messages:
@@ -596,7 +627,8 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
     ncols, label_at = len(columns), columns.index(cfg.label_column)
     text_at = columns.index(cfg.text_column)
     wanted, records, total = set(suspects), {}, 0
-    for record in islice(_csv_records(path, sep, cfg.encoding, cfg.escapechar), 1, None):  # after the header
+    header = 0 if cfg.column_names is not None else 1
+    for record in islice(_csv_records(path, sep, cfg.encoding, cfg.escapechar), header, None):
         if len(record[2]) <= ncols:  # longer rows were skipped (or refused) by the reader
             if total in wanted:
                 records[total] = record
@@ -609,8 +641,8 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
     }
     keep = np.ones(table.num_rows, bool)
     for i in suspects:
-        start, end, fields = records[i] if aligned else (i + 2, i + 2, [])
-        what = _bad_csv_reason(fields, ncols, text_at, label_at, sep, known, start, end)
+        start, end, fields = records[i] if aligned else (i + 1 + header, i + 1 + header, [])
+        what = _bad_csv_reason(fields, ncols, text_at, label_at, sep, known, start, end, bool(header))
         if what is None:
             continue
         span = f"{start}-{end}" if end > start else f"{start}"
@@ -629,15 +661,24 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
 
 
 def _bad_csv_reason(
-    fields: list[str], ncols: int, text_at: int, label_at: int, sep: str, known: set[str], start: int, end: int
+    fields: list[str],
+    ncols: int,
+    text_at: int,
+    label_at: int,
+    sep: str,
+    known: set[str],
+    start: int,
+    end: int,
+    header: bool = True,
 ) -> str | None:
     if not fields:
         return None
     if len(fields) < ncols:
         value = sep.join(fields)[:80]
         return (
-            f"the row has {len(fields)} field{'s' if len(fields) > 1 else ''} ({value!r}), the header has "
-            f"{ncols}; add the missing field (an empty label is written as 'text{sep}')"
+            f"the row has {len(fields)} field{'s' if len(fields) > 1 else ''} ({value!r}), "
+            f"{'the header' if header else 'data.column_names'} has {ncols}; add the missing field (an empty "
+            f"label is written as 'text{sep}')"
         )
     for at in (text_at, label_at):
         value = fields[at]
@@ -670,10 +711,39 @@ def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: s
     near = [c for c in columns if isinstance(c, str) and c.strip().casefold() == col.strip().casefold()]
     if near:
         return f"{assign(setting, near[0])} (names are matched exactly)"
-    if any(isinstance(c, str) and (len(c) > 40 or len(c.split()) > 4) for c in columns):
-        # A name that reads as a sentence: the file has no header line and its first row was taken for one.
-        return "the first line reads as a row of data, not a header: add a header line that names the columns"
+    if _reads_as_data(columns):
+        # The file has no header line and its first row was taken for one.
+        if setting.startswith("--"):
+            return "the first line reads as a row of data, not a header: add a header line that names the columns"
+        return (
+            "the first line reads as a row of data, not a header: set data.column_names to the columns' names "
+            f"in order (e.g. data.column_names=[{','.join(_guess_names(columns))}]) and data.text_column, "
+            "data.label_column to two of them"
+        )
     return f"{'pass' if setting.startswith('--') else 'set'} {setting}"
+
+
+def _reads_as_data(columns: list) -> bool:
+    """Column names that are a row of data: one that reads as a sentence (over 4 words or 40 characters),
+    or a number (a header-less file's label, "1" or "-1", taken for a name)."""
+    return any(
+        isinstance(c, str) and (len(c) > 40 or len(c.split()) > 4 or _NUMBER.fullmatch(c.strip()) is not None)
+        for c in columns
+    )
+
+
+_NUMBER = re.compile(r"[-+]?\d+(\.\d+)?")
+
+
+def _guess_names(columns: list) -> list[str]:
+    """Names for a header-less file's columns, for a hint: 'label' for the first that reads as a number (else
+    the shortest), 'text' for the longest of the others, c1, c2, ... for the rest."""
+    values = [str(c) for c in columns]
+    numbers = [i for i, v in enumerate(values) if _NUMBER.fullmatch(v.strip())]
+    label = numbers[0] if numbers else min(range(len(values)), key=lambda i: len(values[i]))
+    others = [i for i in range(len(values)) if i != label]
+    text = max(others, key=lambda i: len(values[i])) if others else None
+    return ["label" if i == label else "text" if i == text else f"c{i + 1}" for i in range(len(values))]
 
 
 def _rows_key(features, column: str) -> str | None:

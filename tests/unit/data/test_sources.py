@@ -93,8 +93,64 @@ def test_a_csv_without_a_header_line_says_so(tmp_path, job):
         prepare(job(source="files", paths=(str(path),)))
     assert str(e.value).endswith(
         "columns are ['a review of this film', ' number 0', 'neg']; the first line reads as a row of data, not a "
-        "header: add a header line that names the columns"
+        "header: set data.column_names to the columns' names in order (e.g. data.column_names=[text,c2,label]) "
+        "and data.text_column, data.label_column to two of them"
     )
+
+
+def _headerless(tmp_path, n: int = 40) -> str:
+    # As AG News' and Yelp's polarity CSVs: "label","title","text", every field quoted, no header line.
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL)
+        for i in range(n):
+            writer.writerow([i % 2 + 1, f"title {i}", f"body of review {i} {'great' if i % 2 else 'awful'}"])
+    return str(path)
+
+
+@pytest.mark.parametrize("prepare_mode", ["local", pytest.param("ray", marks=pytest.mark.integration)])
+def test_a_csv_without_a_header_reads_with_data_column_names(tmp_path, job, prepare_mode, request):
+    if prepare_mode == "ray":
+        request.getfixturevalue("ray_cluster")
+    path = _headerless(tmp_path)
+    with pytest.raises(DataValidationError) as e:
+        prepare(job(source="files", paths=(path,), prepare_mode=prepare_mode))
+    assert "columns are ['1', 'title 0', 'body of review 0 awful']" in str(e.value)
+    assert "e.g. data.column_names=[label,c2,text]" in str(e.value)
+    prepared = prepare(
+        job(source="files", paths=(path,), column_names=("label", "title", "text"), prepare_mode=prepare_mode)
+    )
+    # Every line is a row, the first included; integer labels stay integers (numeric order).
+    assert _rows(prepared) == 40 and prepared.manifest.label_names == ["1", "2"]
+    texts = {t for split in ("train", "validation", "test") for t in read_texts(prepared.path, split)[0]}
+    assert "body of review 0 awful" in texts and not any(t.startswith("title") for t in texts)
+
+
+def test_data_column_names_that_do_not_fit_the_file_are_named(tmp_path, job):
+    path = _headerless(tmp_path)
+    # Two names for three fields: pandas would take the first field for an index and shift the others.
+    with pytest.raises(
+        DataValidationError,
+        match=r"train\.csv: line 1 has 3 fields \('1', 'title 0', 'body of "
+        r"review 0 awful'\), but data.column_names=\['label', 'text'\] names 2",
+    ):
+        prepare(job(source="files", paths=(path,), column_names=("label", "text")))
+    with_header = tmp_path / "with_header.csv"
+    with_header.write_text("label,text\n" + "".join(f"{i % 2},review {i}\n" for i in range(20)))
+    with pytest.raises(
+        DataValidationError, match=r"line 1 is a header \(\['label', 'text'\]\).*remove data.column_names"
+    ):
+        prepare(job(source="files", paths=(str(with_header),), column_names=("label", "text")))
+
+
+def test_data_column_names_are_checked_with_the_config():
+    with pytest.raises(ValueError, match=r"data.text_column='text' is not among data.column_names=\['label', 'body'\]"):
+        DataConfig(source="files", paths=("x.csv",), column_names=("label", "body"))
+    with pytest.raises(ValueError, match=r"must name each column of the files once"):
+        DataConfig(source="files", paths=("x.csv",), column_names=("label", "text", "label"))
+    with pytest.raises(ValueError, match=r"data.column_names=\('label', 'text'\) names the columns of CSV/TSV"):
+        DataConfig(source="files", paths=("x.jsonl",), format="jsonl", column_names=("label", "text"))
+    DataConfig(source="files", paths=("x.csv",), column_names=("label", "title", "body"), text_column="body")
 
 
 def test_fasttext_lines_prepare_with_their_labels(tmp_path, job):
