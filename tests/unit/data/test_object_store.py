@@ -182,3 +182,27 @@ def test_a_folder_layout_on_s3_prepares_as_the_local_folder(fx, job, s3_bucket, 
         assert texts == local_texts and list(ids) == list(local_ids)
     with pytest.raises(UserInputError, match=r"data\.paths\[0\]='s3://\S+/absent' is not a folder"):
         prepare(job(output_root=str(tmp_path / "a"), source="folder", paths=(f"{s3_bucket}/absent",)))
+
+
+def test_a_save_to_disk_folder_on_s3_prepares_as_the_local_folder(job, s3_bucket, tmp_path):
+    # data.source=hub with an s3:// save_to_disk folder (datasets writes those to object storage too):
+    # its Arrow files are the shards, each fetched by the task that reads it; lineage names them
+    # relative to the folder, so the content digest is the local copy's.
+    import datasets
+
+    rows = {"text": [f"review {i} {'great fun' if i % 2 else 'awful bore'}" for i in range(60)]}
+    rows["label"] = [i % 2 for i in range(60)]
+    ds = datasets.Dataset.from_dict(rows).cast_column("label", datasets.ClassLabel(names=["neg", "pos"]))
+    root = tmp_path / "saved"
+    datasets.DatasetDict({"train": ds.select(range(45)), "test": ds.select(range(45, 60))}).save_to_disk(str(root))
+    _upload(s3_bucket, {f"saved/{p.relative_to(root).as_posix()}": p for p in sorted(root.rglob("*")) if p.is_file()})
+    remote = prepare(job(output_root=str(tmp_path / "r"), source="hub", name=f"{s3_bucket}/saved"))
+    local = prepare(job(output_root=str(tmp_path / "l"), source="hub", name=str(root)))
+    assert remote.manifest.content_digest == local.manifest.content_digest
+    assert remote.manifest.splits["test"].rows == 15 and remote.manifest.label_names == ["neg", "pos"]
+    for split in ("train", "validation", "test"):
+        assert read_texts(remote.path, split)[0] == read_texts(local.path, split)[0]
+    # A prefix that holds data files but no save_to_disk metadata still points to data.source=files.
+    _upload(s3_bucket, {"csv/part.csv": root / "dataset_dict.json"})
+    with pytest.raises(UserInputError, match=r"holds no state.json or dataset_dict.json.*set data.source=files"):
+        prepare(job(output_root=str(tmp_path / "c"), source="hub", name=f"{s3_bucket}/csv"))

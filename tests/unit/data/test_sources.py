@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 
 import pytest
 
@@ -243,11 +244,47 @@ def test_hub_path_on_a_local_dataset_folder_keeps_its_test_split(fx, job):
     assert all(entry.sha256 for entry in prepared.manifest.inputs)  # local folder: content digests
 
 
-def test_hub_name_that_is_an_object_store_url_points_to_the_files_source():
+def test_hub_name_on_unreachable_object_storage_says_so(monkeypatch):
+    # An s3:// name may be a save_to_disk folder: it is looked at, and a store out of reach is named as such.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens there once the socket is closed
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
     with pytest.raises(
-        UserInputError, match=r"^data.name='s3://b/ds': .*set data.source=files data.paths=\[s3://b/ds\]"
+        UserInputError,
+        match=r"^data.name='s3://b/ds': could not read s3://b/ds/dataset_dict.json \(.*\); check the URL",
     ):
         load_corpus(DataConfig(source="hub", name="s3://b/ds"))
+
+
+def _texts(prepared) -> list[str]:
+    return sorted(t for split in ("train", "validation", "test") for t in read_texts(prepared.path, split)[0])
+
+
+@pytest.mark.parametrize("prepare_mode", ["local", pytest.param("ray", marks=pytest.mark.integration)])
+def test_a_save_to_disk_folder_reads_as_a_hub_dataset(tmp_path, job, prepare_mode, request):
+    # datasets' save_to_disk writes Arrow files with a state.json (a Dataset) or a dataset_dict.json and a
+    # folder per split (a DatasetDict); load_dataset refused the first ("use load_from_disk").
+    if prepare_mode == "ray":
+        request.getfixturevalue("ray_cluster")
+    import datasets
+
+    rows = {"text": [f"review {i} {'great fun' if i % 2 else 'awful bore'}" for i in range(60)], "label": []}
+    rows["label"] = [i % 2 for i in range(60)]
+    ds = datasets.Dataset.from_dict(rows).cast_column("label", datasets.ClassLabel(names=["neg", "pos"]))
+    ds.save_to_disk(str(tmp_path / "one"), num_shards=2)
+    datasets.DatasetDict({"train": ds.select(range(40)), "test": ds.select(range(40, 60))}).save_to_disk(
+        str(tmp_path / "two")
+    )
+    one = prepare(job(source="hub", name=str(tmp_path / "one"), prepare_mode=prepare_mode))
+    assert one.manifest.label_names == ["neg", "pos"] and _rows(one) == 60  # one split: the job splits it
+    assert sorted(e.uri for e in one.manifest.inputs) == ["data-00000-of-00002.arrow", "data-00001-of-00002.arrow"]
+    assert all(e.sha256 for e in one.manifest.inputs)
+    two = prepare(job(source="hub", name=str(tmp_path / "two"), prepare_mode=prepare_mode))
+    assert two.manifest.splits["test"].rows == 20 and two.manifest.label_names == ["neg", "pos"]
+    assert _texts(two) == _texts(one) == sorted(rows["text"])
+    with pytest.raises(UserInputError, match=r"data.revision='main' applies to Hub datasets, but .* save_to_disk"):
+        prepare(job(source="hub", name=str(tmp_path / "one"), revision="main", prepare_mode=prepare_mode))
 
 
 def test_hub_name_that_is_a_file_points_to_the_files_source(fx):
