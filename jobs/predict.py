@@ -11,7 +11,8 @@ without text (empty, missing, not a string) stops the job naming it. Output: the
 `label`, `probability` and one `p_<label>` column per label (`--score-prefix pred_` names them
 pred_label, ...; an input that already has one of those columns, such as a labeled test set's
 `label`, is refused until it is given). `--delimiter ';'` reads CSV/TSV with another field
-separator.
+separator; `--column-names label,title,text` reads CSV/TSV without a header line (the names of its
+columns, in order: the output keeps them).
 
 An output file (.csv/.tsv/.jsonl/.parquet; the first three also compressed: scored.csv.gz) is
 written atomically (temporary file, then rename) from this process, which reads the input whole: for
@@ -43,11 +44,31 @@ if TYPE_CHECKING:
 # CSV columns are read as written, strings, as batch scoring's reader does (scoring_input.CsvSource), so
 # one file gives the same output scored here or on Ray.
 _READERS = {
-    ".csv": lambda p, col, sep: _pd().read_csv(p, sep=sep or ",", keep_default_na=False, dtype=str),
-    ".tsv": lambda p, col, sep: _pd().read_csv(p, sep=sep or "\t", keep_default_na=False, dtype=str),
-    ".jsonl": lambda p, col, sep: _read_jsonl(p),
-    ".parquet": lambda p, col, sep: _pd().read_parquet(p),
+    ".csv": lambda p, sep, names: _read_csv(p, sep or ",", names),
+    ".tsv": lambda p, sep, names: _read_csv(p, sep or "\t", names),
+    ".jsonl": lambda p, sep, names: _read_jsonl(p),
+    ".parquet": lambda p, sep, names: _pd().read_parquet(p),
 }
+
+
+def _read_csv(path: Path, sep: str, names: tuple[str, ...] | None) -> pd.DataFrame:
+    if names is None:
+        return _pd().read_csv(path, sep=sep, keep_default_na=False, dtype=str)
+    # header=None: the first line is a row (pandas would take the first row for the header otherwise).
+    return _pd().read_csv(path, sep=sep, keep_default_na=False, dtype=str, header=None, names=list(names))
+
+
+def _check_first_row(local: Path, path: str, sep: str, names: tuple[str, ...]) -> None:
+    """A header-less input's first record against --column-names: pandas would shift the columns silently
+    (fewer names than fields: the leading fields become an index) or score a header line as a text."""
+    import csv
+
+    from pipeline.data.sources import header_less_problem
+
+    with open(local, encoding="utf-8", errors="replace", newline="") as f:
+        first = next((r for r in csv.reader(f, delimiter=sep) if r), None)
+    if first is not None and (problem := header_less_problem(first, names, "--column-names")) is not None:
+        raise UserInputError(f"--input {path}: line 1 {problem}")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -133,8 +154,13 @@ def _local_input(path: str, folder: str) -> Path:
         raise UserInputError(f"--input {e}") from None
 
 
-def read_input(path: Path | str, text_column: str, delimiter: str | None = None) -> pd.DataFrame:
-    from pipeline.registry.batch_scoring import check_delimiter
+def read_input(
+    path: Path | str,
+    text_column: str,
+    delimiter: str | None = None,
+    column_names: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    from pipeline.registry.batch_scoring import check_column_names, check_delimiter
 
     path = str(path)
     ext = _format_suffix(path)
@@ -152,12 +178,15 @@ def read_input(path: Path | str, text_column: str, delimiter: str | None = None)
         )
     if reader is None:
         raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
+    check_column_names(column_names, text_column, ext, path)
     from pyarrow.lib import ArrowException
 
     with tempfile.TemporaryDirectory(prefix="rnn-predict-") as tmp:
         local = _local_input(path, tmp)
+        if column_names is not None:
+            _check_first_row(local, path, delimiter or ("\t" if ext == ".tsv" else ","), column_names)
         try:
-            frame = reader(local, text_column, delimiter)
+            frame = reader(local, delimiter, column_names)
         # pandas/pyarrow parse errors (TypeError: a JSON line that holds a list, not an object)
         except (ValueError, TypeError, OSError, UnicodeDecodeError, ArrowException) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -213,6 +242,7 @@ def predict_file(
     batch_size: int = 2048,
     prefix: str = "",
     delimiter: str | None = None,
+    column_names: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
     import mlflow
     import pandas as pd
@@ -222,7 +252,7 @@ def predict_file(
     from pipeline.registry.batch_scoring import check_collisions, label_names
 
     _writer(str(output_path))  # an unsupported output extension stops the job before any scoring
-    frame = read_input(input_path, text_column, delimiter)
+    frame = read_input(input_path, text_column, delimiter, column_names)
     texts = _texts_of(frame, input_path, text_column)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
@@ -254,6 +284,7 @@ def run(
     prefix: str = "",
     workers: int | None = None,
     delimiter: str | None = None,
+    column_names: tuple[str, ...] | None = None,
 ):
     """Score `input_path` into `output_path`: the scored frame (an output file), or the published
     folder's BatchScoringResult (an output folder: batch scoring on Ray)."""
@@ -268,7 +299,9 @@ def run(
                 "drop --workers or give a folder"
             )
         with tracking_store(resolve_tracking_uri(cfg)):  # `models:/` URIs resolve through it
-            out = predict_file(uri, input_path, output_path, text_column, prefix=prefix, delimiter=delimiter)
+            out = predict_file(
+                uri, input_path, output_path, text_column, prefix=prefix, delimiter=delimiter, column_names=column_names
+            )
         say(f"scored {len(out)} rows with {uri} -> {output_path}")
         return out
     from pipeline.cluster import ray_session
@@ -276,7 +309,7 @@ def run(
 
     with tracking_store(resolve_tracking_uri(cfg)):
         # Before Ray starts: a bad input, output folder, delimiter or model stops the job here.
-        plan = plan_scoring(uri, input_path, output_path, text_column, prefix, delimiter)
+        plan = plan_scoring(uri, input_path, output_path, text_column, prefix, delimiter, column_names)
     with ray_session(cfg.ray):
         result = score_to_folder(plan, workers)
     version = f" (version {result.model_version})" if result.model_version else ""
@@ -307,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the field separator of CSV/TSV input (default: ',' for .csv, tab for .tsv), e.g. ';' or '\\t'",
     )
     parser.add_argument(
+        "--column-names",
+        type=lambda v: tuple(n.strip() for n in v.split(",")),
+        help="CSV/TSV input without a header line: its columns' names, in order, comma-separated (e.g. "
+        "label,title,text); the first line is then a row",
+    )
+    parser.add_argument(
         "--score-prefix", default="", help="prefix of the columns scoring adds (e.g. pred_: pred_label, ...)"
     )
     parser.add_argument(
@@ -316,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     return run_main(
         parser,
-        lambda cfg, a: run(cfg, a.input, a.output, a.model_uri, a.text_column, a.score_prefix, a.workers, a.delimiter),
+        lambda cfg, a: run(
+            cfg, a.input, a.output, a.model_uri, a.text_column, a.score_prefix, a.workers, a.delimiter, a.column_names
+        ),
         argv,
     )
 

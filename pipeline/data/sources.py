@@ -386,25 +386,28 @@ def _check_first_rows(files: list[Path], kwargs: dict, cfg: DataConfig) -> None:
     Why: given fewer names than fields, pandas takes the leading fields for an index and shifts every column
     (the label read from the title, the text from the body); more names than fields fill the rest with
     missing values; a header line read as a row becomes a text labeled 'label'. All three read silently."""
-    names = list(cfg.column_names)
     for f in files:
         first = next(
             iter(_csv_records(f, kwargs.get("sep", ","), kwargs.get("encoding", "utf-8"), cfg.escapechar)), None
         )
         if first is None:
             continue  # an empty file: the load names it
-        line, _, fields = first
-        if [x.strip().casefold() for x in fields] == [n.strip().casefold() for n in names]:
-            raise DataValidationError(
-                f"{f}: line {line} is a header ({fields}), but data.column_names={names} says the files have "
-                "none; remove data.column_names (the header names the columns)"
-            )
-        if len(fields) != len(names):
-            shown = ", ".join(repr(x[:40]) for x in fields[:6]) + (", ..." if len(fields) > 6 else "")
-            raise DataValidationError(
-                f"{f}: line {line} has {len(fields)} fields ({shown}), but data.column_names={names} names "
-                f"{len(names)}; name every column of the files, in order"
-            )
+        if (problem := header_less_problem(first[2], cfg.column_names, "data.column_names")) is not None:
+            raise DataValidationError(f"{f}: line {first[0]} {problem}")
+
+
+def header_less_problem(fields: list[str], names: Iterable[str], setting: str) -> str | None:
+    """Why the first record of a file read without a header (`setting`: data.column_names, --column-names)
+    does not fit the names given for its columns, as a phrase after "line N", or None when it fits."""
+    names = list(names)
+    if [x.strip().casefold() for x in fields] == [n.strip().casefold() for n in names]:
+        return f"is a header ({fields}), but {setting}={names} says there is none; remove {setting}"
+    if len(fields) != len(names):
+        shown = ", ".join(repr(x[:40]) for x in fields[:6]) + (", ..." if len(fields) > 6 else "")
+        return (
+            f"has {len(fields)} fields ({shown}), but {setting}={names} names {len(names)}; name every column, in order"
+        )
+    return None
 
 
 def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs: dict, cfg: DataConfig, what: str):
@@ -714,7 +717,10 @@ def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: s
     if _reads_as_data(columns):
         # The file has no header line and its first row was taken for one.
         if setting.startswith("--"):
-            return "the first line reads as a row of data, not a header: add a header line that names the columns"
+            return (
+                "the first line reads as a row of data, not a header: pass --column-names with the columns' names "
+                f"in order (e.g. --column-names {','.join(_guess_names(columns))}) and {setting} to one of them"
+            )
         return (
             "the first line reads as a row of data, not a header: set data.column_names to the columns' names "
             f"in order (e.g. data.column_names=[{','.join(_guess_names(columns))}]) and data.text_column, "

@@ -106,6 +106,25 @@ def check_delimiter(delimiter: str | None, ext: str, path: str) -> None:
         raise UserInputError(f"--delimiter applies to CSV or TSV input, not {path} ({ext or 'no extension'}); drop it")
 
 
+def check_column_names(column_names: tuple[str, ...] | None, text_column: str, ext: str, path: str) -> None:
+    """--column-names names the columns of header-less CSV/TSV input, each once, the text column among them."""
+    if column_names is None:
+        return
+    names = list(column_names)
+    if ext not in (".csv", ".tsv"):
+        raise UserInputError(
+            f"--column-names applies to CSV or TSV input without a header line, not {path} ({ext or 'no extension'}); "
+            "drop it"
+        )
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise UserInputError(f"--column-names {','.join(names)}: name each column once, e.g. label,title,text")
+    if text_column not in names:
+        raise UserInputError(
+            f"--text-column {text_column!r} is not among --column-names {','.join(names)}; pass --text-column with "
+            "the name of the column holding the texts"
+        )
+
+
 def model_archive(model_uri: str) -> bytes:
     """The model's files (downloaded from the registry or run) as one gzipped tar."""
     import mlflow
@@ -234,7 +253,13 @@ def _ordered_parquet_sink(folder: StorePath):
     return OrderedParquet()
 
 
-def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = None):
+def _read(
+    files: list[str],
+    fmt: str,
+    text_column: str,
+    delimiter: str | None = None,
+    column_names: tuple[str, ...] | None = None,
+):
     import ray.data
 
     from pipeline.data.store import arrow_paths
@@ -256,6 +281,7 @@ def _read(files: list[str], fmt: str, text_column: str, delimiter: str | None = 
             delimiter=delimiter or ("\t" if fmt == "tsv" else ","), newlines_in_values=True
         ),
         text_column=text_column,
+        column_names=column_names,
     )
     return ray.data.read_datasource(source)
 
@@ -418,6 +444,7 @@ class ScoringPlan:
     text_column: str
     prefix: str
     delimiter: str | None = None  # CSV/TSV field separator, if not the format's own
+    column_names: tuple[str, ...] | None = None  # CSV/TSV input without a header line: its columns
 
 
 def plan_scoring(
@@ -427,6 +454,7 @@ def plan_scoring(
     text_column: str,
     prefix: str = "",
     delimiter: str | None = None,
+    column_names: tuple[str, ...] | None = None,
 ) -> ScoringPlan:
     """Resolve the input, the output and the model on the driver (no Ray needed). Raises UserInputError
     for an input that matches nothing or mixes formats, an output folder a scoring run did not write
@@ -436,6 +464,7 @@ def plan_scoring(
     files, fmt = input_files(input_pattern)
     check_output(output)
     check_delimiter(delimiter, f".{fmt}" if fmt != "json" else ".jsonl", input_pattern)
+    check_column_names(column_names, text_column, f".{fmt}" if fmt != "json" else ".jsonl", input_pattern)
     try:
         version = _resolve_version(model_uri)
         archive = model_archive(_pinned(model_uri, version))
@@ -447,7 +476,18 @@ def plan_scoring(
     with tempfile.TemporaryDirectory(prefix="rnn-predict-model-") as tmp:
         labels = label_names(load_archive(archive, tmp))  # loads as every actor will: checked once, here
     return ScoringPlan(
-        input_pattern, files, fmt, output, model_uri, version, archive, labels, text_column, prefix, delimiter
+        input_pattern,
+        files,
+        fmt,
+        output,
+        model_uri,
+        version,
+        archive,
+        labels,
+        text_column,
+        prefix,
+        delimiter,
+        column_names,
     )
 
 
@@ -497,7 +537,7 @@ def _score(plan: ScoringPlan, workers: int | None) -> BatchScoringResult:
     output = plan.output
     where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
     with _input_errors(where, fmt):
-        ds = _read(plan.files, fmt, text_column, plan.delimiter)  # Parquet: the footers are read here
+        ds = _read(plan.files, fmt, text_column, plan.delimiter, plan.column_names)  # Parquet: footers read here
         schema = ds.schema()
     # No schema: no file holds a row (a header-only CSV). The output is then an empty folder with its
     # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.

@@ -17,7 +17,7 @@ from typing import Any
 
 from ray.data.datasource import FileBasedDatasource
 
-from pipeline.data.sources import jsonl_error
+from pipeline.data.sources import header_less_problem, jsonl_error
 from pipeline.errors import UserInputError
 
 
@@ -66,10 +66,19 @@ class CsvSource(FileBasedDatasource):
 
     HEADER_MAX = 1 << 20  # a header line longer than this keeps Arrow's inference for the other columns
 
-    def __init__(self, paths: list[str], *, parse_options, text_column: str, **kwargs: Any):
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        parse_options,
+        text_column: str,
+        column_names: tuple[str, ...] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(paths, **kwargs)
         self._parse_options = parse_options
         self._text_column = text_column
+        self._column_names = list(column_names) if column_names is not None else None
 
     def _read_stream(self, f, path: str) -> Iterator[Any]:
         import pyarrow as pa
@@ -77,13 +86,18 @@ class CsvSource(FileBasedDatasource):
 
         try:
             head, names = self._header(f)
+            if self._column_names is not None:  # no header line: the first record is a row
+                problem = None if names is None else header_less_problem(names, self._column_names, "--column-names")
+                if problem is not None:
+                    raise UserInputError(f"--input file {path}: line 1 {problem}")
+                names = self._column_names
             convert = pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in names or [self._text_column]},
                 strings_can_be_null=False,
             )
             reader = pacsv.open_csv(
                 io.BufferedReader(_Prepended(head, f), 1 << 20),
-                read_options=pacsv.ReadOptions(use_threads=False),
+                read_options=pacsv.ReadOptions(use_threads=False, column_names=self._column_names),
                 parse_options=self._parse_options,
                 convert_options=convert,
             )

@@ -95,6 +95,17 @@ def test_predict_job_reads_a_semicolon_csv_with_delimiter(champion, tmp_path):
     assert pd.read_csv(tmp_path / "tab.csv")["label"].tolist() == ["pos"]
 
 
+def test_predict_job_scores_a_csv_without_a_header_with_column_names(champion, tmp_path):
+    # A corpus read with data.column_names is scored from files of the same layout: --column-names.
+    root, uri = champion
+    src = tmp_path / "test.csv"
+    src.write_text(f'"2","{REVIEWS[0]}"\n"1","{REVIEWS[1]}"\n', encoding="utf-8")
+    flags = ["--input", str(src), "--output", str(tmp_path / "out.csv"), "--column-names", "stars, text"]
+    assert predict_job.main([*flags, f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"]) == 0
+    out = pd.read_csv(tmp_path / "out.csv", dtype=str)
+    assert out["stars"].tolist() == ["2", "1"] and out["label"].tolist() == ["pos", "neg"]
+
+
 def test_predict_job_names_a_missing_text_column(champion, tmp_path, capsys):
     root, uri = champion
     src = tmp_path / "in.jsonl"

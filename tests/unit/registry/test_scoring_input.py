@@ -84,7 +84,7 @@ def test_a_csv_column_that_changes_kind_after_the_first_block_reads_as_written(r
     path.write_text("\ufeffid,text,score\n" + "\n".join(lines) + "\n", encoding="utf-8")  # with a BOM
     assert path.stat().st_size > 1 << 20
     got = _read([str(path)], "csv", "text").to_pandas()
-    one_file = _READERS[".csv"](path, "text", None)
+    one_file = _READERS[".csv"](path, None, None)
     pd.testing.assert_frame_equal(got, one_file, check_dtype=False)  # Arrow vs pandas strings
     assert list(got.columns) == ["id", "text", "score"] and len(got) == 40_002
     assert got.iloc[-2:].to_dict("list") == {
@@ -92,6 +92,39 @@ def test_a_csv_column_that_changes_kind_after_the_first_block_reads_as_written(r
         "text": ["a later review, quoted", "last review"],
         "score": ["NA", "1e3"],
     }
+
+
+def test_a_csv_without_a_header_reads_with_column_names_on_both_paths(ray_cluster, tmp_path):
+    # As AG News' test.csv: "label","title","text", no header line. Both readers take the first line as a
+    # row and give the same frame; a first line of another field count, or a header, is named.
+    from jobs.predict import read_input
+
+    path = tmp_path / "test.csv"
+    path.write_text("".join(f'"{i % 4 + 1}","title {i}","body {i}, with a comma"\n' for i in range(30)))
+    names = ("label", "title", "body")
+    got = _read([str(path)], "csv", "body", None, names).to_pandas()
+    one_file = read_input(path, "body", column_names=names)
+    pd.testing.assert_frame_equal(got, one_file, check_dtype=False)
+    assert list(got.columns) == list(names) and len(got) == 30
+    assert got.iloc[0].to_dict() == {"label": "1", "title": "title 0", "body": "body 0, with a comma"}
+    with pytest.raises(
+        UserInputError,
+        match=r"columns are \['1', 'title 0', 'body 0, with a comma'\]; .*pass "
+        r"--column-names with the columns' names in order \(e.g. --column-names label,c2,text\)",
+    ):
+        read_input(path, "text")
+    few = r"line 1 has 3 fields \('1', 'title 0', 'body 0, with a comma'\), but --column-names=\['label', 'body'\]"
+    with pytest.raises(UserInputError, match=rf"^--input {path}: {few}"):
+        read_input(path, "body", column_names=("label", "body"))
+    with pytest.raises(UserInputError) as err, _input_errors(str(path), "csv"):
+        _read([str(path)], "csv", "body", None, ("label", "body")).materialize()
+    assert re.match(rf"--input file {path}: {few} names 2; name every column, in order", str(err.value))
+    with pytest.raises(UserInputError, match=r"--text-column 'text' is not among --column-names label,title,body"):
+        read_input(path, "text", column_names=names)
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "a"}\n')
+    with pytest.raises(UserInputError, match=r"--column-names applies to CSV or TSV input .*; drop it"):
+        read_input(jsonl, "text", column_names=("label", "text"))
 
 
 @pytest.mark.parametrize(
