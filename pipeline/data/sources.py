@@ -1235,17 +1235,19 @@ def _hub_builder(cfg: DataConfig):
     return _from_hub(load_dataset_builder, cfg)
 
 
-def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] | None] | None:
-    """({our split: data files}, ClassLabel names) of a Hub dataset (or a local dataset folder) that
-    `datasets` resolves to data files; None for one that only its own loading code can read. Remote
-    files are `hf://datasets/<name>@<commit>/...` URLs: the commit pins what each task reads."""
+def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] | None, str] | None:
+    """({our split: data files}, ClassLabel names, unit kind) of a Hub dataset (or a local dataset folder,
+    kind 'hub') that `datasets` resolves to data files, or of a save_to_disk folder (kind 'saved'); None for
+    one that only its own loading code can read. Remote files are `hf://datasets/<name>@<commit>/...` URLs:
+    the commit pins what each task reads."""
     if (saved := saved_to_disk(cfg)) is not None:
         files, names = saved
         if cfg.train_split not in files:
             raise DataValidationError(
                 f"dataset {cfg.name!r} has no split {cfg.train_split!r}; splits are {list(files)}; set data.train_split"
             )
-        return _keyed({ours: files[theirs] for ours, theirs in _hub_splits(cfg).items() if theirs in files}), names
+        chosen = {ours: files[theirs] for ours, theirs in _hub_splits(cfg).items() if theirs in files}
+        return _keyed(chosen), names, "saved"
     builder = _hub_builder(cfg)
     files = builder.config.data_files
     if not files or builder.name not in HUB_FILE_BUILDERS:
@@ -1257,7 +1259,7 @@ def _hub_files(cfg: DataConfig) -> tuple[dict[str, list[str]], tuple[str, ...] |
     out = {ours: [str(f) for f in files[theirs]] for ours, theirs in _hub_splits(cfg).items() if theirs in files}
     feature = (builder.info.features or {}).get(cfg.label_column)
     names = tuple(feature.names) if type(feature).__name__ == "ClassLabel" else None
-    return _keyed(out), names
+    return _keyed(out), names, "hub"
 
 
 def _hub_sizes(uris: list[str]) -> dict[str, int]:
@@ -1294,9 +1296,8 @@ def _hub_file_units(cfg: DataConfig, add) -> tuple[str, ...] | None | bool:
     found = _hub_files(cfg)
     if found is None:
         return False
-    files, names = found
+    files, names, kind = found
     sizes = _hub_sizes([u for uris in files.values() for u in uris])
-    kind = "saved" if saved_to_disk(cfg) is not None else "hub"
     for split, uris in files.items():
         for uri in uris:
             add(split=split, kind=kind, uris=(uri,), bytes=sizes[uri], uri_root=str(cfg.name))
