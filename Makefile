@@ -36,6 +36,7 @@ test-fast: install
 bench: install
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.files
+	$(BIN)/python -m bench.file_parts
 	$(BIN)/python -m bench.train
 	$(BIN)/python -m bench.quality
 

@@ -211,6 +211,13 @@ class DataConfig(_Frozen):
     ray_min_input_mb: float = Field(
         256.0, ge=0.0, description="prepare_mode=auto runs on Ray from this many MiB of raw input."
     )
+    split_file_mb: float = Field(
+        256.0,
+        gt=0.0,
+        description="An input file larger than this many MiB is read by several prepare tasks: Parquet by "
+        "row groups, uncompressed CSV/TSV, JSON Lines and fastText by byte ranges cut where a record starts "
+        "(not with data.escapechar). The prepared data is the same either way.",
+    )
     partitions: int | None = Field(
         None,
         ge=1,

@@ -33,7 +33,7 @@ from pipeline.data.clean import (
     name_labels,
     quote_warnings,
 )
-from pipeline.data.sources import Plan, digest_of, plan_units
+from pipeline.data.sources import Plan, digest_of, plan_units, with_cuts
 from pipeline.data.split import check_splits, plan_split
 from pipeline.data.stages import (
     EncodeSettings,
@@ -80,7 +80,8 @@ log = logging.getLogger(__name__)
 # Bump when the stored format or any stage's behaviour changes: old caches then stop matching.
 PIPELINE_VERSION = "3"  # 3: hash split, shuffle dedup, sampled tokenizer, sharded splits
 PARTITION_BYTES = 8 << 20  # data.partitions unset: one hash partition per 8 MiB of raw input
-_NOT_IN_KEY = {"paths", "prepare_mode", "ray_min_input_mb"}  # where it runs does not change the result
+# Where and in how many tasks it runs does not change the result.
+_NOT_IN_KEY = {"paths", "prepare_mode", "ray_min_input_mb", "split_file_mb"}
 
 
 @dataclass(frozen=True)
@@ -402,7 +403,9 @@ def prepare(cfg: JobConfig, force: bool = False) -> PreparedData:
 
 def _prepare(cfg: JobConfig, plan: Plan, mode: str, force: bool) -> PreparedData:
     runner = runner_for(mode)
-    inputs = plan.lineage + fingerprint(runner, plan.units, cfg.data, plan.fmt)
+    lineage, cuts = fingerprint(runner, plan.units, cfg.data, plan.fmt)
+    inputs = plan.lineage + lineage
+    plan = with_cuts(plan, cuts)
     key = cache_key(digest_of(inputs), cfg)
     run = _Run(
         key, inputs, digest_of(inputs), data_dir(cfg.output_root, key), mode, choose_partitions(cfg, plan.input_bytes)

@@ -122,13 +122,15 @@ def scan_file(path: Path | str, encoding: str | None = None, chunk: int = 1 << 2
     return _scan(open_binary(path), path, encoding, hashlib.sha256(), chunk)
 
 
-def _scan(stream, path: Path | str, encoding: str | None, h, chunk: int) -> dict:
+def _scan(stream, path: Path | str, encoding: str | None, h, chunk: int, cuts=None) -> dict:
     decoder = codecs.getincrementaldecoder(encoding)("strict") if encoding else None
     offset = lines = 0
     with stream as f:
         while block := f.read(chunk):
             if h is not None:
                 h.update(block)
+            if cuts is not None:
+                cuts.feed(block)
             if decoder is not None:
                 pending = decoder.getstate()[0] if hasattr(decoder, "getstate") else b""
                 try:
@@ -434,6 +436,15 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
             "file's encoding or data.encoding_errors=replace"
         )
     if type(cause).__name__ == "ParserError":
+        if len(files) == 1 and (found := _long_row(files[0], text, kwargs, cfg)) is not None:
+            line, fields, expected = found
+            value = kwargs.get("sep", ",").join(fields)[:80]
+            names = "data.column_names names" if cfg.column_names is not None else "the header has"
+            return DataValidationError(
+                f"{where}: line {line}: the row has {len(fields)} fields ({value!r}), {names} {expected}; "
+                "fix that line (quote fields that contain the separator) or set data.on_bad_csv_row=skip to "
+                "drop such rows and count them"
+            )
         return DataValidationError(
             f"{where}: malformed CSV row ({text}); fix that line (quote fields that contain the separator) "
             "or set data.on_bad_csv_row=skip to drop such rows and count them"
@@ -452,6 +463,29 @@ def _explain(chain: list[BaseException], builder: str, files: list[Path], kwargs
             "integers)"
         )
     return DataValidationError(f"could not read {where} as {what}: {type(cause).__name__}: {text}")
+
+
+_TOO_MANY_FIELDS = re.compile(r"Expected (?P<expected>\d+) fields in line (?P<row>\d+), saw \d+")
+
+
+def _long_row(path: Path, message: str, kwargs: dict, cfg: DataConfig) -> tuple[int, list[str], int] | None:
+    """(line, fields, fields expected) of the row pandas refused with "Expected 2 fields in line 4, saw 3".
+
+    Why: pandas' "line" counts rows (a quoted multi-line text is one, a blank line one), not the file's
+    lines, so in a corpus of multi-line reviews it pointed hundreds of lines above the bad row."""
+    found = _TOO_MANY_FIELDS.search(message)
+    if found is None:
+        return None
+    wanted = int(found["row"])
+    encoding = kwargs.get("encoding", cfg.encoding)
+    with open(path, encoding=encoding, errors="replace", newline="") as f:
+        reader = csv.reader(f, delimiter=kwargs.get("sep", ","), escapechar=cfg.escapechar)
+        last = 0
+        for row, fields in enumerate(reader, 1):
+            if row == wanted:
+                return last + 1, fields, int(found["expected"])
+            last = reader.line_num
+    return None
 
 
 def _lines(path: Path, encoding: str):
@@ -614,11 +648,14 @@ def _suspects(table, label_type_is_string: bool):
     return np.flatnonzero(cond.to_numpy(zero_copy_only=False)).tolist()
 
 
-def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataConfig, sep: str) -> BadRows:
+def check_csv_rows(
+    table, columns: list[str], path: Path, uri: str, cfg: DataConfig, sep: str, line_offset: int = 0
+) -> BadRows:
     """Find rows the CSV reader mis-read silently: a row with too few fields (read as a missing label) and
     a field opened by an unbalanced double quote, which swallows the following lines, labels included, into
     one value. on_bad_csv_row=error raises DataValidationError naming the file, the lines and the value;
-    skip drops them and counts every physical line they span as `bad_csv_row`."""
+    skip drops them and counts every physical line they span as `bad_csv_row`. `path` may be a part of
+    the file `uri` names (pipeline/data/file_parts.py): its line + `line_offset` is the file's line."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -645,6 +682,7 @@ def check_csv_rows(table, columns: list[str], path: Path, uri: str, cfg: DataCon
     keep = np.ones(table.num_rows, bool)
     for i in suspects:
         start, end, fields = records[i] if aligned else (i + 1 + header, i + 1 + header, [])
+        start, end = start + line_offset, end + line_offset
         what = _bad_csv_reason(fields, ncols, text_at, label_at, sep, known, start, end, bool(header))
         if what is None:
             continue
@@ -1066,9 +1104,17 @@ class Unit:
     label: str | None = None
     bytes: int = 0
     uri_root: str = ""  # lineage names files relative to this folder (folder source)
+    # A part of a large file (pipeline/data/file_parts.py): part `part` of `parts`; `span` is (start byte,
+    # end byte, first line) of a CSV/JSON Lines part, (first, stop) row group of a Parquet part; a text
+    # file's spans are found when it is hashed (with_cuts).
+    part: int = 0
+    parts: int = 1
+    span: tuple[int, ...] | None = None
 
     @property
     def where(self) -> str:
+        if self.parts > 1:
+            return f"{self.uris[0]} (part {self.part + 1} of {self.parts})"
         return ", ".join(self.uris[:3]) + (f" (+{len(self.uris) - 3} files)" if len(self.uris) > 3 else "")
 
 
@@ -1352,7 +1398,8 @@ def plan_units(cfg: DataConfig) -> Plan:
         files = list_files(cfg.paths)
         fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg)
         for uri, size in files:
-            add(split="all", kind="file", uris=(uri,), bytes=size)
+            for part in _file_parts(uri, size, fmt, cfg):
+                add(split="all", kind="file", uris=(uri,), **part)
         return Plan(units, {}, None, [], fmt)
     if cfg.source == "folder":
         for split, by_label in _folder_files(cfg).items():
@@ -1383,6 +1430,58 @@ def plan_units(cfg: DataConfig) -> Plan:
     return Plan(units, slices, names, lineage)
 
 
+def _file_parts(uri: str, size: int, fmt: str, cfg: DataConfig) -> list[dict]:
+    """The units one input file is planned as: itself, or parts of a file over data.split_file_mb."""
+    from pipeline.data import file_parts
+
+    split_bytes = int(cfg.split_file_mb * (1 << 20))
+    whole = [{"bytes": size}]
+    if size <= split_bytes or compression_of(uri) is not None:
+        return whole
+    if fmt == "parquet":
+        ranges = file_parts.parquet_parts(file_parts.parquet_file(uri).metadata, split_bytes)
+        share = size // len(ranges)
+        return (
+            [{"bytes": share, "part": k, "parts": len(ranges), "span": r} for k, r in enumerate(ranges)]
+            if len(ranges) > 1
+            else whole
+        )
+    splittable = (
+        (fmt in ("csv", "tsv") and cfg.escapechar is None)
+        or (fmt == "json" and _json_lines(uri, cfg))
+        or fmt == "fasttext"
+    )
+    if not splittable or not file_parts.byte_safe(cfg.encoding):
+        return whole
+    n = file_parts.text_parts(size, split_bytes)
+    return [{"bytes": size // n, "part": k, "parts": n} for k in range(n)] if n > 1 else whole
+
+
+def _json_lines(uri: str, cfg: DataConfig) -> bool:
+    """A JSON file that is JSON Lines by its name (.jsonl, .ndjson) or data.format (a .json file may be one
+    array of rows, which cannot be cut)."""
+    return cfg.json_field is None and (cfg.format == "jsonl" or data_suffix(uri) in (".jsonl", ".ndjson"))
+
+
+def with_cuts(plan: Plan, cuts: dict[str, tuple[list, tuple[int, int] | None, int]]) -> Plan:
+    """The plan with each cut text file's parts given their byte spans (found by fingerprint_unit), parts
+    that came out empty (a record longer than a part) dropped."""
+    from dataclasses import replace
+
+    from pipeline.data import file_parts
+
+    units: list[Unit] = []
+    for u in plan.units:
+        if u.parts == 1 or u.span is not None:
+            units.append(replace(u, index=len(units)))
+        elif u.part == 0:
+            found, _, size = cuts[u.uris[0]]
+            spans = file_parts.spans(found, size)
+            for k, span in enumerate(spans):
+                units.append(replace(u, index=len(units), part=k, parts=len(spans), span=span, bytes=span[1] - span[0]))
+    return replace(plan, units=units)
+
+
 def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     """Lineage entries of one shard: each file's sha256 and size, read in 1 MiB blocks (never whole).
 
@@ -1406,7 +1505,27 @@ def fingerprint_unit(unit: Unit, cfg: DataConfig, fmt: str) -> list[dict]:
     if unit.kind == "texts":
         return [{"uri": _relative(u, unit.uri_root), **scan_file(u, strict)} for u in unit.uris]
     check = strict if fmt in _TEXT_FORMATS else None
+    if unit.parts > 1:
+        if unit.part > 0:  # part 0 hashes the whole file, once
+            return []
+        if unit.span is None:  # a text file: the hash pass finds where its parts start
+            return [_scan_with_cuts(unit, cfg, fmt, check)]
     return [{"uri": u if is_url(u) else str(Path(u).resolve()), **scan_file(u, check)} for u in unit.uris]
+
+
+def _scan_with_cuts(unit: Unit, cfg: DataConfig, fmt: str, check: str | None) -> dict:
+    """The lineage entry of a file cut into byte-range parts, with the cuts under the key "_cuts":
+    ([(byte, line) of the record at or after each part's target], header end, size)."""
+    from pipeline.data import file_parts
+
+    uri = unit.uris[0]
+    size = unit.bytes * unit.parts  # planned shares; the scan's own count is the truth
+    targets = [k * size // unit.parts for k in range(1, unit.parts)]
+    cuts = file_parts.RecordCuts(targets, quoted=fmt in ("csv", "tsv"))
+    entry = {"uri": uri if is_url(uri) else str(Path(uri).resolve())}
+    entry |= _scan(open_binary(uri), uri, check, hashlib.sha256(), 1 << 20, cuts)
+    entry["_cuts"] = (cuts.cuts, cuts.header_end, entry["bytes"])
+    return entry
 
 
 def local_copy(uri: str, folder: str) -> Path:
@@ -1480,6 +1599,8 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
             ds, _ = _load_local("text", _local_texts(list(unit.uris), tmp), kwargs, cfg, "text")
             texts = ds.with_format("arrow")[:].column("text")
         return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}
+    if unit.span is not None:
+        return _load_part(unit, cfg, fmt)
     builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
         path = plain_file(unit.uris[0], tmp)
@@ -1499,3 +1620,56 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
             dropped.update(bad.dropped)
             examples = bad.examples
     return table, dropped, examples
+
+
+def _load_part(unit: Unit, cfg: DataConfig, fmt: str):
+    """A part of a large file (load_unit's result for it): Parquet row groups read with random access,
+    or a byte range of CSV/JSON Lines written to a temporary file (behind the header line, for a CSV that
+    has one) and read as a whole file is; line numbers in messages and counts are the file's own."""
+    from datasets import Dataset
+
+    from pipeline.data import file_parts
+
+    uri = unit.uris[0]
+    if fmt == "parquet":
+        first, stop = unit.span
+        table = file_parts.parquet_file(uri).read_row_groups(list(range(first, stop)))
+        return _to_table(Dataset(table), cfg, unit.where), Counter(), {}
+    start, end, first_line = unit.span
+    header = b""
+    if fmt in ("csv", "tsv") and cfg.column_names is None and start > 0:
+        header = file_parts.read_range(uri, 0, min(_HEADER_MAX, start))
+        header = header[: _record_end(header)]
+    offset = first_line - 1 - header.count(b"\n")  # a line of the part's copy + offset = the file's line
+    builder, kwargs = _reader_kwargs(fmt, cfg)
+    with tempfile.TemporaryDirectory(prefix="rnn-part-") as tmp:
+        path = Path(tmp) / PurePosixPath(uri.split("://", 1)[-1]).name
+        path.write_bytes(header + file_parts.read_range(uri, start, end))
+        try:
+            ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
+            table = fasttext_rows(ds, uri) if fmt == "fasttext" else _to_table(ds, cfg, unit.where)
+        except DataValidationError as e:  # name the input and its lines, not the part's copy
+            raise DataValidationError(file_parts.shift_lines(_named(str(e), [path], [uri]), uri, offset)) from e
+        dropped = Counter({"bad_csv_row": skipped} if skipped else {})
+        examples: dict[str, list[str]] = {}
+        if fmt in ("csv", "tsv"):  # counted and named at the file's lines
+            bad = check_csv_rows(table, list(ds.column_names), path, uri, cfg, kwargs.get("sep", ","), offset)
+            table = table if bad.keep is None else table.filter(bad.keep)
+            dropped.update(bad.dropped)
+            examples = bad.examples
+    return table, dropped, examples
+
+
+_HEADER_MAX = 1 << 20  # a header line longer than this is not one
+
+
+def _record_end(head: bytes) -> int:
+    """Length of the first CSV record of `head` (its header line, newline included): the first newline
+    outside double quotes."""
+    odd = False
+    for i, byte in enumerate(head):
+        if byte == 0x22:
+            odd = not odd
+        elif byte == 0x0A and not odd:
+            return i + 1
+    return len(head)

@@ -286,10 +286,17 @@ def runner_for(mode: str):
     return RayRunner() if mode == "ray" else LocalRunner()
 
 
-def fingerprint(runner, units: list[Unit], cfg: DataConfig, fmt: str) -> list[dict]:
-    """Lineage entries of every input file, hashed where the runner runs (tasks in Ray mode)."""
+def fingerprint(runner, units: list[Unit], cfg: DataConfig, fmt: str) -> tuple[list[dict], dict[str, tuple]]:
+    """Lineage entries of every input file, hashed where the runner runs (tasks in Ray mode), and where the
+    parts of each large text file start ({uri: cuts}, for sources.with_cuts), found by the same pass."""
     refs = [runner.submit(fingerprint_unit, u, cfg, fmt) for u in units]
-    return [entry for entries in runner.get(refs) for entry in entries]
+    lineage, cuts = [], {}
+    for unit, entries in zip(units, runner.get(refs), strict=True):
+        for entry in entries:
+            if "_cuts" in entry:
+                cuts[unit.uris[0]] = entry.pop("_cuts")
+            lineage.append(entry)
+    return lineage, cuts
 
 
 def tokenizer_settings(tk: TokenizerConfig) -> dict:

@@ -1,0 +1,118 @@
+"""A file over data.split_file_mb is read by several prepare tasks (pipeline/data/file_parts.py): the
+prepared data, lineage and messages are those of the file read whole."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+
+from pipeline.data.file_parts import RecordCuts, spans
+from pipeline.data.prepare import prepare
+from pipeline.data.sources import plan_units
+from pipeline.errors import DataValidationError
+
+SMALL = 0.01  # MiB: a file of ~100 KB becomes ~10 parts
+
+
+def _rows(n: int = 3000) -> list[tuple[str, str]]:
+    # Every 7th text holds quotes, a comma and a newline: a CSV record of two lines.
+    return [
+        (
+            f"review {i} {'great fun' if i % 2 else 'awful bore'}" + (' said "so", and\nmore' if i % 7 == 0 else ""),
+            "pos" if i % 2 else "neg",
+        )
+        for i in range(n)
+    ]
+
+
+def _write(tmp_path, fmt: str, rows) -> tuple[str, dict]:
+    path = tmp_path / {"csv": "a.csv", "jsonl": "a.jsonl", "parquet": "a.parquet", "fasttext": "a.txt"}[fmt]
+    if fmt == "csv":
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows(rows)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows), encoding="utf-8")
+    elif fmt == "parquet":
+        pd.DataFrame(rows, columns=["text", "label"]).to_parquet(path, row_group_size=200)
+    else:
+        path.write_text("".join(f"__label__{lab} {t.replace(chr(10), ' ')}\n" for t, lab in rows), encoding="utf-8")
+    return str(path), ({"format": "fasttext"} if fmt == "fasttext" else {})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "fasttext"])
+def test_a_large_file_read_in_parts_prepares_as_the_whole_file(tmp_path, job, fmt):
+    path, extra = _write(tmp_path, fmt, _rows())
+    assert len(plan_units(job(source="files", paths=(path,), split_file_mb=SMALL, **extra).data).units) >= 3
+    whole = prepare(job(output_root=str(tmp_path / "whole"), source="files", paths=(path,), **extra)).manifest
+    parts = prepare(
+        job(output_root=str(tmp_path / "parts"), source="files", paths=(path,), split_file_mb=SMALL, **extra)
+    ).manifest
+    assert parts.content_digest == whole.content_digest and parts.cache_key == whole.cache_key
+    assert [e.model_dump() for e in parts.inputs] == [e.model_dump() for e in whole.inputs]  # one entry per file
+    assert parts.cleaning.rows_out == whole.cleaning.rows_out == 3000
+
+
+@pytest.mark.integration
+def test_parts_run_as_ray_tasks(tmp_path, job, ray_cluster):
+    path, _ = _write(tmp_path, "csv", _rows())
+    whole = prepare(job(output_root=str(tmp_path / "whole"), source="files", paths=(path,))).manifest
+    ray = prepare(
+        job(output_root=str(tmp_path / "ray"), source="files", paths=(path,), split_file_mb=SMALL, prepare_mode="ray")
+    ).manifest
+    assert ray.prepare_mode == "ray" and ray.content_digest == whole.content_digest
+
+
+@pytest.mark.parametrize(
+    ("fmt", "bad"),
+    [
+        ("csv", "review 2500 has,one field too many,pos"),
+        ("jsonl", '{"text": "review 2500, cut short'),
+    ],
+)
+def test_a_bad_record_in_a_later_part_is_named_by_the_file_and_its_own_line(tmp_path, job, fmt, bad):
+    path, _ = _write(tmp_path, fmt, _rows())
+    lines = open(path, encoding="utf-8").read().split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith(("review 2500", '{"text": "review 2500')))
+    lines[at] = bad
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    messages = []
+    for split_mb in (256.0, SMALL):
+        with pytest.raises(DataValidationError) as e:
+            prepare(
+                job(output_root=str(tmp_path / str(split_mb)), source="files", paths=(path,), split_file_mb=split_mb)
+            )
+        messages.append(str(e.value))
+    assert messages[1] == messages[0] and path in messages[0] and f"line {at + 1}" in messages[0], messages
+
+
+def test_rows_a_part_drops_are_counted_at_the_file_lines(tmp_path, job):
+    rows = _rows()
+    path, _ = _write(tmp_path, "csv", rows)
+    text = open(path, encoding="utf-8").read().replace("review 2501 great fun,pos\n", "review 2501 great fun\n")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    got = []
+    for split_mb in (256.0, SMALL):
+        cfg = job(output_root=str(tmp_path / str(split_mb)), source="files", paths=(path,), split_file_mb=split_mb)
+        got.append(prepare(cfg.model_copy(update={"data": cfg.data.model_copy(update={"on_bad_csv_row": "skip"})})))
+    assert got[1].manifest.cleaning.examples == got[0].manifest.cleaning.examples
+    assert got[0].manifest.cleaning.dropped["bad_csv_row"] == 1
+
+
+def test_record_cuts_skip_newlines_inside_quotes_across_blocks():
+    data = b'text,label\n"a\nb",1\n"c ""q""\n\nd",0\nplain,1\r\nlast,0\n'
+    for block in (1, 3, 64):
+        cuts = RecordCuts(targets=[12, 20, 30], quoted=True)
+        for i in range(0, len(data), block):
+            cuts.feed(data[i : i + block])
+        # records start at bytes 0 (header, line 1), 11 ("a\nb", line 2), 19 ("c ""q""\n\nd", line 4),
+        # 34 (plain, line 7) and 43 (last, line 8)
+        assert cuts.header_end == (11, 2)
+        assert cuts.cuts == [(19, 4), (34, 7), (34, 7)]
+    assert spans(cuts.cuts, len(data)) == [(0, 19, 1), (19, 34, 4), (34, len(data), 7)]
