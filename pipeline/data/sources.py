@@ -1521,10 +1521,13 @@ def _scan_with_cuts(unit: Unit, cfg: DataConfig, fmt: str, check: str | None) ->
     uri = unit.uris[0]
     size = unit.bytes * unit.parts  # planned shares; the scan's own count is the truth
     targets = [k * size // unit.parts for k in range(1, unit.parts)]
-    cuts = file_parts.RecordCuts(targets, quoted=fmt in ("csv", "tsv"))
+    sep = (cfg.delimiter or ("\t" if fmt == "tsv" else ",")).encode(cfg.encoding)
+    cuts = file_parts.RecordCuts(targets, quoted=fmt in ("csv", "tsv"), sep=sep)
     entry = {"uri": uri if is_url(uri) else str(Path(uri).resolve())}
     entry |= _scan(open_binary(uri), uri, check, hashlib.sha256(), 1 << 20, cuts)
-    entry["_cuts"] = (cuts.cuts, cuts.header_end, entry["bytes"])
+    if not cuts.safe:
+        log.info("%s: a double quote inside an unquoted field; read by one task, not cut into parts", uri)
+    entry["_cuts"] = (cuts.found, cuts.header_end, entry["bytes"])
     return entry
 
 

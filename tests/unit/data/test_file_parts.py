@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.data.file_parts import RecordCuts, spans
 from pipeline.data.prepare import prepare
-from pipeline.data.sources import plan_units
+from pipeline.data.sources import plan_units, with_cuts
+from pipeline.data.stages import LocalRunner, fingerprint
 from pipeline.errors import DataValidationError
 
 SMALL = 0.01  # MiB: a file of ~100 KB becomes ~10 parts
@@ -116,3 +117,37 @@ def test_record_cuts_skip_newlines_inside_quotes_across_blocks():
         assert cuts.header_end == (11, 2)
         assert cuts.cuts == [(19, 4), (34, 7), (34, 7)]
     assert spans(cuts.cuts, len(data)) == [(0, 19, 1), (19, 34, 4), (34, len(data), 7)]
+
+
+def test_a_stray_quote_in_an_unquoted_field_keeps_the_file_whole(tmp_path, job):
+    # `12" pizza` unquoted: pandas reads the quote as a character, but it flips the quote parity that finds
+    # record starts for the rest of the file, so the file is read by one task (same rows as before).
+    rows = _rows()
+    path, _ = _write(tmp_path, "csv", rows)
+    text = open(path, encoding="utf-8").read().replace("review 100 awful bore,", 'review 100 a 12" pizza,')
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    cfg = job(source="files", paths=(path,), split_file_mb=SMALL)
+    plan = plan_units(cfg.data)
+    _, cuts = fingerprint(LocalRunner(), plan.units, cfg.data, plan.fmt)
+    assert len(plan.units) > 3 and len(with_cuts(plan, cuts).units) == 1
+    whole = prepare(job(output_root=str(tmp_path / "whole"), source="files", paths=(path,))).manifest
+    assert prepare(cfg).manifest.content_digest == whole.content_digest
+
+
+@pytest.mark.parametrize(
+    ("data", "safe"),
+    [
+        (b'text,label\n"a ""b"", c",1\n"",0\n\xef\xbb\xbf,1\n', True),  # doubled, empty quoted field
+        (b'\xef\xbb\xbf"text",label\n"x",1\n', True),  # a BOM before the first quote
+        (b'text,label\n12" pizza,1\nok,0\n', False),  # opens inside a field
+        (b'text,label\n"a"b,1\nok,0\n', False),  # closes inside a field
+        (b'text;label\n"a;b";1\n', True),  # another separator
+    ],
+)
+def test_record_cuts_tell_a_stray_quote(data, safe):
+    for block in (1, 5, 64):
+        cuts = RecordCuts(targets=[5], quoted=True, sep=b";" if b";" in data else b",")
+        for i in range(0, len(data), block):
+            cuts.feed(data[i : i + block])
+        assert cuts.safe is safe, block
