@@ -195,7 +195,7 @@ def _clean(runner, plan: Plan, cfg: JobConfig, partitions: int):
         unknown.update(stats.unknown)
         for kind, value in stats.kinds.items():
             kinds.setdefault(kind, value)
-            where.setdefault(kind, stats.where)
+            where.setdefault(kind, stats.where[kind])
     integer_labels = check_label_kinds(kinds, d, where if len(kinds) > 1 else None)
     check_unknown(unknown, d, report)
     reduced = [runner.submit(reduce_partition, *[m[p + 1] for m in maps], num_returns=2) for p in range(partitions)]

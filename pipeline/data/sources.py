@@ -1110,6 +1110,7 @@ class Unit:
     part: int = 0
     parts: int = 1
     span: tuple[int, ...] | None = None
+    text_bytes: int | None = None  # small files grouped: the text they hold, for planning (Plan.input_bytes)
 
     @property
     def where(self) -> str:
@@ -1130,7 +1131,10 @@ class Plan:
     def input_bytes(self) -> int:
         """The text to read, for planning (prepare_mode=auto, the partition count): a compressed file
         counts COMPRESSED_EXPANSION times its stored size."""
-        stored = sum(u.bytes * (COMPRESSED_EXPANSION if _compressed(u) else 1) for u in self.units)
+        stored = sum(
+            u.text_bytes if u.text_bytes is not None else u.bytes * (COMPRESSED_EXPANSION if _compressed(u) else 1)
+            for u in self.units
+        )
         return stored + sum(t.nbytes for t in self.tables.values())
 
 
@@ -1397,9 +1401,19 @@ def plan_units(cfg: DataConfig) -> Plan:
     if cfg.source == "files":
         files = list_files(cfg.paths)
         fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg)
-        for uri, size in files:
-            for part in _file_parts(uri, size, fmt, cfg):
-                add(split="all", kind="file", uris=(uri,), **part)
+        for group in _file_groups(files, fmt, cfg):
+            if isinstance(group, list):  # small files read by one task
+                text = sum(n * (COMPRESSED_EXPANSION if compression_of(u) else 1) for u, n in group)
+                add(
+                    split="all",
+                    kind="file",
+                    uris=tuple(u for u, _ in group),
+                    bytes=sum(n for _, n in group),
+                    text_bytes=text,
+                )
+            else:
+                for part in _file_parts(*group, fmt, cfg):
+                    add(split="all", kind="file", uris=(group[0],), **part)
         return Plan(units, {}, None, [], fmt)
     if cfg.source == "folder":
         for split, by_label in _folder_files(cfg).items():
@@ -1428,6 +1442,44 @@ def plan_units(cfg: DataConfig) -> Plan:
     if Path(cfg.name).is_dir():  # a local folder: its bytes, not datasets' mtime-based fingerprint
         lineage = fingerprint_inputs(cfg)[0]
     return Plan(units, slices, names, lineage)
+
+
+OPEN_COST = 1 << 20  # a file costs a task at least this many bytes' worth of work (a load_dataset call: ~10 ms)
+MIN_GROUP = 8 << 20  # small files are grouped up to at least this many bytes' worth per task
+GROUPS_FOR_PARALLELISM = 64  # ... and fewer where that still leaves this many tasks
+
+
+def _file_groups(files: list[tuple[str, int]], fmt: str, cfg: DataConfig):
+    """The input files in order, consecutive small ones as lists [(uri, size), ...] of about one task's
+    worth, each larger one as (uri, size).
+
+    Why: one task (and P + 1 objects of the shuffle) per file made 100,000 small files 100,000 tasks and
+    millions of objects. As Spark's file splits do (maxPartitionBytes, openCostInBytes, the default
+    parallelism), a file counts at least OPEN_COST, and a task reads up to min(data.split_file_mb,
+    max(MIN_GROUP, all / GROUPS_FOR_PARALLELISM)). Each file is still read and checked on its own
+    (stages.map_unit), so messages name it; the prepared data does not depend on the grouping."""
+
+    def cost(uri: str, size: int) -> int:
+        return max(size * (COMPRESSED_EXPANSION if compression_of(uri) else 1), OPEN_COST)
+
+    total = sum(cost(u, n) for u, n in files)
+    target = min(int(cfg.split_file_mb * (1 << 20)), max(MIN_GROUP, total // GROUPS_FOR_PARALLELISM))
+    group: list[tuple[str, int]] = []
+    held = 0
+    for uri, size in files:
+        if cost(uri, size) >= target:
+            if group:
+                yield group
+                group, held = [], 0
+            yield uri, size
+            continue
+        if group and held + cost(uri, size) > target:
+            yield group
+            group, held = [], 0
+        group.append((uri, size))
+        held += cost(uri, size)
+    if group:
+        yield group
 
 
 def _file_parts(uri: str, size: int, fmt: str, cfg: DataConfig) -> list[dict]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,26 +47,37 @@ class MapStats:
     report: CleanReport
     unknown: Counter
     kinds: dict[str, object]
-    where: str
+    where: dict[str, str]  # label kind -> the input it was first seen in
 
 
 def map_unit(
     unit: Unit, cfg: DataConfig, fmt: str, partitions: int, truncation_side: str, table: pa.Table | None = None
 ) -> tuple[Any, ...]:
-    """One input shard -> (MapStats, partition 0, ..., partition P-1), each partition (text, label, prio, h)."""
-    loaded, dropped, examples = load_unit(unit, cfg, fmt, table)
-    checked: CheckedRows = check_rows(loaded, cfg, unit.split, truncation_side, unit.where)
-    checked.report.dropped.update(dropped)
-    checked.report.examples.update(examples)
-    checked.report.rows_in += sum(dropped.values())
-    rows = checked.table
+    """One input shard -> (MapStats, partition 0, ..., partition P-1), each partition (text, label, prio, h).
+    A shard of several files (small ones, grouped by plan_units) is read and checked file by file, so that
+    every message and count names its file."""
+    files = [unit] if unit.kind != "file" or len(unit.uris) == 1 else [replace(unit, uris=(u,)) for u in unit.uris]
+    stats = MapStats(CleanReport(), Counter(), {}, {})
+    tables = []
+    for one in files:
+        loaded, dropped, examples = load_unit(one, cfg, fmt, table)
+        checked: CheckedRows = check_rows(loaded, cfg, one.split, truncation_side, one.where)
+        checked.report.dropped.update(dropped)
+        checked.report.examples.update(examples)
+        checked.report.rows_in += sum(dropped.values())
+        stats.report.merge(checked.report)
+        stats.unknown.update(checked.unknown)
+        for kind, value in checked.kinds.items():
+            stats.kinds.setdefault(kind, value)
+            stats.where.setdefault(kind, one.where)
+        tables.append(checked.table)
+    rows = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     h = text_hash(rows.column("text"), cfg.seed)
     rows = rows.append_column("h", pa.array(h, pa.uint64()))
     part = partition_of(h, partitions)
     order = np.argsort(part, kind="stable")
     ends = np.cumsum(np.bincount(part, minlength=partitions))
     starts = np.concatenate(([0], ends[:-1]))
-    stats = MapStats(checked.report, checked.unknown, checked.kinds, unit.where)
     # `take` gives each partition its own buffers: a slice would carry (and serialize) the whole table.
     return (stats, *[rows.take(pa.array(order[s:e])) for s, e in zip(starts, ends, strict=True)])
 

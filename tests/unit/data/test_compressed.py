@@ -82,7 +82,7 @@ def test_a_compressed_file_counts_as_the_text_it_holds_when_planning(tmp_path):
     (tmp_path / "a.csv").write_bytes(b"x" * 1000)
     (tmp_path / "b.csv.gz").write_bytes(b"x" * 1000)
     plan = plan_units(DataConfig(source="files", paths=(str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz"))))
-    assert [u.bytes for u in plan.units] == [1000, 1000]
+    assert [u.uris for u in plan.units] == [(str(tmp_path / "a.csv"), str(tmp_path / "b.csv.gz"))]  # one task
     assert plan.input_bytes == 1000 + 1000 * COMPRESSED_EXPANSION
 
 

@@ -1,5 +1,5 @@
-"""A file over data.split_file_mb is read by several prepare tasks (pipeline/data/file_parts.py): the
-prepared data, lineage and messages are those of the file read whole."""
+"""A file over data.split_file_mb is read by several prepare tasks (pipeline/data/file_parts.py), small
+files are read several to a task: the prepared data, lineage and messages are those of one task per file."""
 
 from __future__ import annotations
 
@@ -151,3 +151,25 @@ def test_record_cuts_tell_a_stray_quote(data, safe):
         for i in range(0, len(data), block):
             cuts.feed(data[i : i + block])
         assert cuts.safe is safe, block
+
+
+def test_small_files_are_read_in_groups_with_the_same_result(tmp_path, job, monkeypatch):
+    # One task per small file made 100,000 files 100,000 tasks (and P + 1 shuffle objects each).
+    from pipeline.data import sources
+
+    rows = _rows(400)
+    paths = []
+    for k in range(40):
+        path, _ = _write(tmp_path, "csv", rows[k * 10 : (k + 1) * 10])
+        paths.append(str((tmp_path / "a.csv").rename(tmp_path / f"part-{k:02d}.csv")))
+    cfg = job(output_root=str(tmp_path / "grouped"), source="files", paths=tuple(paths))
+    units = plan_units(cfg.data).units
+    assert len(units) < 10 and [u for unit in units for u in unit.uris] == paths
+    grouped = prepare(cfg).manifest
+    monkeypatch.setattr(sources, "MIN_GROUP", 1)
+    monkeypatch.setattr(sources, "GROUPS_FOR_PARALLELISM", 10**9)
+    one_each = job(output_root=str(tmp_path / "one-each"), source="files", paths=tuple(paths))
+    assert len(plan_units(one_each.data).units) == 40
+    alone = prepare(one_each).manifest
+    assert grouped.content_digest == alone.content_digest and grouped.cache_key == alone.cache_key
+    assert [e.uri for e in grouped.inputs] == [e.uri for e in alone.inputs] == paths
