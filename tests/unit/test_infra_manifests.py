@@ -42,10 +42,11 @@ EXPECTED_KINDS: dict[str, list[str]] = {
     "k8s/mlflow-bootstrap.yaml": ["Job"],
     "k8s/networkpolicy.yaml": ["NetworkPolicy"] * 4,
     "k8s/raycronjob.yaml": ["RayCronJob"],
+    "k8s/raycronjob-scoring.yaml": ["RayCronJob"],
     "k8s/rayjob.yaml": ["RayJob"],
     "k8s/secrets.example.yaml": ["Secret"] * 6,
 }
-EXPECTED_DOCUMENTS = 19
+EXPECTED_DOCUMENTS = 20
 
 # Env/config names that carry credentials.
 # Matched per name segment, so TOKENIZERS_PARALLELISM or KEYCLOAK_URL are not credentials.
@@ -113,10 +114,15 @@ def pyproject_pin(package: str) -> str:
 
 
 def ray_job_specs(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
-    """(label, RayJob spec) for the RayJob and the RayCronJob's jobTemplate."""
+    """(label, RayJob spec) for the RayJob and the RayCronJobs' jobTemplates (training, scoring)."""
     rayjob = one(docs_by_file, "k8s/rayjob.yaml", "RayJob")
     cron = one(docs_by_file, "k8s/raycronjob.yaml", "RayCronJob")
-    return [("RayJob", rayjob["spec"]), ("RayCronJob.jobTemplate", cron["spec"]["jobTemplate"])]
+    scoring = one(docs_by_file, "k8s/raycronjob-scoring.yaml", "RayCronJob")
+    return [
+        ("RayJob", rayjob["spec"]),
+        ("RayCronJob.jobTemplate", cron["spec"]["jobTemplate"]),
+        ("scoring RayCronJob.jobTemplate", scoring["spec"]["jobTemplate"]),
+    ]
 
 
 def ray_pod_templates(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -435,6 +441,50 @@ def test_raycronjob_spec(docs_by_file):
     check_rayjob_spec("RayCronJob.jobTemplate", spec["jobTemplate"])
     # No concurrencyPolicy in the RayCronJob API: the lease makes overlap harmless, the deadline bounds a run.
     assert spec["jobTemplate"]["activeDeadlineSeconds"] < 24 * 3600
+
+
+def test_scoring_raycronjob_spec(docs_by_file):
+    """Nightly batch scoring: jobs.predict from the day's drop folder into that day's output folder on
+    object storage, after the training tick, on CPU workers, cleaned up as the training runs are."""
+    doc = one(docs_by_file, "k8s/raycronjob-scoring.yaml", "RayCronJob")
+    training = one(docs_by_file, "k8s/raycronjob.yaml", "RayCronJob")
+    spec, label = doc["spec"], "scoring RayCronJob"
+    minute, hour, dom, month, dow = spec["schedule"].split()
+    assert (dom, month, dow) == ("*", "*", "*") and CRON_FIELD_INT.match(minute) and CRON_FIELD_INT.match(hour)
+    assert int(hour) > int(training["spec"]["schedule"].split()[1]), "scoring runs after the nightly training"
+    job = spec["jobTemplate"]
+    argv = shlex.split(job["entrypoint"])
+    assert argv[:3] == ["python", "-m", "jobs.predict"], argv
+    flags = dict(zip(argv[3::2], argv[4::2], strict=True))
+    day = "$(date -u +%Y-%m-%d)"
+    # Folders on object storage (a multi-node cluster shares no filesystem), one output folder per day.
+    assert flags["--input"].startswith("s3://") and flags["--input"].endswith(f"/{day}/"), flags
+    assert flags["--output"].startswith("s3://") and flags["--output"].endswith(f"/{day}/"), flags
+    assert flags["--model-uri"] == "models:/rnn-textcls@champion"
+    check_cleanup(label, job)
+    assert 0 < job["preRunningDeadlineSeconds"] <= 3600 and 0 < job["activeDeadlineSeconds"] < 24 * 3600
+    env = runtime_env(job)["env_vars"]
+    assert env.get("MLFLOW_TRACKING_URI", "").startswith("http://mlflow:5000") and "RNN_SCHEDULE_NAME" not in env
+    cluster = job["rayClusterSpec"]
+    assert cluster["rayVersion"] == pyproject_pin("ray") and cluster["authOptions"]["mode"] == "token"
+    for name, template in ray_pod_templates(job):
+        c = template["spec"]["containers"][0]
+        assert not _gpu(c["resources"], "limits") and c["image"] == "rnn-textcls:0.1.0", f"{label}:{name}: CPU image"
+        env = {e["name"]: e for e in c.get("env", [])}
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "object-store", "key": key}, f"{label}:{name}"
+    assert (
+        sum(
+            g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+            for g in cluster["workerGroupSpecs"]
+        )
+        >= 2
+    ), "scoring actors need worker CPUs"
+    # The pods are the training cluster's in all but size and image: the NetworkPolicies select them alike.
+    assert (
+        ray_pod_templates(job)[0][1]["metadata"]["labels"]
+        == ray_pod_templates(training["spec"]["jobTemplate"])[0][1]["metadata"]["labels"]
+    )
 
 
 def test_raycronjob_runs_the_same_cluster_as_rayjob(docs_by_file):
@@ -886,7 +936,7 @@ def kuberay_docs(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("version", KUBERAY_VERSIONS)
 def test_ray_manifests_validate_against_kuberay_crds(docs_by_file, version):
     docs = kuberay_docs(docs_by_file)
-    assert sorted(d["kind"] for _, d in docs) == ["RayCronJob", "RayJob"]
+    assert sorted(d["kind"] for _, d in docs) == ["RayCronJob", "RayCronJob", "RayJob"]
     for file, doc in docs:
         assert doc["apiVersion"] == "ray.io/v1", file
         assert crd_errors(doc, version) == [], f"{file} vs KubeRay {version}"
@@ -927,7 +977,7 @@ def core_docs(docs_by_file) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_core_manifests_validate_with_kubernetes_validate(docs_by_file, version):
     docs = core_docs(docs_by_file)
-    assert len(docs) == EXPECTED_DOCUMENTS - 2
+    assert len(docs) == EXPECTED_DOCUMENTS - 3
     for file, doc in docs:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -1031,7 +1081,7 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
 
 def test_every_pod_meets_the_restricted_pod_security_standard(docs_by_file):
     templates = pod_templates(docs_by_file)
-    assert len(templates) == 9  # postgres, mlflow, bootstrap; (head, worker, submitter) x (RayJob, RayCronJob)
+    assert len(templates) == 12  # postgres, mlflow, bootstrap; (head, worker, submitter) x (RayJob, 2 RayCronJobs)
     found = {label: restricted_violations(t["spec"]) for label, t in templates}
     assert {k: v for k, v in found.items() if v} == {}
 
