@@ -173,3 +173,33 @@ def test_small_files_are_read_in_groups_with_the_same_result(tmp_path, job, monk
     alone = prepare(one_each).manifest
     assert grouped.content_digest == alone.content_digest and grouped.cache_key == alone.cache_key
     assert [e.uri for e in grouped.inputs] == [e.uri for e in alone.inputs] == paths
+
+
+def test_record_cuts_are_the_first_record_starts_after_their_targets():
+    # Random records with separators, doubled quotes and line breaks inside quoted fields, as csv.writer
+    # writes them; the true record starts are known from the writer, the cuts must be exactly those.
+    import io
+    import random
+
+    rng = random.Random(7)
+    alphabet = ["a", "b", " ", ",", '"', "\n", "\r\n", "é", "字"]
+    for trial in range(20):
+        starts, data, line, lines = [], b"", 1, []
+        for _ in range(rng.randint(1, 60)):
+            buf = io.StringIO(newline="")
+            csv.writer(buf).writerow(["".join(rng.choices(alphabet, k=rng.randint(0, 12))), rng.choice("01")])
+            record = buf.getvalue().encode("utf-8")
+            starts.append(len(data))
+            lines.append(line)
+            data += record
+            line += record.count(b"\n")
+        starts.append(len(data))  # the end of the file reads as the start of a record that is not there
+        lines.append(line)
+        targets = sorted(rng.sample(range(1, len(data) + 1), k=min(5, len(data))))
+        cuts = RecordCuts(targets=targets, quoted=True)
+        block = rng.randint(1, 50)
+        for i in range(0, len(data), block):
+            cuts.feed(data[i : i + block])
+        assert cuts.safe, trial
+        for target, cut in zip(targets, cuts.cuts, strict=True):
+            assert cut == next((s, n) for s, n in zip(starts, lines, strict=True) if s >= target), (trial, target)
