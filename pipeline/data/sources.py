@@ -1529,6 +1529,9 @@ def with_cuts(plan: Plan, cuts: dict[str, tuple[list, tuple[int, int] | None, in
         elif u.part == 0:
             found, _, size = cuts[u.uris[0]]
             spans = file_parts.spans(found, size)
+            if len(spans) == 1:  # not cut after all (a stray quote): the file is read as any other
+                units.append(replace(u, index=len(units), parts=1, bytes=size))
+                continue
             for k, span in enumerate(spans):
                 units.append(replace(u, index=len(units), part=k, parts=len(spans), span=span, bytes=span[1] - span[0]))
     return replace(plan, units=units)
