@@ -52,7 +52,10 @@ def parquet_parts(meta, split_bytes: int) -> list[tuple[int, int]]:
             ranges.append((start, g + 1))
             start, size = g + 1, 0
     ranges.append((start, meta.num_row_groups))
-    return ranges[:1] if len(ranges) > MAX_PARTS else ranges
+    if len(ranges) > MAX_PARTS:  # as many parts as MAX_PARTS allows, of whole row groups each
+        per = -(-meta.num_row_groups // MAX_PARTS)
+        ranges = [(g, min(g + per, meta.num_row_groups)) for g in range(0, meta.num_row_groups, per)]
+    return ranges
 
 
 @dataclass

@@ -203,3 +203,17 @@ def test_record_cuts_are_the_first_record_starts_after_their_targets():
         assert cuts.safe, trial
         for target, cut in zip(targets, cuts.cuts, strict=True):
             assert cut == next((s, n) for s, n in zip(starts, lines, strict=True) if s >= target), (trial, target)
+
+
+def test_parquet_parts_cover_every_row_group_within_the_part_limit(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.data import file_parts
+
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(10)]}), tmp_path / "a.parquet", row_group_size=1)
+    meta = pq.read_metadata(tmp_path / "a.parquet")
+    assert file_parts.parquet_parts(meta, 1) == [(g, g + 1) for g in range(10)]
+    monkeypatch.setattr(file_parts, "MAX_PARTS", 3)
+    assert file_parts.parquet_parts(meta, 1) == [(0, 4), (4, 8), (8, 10)]
+    assert file_parts.parquet_parts(meta, 1 << 30) == [(0, 10)]
