@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parent.parent
 # dozens of tiny fits. Every Ray cluster and job the tests start inherits this environment (the
 # controller also passes it to its workers). Measured: tests/integration/test_tune.py 142 -> 116 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# No Prometheus metrics from the test clusters: nothing here reads them, and Ray 2.60's metrics thread
+# (OpenTelemetry's periodic collection) once crashed a freshly created Train controller with SIGSEGV in
+# TemporalMetricStorage::buildMetrics (a clean-clone CI run, 2026-11-29), failing an unrelated test.
+os.environ.setdefault("RAY_enable_metrics_collection", "0")
 
 
 def pytest_collection_modifyitems(config, items):
