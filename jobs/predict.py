@@ -61,13 +61,10 @@ def _read_csv(path: Path, sep: str, names: tuple[str, ...] | None) -> pd.DataFra
 def _check_first_row(local: Path, path: str, sep: str, names: tuple[str, ...]) -> None:
     """A header-less input's first record against --column-names: pandas would shift the columns silently
     (fewer names than fields: the leading fields become an index) or score a header line as a text."""
-    import csv
+    from pipeline.data.sources import first_csv_record, header_less_problem
 
-    from pipeline.data.sources import header_less_problem
-
-    with open(local, encoding="utf-8", errors="replace", newline="") as f:
-        first = next((r for r in csv.reader(f, delimiter=sep) if r), None)
-    if first is not None and (problem := header_less_problem(first, names, "--column-names")) is not None:
+    first = first_csv_record(local, sep, "utf-8")
+    if first is not None and (problem := header_less_problem(first[2], names, "--column-names")) is not None:
         raise UserInputError(f"--input {path}: line 1 {problem}")
 
 

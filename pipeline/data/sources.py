@@ -389,9 +389,7 @@ def _check_first_rows(files: list[Path], kwargs: dict, cfg: DataConfig) -> None:
     (the label read from the title, the text from the body); more names than fields fill the rest with
     missing values; a header line read as a row becomes a text labeled 'label'. All three read silently."""
     for f in files:
-        first = next(
-            iter(_csv_records(f, kwargs.get("sep", ","), kwargs.get("encoding", "utf-8"), cfg.escapechar)), None
-        )
+        first = first_csv_record(f, kwargs.get("sep", ","), kwargs.get("encoding", "utf-8"), cfg.escapechar)
         if first is None:
             continue  # an empty file: the load names it
         if (problem := header_less_problem(first[2], cfg.column_names, "data.column_names")) is not None:
@@ -476,16 +474,9 @@ def _long_row(path: Path, message: str, kwargs: dict, cfg: DataConfig) -> tuple[
     found = _TOO_MANY_FIELDS.search(message)
     if found is None:
         return None
-    wanted = int(found["row"])
-    encoding = kwargs.get("encoding", cfg.encoding)
-    with open(path, encoding=encoding, errors="replace", newline="") as f:
-        reader = csv.reader(f, delimiter=kwargs.get("sep", ","), escapechar=cfg.escapechar)
-        last = 0
-        for row, fields in enumerate(reader, 1):
-            if row == wanted:
-                return last + 1, fields, int(found["expected"])
-            last = reader.line_num
-    return None
+    records = _csv_records(path, kwargs.get("sep", ","), kwargs.get("encoding", cfg.encoding), cfg.escapechar, True)
+    row = next(islice(records, int(found["row"]) - 1, None), None)  # pandas counts blank lines as rows too
+    return None if row is None else (row[0], row[2], int(found["expected"]))
 
 
 def _lines(path: Path, encoding: str):
@@ -602,16 +593,22 @@ def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg:
 # -- CSV rows the reader mis-reads without an error ------------------------------------------------------
 
 
-def _csv_records(path: Path, sep: str, encoding: str, escapechar: str | None = None):
-    """(first line, last line, fields) of every non-blank record, header included, as Python's csv module
-    reads it (the same quoting rules as pandas' reader), streamed. Read only when a row looks suspicious."""
+def _csv_records(path: Path, sep: str, encoding: str, escapechar: str | None = None, blank: bool = False):
+    """(first line, last line, fields) of every non-blank record (`blank`: every record, a blank line's
+    fields []), header included, as Python's csv module reads it (the same quoting rules as pandas'
+    reader), streamed. Read only when a row looks suspicious."""
     with open(path, encoding=encoding, errors="replace", newline="") as f:
         reader = csv.reader(f, delimiter=sep, escapechar=escapechar)
         last = 0
         for fields in reader:
-            if fields:
+            if fields or blank:
                 yield last + 1, reader.line_num, fields
             last = reader.line_num
+
+
+def first_csv_record(path: Path, sep: str, encoding: str, escapechar: str | None = None):
+    """(first line, last line, fields) of a CSV file's first non-blank record, or None for an empty file."""
+    return next(iter(_csv_records(path, sep, encoding, escapechar)), None)
 
 
 def _swallows_rows(value: str, sep: str, ncols: int, label_at: int, labels: set[str]) -> bool:
@@ -836,13 +833,8 @@ def load_files(cfg: DataConfig) -> RawCorpus:
             ds, skipped = _load_local(builder, plain, kwargs, cfg, fmt)
         except DataValidationError as e:  # name the input, not its decompressed copy
             raise DataValidationError(_named(str(e), plain, files)) from e
-    if fmt == "fasttext":
-        frame, names = (
-            fasttext_rows(ds, ", ".join(map(str, files))).to_pandas(),
-            None,
-        )
-    else:
-        frame, names = _to_frame(ds, cfg, ", ".join(map(str, files)))
+    where = ", ".join(map(str, files))
+    frame, names = (fasttext_rows(ds, where).to_pandas(), None) if fmt == "fasttext" else _to_frame(ds, cfg, where)
     dropped = Counter({"bad_csv_row": skipped} if skipped else {})
     return RawCorpus({"all": frame}, names, inputs, digest, dropped)
 
@@ -1105,8 +1097,8 @@ class Unit:
     bytes: int = 0
     uri_root: str = ""  # lineage names files relative to this folder (folder source)
     # A part of a large file (pipeline/data/file_parts.py): part `part` of `parts`; `span` is (start byte,
-    # end byte, first line) of a CSV/JSON Lines part, (first, stop) row group of a Parquet part; a text
-    # file's spans are found when it is hashed (with_cuts).
+    # end byte, first line, end of the file's first record: its header) of a CSV/JSON Lines part, (first,
+    # stop) row group of a Parquet part; a text file's spans are found when it is hashed (with_cuts).
     part: int = 0
     parts: int = 1
     span: tuple[int, ...] | None = None
@@ -1527,13 +1519,22 @@ def with_cuts(plan: Plan, cuts: dict[str, tuple[list, tuple[int, int] | None, in
         if u.parts == 1 or u.span is not None:
             units.append(replace(u, index=len(units)))
         elif u.part == 0:
-            found, _, size = cuts[u.uris[0]]
+            found, header_end, size = cuts[u.uris[0]]
             spans = file_parts.spans(found, size)
             if len(spans) == 1:  # not cut after all (a stray quote): the file is read as any other
                 units.append(replace(u, index=len(units), parts=1, bytes=size))
                 continue
             for k, span in enumerate(spans):
-                units.append(replace(u, index=len(units), part=k, parts=len(spans), span=span, bytes=span[1] - span[0]))
+                units.append(
+                    replace(
+                        u,
+                        index=len(units),
+                        part=k,
+                        parts=len(spans),
+                        span=(*span, header_end[0] if header_end else 0),
+                        bytes=span[1] - span[0],
+                    )
+                )
     return replace(plan, units=units)
 
 
@@ -1659,24 +1660,28 @@ def load_unit(unit: Unit, cfg: DataConfig, fmt: str, table=None):
         return pa.table({"text": texts, "label": pa.array([unit.label] * len(texts), pa.string())}), Counter(), {}
     if unit.span is not None:
         return _load_part(unit, cfg, fmt)
-    builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-unit-") as tmp:
-        path = plain_file(unit.uris[0], tmp)
-        try:
-            ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
-        except DataValidationError as e:  # name the input, not the task's temp copy
-            raise DataValidationError(_named(str(e), [path], [unit.uris[0]])) from e
-        if fmt == "fasttext":
-            table = fasttext_rows(ds, unit.uris[0])
-        else:
-            table = _to_table(ds, cfg, unit.uris[0])
-        dropped = Counter({"bad_csv_row": skipped} if skipped else {})
-        examples: dict[str, list[str]] = {}
-        if fmt in ("csv", "tsv"):
-            bad = check_csv_rows(table, list(ds.column_names), path, unit.uris[0], cfg, kwargs.get("sep", ","))
-            table = table if bad.keep is None else table.filter(bad.keep)
-            dropped.update(bad.dropped)
-            examples = bad.examples
+        return _read_file(plain_file(unit.uris[0], tmp), unit.uris[0], unit.uris[0], cfg, fmt)
+
+
+def _read_file(path: Path, uri: str, where: str, cfg: DataConfig, fmt: str, line_offset: int = 0):
+    """A local plain copy (`path`) of the input `uri`, or of a part of it whose line + `line_offset` is the
+    file's line, read as load_unit returns it; messages and drop examples name `uri` and its own lines."""
+    from pipeline.data.file_parts import shift_lines
+
+    builder, kwargs = _reader_kwargs(fmt, cfg)
+    try:
+        ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
+        table = fasttext_rows(ds, uri) if fmt == "fasttext" else _to_table(ds, cfg, where)
+    except DataValidationError as e:  # name the input and its lines, not the task's copy
+        raise DataValidationError(shift_lines(_named(str(e), [path], [uri]), uri, line_offset)) from e
+    dropped = Counter({"bad_csv_row": skipped} if skipped else {})
+    examples: dict[str, list[str]] = {}
+    if fmt in ("csv", "tsv"):
+        bad = check_csv_rows(table, list(ds.column_names), path, uri, cfg, kwargs.get("sep", ","), line_offset)
+        table = table if bad.keep is None else table.filter(bad.keep)
+        dropped.update(bad.dropped)
+        examples = bad.examples
     return table, dropped, examples
 
 
@@ -1693,41 +1698,12 @@ def _load_part(unit: Unit, cfg: DataConfig, fmt: str):
         first, stop = unit.span
         table = file_parts.parquet_file(uri).read_row_groups(list(range(first, stop)))
         return _to_table(Dataset(table), cfg, unit.where), Counter(), {}
-    start, end, first_line = unit.span
+    start, end, first_line, header_end = unit.span
     header = b""
     if fmt in ("csv", "tsv") and cfg.column_names is None and start > 0:
-        header = file_parts.read_range(uri, 0, min(_HEADER_MAX, start))
-        header = header[: _record_end(header)]
+        header = file_parts.read_range(uri, 0, header_end)  # the header line, as the hash pass found it
     offset = first_line - 1 - header.count(b"\n")  # a line of the part's copy + offset = the file's line
-    builder, kwargs = _reader_kwargs(fmt, cfg)
     with tempfile.TemporaryDirectory(prefix="rnn-part-") as tmp:
         path = Path(tmp) / PurePosixPath(uri.split("://", 1)[-1]).name
         path.write_bytes(header + file_parts.read_range(uri, start, end))
-        try:
-            ds, skipped = _load_local(builder, [path], kwargs, cfg, fmt)
-            table = fasttext_rows(ds, uri) if fmt == "fasttext" else _to_table(ds, cfg, unit.where)
-        except DataValidationError as e:  # name the input and its lines, not the part's copy
-            raise DataValidationError(file_parts.shift_lines(_named(str(e), [path], [uri]), uri, offset)) from e
-        dropped = Counter({"bad_csv_row": skipped} if skipped else {})
-        examples: dict[str, list[str]] = {}
-        if fmt in ("csv", "tsv"):  # counted and named at the file's lines
-            bad = check_csv_rows(table, list(ds.column_names), path, uri, cfg, kwargs.get("sep", ","), offset)
-            table = table if bad.keep is None else table.filter(bad.keep)
-            dropped.update(bad.dropped)
-            examples = bad.examples
-    return table, dropped, examples
-
-
-_HEADER_MAX = 1 << 20  # a header line longer than this is not one
-
-
-def _record_end(head: bytes) -> int:
-    """Length of the first CSV record of `head` (its header line, newline included): the first newline
-    outside double quotes."""
-    odd = False
-    for i, byte in enumerate(head):
-        if byte == 0x22:
-            odd = not odd
-        elif byte == 0x0A and not odd:
-            return i + 1
-    return len(head)
+        return _read_file(path, uri, unit.where, cfg, fmt, offset)

@@ -45,6 +45,13 @@ def _write(tmp_path, fmt: str, rows) -> tuple[str, dict]:
     return str(path), ({"format": "fasttext"} if fmt == "fasttext" else {})
 
 
+def _edit(path: str, old: str, new: str) -> None:
+    text = open(path, encoding="utf-8").read()
+    assert old in text
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text.replace(old, new))
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "fasttext"])
 def test_a_large_file_read_in_parts_prepares_as_the_whole_file(tmp_path, job, fmt):
     path, extra = _write(tmp_path, fmt, _rows())
@@ -95,9 +102,7 @@ def test_a_bad_record_in_a_later_part_is_named_by_the_file_and_its_own_line(tmp_
 def test_rows_a_part_drops_are_counted_at_the_file_lines(tmp_path, job):
     rows = _rows()
     path, _ = _write(tmp_path, "csv", rows)
-    text = open(path, encoding="utf-8").read().replace("review 2501 great fun,pos\n", "review 2501 great fun\n")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    _edit(path, "review 2501 great fun,pos\n", "review 2501 great fun\n")
     got = []
     for split_mb in (256.0, SMALL):
         cfg = job(output_root=str(tmp_path / str(split_mb)), source="files", paths=(path,), split_file_mb=split_mb)
@@ -124,9 +129,7 @@ def test_a_stray_quote_in_an_unquoted_field_keeps_the_file_whole(tmp_path, job):
     # record starts for the rest of the file, so the file is read by one task (same rows as before).
     rows = _rows()
     path, _ = _write(tmp_path, "csv", rows)
-    text = open(path, encoding="utf-8").read().replace("review 100 awful bore,", 'review 100 a 12" pizza,')
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    _edit(path, "review 100 awful bore,", 'review 100 a 12" pizza,')
     cfg = job(source="files", paths=(path,), split_file_mb=SMALL)
     plan = plan_units(cfg.data)
     _, cuts = fingerprint(LocalRunner(), plan.units, cfg.data, plan.fmt)
