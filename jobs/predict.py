@@ -5,7 +5,8 @@ number of files on Ray into a folder.
     python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
 Input: CSV, TSV, JSON Lines or Parquet (compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
-a text column (`--text-column`, default `text`), read as written ("NA" or "null" is text; every CSV/TSV
+a text column (`--text-column`, default `text`; `title,content` joins those columns as a model trained on
+them did), read as written ("NA" or "null" is text; every CSV/TSV
 column is a string, "00042" keeps its zeros); a row
 without text (empty, missing, not a string) stops the job naming it. Output: the input columns plus
 `label`, `probability` and one `p_<label>` column per label (`--score-prefix pred_` names them
@@ -153,7 +154,7 @@ def _local_input(path: str, folder: str) -> Path:
 
 def read_input(
     path: Path | str,
-    text_column: str,
+    text_column: str | tuple[str, ...],
     delimiter: str | None = None,
     column_names: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
@@ -195,26 +196,35 @@ def read_input(
                 f"--input {path} could not be read as {ext[1:]} ({first}); "
                 "fix the file or pass one in another supported format"
             ) from None
-    if text_column not in frame.columns:
-        from pipeline.data.sources import column_hint
+    from pipeline.data.text_columns import column_names as text_columns
 
-        raise UserInputError(
-            f"text column {text_column!r} not found in {path}; columns are {list(frame.columns)}; "
-            + column_hint(list(frame.columns), text_column, "--text-column", "--delimiter")
-        )
+    for column in text_columns(text_column):
+        if column not in frame.columns:
+            from pipeline.data.sources import column_hint
+
+            raise UserInputError(
+                f"text column {column!r} not found in {path}; columns are {list(frame.columns)}; "
+                + column_hint(list(frame.columns), column, "--text-column", "--delimiter")
+            )
     return frame
 
 
-def _texts_of(frame: pd.DataFrame, path: Path, text_column: str) -> list[str]:
-    """The column's texts, checked by the served model's own rule before any model is loaded."""
+def _texts_of(frame: pd.DataFrame, path: Path, text_column: str | tuple[str, ...]) -> list[str]:
+    """The column's texts (several columns: joined as in training), checked by the served model's own rule
+    before any model is loaded."""
     from mlflow.exceptions import MlflowException
 
+    from pipeline.data.text_columns import frame_texts
+    from pipeline.errors import DataValidationError
     from pipeline.registry.raw_text_model import input_texts
 
+    shown = text_column if isinstance(text_column, str) else ",".join(text_column)
     try:
-        return input_texts(frame[text_column].tolist())
+        return input_texts(frame_texts(frame, text_column, f"--input {path}", "--text-column"))
+    except DataValidationError as e:
+        raise UserInputError(str(e)) from None
     except MlflowException as e:
-        raise UserInputError(f"--input {path}, column {text_column!r}: {e.message}") from None
+        raise UserInputError(f"--input {path}, column {shown!r}: {e.message}") from None
 
 
 def write_output(out: pd.DataFrame, output_path: Path | str) -> None:
@@ -235,7 +245,7 @@ def predict_file(
     model_uri: str,
     input_path: Path | str,
     output_path: Path | str,
-    text_column: str = TEXT_COLUMN,
+    text_column: str | tuple[str, ...] = TEXT_COLUMN,
     batch_size: int = 2048,
     prefix: str = "",
     delimiter: str | None = None,
@@ -272,12 +282,18 @@ def predict_file(
     return out
 
 
+def _text_columns_flag(value: str) -> str | tuple[str, ...]:
+    """--text-column title,content -> ('title', 'content'); one name stays a name."""
+    names = tuple(n.strip() for n in value.split(","))
+    return names[0] if len(names) == 1 else names
+
+
 def run(
     cfg: JobConfig,
     input_path: str,
     output_path: str,
     model_uri: str | None,
-    text_column: str,
+    text_column: str | tuple[str, ...],
     prefix: str = "",
     workers: int | None = None,
     delimiter: str | None = None,
@@ -330,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         "scored on Ray (ends in / or has no extension); local or s3:// URL",
     )
     parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
-    parser.add_argument("--text-column", default=TEXT_COLUMN, help="column with the texts (default: %(default)s)")
+    parser.add_argument(
+        "--text-column",
+        default=TEXT_COLUMN,
+        type=_text_columns_flag,
+        help="column with the texts (default: %(default)s); title,content joins those columns as a model trained "
+        "with data.text_column=[title, content] read them",
+    )
     parser.add_argument(
         "--delimiter",
         type=lambda v: "\t" if v == "\\t" else v,  # '\t' as typed in a shell: a tab

@@ -155,7 +155,12 @@ class DataConfig(_Frozen):
         description="A label outside data.labels: 'error' stops the job naming the value; 'drop' drops the "
         "row and counts it as invalid ('unknown_label').",
     )
-    text_column: str = Field("text", description="Column holding the text.")
+    text_column: str | tuple[str, ...] = Field(
+        "text",
+        description="Column holding the text; a list ([title, content]: Amazon polarity's, AG News' title and "
+        "body) joins those columns in that order, one space between, a missing or empty part left out. A "
+        "model trained so scores such rows by those columns too (jobs.predict --text-column title,content).",
+    )
     label_column: str = Field("label", description="Column holding the label (strings or integers, not both).")
     labels: tuple[str, ...] | None = Field(
         None,
@@ -249,6 +254,21 @@ class DataConfig(_Frozen):
             ) from None
         return v
 
+    @field_validator("text_column")
+    @classmethod
+    def _text_columns_distinct(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        names = (v,) if isinstance(v, str) else v
+        if not names or any(not n.strip() for n in names) or len(set(names)) < len(names):
+            raise ValueError(
+                f"data.text_column={list(names)} must name each text column once, e.g. text or [title, content]"
+            )
+        return names[0] if len(names) == 1 else names  # [text] is the column text
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The column(s) whose values make a row's text, joined in this order (pipeline/data/text_columns.py)."""
+        return (self.text_column,) if isinstance(self.text_column, str) else self.text_column
+
     @field_validator("paths")
     @classmethod
     def _file_urls_as_paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -287,6 +307,11 @@ class DataConfig(_Frozen):
                     f"data.{name}={value!r} {does} {needs}, but data.source={self.source}, "
                     f"data.format={self.format}; remove data.{name}"
                 )
+        if self.label_column in self.text_columns:
+            raise ValueError(
+                f"data.label_column={self.label_column!r} is also data.text_column; the label and the text are "
+                "two columns: set each to its own"
+            )
         if self.column_names is not None:
             self._check_column_names()
         if self.source == "folder" and len(self.paths) > 1:
@@ -319,8 +344,8 @@ class DataConfig(_Frozen):
                 f"data.column_names={names} must name each column of the files once (at least the text and "
                 "the label column, in the files' order), e.g. [label, text]"
             )
-        for role in ("text", "label"):
-            if (col := getattr(self, f"{role}_column")) not in names:
+        for role, col in [*(("text", c) for c in self.text_columns), ("label", self.label_column)]:
+            if col not in names:
                 raise ValueError(
                     f"data.{role}_column={col!r} is not among data.column_names={names}; set "
                     f"data.{role}_column to the name of the column holding the {role}"

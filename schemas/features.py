@@ -74,7 +74,7 @@ class SourceInfo(_Record):
     config_name: str | None = None
     revision: str | None = None
     paths: list[str] = Field(default_factory=list)
-    text_column: str = "text"
+    text_column: str | list[str] = "text"  # a list: the columns joined into the text
     label_column: str = "label"
 
 

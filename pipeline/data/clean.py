@@ -49,6 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.data.text_columns import as_text
 from pipeline.errors import DataValidationError
 from schemas.config import DataConfig
 from schemas.features import CleaningReport
@@ -200,19 +201,8 @@ def _cut(text: pa.Array, max_chars: int, truncation_side: str) -> pa.Array:
 
 
 def _text_strings(text: pa.Array, cfg: DataConfig, where: str) -> pa.Array:
-    """The text column as strings. Numbers, lists or other values are not text: stringified they would
-    make a vocabulary of digits and brackets, so they stop the job. Raises DataValidationError."""
-    if pa.types.is_floating(text.type):  # a text column of NaNs only: pandas/CSV read it as float
-        text = pc.if_else(pc.is_nan(text), pa.scalar(None, text.type), text)
-    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
-        return pc.cast(text, pa.string())
-    valid = text.drop_null()
-    if not len(valid):
-        return pa.nulls(len(text), pa.string())
-    raise DataValidationError(
-        f"{where}: column {cfg.text_column!r} holds {text.type} values (e.g. {valid[0].as_py()!r}), not text; "
-        "set data.text_column to the column that holds the texts, or write the texts as strings"
-    )
+    """The text column as strings (several text columns were joined into strings where they were read)."""
+    return as_text(text, cfg.text_columns[0], where, "data.text_column")
 
 
 def _missing_spelled(labels: pa.Array, cfg: DataConfig) -> pa.Array:

@@ -462,7 +462,7 @@ def _manifest(
             config_name=d.config_name,
             revision=d.revision,
             paths=list(d.paths),
-            text_column=d.text_column,
+            text_column=d.text_column if isinstance(d.text_column, str) else list(d.text_column),
             label_column=d.label_column,
         ),
         inputs=[InputFile(**i) for i in run.inputs],

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.clean import EXAMPLES_KEPT
+from pipeline.data.text_columns import join_text
 from pipeline.errors import DataValidationError, UserInputError
 from schemas.config import FILE_FORMAT_SETTINGS, DataConfig
 
@@ -373,7 +374,7 @@ def _as_written(files: list[Path], kwargs: dict, cfg: DataConfig) -> dict:
     import pandas as pd
 
     header = {k: kwargs[k] for k in ("sep", "encoding", "encoding_errors") if k in kwargs}
-    columns = {cfg.text_column, *(cfg.column_names or ())}
+    columns = {*cfg.text_columns, *(cfg.column_names or ())}
     for f in files if cfg.column_names is None else ():
         try:
             columns.update(map(str, pd.read_csv(f, nrows=0, **header).columns))
@@ -571,16 +572,16 @@ def _json_rows(path: Path, is_array: bool, encoding: str):
 
 def _explain_json(path: Path, is_array: bool, encoding: str, messages: str, cfg: DataConfig, fix: str):
     mixed = _MIXED_COLUMN.search(messages)
-    text_mixed = mixed is not None and mixed.group(1) == cfg.text_column
+    column = mixed.group(1) if mixed is not None and mixed.group(1) in cfg.text_columns else None
     rows = 0
     try:
         for n, row in _json_rows(path, is_array, encoding):
             rows += 1
-            value = row.get(cfg.text_column) if text_mixed and isinstance(row, dict) else None
+            value = row.get(column) if column is not None and isinstance(row, dict) else None
             if value is not None and not isinstance(value, str):
                 at = f"line {n}" if n else f"row {rows}"
                 return DataValidationError(
-                    f"{path}: {at}: column {cfg.text_column!r} holds {type(value).__name__} {value!r} where "
+                    f"{path}: {at}: column {column!r} holds {type(value).__name__} {value!r} where "
                     "other rows hold strings; every text must be a string: quote it or remove that row"
                 )
     except BadJsonLine as e:
@@ -662,7 +663,7 @@ def check_csv_rows(
     if not suspects:
         return bad
     ncols, label_at = len(columns), columns.index(cfg.label_column)
-    text_at = columns.index(cfg.text_column)
+    text_at = tuple(columns.index(c) for c in cfg.text_columns)
     wanted, records, total = set(suspects), {}, 0
     header = 0 if cfg.column_names is not None else 1
     for record in islice(_csv_records(path, sep, cfg.encoding, cfg.escapechar), header, None):
@@ -701,7 +702,7 @@ def check_csv_rows(
 def _bad_csv_reason(
     fields: list[str],
     ncols: int,
-    text_at: int,
+    text_at: tuple[int, ...],
     label_at: int,
     sep: str,
     known: set[str],
@@ -718,7 +719,7 @@ def _bad_csv_reason(
             f"{'the header' if header else 'data.column_names'} has {ncols}; add the missing field (an empty "
             f"label is written as 'text{sep}')"
         )
-    for at in (text_at, label_at):
+    for at in (*text_at, label_at):
         value = fields[at]
         if _swallows_rows(value, sep, ncols, label_at, known) or (at == label_at and "\n" in value):
             return (
@@ -798,7 +799,7 @@ def _rows_key(features, column: str) -> str | None:
 
 
 def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str, features=None) -> None:
-    for role, col in (("text", cfg.text_column), ("label", cfg.label_column)):
+    for role, col in [*(("text", c) for c in cfg.text_columns), ("label", cfg.label_column)]:
         if col not in frame.columns:
             columns = list(frame.columns)
             if (key := _rows_key(features, col)) is not None:
@@ -811,7 +812,13 @@ def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str, features=No
 def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str, ...] | None]:
     """A `datasets.Dataset` -> (text, label) frame; ClassLabel ids become their names."""
     _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
-    frame = ds.select_columns([cfg.text_column, cfg.label_column]).to_pandas()
+    frame = ds.select_columns([*cfg.text_columns, cfg.label_column]).to_pandas()
+    text = frame[cfg.text_column] if isinstance(cfg.text_column, str) else None
+    if text is None:  # several text columns: their values joined (pipeline/data/text_columns.py)
+        import pyarrow as pa
+
+        columns = [pa.array(frame[c], from_pandas=True) for c in cfg.text_columns]
+        text = join_text(columns, cfg.text_columns, where, "data.text_column").to_pandas()
     names = None
     feature = ds.features.get(cfg.label_column)
     if feature is not None and type(feature).__name__ == "ClassLabel":
@@ -819,7 +826,7 @@ def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str,
         frame[cfg.label_column] = [
             names[i] if i is not None and not pd.isna(i) and i >= 0 else None for i in frame[cfg.label_column]
         ]
-    return pd.DataFrame({"text": frame[cfg.text_column], "label": frame[cfg.label_column]}), names
+    return pd.DataFrame({"text": text, "label": frame[cfg.label_column]}), names
 
 
 def load_files(cfg: DataConfig) -> RawCorpus:
@@ -1620,8 +1627,10 @@ def _to_table(ds, cfg: DataConfig, where: str):
     import pyarrow.compute as pc
 
     _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
-    table = ds.select_columns([cfg.text_column, cfg.label_column]).with_format("arrow")[:]
-    text, label = table.column(cfg.text_column), table.column(cfg.label_column)
+    table = ds.select_columns([*cfg.text_columns, cfg.label_column]).with_format("arrow")[:]
+    text, label = table.column(cfg.text_columns[0]), table.column(cfg.label_column)
+    if len(cfg.text_columns) > 1:
+        text = join_text([table.column(c) for c in cfg.text_columns], cfg.text_columns, where, "data.text_column")
     feature = ds.features.get(cfg.label_column)
     if feature is not None and type(feature).__name__ == "ClassLabel":
         ids = pc.if_else(pc.less(label, 0), pa.scalar(None, label.type), label)

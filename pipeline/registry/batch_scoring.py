@@ -51,6 +51,7 @@ from pipeline.data.store import (
     remove_stale_staging,
     write_file,
 )
+from pipeline.data.text_columns import column_names as text_columns
 from pipeline.errors import UserInputError
 from schemas.signature import TEXT_COLUMN
 
@@ -106,7 +107,9 @@ def check_delimiter(delimiter: str | None, ext: str, path: str) -> None:
         raise UserInputError(f"--delimiter applies to CSV or TSV input, not {path} ({ext or 'no extension'}); drop it")
 
 
-def check_column_names(column_names: tuple[str, ...] | None, text_column: str, ext: str, path: str) -> None:
+def check_column_names(
+    column_names: tuple[str, ...] | None, text_column: str | tuple[str, ...], ext: str, path: str
+) -> None:
     """--column-names names the columns of header-less CSV/TSV input, each once, the text column among them."""
     if column_names is None:
         return
@@ -118,11 +121,12 @@ def check_column_names(column_names: tuple[str, ...] | None, text_column: str, e
         )
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise UserInputError(f"--column-names {','.join(names)}: name each column once, e.g. label,title,text")
-    if text_column not in names:
-        raise UserInputError(
-            f"--text-column {text_column!r} is not among --column-names {','.join(names)}; pass --text-column with "
-            "the name of the column holding the texts"
-        )
+    for column in text_columns(text_column):
+        if column not in names:
+            raise UserInputError(
+                f"--text-column {column!r} is not among --column-names {','.join(names)}; pass --text-column with "
+                "the name of the column holding the texts"
+            )
 
 
 def model_archive(model_uri: str) -> bytes:
@@ -168,17 +172,24 @@ def check_collisions(input_columns: list[str], labels: list[str], prefix: str, w
         )
 
 
-def block_texts(rows: pd.DataFrame, text_column: str, where: str) -> list[str]:
-    """A block's texts, or UserInputError quoting up to three rows without one by their values (a block
-    does not know its rows' place in their file; the single-file path names row numbers instead)."""
+def block_texts(rows: pd.DataFrame, text_column: str | tuple[str, ...], where: str) -> list[str]:
+    """A block's texts (several text columns: joined as in training), or UserInputError quoting up to
+    three rows without one by their values (a block does not know its rows' place in their file; the
+    single-file path names row numbers instead)."""
+    from pipeline.data.text_columns import frame_texts
+    from pipeline.errors import DataValidationError
     from pipeline.registry.raw_text_model import why_not_text
 
-    values = rows[text_column].tolist()
+    try:
+        values = frame_texts(rows, text_column, f"--input {where}", "--text-column")
+    except DataValidationError as e:
+        raise UserInputError(str(e)) from None
     bad = [(i, why) for i, v in enumerate(values) if (why := why_not_text(v))]
     if bad:
         shown = "; ".join(f"{_row_text(rows.iloc[i])} ({why})" for i, why in bad[:_SHOWN])
+        named = text_column if isinstance(text_column, str) else ",".join(text_column)
         raise UserInputError(
-            f"--input {where}, column {text_column!r}: rows hold no text, e.g. {shown}; every row needs a "
+            f"--input {where}, column {named!r}: rows hold no text, e.g. {shown}; every row needs a "
             "non-empty string there: drop or fill those rows"
         )
     return [str(v) for v in values]
@@ -196,7 +207,7 @@ def _row_text(row: pd.Series) -> str:
 class Scorer:
     """One actor of the pool (Ray Data map_batches): the model loaded once, then batches scored."""
 
-    def __init__(self, archive: bytes, text_column: str, prefix: str, where: str):
+    def __init__(self, archive: bytes, text_column: str | tuple[str, ...], prefix: str, where: str):
         self._folder = tempfile.TemporaryDirectory(prefix="rnn-predict-model-")
         self.model = load_archive(archive, self._folder.name)
         self.text_column, self.prefix, self.where = text_column, prefix, where
@@ -256,7 +267,7 @@ def _ordered_parquet_sink(folder: StorePath):
 def _read(
     files: list[str],
     fmt: str,
-    text_column: str,
+    text_column: str | tuple[str, ...],
     delimiter: str | None = None,
     column_names: tuple[str, ...] | None = None,
 ):
@@ -441,7 +452,7 @@ class ScoringPlan:
     model_version: str | None  # the registry version the URI resolved to, if it names one
     archive: bytes  # model_archive of that version
     labels: list[str]
-    text_column: str
+    text_column: str | tuple[str, ...]
     prefix: str
     delimiter: str | None = None  # CSV/TSV field separator, if not the format's own
     column_names: tuple[str, ...] | None = None  # CSV/TSV input without a header line: its columns
@@ -451,7 +462,7 @@ def plan_scoring(
     model_uri: str,
     input_pattern: str,
     output: str,
-    text_column: str,
+    text_column: str | tuple[str, ...],
     prefix: str = "",
     delimiter: str | None = None,
     column_names: tuple[str, ...] | None = None,
@@ -515,11 +526,12 @@ def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
     import ray.data
 
     where, text_column, prefix = plan.input_pattern, plan.text_column, plan.prefix
-    if text_column not in columns:
-        from pipeline.data.sources import column_hint
+    for column in text_columns(text_column):
+        if column not in columns:
+            from pipeline.data.sources import column_hint
 
-        hint = column_hint(columns, text_column, "--text-column", "--delimiter")
-        raise UserInputError(f"text column {text_column!r} not found in {where}; columns are {columns}; {hint}")
+            hint = column_hint(columns, column, "--text-column", "--delimiter")
+            raise UserInputError(f"text column {column!r} not found in {where}; columns are {columns}; {hint}")
     check_collisions(columns, plan.labels, prefix, where)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # a CPU left for reads and writes

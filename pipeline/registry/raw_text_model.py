@@ -39,23 +39,32 @@ def model_spec(manifest, model_cfg: ModelConfig) -> dict[str, Any]:
         "padding_side": manifest.padding_side,
         "truncation_side": manifest.truncation_side,
         "max_chars": manifest.max_chars,
+        # Trained on several columns joined (data.text_column=[title, content]): rows that hold those columns
+        # and no 'text' are joined the same way. Absent for one text column (and in older versions' specs).
+        **(
+            {"text_columns": list(manifest.source.text_column)} if isinstance(manifest.source.text_column, list) else {}
+        ),
     }
 
 
 _SHOWN = 5  # bad rows named in the one-line error; the rest are counted
 
 
-def _column(model_input: Any) -> Any:
-    """The text values of any shape MLflow hands over (no input schema: it converts nothing)."""
+def _column(model_input: Any, text_columns: list[str] | None = None) -> Any:
+    """The text values of any shape MLflow hands over (no input schema: it converts nothing); a model
+    trained on several `text_columns` joins them when the input holds them and no 'text'."""
     if isinstance(model_input, pd.DataFrame | dict):
         keys = list(model_input.columns if isinstance(model_input, pd.DataFrame) else model_input.keys())
+        if TEXT_COLUMN not in keys and text_columns and all(c in keys for c in text_columns):
+            return _joined(model_input, text_columns)
         # The 'text' column; else a lone column (a plain list becomes MLflow's column 0).
         key = TEXT_COLUMN if TEXT_COLUMN in keys else keys[0] if len(keys) == 1 else None
         if key is None:
             kind = "column" if isinstance(model_input, pd.DataFrame) else "key"
+            also = f", or the columns {text_columns} it was trained on" if text_columns else ""
             raise MlflowException.invalid_parameter_value(
                 f"input has no {TEXT_COLUMN!r} {kind} (it has {keys}); send the texts as a {TEXT_COLUMN!r} "
-                "column (dataframe_split/dataframe_records), a list (inputs) or a DataFrame with one column"
+                f"column (dataframe_split/dataframe_records){also}, a list (inputs) or a DataFrame with one column"
             )
         model_input = model_input[key]
     if isinstance(model_input, np.ndarray) and model_input.ndim == 2 and model_input.shape[1] == 1:
@@ -67,6 +76,17 @@ def _column(model_input: Any) -> Any:
     return [model_input]  # one value: a string is one text, anything else one row that is not text
 
 
+def _joined(model_input: pd.DataFrame | dict, text_columns: list[str]) -> list:
+    from pipeline.data.text_columns import frame_texts
+    from pipeline.errors import DataValidationError
+
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(dict(model_input))
+    try:
+        return frame_texts(frame, tuple(text_columns), "input", None)
+    except DataValidationError as e:
+        raise MlflowException.invalid_parameter_value(str(e)) from None
+
+
 def why_not_text(value: Any) -> str | None:
     if isinstance(value, str | np.str_):
         return None if value.strip() else "empty"
@@ -75,13 +95,13 @@ def why_not_text(value: Any) -> str | None:
     return f"{type(value).__name__}, not a string"
 
 
-def input_texts(model_input: Any) -> list[str]:
+def input_texts(model_input: Any, text_columns: list[str] | None = None) -> list[str]:
     """One text per input row. A row that is missing (None/NaN), empty or not a string is never
     scored (str(None) would be scored as the word "None"): the whole input is refused naming the rows.
 
     Raises MlflowException (INVALID_PARAMETER_VALUE: HTTP 400 from the scoring server).
     """
-    values = list(_column(model_input))
+    values = list(_column(model_input, text_columns))
     bad = [(i, why) for i, v in enumerate(values) if (why := why_not_text(v))]
     if bad:
         shown = ", ".join(f"row {i} ({why})" for i, why in bad[:_SHOWN])
@@ -126,7 +146,7 @@ class RawTextClassifier(PythonModel):
     # without a 'text' column and a dict of lists into ONE row holding the list. Every shape comes
     # here unconverted and `input_texts` reads it. (The hint only stops MLflow warning about none.)
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        proba = self.predict_proba(input_texts(model_input))
+        proba = self.predict_proba(input_texts(model_input, self.spec.get("text_columns")))
         names = self.spec["label_names"]
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=int)
         out = {"label": [names[i] for i in best], "probability": proba[np.arange(len(best)), best].astype(float)}

@@ -18,6 +18,7 @@ from typing import Any
 from ray.data.datasource import FileBasedDatasource
 
 from pipeline.data.sources import header_less_problem, jsonl_error
+from pipeline.data.text_columns import column_names as text_columns
 from pipeline.errors import UserInputError
 
 
@@ -71,7 +72,7 @@ class CsvSource(FileBasedDatasource):
         paths: list[str],
         *,
         parse_options,
-        text_column: str,
+        text_column: str | tuple[str, ...],
         column_names: tuple[str, ...] | None = None,
         **kwargs: Any,
     ):
@@ -92,7 +93,7 @@ class CsvSource(FileBasedDatasource):
                     raise UserInputError(f"--input file {path}: line 1 {problem}")
                 names = self._column_names
             convert = pacsv.ConvertOptions(
-                column_types={name: pa.string() for name in names or [self._text_column]},
+                column_types={name: pa.string() for name in names or text_columns(self._text_column)},
                 strings_can_be_null=False,
             )
             reader = pacsv.open_csv(

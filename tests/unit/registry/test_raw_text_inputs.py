@@ -84,3 +84,16 @@ def test_many_bad_rows_are_counted_and_a_few_shown():
     with pytest.raises(MlflowException) as e:
         input_texts([None] * 50 + ["好看"])
     assert "50 of 51 input rows" in e.value.message and "row 4 " in e.value.message and "row 49 " not in e.value.message
+
+
+def test_a_model_trained_on_several_text_columns_joins_them():
+    # data.text_column=[title, content]: the spec's text_columns, joined as the prepare step joined them.
+    columns = ["title", "content"]
+    frame = pd.DataFrame({"title": ["Great CD", None, " "], "content": ["loved it", "meh", "ok"]})
+    assert input_texts(frame, columns) == ["Great CD loved it", "meh", "ok"]
+    assert input_texts({"title": ["a"], "content": ["b"], "id": [1]}, columns) == ["a b"]
+    assert input_texts(pd.DataFrame({"text": ["as sent"], "title": ["x"], "content": ["y"]}), columns) == ["as sent"]
+    with pytest.raises(MlflowException, match=r"input: column 'content' holds int64 values \(e\.g\. 5\), not text"):
+        input_texts(pd.DataFrame({"title": ["a"], "content": [5]}), columns)
+    with pytest.raises(MlflowException, match=r"column 'content' mixes int, str values, not text only"):
+        input_texts({"title": ["a", "b"], "content": ["x", 5]}, columns)
