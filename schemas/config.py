@@ -108,8 +108,9 @@ class DataConfig(_Frozen):
     format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "fasttext"] = Field(
         "auto",
         description="File format for source=files; 'auto' picks it from the file extension (behind a compression "
-        "one: reviews.csv.gz is csv). 'fasttext': one row per line, '__label__<label> <text>' (fastText's "
-        "format, e.g. the Amazon reviews' train.ft.txt.bz2); data.text_column and data.label_column do not apply.",
+        "one: reviews.csv.gz is csv; .txt files whose first line starts with __label__ are fasttext). 'fasttext': "
+        "one row per line, '__label__<label> <text>' (fastText's format, e.g. the Amazon reviews' "
+        "train.ft.txt.bz2); data.text_column and data.label_column do not apply.",
     )
     json_field: str | None = Field(
         None,

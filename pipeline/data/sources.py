@@ -228,9 +228,12 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     return found
 
 
-def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> str:
-    """'csv' | 'tsv' | 'json' | 'parquet' for data.format (auto: from the extensions); with `cfg`, refuses
-    a setting for another format (data.json_field on CSV, data.escapechar on JSON)."""
+def file_format(files: list[Path] | list[str], fmt: str, cfg: DataConfig | None = None) -> str:
+    """'csv' | 'tsv' | 'json' | 'parquet' | 'fasttext' for data.format (auto: from the extensions; .txt
+    files by their first line); with `cfg`, refuses a setting for another format (data.json_field on
+    CSV, data.escapechar on JSON)."""
+    if fmt == "auto" and files and all(data_suffix(f) == ".txt" for f in files):
+        fmt = _txt_format(files[0])
     if fmt == "auto":
         kinds = {_EXT_FORMAT.get(data_suffix(f)) for f in files}
         if None in kinds or len(kinds) != 1:
@@ -249,6 +252,31 @@ def file_format(files: list[Path], fmt: str, cfg: DataConfig | None = None) -> s
                 f"data.{name}={getattr(cfg, name)!r} {does}, but data.paths holds {fmt} files; remove data.{name}"
             )
     return fmt
+
+
+TXT_SNIFF_BYTES = 1 << 16
+
+
+def _txt_format(path: Path | str) -> str:
+    """'fasttext' for .txt files (the Amazon reviews' train.ft.txt.bz2) whose first line reads
+    `__label__<label> <text>`; else UserInputError saying what the line is and what to set. Only the
+    first file is read here (one request on object storage); a later file's unlabeled lines are
+    counted as missing labels by the row checks."""
+    try:
+        with open_data(path) as f:
+            head = f.read(TXT_SNIFF_BYTES)
+    except OSError as e:
+        raise UserInputError(f"data.paths: {path} could not be read ({e})") from None
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), None)
+    if first is not None and first.startswith(FASTTEXT_PREFIX):
+        return "fasttext"
+    shown = "it is empty" if first is None else f"its first line is {first[:60]!r}"
+    raise UserInputError(
+        f"cannot tell the format of {path}: a .txt file is read as fastText's '__label__<label> <text>' lines, "
+        f"but {shown}; set data.format (csv, tsv, jsonl) if that is what it holds, or for one document per "
+        "file in <split>/<label>/ folders use data.source=folder"
+    )
 
 
 def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
@@ -1399,7 +1427,7 @@ def plan_units(cfg: DataConfig) -> Plan:
         return Plan(units, {}, ("neg", "pos"), [])
     if cfg.source == "files":
         files = list_files(cfg.paths)
-        fmt = file_format([Path(u) for u, _ in files], cfg.format, cfg)
+        fmt = file_format([u for u, _ in files], cfg.format, cfg)
         for group in _file_groups(files, fmt, cfg):
             if isinstance(group, list):  # small files read by one task
                 text = sum(n * (COMPRESSED_EXPANSION if compression_of(u) else 1) for u, n in group)

@@ -229,3 +229,20 @@ def test_parts_of_a_large_object_are_ranged_reads(job, s3_bucket, tmp_path):
         local = prepare(job(output_root=str(tmp_path / f"l-{name}"), source="files", paths=(str(tmp_path / name),)))
         assert remote.manifest.content_digest == local.manifest.content_digest, name
         assert [e.sha256 for e in remote.manifest.inputs] == [e.sha256 for e in local.manifest.inputs]
+
+
+def test_a_fasttext_object_is_told_by_its_first_line(job, s3_bucket, tmp_path):
+    # data.format=auto on s3://.../train.ft.txt.bz2: the first line is read from the object (decompressed).
+    import bz2
+
+    path = tmp_path / "train.ft.txt.bz2"
+    path.write_bytes(
+        bz2.compress(
+            "".join(f"__label__{1 + i % 2} take {i} was {'great' if i % 2 else 'bad'}\n" for i in range(40)).encode()
+        )
+    )
+    (url,) = _upload(s3_bucket, {"ft/train.ft.txt.bz2": path})
+    remote = prepare(job(output_root=str(tmp_path / "out"), source="files", paths=(url,)))
+    local = prepare(job(output_root=str(tmp_path / "local"), source="files", paths=(str(path),), format="fasttext"))
+    assert remote.manifest.label_names == ["1", "2"]
+    assert remote.manifest.content_digest == local.manifest.content_digest

@@ -161,9 +161,10 @@ def test_fasttext_lines_prepare_with_their_labels(tmp_path, job):
     lines = [f"__label__{1 + i % 2} {'great' if i % 2 else 'awful'} record, take {i}" for i in range(40)]
     path = tmp_path / "train.ft.txt.bz2"
     path.write_bytes(bz2.compress(("\n".join([*lines, "no label on this line"]) + "\n").encode()))
-    with pytest.raises(UserInputError, match=r"\(fasttext for lines of '__label__<label> <text>'\)"):
-        prepare(job(source="files", paths=(str(path),)))
     prepared = prepare(job(source="files", paths=(str(path),), format="fasttext", max_drop_fraction=0.1))
+    # data.format=auto reads a .txt file whose first line has a fastText label as fastText: the same data.
+    auto = prepare(job(source="files", paths=(str(path),), max_drop_fraction=0.1, output_root=str(tmp_path / "a")))
+    assert auto.manifest.content_digest == prepared.manifest.content_digest
     assert prepared.manifest.label_names == ["1", "2"] and prepared.manifest.cleaning.dropped == {"missing_label": 1}
     texts, labels = read_texts(prepared.path, "test")
     assert texts and all(t.startswith(("great record", "awful record")) for t in texts)
@@ -175,6 +176,25 @@ def test_fasttext_lines_prepare_with_their_labels(tmp_path, job):
     multi.write_text("__label__a first text\n__label__a __label__b second text\n")
     with pytest.raises(DataValidationError, match=r"multi\.txt: line 2 has more than one label"):
         prepare(job(source="files", paths=(str(multi),), format="fasttext"))
+
+
+def test_a_txt_file_that_is_not_fasttext_says_what_to_set(tmp_path, job):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n\nlabel,text\npos,a fine film\n", encoding="utf-8")
+    with pytest.raises(
+        UserInputError,
+        match=r"cannot tell the format of .*notes\.txt: a \.txt file is read as fastText's '__label__<label> <text>' "
+        r"lines, but its first line is 'label,text'; set data.format \(csv, tsv, jsonl\)",
+    ):
+        prepare(job(source="files", paths=(str(notes),)))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(UserInputError, match=r"empty\.txt: .* but it is empty"):
+        prepare(job(source="files", paths=(str(tmp_path / "empty.txt"),)))
+    (tmp_path / "x.csv").write_text("text,label\na,pos\n")
+    with pytest.raises(
+        UserInputError, match=r"cannot tell the format of data.paths \(extensions \['\.csv', '\.txt'\]\)"
+    ):
+        prepare(job(source="files", paths=(str(tmp_path / "x.csv"), str(notes))))
 
 
 def test_data_delimiter_is_refused_where_no_csv_is_read():
