@@ -5,10 +5,10 @@ number of files on Ray into a folder.
     python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
 Input: CSV, TSV, JSON Lines or Parquet (compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
-a text column (`--text-column`, default `text`; `title,content` joins those columns as a model trained on
-them did), read as written ("NA" or "null" is text; every CSV/TSV
-column is a string, "00042" keeps its zeros); a row
-without text (empty, missing, not a string) stops the job naming it. Output: the input columns plus
+a text column (`--text-column`, default `text`, else the columns the model was trained on; `title,content`
+joins those columns as training with data.text_column=[title, content] did), read as written ("NA" or
+"null" is text; every CSV/TSV column is a string, "00042" keeps its zeros); a row without text
+(empty, missing, not a string) stops the job naming it. Output: the input columns plus
 `label`, `probability` and one `p_<label>` column per label (`--score-prefix pred_` names them
 pred_label, ...; an input that already has one of those columns, such as a labeled test set's
 `label`, is refused until it is given). `--delimiter ';'` reads CSV/TSV with another field
@@ -154,7 +154,7 @@ def _local_input(path: str, folder: str) -> Path:
 
 def read_input(
     path: Path | str,
-    text_column: str | tuple[str, ...],
+    text_column: str | tuple[str, ...] | None,
     delimiter: str | None = None,
     column_names: tuple[str, ...] | None = None,
 ) -> pd.DataFrame:
@@ -196,16 +196,10 @@ def read_input(
                 f"--input {path} could not be read as {ext[1:]} ({first}); "
                 "fix the file or pass one in another supported format"
             ) from None
-    from pipeline.data.text_columns import column_names as text_columns
+    if text_column is not None:  # None: chosen by the caller from the columns and the model
+        from pipeline.registry.batch_scoring import check_text_columns
 
-    for column in text_columns(text_column):
-        if column not in frame.columns:
-            from pipeline.data.sources import column_hint
-
-            raise UserInputError(
-                f"text column {column!r} not found in {path}; columns are {list(frame.columns)}; "
-                + column_hint(list(frame.columns), column, "--text-column", "--delimiter")
-            )
+        check_text_columns(list(frame.columns), text_column, path)
     return frame
 
 
@@ -245,7 +239,7 @@ def predict_file(
     model_uri: str,
     input_path: Path | str,
     output_path: Path | str,
-    text_column: str | tuple[str, ...] = TEXT_COLUMN,
+    text_column: str | tuple[str, ...] | None = TEXT_COLUMN,
     batch_size: int = 2048,
     prefix: str = "",
     delimiter: str | None = None,
@@ -256,18 +250,35 @@ def predict_file(
     from mlflow.exceptions import MlflowException
     from tqdm import tqdm
 
-    from pipeline.registry.batch_scoring import check_collisions, label_names
+    from pipeline.registry.batch_scoring import (
+        check_collisions,
+        check_text_columns,
+        default_text_column,
+        label_names,
+        trained_text_column,
+    )
+
+    def load():
+        try:
+            return mlflow.pyfunc.load_model(model_uri)
+        except MlflowException as e:  # no such model, version or alias
+            raise UserInputError(
+                f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
+                "first (jobs.run) or pass an existing --model-uri"
+            ) from None
 
     _writer(str(output_path))  # an unsupported output extension stops the job before any scoring
     frame = read_input(input_path, text_column, delimiter, column_names)
+    model = None
+    if text_column is None:  # 'text', else the columns the model was trained on (loaded first only then)
+        if TEXT_COLUMN not in frame.columns:
+            model = load()
+        text_column = default_text_column(
+            list(frame.columns), TEXT_COLUMN if model is None else trained_text_column(model)
+        )
+        check_text_columns(list(frame.columns), text_column, str(input_path))
     texts = _texts_of(frame, input_path, text_column)
-    try:
-        model = mlflow.pyfunc.load_model(model_uri)
-    except MlflowException as e:  # no such model, version or alias
-        raise UserInputError(
-            f"--model-uri {model_uri}: {str(e).splitlines()[0]}; train and promote a model "
-            "first (jobs.run) or pass an existing --model-uri"
-        ) from None
+    model = model or load()
     check_collisions(list(frame.columns), label_names(model), prefix, str(input_path))
     parts = []
     for start in tqdm(range(0, len(texts), batch_size), desc="predict", unit="batch", disable=not progress_bars()):
@@ -293,7 +304,7 @@ def run(
     input_path: str,
     output_path: str,
     model_uri: str | None,
-    text_column: str | tuple[str, ...],
+    text_column: str | tuple[str, ...] | None,
     prefix: str = "",
     workers: int | None = None,
     delimiter: str | None = None,
@@ -348,10 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-uri", help="model to use (default: models:/<registered name>@<alias>)")
     parser.add_argument(
         "--text-column",
-        default=TEXT_COLUMN,
         type=_text_columns_flag,
-        help="column with the texts (default: %(default)s); title,content joins those columns as a model trained "
-        "with data.text_column=[title, content] read them",
+        help="column with the texts (default: 'text', else the columns the model was trained on); title,content "
+        "joins those columns as training with data.text_column=[title, content] did",
     )
     parser.add_argument(
         "--delimiter",

@@ -108,7 +108,7 @@ def check_delimiter(delimiter: str | None, ext: str, path: str) -> None:
 
 
 def check_column_names(
-    column_names: tuple[str, ...] | None, text_column: str | tuple[str, ...], ext: str, path: str
+    column_names: tuple[str, ...] | None, text_column: str | tuple[str, ...] | None, ext: str, path: str
 ) -> None:
     """--column-names names the columns of header-less CSV/TSV input, each once, the text column among them."""
     if column_names is None:
@@ -121,7 +121,7 @@ def check_column_names(
         )
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise UserInputError(f"--column-names {','.join(names)}: name each column once, e.g. label,title,text")
-    for column in text_columns(text_column):
+    for column in text_columns(text_column) if text_column is not None else ():
         if column not in names:
             raise UserInputError(
                 f"--text-column {column!r} is not among --column-names {','.join(names)}; pass --text-column with "
@@ -153,6 +153,29 @@ def load_archive(archive: bytes, folder: str):
 def label_names(model) -> list[str]:
     """The class names of a loaded pyfunc of this project (pipeline.registry.raw_text_model)."""
     return list(model.unwrap_python_model().spec["label_names"])
+
+
+def trained_text_column(model) -> str | tuple[str, ...]:
+    """The columns a loaded model of this project was trained on, when several (data.text_column=[title,
+    content]); else 'text'."""
+    columns = model.unwrap_python_model().spec.get("text_columns")
+    return tuple(columns) if columns else TEXT_COLUMN
+
+
+def default_text_column(columns: list[str], trained: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """No --text-column: the input's 'text' column, else the columns the model was trained on (as the
+    served model reads its input)."""
+    return TEXT_COLUMN if TEXT_COLUMN in columns else trained
+
+
+def check_text_columns(columns: list, text_column: str | tuple[str, ...], where: str) -> None:
+    """Every text column is among the input's `columns`; else UserInputError naming the one missing."""
+    for column in text_columns(text_column):
+        if column not in columns:
+            from pipeline.data.sources import column_hint
+
+            hint = column_hint(list(columns), column, "--text-column", "--delimiter")
+            raise UserInputError(f"text column {column!r} not found in {where}; columns are {list(columns)}; {hint}")
 
 
 def score_columns(labels: list[str], prefix: str) -> list[str]:
@@ -452,17 +475,18 @@ class ScoringPlan:
     model_version: str | None  # the registry version the URI resolved to, if it names one
     archive: bytes  # model_archive of that version
     labels: list[str]
-    text_column: str | tuple[str, ...]
+    text_column: str | tuple[str, ...] | None  # None: 'text', else the model's (trained_text_column)
     prefix: str
     delimiter: str | None = None  # CSV/TSV field separator, if not the format's own
     column_names: tuple[str, ...] | None = None  # CSV/TSV input without a header line: its columns
+    trained_text_column: str | tuple[str, ...] = TEXT_COLUMN
 
 
 def plan_scoring(
     model_uri: str,
     input_pattern: str,
     output: str,
-    text_column: str | tuple[str, ...],
+    text_column: str | tuple[str, ...] | None,
     prefix: str = "",
     delimiter: str | None = None,
     column_names: tuple[str, ...] | None = None,
@@ -485,7 +509,8 @@ def plan_scoring(
             "an existing --model-uri"
         ) from None
     with tempfile.TemporaryDirectory(prefix="rnn-predict-model-") as tmp:
-        labels = label_names(load_archive(archive, tmp))  # loads as every actor will: checked once, here
+        model = load_archive(archive, tmp)  # loads as every actor will: checked once, here
+        labels, trained = label_names(model), trained_text_column(model)
     return ScoringPlan(
         input_pattern,
         files,
@@ -499,6 +524,7 @@ def plan_scoring(
         prefix,
         delimiter,
         column_names,
+        trained,
     )
 
 
@@ -520,18 +546,13 @@ def score_to_folder(plan: ScoringPlan, workers: int | None = None) -> BatchScori
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _scored(ds, columns: list[str], plan: ScoringPlan, workers: int | None):
+def _scored(ds, columns: list[str], plan: ScoringPlan, text_column: str | tuple[str, ...], workers: int | None):
     """`ds` with the scores added by a pool of actors (lazy), after the column checks."""
     import ray
     import ray.data
 
-    where, text_column, prefix = plan.input_pattern, plan.text_column, plan.prefix
-    for column in text_columns(text_column):
-        if column not in columns:
-            from pipeline.data.sources import column_hint
-
-            hint = column_hint(columns, column, "--text-column", "--delimiter")
-            raise UserInputError(f"text column {column!r} not found in {where}; columns are {columns}; {hint}")
+    where, prefix = plan.input_pattern, plan.prefix
+    check_text_columns(columns, text_column, where)
     check_collisions(columns, plan.labels, prefix, where)
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)  # a CPU left for reads and writes
@@ -549,11 +570,14 @@ def _score(plan: ScoringPlan, workers: int | None) -> BatchScoringResult:
     output = plan.output
     where, fmt, text_column, prefix = plan.input_pattern, plan.fmt, plan.text_column, plan.prefix
     with _input_errors(where, fmt):
-        ds = _read(plan.files, fmt, text_column, plan.delimiter, plan.column_names)  # Parquet: footers read here
+        # Parquet: footers read here. Without --text-column, a header-less read types the model's columns.
+        ds = _read(plan.files, fmt, text_column or plan.trained_text_column, plan.delimiter, plan.column_names)
         schema = ds.schema()
     # No schema: no file holds a row (a header-only CSV). The output is then an empty folder with its
     # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.
-    scored = None if schema is None else _scored(ds, list(schema.names), plan, workers)
+    if text_column is None:
+        text_column = default_text_column([] if schema is None else schema.names, plan.trained_text_column)
+    scored = None if schema is None else _scored(ds, list(schema.names), plan, text_column, workers)
     remove_stale_staging(output)  # a killed run's (local; the store's staging names)
     staging = _staging(output)
     try:

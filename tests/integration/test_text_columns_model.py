@@ -103,6 +103,14 @@ def test_predict_joins_text_columns_in_the_file_and_the_ray_path(joined_model, r
     assert folder.rows == 4 and stored["label"].tolist() == by_text["label"].tolist()
     np.testing.assert_allclose(stored["p_pos"], by_text["p_pos"], atol=1e-6)
 
+    # No --text-column: 'text' where the input has it, else the columns the model was trained on.
+    default = predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "e.parquet"), None, None)
+    np.testing.assert_allclose(default["p_pos"], by_text["p_pos"], atol=1e-7)
+    given_text = predict_job.run(cfg, str(tmp_path / "joined.csv"), str(tmp_path / "f.parquet"), None, None)
+    np.testing.assert_allclose(given_text["p_pos"], by_text["p_pos"], atol=1e-7)
+    predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "default"), None, None, workers=1)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "default")["p_pos"], by_text["p_pos"], atol=1e-6)
+
     with pytest.raises(UserInputError, match=r"text column 'body' not found in .*in\.csv; columns are"):
         predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "c.parquet"), None, ("title", "body"))
     with pytest.raises(UserInputError, match=r"text column 'body' not found in .*in\.csv; columns are"):
