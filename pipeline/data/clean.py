@@ -49,7 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.data.text_columns import as_text
+from pipeline.data.text_columns import as_text, is_string_type
 from pipeline.errors import DataValidationError
 from schemas.config import DataConfig
 from schemas.features import CleaningReport
@@ -151,7 +151,7 @@ def label_strings(labels: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, dict[st
             t = arr.type
     if pa.types.is_integer(t):
         return pc.cast(arr, pa.string()), ({"int": valid[0].as_py()} if len(valid) else {})
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if is_string_type(t):
         return pc.cast(arr, pa.string()), ({"str": valid[0].as_py()} if len(valid) else {})
     if pa.types.is_null(t):
         return pa.nulls(len(arr), pa.string()), {}

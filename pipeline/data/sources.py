@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.clean import EXAMPLES_KEPT
-from pipeline.data.text_columns import join_text
+from pipeline.data.text_columns import is_string_type, join_text
 from pipeline.errors import DataValidationError, UserInputError
 from schemas.config import FILE_FORMAT_SETTINGS, DataConfig
 
@@ -662,12 +662,11 @@ class BadRows:
 
 
 def _suspects(table, label_type_is_string: bool):
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     text, label = table.column("text"), table.column("label")
     cond = pc.is_null(label)
-    if pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+    if is_string_type(text.type):
         cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(text, "[\r\n]"), False))
     if label_type_is_string:
         cond = pc.or_(cond, pc.fill_null(pc.match_substring_regex(label, "[\r\n]"), False))

@@ -19,6 +19,11 @@ from pipeline.errors import DataValidationError
 SEPARATOR = " "
 
 
+def is_string_type(t: pa.DataType) -> bool:
+    """string, large_string or string_view (Polars' and DuckDB's Arrow strings, kept in Parquet metadata)."""
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
 def _fix(setting: str | None) -> str:
     """How to mend a text column of other values: choose other columns (`setting`), or send strings."""
     chosen = f"set {setting} to the column(s) that hold the texts, or " if setting else ""
@@ -33,7 +38,7 @@ def as_text(values: pa.Array | pa.ChunkedArray, column: str, where: str, setting
         values = values.combine_chunks()
     if pa.types.is_floating(values.type):
         values = pc.if_else(pc.is_nan(values), pa.scalar(None, values.type), values)
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    if is_string_type(values.type):
         return pc.cast(values, pa.string())
     valid = values.drop_null()
     if not len(valid) or pa.types.is_null(values.type):

@@ -106,3 +106,17 @@ def test_text_column_lists_are_checked_with_the_config():
         DataConfig(
             source="files", paths=("x.csv",), column_names=("label", "title", "text"), text_column=["title", "body"]
         )
+
+
+def test_arrow_string_views_are_text(tmp_path, job):
+    # Polars and DuckDB hand Arrow strings over as string_view, which a Parquet file's schema keeps.
+    import pyarrow.parquet as pq
+
+    texts = [f"review {i} {'great fun' if i % 2 else 'awful bore'}" for i in range(40)]
+    labels = ["pos" if i % 2 else "neg" for i in range(40)]
+    view = pa.table({"text": pa.array(texts, pa.string_view()), "label": pa.array(labels, pa.string_view())})
+    pq.write_table(view, tmp_path / "view.parquet")
+    pq.write_table(pa.table({"text": texts, "label": labels}), tmp_path / "plain.parquet")
+    by_view = prepare(job(source="files", paths=(str(tmp_path / "view.parquet"),)))
+    plain = prepare(job(source="files", paths=(str(tmp_path / "plain.parquet"),), output_root=str(tmp_path / "p")))
+    assert by_view.manifest.label_names == ["neg", "pos"] and _texts(by_view) == sorted(texts) == _texts(plain)
