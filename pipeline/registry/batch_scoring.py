@@ -301,7 +301,7 @@ def _read(
 
     paths, fs = arrow_paths(files)
     if fmt == "parquet":
-        return ray.data.read_parquet(paths, filesystem=fs)
+        return ray.data.read_parquet(paths, filesystem=fs, **_views_read_as_strings(paths[0], fs))
     if fmt == "json":
         return ray.data.read_datasource(JsonLinesSource(paths, filesystem=fs))
     import pyarrow.csv as pacsv
@@ -318,6 +318,24 @@ def _read(
         column_names=column_names,
     )
     return ray.data.read_datasource(source)
+
+
+def _views_read_as_strings(path: str, fs) -> dict:
+    """read_parquet's `schema` when the (first) file has Arrow string_view columns (Polars and DuckDB keep
+    them in Parquet's metadata), read as plain strings: Ray Data can neither pickle such a block out of
+    its read task nor hand it to pandas. {} otherwise, and for a footer that cannot be read (the read
+    names the problem)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path, filesystem=fs)
+    except (OSError, pa.ArrowException):
+        return {}
+    if not any(pa.types.is_string_view(f.type) for f in schema):
+        return {}
+    fields = [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in schema]
+    return {"schema": pa.schema(fields, metadata=schema.metadata)}
 
 
 _REMOTE_ERROR = re.compile(r"^pipeline\.errors\.(\w+): (.+)$", re.MULTILINE)
@@ -546,10 +564,12 @@ def score_to_folder(plan: ScoringPlan, workers: int | None = None) -> BatchScori
         context.execution_options.preserve_order, context.enable_progress_bars = saved
 
 
-def _scored(ds, columns: list[str], plan: ScoringPlan, text_column: str | tuple[str, ...], workers: int | None):
+def _scored(ds, schema, plan: ScoringPlan, text_column: str | tuple[str, ...], workers: int | None):
     """`ds` with the scores added by a pool of actors (lazy), after the column checks."""
     import ray
     import ray.data
+
+    columns = list(schema.names)
 
     where, prefix = plan.input_pattern, plan.prefix
     check_text_columns(columns, text_column, where)
@@ -577,7 +597,7 @@ def _score(plan: ScoringPlan, workers: int | None) -> BatchScoringResult:
     # summary (rows 0), as the one-file path writes an empty file: a scheduled run on a quiet day succeeds.
     if text_column is None:
         text_column = default_text_column([] if schema is None else schema.names, plan.trained_text_column)
-    scored = None if schema is None else _scored(ds, list(schema.names), plan, text_column, workers)
+    scored = None if schema is None else _scored(ds, schema, plan, text_column, workers)
     remove_stale_staging(output)  # a killed run's (local; the store's staging names)
     staging = _staging(output)
     try:

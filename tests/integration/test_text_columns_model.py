@@ -111,6 +111,15 @@ def test_predict_joins_text_columns_in_the_file_and_the_ray_path(joined_model, r
     predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "default"), None, None, workers=1)
     np.testing.assert_allclose(pd.read_parquet(tmp_path / "default")["p_pos"], by_text["p_pos"], atol=1e-6)
 
+    # Parquet of Arrow string_view columns (Polars, DuckDB): Ray Data cannot hand them to pandas as they are.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    views = {c: pa.array(ROWS[c].tolist(), from_pandas=True).cast(pa.string_view()) for c in columns}
+    pq.write_table(pa.table(views), tmp_path / "views.parquet")
+    predict_job.run(cfg, str(tmp_path / "views.parquet"), str(tmp_path / "from_views"), None, None, workers=1)
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "from_views")["p_pos"], by_text["p_pos"], atol=1e-6)
+
     with pytest.raises(UserInputError, match=r"text column 'body' not found in .*in\.csv; columns are"):
         predict_job.run(cfg, str(tmp_path / "in.csv"), str(tmp_path / "c.parquet"), None, ("title", "body"))
     with pytest.raises(UserInputError, match=r"text column 'body' not found in .*in\.csv; columns are"):
