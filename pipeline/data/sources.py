@@ -769,6 +769,10 @@ def column_hint(columns: list[str], col: str, setting: str, delimiter_setting: s
     def assign(name: str, value: str) -> str:
         return f"pass {name} {value!r}" if name.startswith("--") else f"set {name}={value!r}"
 
+    parts = [p.strip() for p in col.split(",")]
+    if setting == "data.text_column" and len(parts) > 1 and all(p in columns for p in parts):
+        return f"to join several columns into the text, list them: {setting}=[{','.join(parts)}]"
+
     if len(columns) == 1:
         for sep in _SEPARATORS:
             names = [n.strip() for n in str(columns[0]).split(sep)]

@@ -88,6 +88,9 @@ def test_a_missing_or_non_text_column_among_them_is_named(tmp_path, job):
     path.write_text("label,title,stars,content\n" + "".join(f"{i % 2},t {i},{i},body {i}\n" for i in range(20)))
     with pytest.raises(DataValidationError, match=r"text column 'body' not found in .*reviews\.csv; columns are"):
         prepare(job(source="files", paths=(str(path),), text_column=("title", "body")))
+    # data.text_column=title,content on the command line is one name with a comma: say how to list them.
+    with pytest.raises(DataValidationError, match=r"list them: data.text_column=\[title,content\]$"):
+        prepare(job(source="files", paths=(str(path),), text_column="title,content"))
     # A CSV's fields are text as written ("5" is a text); JSON keeps numbers numbers.
     lines = tmp_path / "reviews.jsonl"
     lines.write_text("".join(json.dumps({"label": i % 2, "title": f"t {i}", "stars": i}) + "\n" for i in range(20)))
