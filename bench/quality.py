@@ -152,7 +152,7 @@ def corpus_overrides(
         own = [
             "data.source=files",
             f"data.paths=[{name}]",
-            f"data.text_column={text_column}",
+            f"data.text_column=[{text_column}]" if "," in text_column else f"data.text_column={text_column}",
             f"data.label_column={label_column}",
         ]
     return [*own, *overrides]
@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         default=["builtin", "sentences"],
         help=f"{', '.join(NAMED)}, or the path/URI of a labeled corpus (data.source=files)",
     )
-    parser.add_argument("--text-column", default="text", help="text column of a corpus given by path")
+    parser.add_argument(
+        "--text-column", default="text", help="text column of a corpus given by path (title,content: joined)"
+    )
     parser.add_argument("--label-column", default="label", help="label column of a corpus given by path")
     parser.add_argument(
         "--search-minutes", type=float, default=30.0, help="jobs.tune time budget per corpus (0: no search)"

@@ -21,6 +21,8 @@ def test_a_path_is_read_through_files_with_its_columns(tmp_path: Path):
     assert cfg.data.source == "files" and [str(p) for p in cfg.data.paths] == [str(csv)]
     assert (cfg.data.text_column, cfg.data.label_column, cfg.data.labels) == ("review", "stars", None)
     assert corpus_slug(str(csv)) == "my-reviews"
+    joined = load_config(CONFIG_DIR / "best.yaml", corpus_overrides(str(csv), tmp_path, "title,content", "stars"))
+    assert joined.data.text_column == ("title", "content")  # as jobs.predict --text-column title,content
     assert corpus_slug("s3://corpora/raw/imdb/") == "imdb"
 
 
