@@ -80,11 +80,30 @@ def _joined(model_input: pd.DataFrame | dict, text_columns: list[str]) -> list:
     from pipeline.data.text_columns import frame_texts
     from pipeline.errors import DataValidationError
 
-    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(dict(model_input))
+    if isinstance(model_input, pd.DataFrame):
+        frame = model_input
+    else:  # {"title": "x", "content": "y"} is one row; lists (or arrays) are a row per item
+        values = {c: model_input[c] for c in text_columns}
+        values = {
+            c: [v.item() if isinstance(v, np.ndarray) else v] if _scalar(v) else list(v) for c, v in values.items()
+        }
+        if len({len(v) for v in values.values()}) > 1:
+            sizes = ", ".join(f"{c}: {len(v)}" for c, v in values.items())
+            raise MlflowException.invalid_parameter_value(
+                f"input columns {list(text_columns)} hold different numbers of rows ({sizes}); send one value per row "
+                "in each"
+            )
+        frame = pd.DataFrame(values)
     try:
         return frame_texts(frame, tuple(text_columns), "input", None)
     except DataValidationError as e:
         raise MlflowException.invalid_parameter_value(str(e)) from None
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, list | tuple | pd.Series | np.ndarray) or (
+        isinstance(value, np.ndarray) and value.ndim == 0
+    )
 
 
 def why_not_text(value: Any) -> str | None:

@@ -92,6 +92,15 @@ def test_a_model_trained_on_several_text_columns_joins_them():
     frame = pd.DataFrame({"title": ["Great CD", None, " "], "content": ["loved it", "meh", "ok"]})
     assert input_texts(frame, columns) == ["Great CD loved it", "meh", "ok"]
     assert input_texts({"title": ["a"], "content": ["b"], "id": [1]}, columns) == ["a b"]
+    # REST `inputs` as MLflow hands them over: one row of scalars, or arrays (0-d for a scalar).
+    assert input_texts({"title": "a", "content": "b"}, columns) == ["a b"]
+    assert input_texts({"title": np.array("a"), "content": np.array("b")}, columns) == ["a b"]
+    assert input_texts({"title": np.array(["a", None], dtype=object), "content": np.array(["b", "c"])}, columns) == [
+        "a b",
+        "c",
+    ]
+    with pytest.raises(MlflowException, match=r"hold different numbers of rows \(title: 2, content: 1\)"):
+        input_texts({"title": ["a", "b"], "content": ["c"]}, columns)
     assert input_texts(pd.DataFrame({"text": ["as sent"], "title": ["x"], "content": ["y"]}), columns) == ["as sent"]
     with pytest.raises(MlflowException, match=r"input: column 'content' holds int64 values \(e\.g\. 5\), not text"):
         input_texts(pd.DataFrame({"title": ["a"], "content": [5]}), columns)
