@@ -132,3 +132,50 @@ def test_predict_joins_text_columns_in_the_file_and_the_ray_path(joined_model, r
 def test_the_text_column_flag_takes_several_names():
     assert predict_job._text_columns_flag("title, content") == ("title", "content")
     assert predict_job._text_columns_flag("review") == "review"
+
+
+def test_the_scoring_server_joins_the_columns_over_rest(joined_model, tmp_path):
+    # `mlflow models serve` hands the model what MLflow parsed from JSON: a frame (dataframe_split,
+    # dataframe_records) or a dict of arrays (inputs); each is joined as the prepare step joined it.
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import free_port, stop_process, wait_http
+
+    uri, _ = joined_model
+    port = free_port()
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    log = open(tmp_path / "serve.log", "wb")
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/joined@champion"]
+    proc = subprocess.Popen(
+        [*command, "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", timeout_s=180, proc=proc)
+        with tracking_store(uri):
+            expected = mlflow.pyfunc.load_model("models:/joined@champion").predict(pd.DataFrame({"text": JOINED}))
+        records = ROWS[["title", "content"]].astype(object).where(ROWS[["title", "content"]].notna(), None)
+        payloads = [
+            {"dataframe_split": {"columns": ["title", "content"], "data": records.values.tolist()}},
+            {"dataframe_records": records.to_dict(orient="records")},
+            {"inputs": {"title": records["title"].tolist(), "content": records["content"].tolist()}},
+        ]
+        for payload in payloads:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps(payload).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as r:
+                answer = pd.DataFrame(json.load(r)["predictions"])
+            assert answer["label"].tolist() == expected["label"].tolist(), payload
+            np.testing.assert_allclose(answer["p_pos"], expected["p_pos"], atol=1e-6)
+    finally:
+        stop_process(proc, log)
