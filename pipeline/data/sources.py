@@ -217,7 +217,10 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
     for pattern in patterns:
         p = local_path(pattern)  # file:///data/x.csv is /data/x.csv
         if p.is_dir():
-            hits = sorted(q for q in p.rglob("*") if q.is_file() and data_suffix(q) in _EXT_FORMAT)
+            every = [q for q in p.rglob("*") if q.is_file()]
+            hits = sorted(q for q in every if data_suffix(q) in _EXT_FORMAT)
+            if every and not hits:
+                raise _no_data_files(pattern, every)
         elif any(c in pattern for c in "*?["):
             hits = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
         else:
@@ -1177,6 +1180,19 @@ def _compressed(unit: Unit) -> bool:
     return unit.kind in ("file", "texts") and compression_of(unit.uris[0]) is not None
 
 
+def _no_data_files(pattern: str, files: list) -> UserInputError:
+    """A folder (or prefix) whose files have no data extension: which it holds, and how to read them."""
+    found = sorted(
+        {"".join(PurePosixPath(str(f)).suffixes[-2 if compression_of(f) else -1 :]) or "(none)" for f in files}
+    )
+    return UserInputError(
+        f"data.paths entry {pattern!r} is a folder of {len(files)} file(s) with no data extension among them "
+        f"(found {found}); a folder contributes its {', '.join(_EXT_FORMAT)} files (compressed ones too): name "
+        "other files themselves or by a glob (fastText .txt files: data.paths=[<folder>/*.txt.bz2]), or use "
+        "data.source=folder for <split>/<label>/*.txt documents"
+    )
+
+
 def _remote_files(pattern: str) -> list[tuple[str, int]]:
     """(URL, size) of the files an object-store URL names: a file, a 'folder' prefix, or a glob."""
     import fnmatch
@@ -1198,7 +1214,10 @@ def _remote_files(pattern: str) -> list[tuple[str, int]]:
     files = sorted((f"{scheme}://{i.path}", i.size) for i in infos if i.type == pafs.FileType.File)
     if glob_at >= 0:
         return [(u, n) for u, n in files if fnmatch.fnmatch(u, pattern)]
-    return [(u, n) for u, n in files if data_suffix(u) in _EXT_FORMAT]
+    hits = [(u, n) for u, n in files if data_suffix(u) in _EXT_FORMAT]
+    if files and not hits:
+        raise _no_data_files(pattern, [u for u, _ in files])
+    return hits
 
 
 def list_files(patterns: tuple[str, ...]) -> list[tuple[str, int]]:

@@ -246,3 +246,5 @@ def test_a_fasttext_object_is_told_by_its_first_line(job, s3_bucket, tmp_path):
     local = prepare(job(output_root=str(tmp_path / "local"), source="files", paths=(str(path),), format="fasttext"))
     assert remote.manifest.label_names == ["1", "2"]
     assert remote.manifest.content_digest == local.manifest.content_digest
+    with pytest.raises(UserInputError, match=r"found \['\.txt\.bz2'\]\); a folder contributes its \.csv"):
+        prepare(job(output_root=str(tmp_path / "out"), source="files", paths=(f"{s3_bucket}/ft/",)))

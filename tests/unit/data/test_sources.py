@@ -190,6 +190,12 @@ def test_a_txt_file_that_is_not_fasttext_says_what_to_set(tmp_path, job):
     (tmp_path / "empty.txt").write_bytes(b"")
     with pytest.raises(UserInputError, match=r"empty\.txt: .* but it is empty"):
         prepare(job(source="files", paths=(str(tmp_path / "empty.txt"),)))
+    # A folder contributes its data files only: one of .txt files says so (before: "matches no file").
+    folder = tmp_path / "ft"
+    folder.mkdir()
+    (folder / "train.ft.txt").write_text("__label__1 bad\n__label__2 good\n", encoding="utf-8")
+    with pytest.raises(UserInputError, match=r"'.*ft' is a folder of 1 file\(s\) with no data extension among them "):
+        prepare(job(source="files", paths=(str(folder),)))
     (tmp_path / "x.csv").write_text("text,label\na,pos\n")
     with pytest.raises(
         UserInputError, match=r"cannot tell the format of data.paths \(extensions \['\.csv', '\.txt'\]\)"
