@@ -4,7 +4,8 @@ number of files on Ray into a folder.
     python -m jobs.predict --input reviews.csv --output scored.parquet [--model-uri models:/rnn-textcls@champion]
     python -m jobs.predict --input 's3://bucket/reviews/*.parquet' --output s3://bucket/scored/ [--workers 8]
 
-Input: CSV, TSV, JSON Lines or Parquet (compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
+Input: CSV, TSV, JSON Lines, Parquet or .txt (a text per line; fastText lines `__label__2 Great CD` give a
+`label` and a `text` column, as training reads them; compressed ones too: reviews.csv.gz, .bz2, .zst, .lz4) with
 a text column (`--text-column`, default `text`, else the columns the model was trained on; `title,content`
 joins those columns as training with data.text_column=[title, content] did), read as written ("NA" or
 "null" is text; every CSV/TSV column is a string, "00042" keeps its zeros); a row without text
@@ -49,7 +50,16 @@ _READERS = {
     ".tsv": lambda p, sep, names: _read_csv(p, sep or "\t", names),
     ".jsonl": lambda p, sep, names: _read_jsonl(p),
     ".parquet": lambda p, sep, names: _pd().read_parquet(p),
+    ".txt": lambda p, sep, names: _read_txt(p),
 }
+
+
+def _read_txt(path: Path) -> pd.DataFrame:
+    """A text per line, or fastText lines as `label` and `text` (pipeline.registry.scoring_input)."""
+    from pipeline.registry.batch_scoring import txt_is_fasttext
+    from pipeline.registry.scoring_input import text_lines_table
+
+    return text_lines_table(path.read_bytes(), txt_is_fasttext(str(path)), str(path)).to_pandas()
 
 
 def _read_csv(path: Path, sep: str, names: tuple[str, ...] | None) -> pd.DataFrame:
@@ -172,10 +182,10 @@ def read_input(
     if reader is None and not ext and "://" in path:  # an object-store prefix looks like any extensionless key
         raise UserInputError(
             f"--input {path} has no extension: to score the files under that prefix give --output a folder (ending "
-            "in /), which runs on Ray; one input file must end in .csv, .tsv, .jsonl or .parquet"
+            "in /), which runs on Ray; one input file must end in .csv, .tsv, .jsonl, .parquet or .txt"
         )
     if reader is None:
-        raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl or .parquet")
+        raise UserInputError(f"--input {path}: unsupported extension {ext!r}; use .csv, .tsv, .jsonl, .parquet or .txt")
     check_column_names(column_names, text_column, ext, path)
     from pyarrow.lib import ArrowException
 
@@ -347,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--input",
         required=True,
-        help="CSV, TSV, JSONL or Parquet file with a text column (with an output folder: also a folder or glob); "
+        help="CSV, TSV, JSONL, Parquet or .txt file with a text column (with an output folder: also a folder or glob); "
         "local or s3:// URL",
     )
     parser.add_argument(

@@ -270,10 +270,10 @@ def _txt_format(path: Path | str) -> str:
             head = f.read(TXT_SNIFF_BYTES)
     except OSError as e:
         raise UserInputError(f"data.paths: {path} could not be read ({e})") from None
+    if reads_as_fasttext(head):
+        return "fasttext"
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
     first = next((line.strip() for line in text.splitlines() if line.strip()), None)
-    if first is not None and first.startswith(FASTTEXT_PREFIX):
-        return "fasttext"
     shown = "it is empty" if first is None else f"its first line is {first[:60]!r}"
     raise UserInputError(
         f"cannot tell the format of {path}: a .txt file is read as fastText's '__label__<label> <text>' lines, "
@@ -308,6 +308,34 @@ def _reader_kwargs(fmt: str, cfg: DataConfig) -> tuple[str, dict]:
     return fmt, {}
 
 
+def split_fasttext(lines, where: str, line_numbers: list[int] | None = None):
+    """fastText lines (Arrow strings) -> (label, text) string arrays: a line without a label prefix has a
+    missing label and is its whole text; a line with a second label raises DataValidationError naming
+    its line (`line_numbers`: each line's number in its file, else its position + 1)."""
+    import pyarrow.compute as pc
+
+    parts = pc.extract_regex(pc.utf8_trim_whitespace(lines), _FASTTEXT_LINE)
+    label, text = pc.struct_field(parts, "label"), pc.struct_field(parts, "text")
+    text = pc.if_else(pc.is_null(label), lines, pc.fill_null(text, ""))
+    second = pc.fill_null(pc.starts_with(text, FASTTEXT_PREFIX), False)
+    if pc.any(second).as_py():
+        at = pc.index(second, True).as_py()
+        line = line_numbers[at] if line_numbers is not None else at + 1
+        raise DataValidationError(
+            f"{where}: line {line} has more than one label ({lines[at].as_py()[:80]!r}); this job gives each "
+            "text one class: keep one __label__ per line"
+        )
+    return label, text
+
+
+def reads_as_fasttext(head: bytes) -> bool | None:
+    """Whether a file's first bytes start with a fastText line (`__label__<label> <text>`); None when they
+    hold no line that is not blank."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), None)
+    return None if first is None else first.startswith(FASTTEXT_PREFIX)
+
+
 def fasttext_rows(ds, where: str):
     """fastText lines (`datasets`' text reader's rows, "__label__pos great film") -> Arrow (text, label),
     labels that are all integers as integers. A line without a label prefix has a missing label (counted by
@@ -316,17 +344,7 @@ def fasttext_rows(ds, where: str):
     import pyarrow.compute as pc
 
     lines = ds.with_format("arrow")[:].column("text").combine_chunks()
-    parts = pc.extract_regex(pc.utf8_trim_whitespace(lines), _FASTTEXT_LINE)
-    label, text = pc.struct_field(parts, "label"), pc.struct_field(parts, "text")
-    unlabeled = pc.is_null(label)
-    text = pc.if_else(unlabeled, lines, pc.fill_null(text, ""))
-    second = pc.fill_null(pc.starts_with(text, FASTTEXT_PREFIX), False)
-    if pc.any(second).as_py():
-        at = pc.index(second, True).as_py()
-        raise DataValidationError(
-            f"{where}: line {at + 1} has more than one label ({lines[at].as_py()[:80]!r}); this job gives each "
-            "text one class: keep one __label__ per line"
-        )
+    label, text = split_fasttext(lines, where)
     valid = label.drop_null()
     if len(valid) and pc.all(pc.match_substring_regex(valid, r"^(0|-?[1-9][0-9]{0,17})$")).as_py():
         # __label__1 / __label__2 (Amazon's, Yelp's): integers, as a CSV's, so that 10 sorts after 2.

@@ -1,7 +1,7 @@
 """Batch scoring on Ray Data: inputs larger than one process, scored by a pool of actors.
 
 `jobs.predict` with an output *folder* runs here. Its input (one file, a folder or a glob, local or
-on object storage; CSV, TSV, JSON Lines or Parquet) is read by Ray Data's readers in blocks across
+on object storage; CSV, TSV, JSON Lines, Parquet or .txt lines) is read by Ray Data's readers in blocks across
 the cluster; each actor of a pool (1 CPU each, `workers` at most) unpacks the model once and scores
 batches; the rows are written as Parquet part files. The driver holds only the model's files and
 the counts, so the input is bounded by the cluster, not by one machine's memory (the single-file
@@ -57,7 +57,7 @@ from schemas.signature import TEXT_COLUMN
 
 SUMMARY = "_predict_summary.json"
 BATCH_ROWS = 1024  # rows per actor call: the model encodes and scores them in batches of 512
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".parquet": "parquet"}
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".parquet": "parquet", ".txt": "txt"}
 _SHOWN = 3  # rows without text quoted in the error
 
 
@@ -89,7 +89,7 @@ def input_files(pattern: str) -> tuple[list[str], str]:
     if None in kinds or len(kinds) != 1:
         found = sorted({data_suffix(f) or "(none)" for f in files})
         raise UserInputError(
-            f"--input {pattern}: files of one format expected (.csv, .tsv, .jsonl or .parquet), found {found}; "
+            f"--input {pattern}: files of one format expected (.csv, .tsv, .jsonl, .parquet or .txt), found {found}; "
             "point it at files of one kind"
         )
     return files, kinds.pop()
@@ -297,13 +297,15 @@ def _read(
     import ray.data
 
     from pipeline.data.store import arrow_paths
-    from pipeline.registry.scoring_input import CsvSource, JsonLinesSource
+    from pipeline.registry.scoring_input import CsvSource, JsonLinesSource, TextLinesSource
 
     paths, fs = arrow_paths(files)
     if fmt == "parquet":
         return ray.data.read_parquet(paths, filesystem=fs, **_views_read_as_strings(paths[0], fs))
     if fmt == "json":
         return ray.data.read_datasource(JsonLinesSource(paths, filesystem=fs))
+    if fmt == "txt":
+        return ray.data.read_datasource(TextLinesSource(paths, filesystem=fs, fasttext=txt_is_fasttext(files[0])))
     import pyarrow.csv as pacsv
 
     # As the single-file reader: quoted newlines inside a review, every column read as written ("NA" stays
@@ -318,6 +320,18 @@ def _read(
         column_names=column_names,
     )
     return ray.data.read_datasource(source)
+
+
+def txt_is_fasttext(path: str) -> bool:
+    """Whether a `.txt` input holds fastText lines (`__label__2 Great CD`), from its first line (decompressed
+    by its name; one ranged read on object storage), as training's data.format=auto decides."""
+    from pipeline.data.sources import open_data, reads_as_fasttext
+
+    try:
+        with open_data(path) as f:
+            return bool(reads_as_fasttext(f.read(1 << 16)))
+    except OSError as e:
+        raise UserInputError(f"--input {path} could not be read ({e})") from None
 
 
 def _views_read_as_strings(path: str, fs) -> dict:

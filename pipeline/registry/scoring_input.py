@@ -55,6 +55,48 @@ class JsonLinesSource(FileBasedDatasource):
             raise _bad_input(path, "JSON Lines", located or str(e).strip().splitlines()[0]) from None
 
 
+def text_lines_table(data: bytes, fasttext: bool, where: str):
+    """A `.txt` input as rows: one text per line that is not blank; fastText lines (`__label__2 Great CD`,
+    as training reads them) as a `label` and a `text` column, the label as written. Shared by the one-file
+    path and TextLinesSource, so both score the same rows. Raises UserInputError naming the file (bytes
+    that are not UTF-8, a line with two labels)."""
+    import pyarrow as pa
+
+    from pipeline.data.sources import split_fasttext
+    from pipeline.errors import DataValidationError
+
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise _bad_input(where, "UTF-8 text", f"bytes at offset {e.start} are not UTF-8") from None
+    kept = [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    lines = pa.array([line for _, line in kept], pa.string())
+    if not fasttext:
+        return pa.table({"text": lines})
+    try:
+        label, texts = split_fasttext(lines, where, [n for n, _ in kept])
+    except DataValidationError as e:
+        raise UserInputError(f"--input file {e}") from None
+    return pa.table({"label": label, "text": texts})
+
+
+class TextLinesSource(FileBasedDatasource):
+    """`.txt` files, one table per file: a text per line, or fastText lines (`fasttext`, decided on the
+    driver from the first file: every file then gives the same columns)."""
+
+    def __init__(self, paths: list[str], *, fasttext: bool, **kwargs: Any):
+        super().__init__(paths, **kwargs)
+        self._fasttext = fasttext
+
+    def _read_stream(self, f, path: str) -> Iterator[Any]:
+        try:
+            data = f.read_buffer().to_pybytes()
+        except OSError as e:  # a compressed file that does not decompress
+            raise _bad_input(path, "text", str(e).strip().splitlines()[0]) from None
+        if data:
+            yield text_lines_table(data, self._fasttext, path)
+
+
 class CsvSource(FileBasedDatasource):
     """CSV/TSV files read in batches with Arrow's streaming reader (as Ray's `read_csv`), every column as
     written: a string.

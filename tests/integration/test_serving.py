@@ -500,3 +500,35 @@ def test_the_served_model_loads_from_only_what_it_ships(champion, tmp_path):
         "pyarrow",
         "pydantic",
     }
+
+
+def test_predict_scores_text_and_fasttext_lines_in_both_paths(champion, ray_cluster, tmp_path):
+    # A model trained on train.ft.txt.bz2 scores test.ft.txt.bz2: fastText lines keep their label as a
+    # column (refused until --score-prefix, as a labeled CSV's); a plain .txt is a text per line.
+    import bz2
+
+    root, uri = champion
+    cfg = load_config(None, [f"tracking.tracking_uri={uri}", "tracking.registered_model_name=served"])
+    (tmp_path / "in").mkdir()
+    ft = tmp_path / "in" / "test.ft.txt.bz2"
+    ft.write_bytes(bz2.compress(f"__label__2 {REVIEWS[0]}\n\n__label__1 {REVIEWS[1]}\r\n".encode()))
+    pd.DataFrame({"label": ["2", "1"], "text": REVIEWS}).to_csv(tmp_path / "same.csv", index=False)
+    expected = predict_job.run(cfg, str(tmp_path / "same.csv"), str(tmp_path / "same.parquet"), None, None, "pred_")
+    with pytest.raises(UserInputError, match=r"already has the column\(s\) \['label'\].*--score-prefix pred_"):
+        predict_job.run(cfg, str(ft), str(tmp_path / "ft.parquet"), None, None)
+    one = predict_job.run(cfg, str(ft), str(tmp_path / "ft.parquet"), None, None, "pred_")
+    many = predict_job.run(cfg, str(tmp_path / "in" / "*.txt.bz2"), str(tmp_path / "ft"), None, None, "pred_")
+    stored = pd.read_parquet(tmp_path / "ft")
+    assert one["label"].tolist() == stored["label"].tolist() == ["2", "1"] and many.rows == 2
+    assert one["pred_label"].tolist() == stored["pred_label"].tolist() == expected["pred_label"].tolist()
+    np.testing.assert_allclose(stored["pred_p_pos"], expected["pred_p_pos"], atol=1e-6)
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text(f"{REVIEWS[0]}\n\n{REVIEWS[1]}\n", encoding="utf-8")
+    scored = predict_job.run(cfg, str(plain), str(tmp_path / "plain.csv"), None, None)
+    assert list(scored.columns[:2]) == ["text", "label"] and scored["text"].tolist() == REVIEWS
+    assert scored["label"].tolist() == expected["pred_label"].tolist()
+    (tmp_path / "two.txt").write_text("__label__1 fine\n\n__label__1 __label__2 both\n", encoding="utf-8")
+    for output in ("two.csv", "two"):
+        with pytest.raises(UserInputError, match=r"two\.txt: line 3 has more than one label"):
+            predict_job.run(cfg, str(tmp_path / "two.txt"), str(tmp_path / output), None, None, "pred_")
