@@ -272,8 +272,7 @@ def _txt_format(path: Path | str) -> str:
         raise UserInputError(f"data.paths: {path} could not be read ({e})") from None
     if reads_as_fasttext(head):
         return "fasttext"
-    text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), None)
+    first = first_line(head)
     shown = "it is empty" if first is None else f"its first line is {first[:60]!r}"
     raise UserInputError(
         f"cannot tell the format of {path}: a .txt file is read as fastText's '__label__<label> <text>' lines, "
@@ -328,12 +327,16 @@ def split_fasttext(lines, where: str, line_numbers: list[int] | None = None):
     return label, text
 
 
-def reads_as_fasttext(head: bytes) -> bool | None:
-    """Whether a file's first bytes start with a fastText line (`__label__<label> <text>`); None when they
-    hold no line that is not blank."""
+def first_line(head: bytes) -> str | None:
+    """The first line that is not blank in a file's first bytes (as UTF-8, a BOM dropped), stripped."""
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), None)
-    return None if first is None else first.startswith(FASTTEXT_PREFIX)
+    return next((line.strip() for line in text.splitlines() if line.strip()), None)
+
+
+def reads_as_fasttext(head: bytes) -> bool:
+    """Whether a file's first line that is not blank is a fastText line (`__label__<label> <text>`)."""
+    first = first_line(head)
+    return first is not None and first.startswith(FASTTEXT_PREFIX)
 
 
 def fasttext_rows(ds, where: str):

@@ -325,11 +325,11 @@ def _read(
 def txt_is_fasttext(path: str) -> bool:
     """Whether a `.txt` input holds fastText lines (`__label__2 Great CD`), from its first line (decompressed
     by its name; one ranged read on object storage), as training's data.format=auto decides."""
-    from pipeline.data.sources import open_data, reads_as_fasttext
+    from pipeline.data.sources import TXT_SNIFF_BYTES, open_data, reads_as_fasttext
 
     try:
         with open_data(path) as f:
-            return bool(reads_as_fasttext(f.read(1 << 16)))
+            return reads_as_fasttext(f.read(TXT_SNIFF_BYTES))
     except OSError as e:
         raise UserInputError(f"--input {path} could not be read ({e})") from None
 
