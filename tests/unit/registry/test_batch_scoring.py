@@ -56,6 +56,20 @@ def test_input_files_takes_a_folder_or_glob_of_one_format(tmp_path):
     assert input_files(f"file://{tmp_path}") == input_files(str(tmp_path))  # file:// is the local path
 
 
+def test_a_folder_of_text_lines_is_scoring_input_and_one_of_other_files_is_named(tmp_path):
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "ft" / "a.txt").write_text("__label__1 x\n")
+    (tmp_path / "ft" / "b.txt.bz2").write_bytes(b"")
+    files, fmt = input_files(str(tmp_path / "ft"))
+    assert fmt == "txt" and [f.rpartition("/")[2] for f in files] == ["a.txt", "b.txt.bz2"]
+    (tmp_path / "sheets").mkdir()
+    (tmp_path / "sheets" / "a.xlsx").write_bytes(b"")
+    with pytest.raises(
+        UserInputError, match=r"sheets holds no \.csv, \.tsv, \.jsonl, \.parquet, \.txt file \(found \['\.xlsx'\]\)"
+    ):
+        input_files(str(tmp_path / "sheets"))
+
+
 def test_a_column_the_scores_would_write_is_refused_with_the_prefix_to_use():
     assert score_columns(["neg", "pos"], "pred_") == ["pred_label", "pred_probability", "pred_p_neg", "pred_p_pos"]
     check_collisions(["text", "label"], ["neg", "pos"], "pred_", "in.csv")  # apart: no error
