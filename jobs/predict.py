@@ -56,10 +56,11 @@ _READERS = {
 
 def _read_txt(path: Path) -> pd.DataFrame:
     """A text per line, or fastText lines as `label` and `text` (pipeline.registry.scoring_input)."""
-    from pipeline.registry.batch_scoring import txt_is_fasttext
+    from pipeline.data.sources import TXT_SNIFF_BYTES, reads_as_fasttext
     from pipeline.registry.scoring_input import text_lines_table
 
-    return text_lines_table(path.read_bytes(), txt_is_fasttext(str(path)), str(path)).to_pandas()
+    data = path.read_bytes()
+    return text_lines_table(data, reads_as_fasttext(data[:TXT_SNIFF_BYTES]), str(path)).to_pandas()
 
 
 def _read_csv(path: Path, sep: str, names: tuple[str, ...] | None) -> pd.DataFrame:

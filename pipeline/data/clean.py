@@ -200,11 +200,6 @@ def _cut(text: pa.Array, max_chars: int, truncation_side: str) -> pa.Array:
     return pc.utf8_slice_codeunits(text, start=0, stop=max_chars)
 
 
-def _text_strings(text: pa.Array, cfg: DataConfig, where: str) -> pa.Array:
-    """The text column as strings (several text columns were joined into strings where they were read)."""
-    return as_text(text, cfg.text_columns[0], where, "data.text_column")
-
-
 def _missing_spelled(labels: pa.Array, cfg: DataConfig) -> pa.Array:
     """Label strings spelled as missing ('NaN', 'null', 'None', 'NA', blank) -> null, unless data.labels
     names that spelling as a class."""
@@ -223,7 +218,8 @@ def check_rows(
     label as a string) and the counts per reason. Each row is counted under its first failing check.
     Raises DataValidationError (naming `where`) when the text column does not hold text."""
     report = CleanReport(rows_in=table.num_rows)
-    text = _text_strings(table.column("text").combine_chunks(), cfg, where)
+    # As strings, or the job stops naming the column (several text columns were joined where they were read).
+    text = as_text(table.column("text"), cfg.text_columns[0], where, "data.text_column")
     labels, kinds = label_strings(table.column("label"))
     labels = _missing_spelled(labels, cfg)
     missing_text = pc.is_null(text)

@@ -865,16 +865,19 @@ def _check_columns(frame: pd.DataFrame, cfg: DataConfig, where: str, features=No
             raise DataValidationError(f"{role} column {col!r} not found in {where}; columns are {columns}; {hint}")
 
 
+def _row_texts(ds, cfg: DataConfig, where: str):
+    """A `datasets.Dataset`'s texts as Arrow: its text column, or its text columns joined (text_columns.py)."""
+    table = ds.select_columns(list(cfg.text_columns)).with_format("arrow")[:]
+    if len(cfg.text_columns) == 1:
+        return table.column(0)
+    return join_text([table.column(c) for c in cfg.text_columns], cfg.text_columns, where, "data.text_column")
+
+
 def _to_frame(ds, cfg: DataConfig, where: str) -> tuple[pd.DataFrame, tuple[str, ...] | None]:
     """A `datasets.Dataset` -> (text, label) frame; ClassLabel ids become their names."""
     _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
-    frame = ds.select_columns([*cfg.text_columns, cfg.label_column]).to_pandas()
-    text = frame[cfg.text_column] if isinstance(cfg.text_column, str) else None
-    if text is None:  # several text columns: their values joined (pipeline/data/text_columns.py)
-        import pyarrow as pa
-
-        columns = [pa.array(frame[c], from_pandas=True) for c in cfg.text_columns]
-        text = join_text(columns, cfg.text_columns, where, "data.text_column").to_pandas()
+    text = _row_texts(ds, cfg, where).to_pandas()
+    frame = ds.select_columns([cfg.label_column]).to_pandas()
     names = None
     feature = ds.features.get(cfg.label_column)
     if feature is not None and type(feature).__name__ == "ClassLabel":
@@ -1710,10 +1713,7 @@ def _to_table(ds, cfg: DataConfig, where: str):
     import pyarrow.compute as pc
 
     _check_columns(pd.DataFrame(columns=list(ds.column_names)), cfg, where, ds.features)
-    table = ds.select_columns([*cfg.text_columns, cfg.label_column]).with_format("arrow")[:]
-    text, label = table.column(cfg.text_columns[0]), table.column(cfg.label_column)
-    if len(cfg.text_columns) > 1:
-        text = join_text([table.column(c) for c in cfg.text_columns], cfg.text_columns, where, "data.text_column")
+    text, label = _row_texts(ds, cfg, where), ds.select_columns([cfg.label_column]).with_format("arrow")[:].column(0)
     feature = ds.features.get(cfg.label_column)
     if feature is not None and type(feature).__name__ == "ClassLabel":
         ids = pc.if_else(pc.less(label, 0), pa.scalar(None, label.type), label)

@@ -82,11 +82,8 @@ def _joined(model_input: pd.DataFrame | dict, text_columns: list[str]) -> list:
 
     if isinstance(model_input, pd.DataFrame):
         frame = model_input
-    else:  # {"title": "x", "content": "y"} is one row; lists (or arrays) are a row per item
-        values = {c: model_input[c] for c in text_columns}
-        values = {
-            c: [v.item() if isinstance(v, np.ndarray) else v] if _scalar(v) else list(v) for c, v in values.items()
-        }
+    else:  # each column read as a lone text column is: {"title": "x", ...} one row, lists a row per item
+        values = {c: list(_column(model_input[c])) for c in text_columns}
         if len({len(v) for v in values.values()}) > 1:
             sizes = ", ".join(f"{c}: {len(v)}" for c, v in values.items())
             raise MlflowException.invalid_parameter_value(
@@ -98,12 +95,6 @@ def _joined(model_input: pd.DataFrame | dict, text_columns: list[str]) -> list:
         return frame_texts(frame, tuple(text_columns), "input", None)
     except DataValidationError as e:
         raise MlflowException.invalid_parameter_value(str(e)) from None
-
-
-def _scalar(value: Any) -> bool:
-    return not isinstance(value, list | tuple | pd.Series | np.ndarray) or (
-        isinstance(value, np.ndarray) and value.ndim == 0
-    )
 
 
 def why_not_text(value: Any) -> str | None:
